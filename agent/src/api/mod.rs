@@ -1,0 +1,21 @@
+//! The HTTP API: the router, its error type, and the handlers.
+
+mod error;
+mod status;
+
+use axum::routing::get;
+use axum::Router;
+use shared::api::paths;
+
+pub use error::ApiError;
+
+use crate::state::AgentState;
+
+/// The API's routes over the agent's state; tests call it with `oneshot`, no socket needed.
+pub fn router(state: AgentState) -> Router {
+    Router::new()
+        .route(paths::ME_STATUS, get(status::status))
+        .route(paths::ME_NS, get(status::namespaces))
+        .fallback(error::not_found)
+        .with_state(state)
+}

@@ -1,0 +1,67 @@
+//! `GET /me/status` and `GET /me/ns`.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::Json;
+use shared::api::{NamespacesResponse, OutputStatus, PipelineStatus, RegistryStatus, Status};
+
+use crate::state::AgentState;
+
+/// `GET /me/status`.
+pub async fn status(State(state): State<AgentState>) -> Json<Status> {
+    Json(build_status(&state))
+}
+
+/// The status document; shared by the endpoint and the agent's own logging.
+pub fn build_status(state: &AgentState) -> Status {
+    let cfg = state.config();
+    let p = state.pipeline().stats();
+    let o = state.output_stats();
+    let spool = state.spool().stats();
+    let plan = state.plan();
+    Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        build: crate::BUILD.to_owned(),
+        hostname: state.hostname().to_owned(),
+        uptime_secs: state.uptime_secs(),
+        started_at: state.started_at(),
+        registry: RegistryStatus {
+            source: cfg.registry.source.to_string(),
+            location: match cfg.registry.source {
+                crate::config::RegistrySource::File => cfg.registry.path.display().to_string(),
+                crate::config::RegistrySource::Http => cfg.registry.url.clone(),
+            },
+            namespaces: plan.namespaces.len(),
+            items: plan.item_count(),
+            ..RegistryStatus::default()
+        },
+        pipeline: PipelineStatus {
+            accepted: p.accepted.load(Ordering::Relaxed),
+            rejected: p.rejected.load(Ordering::Relaxed),
+            queued: p.queued.load(Ordering::Relaxed),
+        },
+        output: OutputStatus {
+            kind: cfg.output.kind.to_string(),
+            connected: o.connected.load(Ordering::Relaxed),
+            endpoint: o.endpoint.lock().ok().and_then(|g| g.clone()),
+            queue_batches: 0,
+            spool_batches: spool.batches,
+            spool_bytes: spool.bytes,
+            spool_durable: spool.durable,
+            delivered_batches: o.delivered_batches.load(Ordering::Relaxed),
+            delivered_points: o.delivered_points.load(Ordering::Relaxed),
+            dropped_batches: spool.dropped_batches + o.rejected_batches.load(Ordering::Relaxed),
+            dropped_points: spool.dropped_points + o.rejected_points.load(Ordering::Relaxed),
+            last_error: o.last_error.lock().ok().and_then(|g| g.clone()),
+        },
+        ..Status::default()
+    }
+}
+
+/// `GET /me/ns`.
+pub async fn namespaces(State(state): State<AgentState>) -> Json<NamespacesResponse> {
+    Json(NamespacesResponse {
+        namespaces: state.plan().namespace_names(),
+    })
+}

@@ -1,0 +1,3 @@
+//! Collectors: producers of metrics on a schedule.
+
+pub mod alive;

@@ -1,0 +1,594 @@
+//! The agent's configuration file: its shape, defaults, path resolution and validation.
+//!
+//! Every key has a default, so an empty file is a working configuration (file registry, file
+//! output). Unknown keys are errors that name the key; [`Config::validate`] reports every problem
+//! in one pass.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: cannot read it: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape (unknown key, wrong type, ...).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's description, which names the key, line and column.
+        message: String,
+    },
+    /// The file parsed but some values are unusable.
+    #[error("config file {path}: {n} problem(s):\n  - {list}", n = problems.len(), list = problems.join("\n  - "))]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// One line per problem, each naming the key.
+        problems: Vec<String>,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[agent]`: identity, directories, the API.
+    pub agent: AgentConfig,
+    /// `[registry]`: where the plan comes from.
+    pub registry: RegistryConfig,
+    /// `[output]`: where points go.
+    pub output: OutputConfig,
+    /// `[log]`: the agent's own log.
+    pub log: LogConfig,
+    /// The file this was read from (absent for the embedded defaults).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Address of the HTTP API.
+    pub listen: String,
+    /// The `host` tag; empty = the system's hostname.
+    pub hostname: String,
+    /// Spool, registry cache, plugin state and pid file live here.
+    pub data_dir: PathBuf,
+    /// Where plugins are cloned; default `{data_dir}/plugins`.
+    pub plugins_dir: Option<PathBuf>,
+    /// The user plugins run as when the agent is root.
+    pub plugins_user: String,
+    /// Allow plugins to run as root when `plugins_user` is root (refused otherwise).
+    pub plugins_allow_root: bool,
+    /// Seconds after which a disabled plugin re-enables itself.
+    pub plugin_disable_secs: u64,
+    /// Bearer token for the API; empty = none (then only a loopback listen address is allowed).
+    pub token: String,
+    /// Roots `/log/offset` may read, besides the agent's own log dir.
+    pub log_roots: Vec<PathBuf>,
+    /// Largest request body the API accepts, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            listen: shared::DEFAULT_ADDR.to_owned(),
+            hostname: String::new(),
+            data_dir: PathBuf::from("data"),
+            plugins_dir: None,
+            plugins_user: "nobody".to_owned(),
+            plugins_allow_root: false,
+            plugin_disable_secs: 24 * 3600,
+            token: String::new(),
+            log_roots: vec![PathBuf::from("/var/log")],
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Where the registry answer comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrySource {
+    /// A TOML or JSON file (the embedded default).
+    #[default]
+    File,
+    /// A lodastack registry server.
+    Http,
+}
+
+impl fmt::Display for RegistrySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RegistrySource::File => "file",
+            RegistrySource::Http => "http",
+        })
+    }
+}
+
+/// `[registry]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// `file` or `http`.
+    pub source: RegistrySource,
+    /// The registry file, for `source = "file"`.
+    pub path: PathBuf,
+    /// The registry's base URL, for `source = "http"`.
+    pub url: String,
+    /// Seconds between refreshes.
+    pub refresh_secs: u64,
+    /// Seconds an HTTP registry call may take.
+    pub timeout_secs: u64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            source: RegistrySource::File,
+            path: PathBuf::from("registry.toml"),
+            url: String::new(),
+            refresh_secs: 60,
+            timeout_secs: 10,
+        }
+    }
+}
+
+/// Which output points are shipped to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// NSQ over TCP.
+    Nsq,
+    /// InfluxDB 1.x HTTP `/write`.
+    Influxdb,
+    /// Line-protocol files, one per namespace (the embedded default).
+    #[default]
+    File,
+    /// Standard output, for debugging.
+    Stdout,
+}
+
+impl fmt::Display for OutputKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OutputKind::Nsq => "nsq",
+            OutputKind::Influxdb => "influxdb",
+            OutputKind::File => "file",
+            OutputKind::Stdout => "stdout",
+        })
+    }
+}
+
+/// How a batch is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// InfluxDB line protocol, precision seconds.
+    #[default]
+    Line,
+    /// The older JSON shape (`{"database", "points": [...]}`).
+    Json,
+}
+
+/// `[output]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// `nsq`, `influxdb`, `file` or `stdout`.
+    pub kind: OutputKind,
+    /// nsqd TCP addresses, tried in order.
+    pub nsqd: Vec<String>,
+    /// NSQ topic template; `{ns}` is replaced by the namespace.
+    pub topic: String,
+    /// `line` or `json`.
+    pub format: Format,
+    /// InfluxDB base URL, for `kind = "influxdb"`.
+    pub url: String,
+    /// Directory of the file output.
+    pub path: Option<PathBuf>,
+    /// Size at which a file-output file is rotated, in bytes.
+    pub file_max_bytes: u64,
+    /// Rotated files kept per namespace.
+    pub file_keep: usize,
+    /// Points per batch.
+    pub batch_size: usize,
+    /// Milliseconds after which a partial batch is flushed.
+    pub flush_ms: u64,
+    /// Bound of the on-disk spool, in bytes.
+    pub spool_max_bytes: u64,
+    /// Largest message handed to the output, in bytes (nsqd's default `--max-msg-size` is 1 MiB).
+    pub max_message_bytes: usize,
+    /// Seconds to wait for delivery at shutdown before leaving the rest in the spool.
+    pub drain_secs: u64,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            kind: OutputKind::File,
+            nsqd: vec!["127.0.0.1:4150".to_owned()],
+            topic: "{ns}".to_owned(),
+            format: Format::Line,
+            url: String::new(),
+            path: None,
+            file_max_bytes: 64 * 1024 * 1024,
+            file_keep: 5,
+            batch_size: 1000,
+            flush_ms: 1000,
+            spool_max_bytes: 1 << 30,
+            max_message_bytes: 1024 * 1024,
+            drain_secs: 10,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Directory of the agent's log file; default `{data_dir}/log`.
+    pub dir: Option<PathBuf>,
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter (`agent=debug,info`).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            dir: None,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses, resolves and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, path)?;
+        let base = path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| PathBuf::from("."));
+        config.resolve_paths(&base);
+        config.source = Some(path.to_owned());
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+
+    /// Makes every relative path absolute against `base` (the config file's folder) and fills
+    /// the defaults that derive from `data_dir`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let abs = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        self.agent.data_dir = abs(&self.agent.data_dir);
+        let data = self.agent.data_dir.clone();
+        self.agent.plugins_dir = Some(
+            self.agent
+                .plugins_dir
+                .as_deref()
+                .map_or_else(|| data.join("plugins"), abs),
+        );
+        self.agent.log_roots = self.agent.log_roots.iter().map(|p| abs(p)).collect();
+        self.registry.path = abs(&self.registry.path);
+        self.output.path = Some(
+            self.output
+                .path
+                .as_deref()
+                .map_or_else(|| data.join("out"), abs),
+        );
+        self.log.dir = Some(
+            self.log
+                .dir
+                .as_deref()
+                .map_or_else(|| data.join("log"), abs),
+        );
+    }
+
+    /// Checks every value and reports all problems at once, each naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, msg: String| problems.push(format!("{key}: {msg}"));
+
+        match self.agent.listen.parse::<SocketAddr>() {
+            Ok(addr) => {
+                if !addr.ip().is_loopback() && self.agent.token.is_empty() {
+                    bad(
+                        "agent.listen",
+                        format!(
+                            "{addr} is not a loopback address; set agent.token so the API is not open to the network"
+                        ),
+                    );
+                }
+            }
+            Err(_) => bad(
+                "agent.listen",
+                format!(
+                    "{:?} is not an address like \"127.0.0.1:1232\"",
+                    self.agent.listen
+                ),
+            ),
+        }
+        if self.agent.hostname.chars().any(|c| c.is_control()) {
+            bad(
+                "agent.hostname",
+                "must not contain control characters".into(),
+            );
+        }
+        if self.agent.plugins_user.trim().is_empty() {
+            bad("agent.plugins_user", "must name a user".into());
+        }
+        if self.agent.plugin_disable_secs == 0 {
+            bad("agent.plugin_disable_secs", "must be at least 1".into());
+        }
+        if self.agent.max_body_bytes < 1024 {
+            bad("agent.max_body_bytes", "must be at least 1024".into());
+        }
+
+        match self.registry.source {
+            RegistrySource::Http => {
+                if !(self.registry.url.starts_with("http://")
+                    || self.registry.url.starts_with("https://"))
+                {
+                    bad(
+                        "registry.url",
+                        format!(
+                            "{:?} is not an http:// or https:// URL (needed by source = \"http\")",
+                            self.registry.url
+                        ),
+                    );
+                }
+            }
+            RegistrySource::File => {}
+        }
+        if self.registry.refresh_secs == 0 {
+            bad("registry.refresh_secs", "must be at least 1".into());
+        }
+        if self.registry.timeout_secs == 0 {
+            bad("registry.timeout_secs", "must be at least 1".into());
+        }
+
+        let out = &self.output;
+        if out.kind == OutputKind::Nsq {
+            if out.nsqd.is_empty() {
+                bad(
+                    "output.nsqd",
+                    "needs at least one nsqd address when kind = \"nsq\"".into(),
+                );
+            }
+            for a in &out.nsqd {
+                if split_host_port(a).is_none() {
+                    bad("output.nsqd", format!("{a:?} is not a host:port address"));
+                }
+            }
+        }
+        if let Err(e) = check_topic_template(&out.topic) {
+            bad("output.topic", e);
+        }
+        if out.kind == OutputKind::Influxdb
+            && !(out.url.starts_with("http://") || out.url.starts_with("https://"))
+        {
+            bad(
+                "output.url",
+                format!(
+                    "{:?} is not an http:// or https:// URL (needed by kind = \"influxdb\")",
+                    out.url
+                ),
+            );
+        }
+        if !(1..=1_000_000).contains(&out.batch_size) {
+            bad("output.batch_size", "must be between 1 and 1000000".into());
+        }
+        if !(1..=3_600_000).contains(&out.flush_ms) {
+            bad("output.flush_ms", "must be between 1 and 3600000".into());
+        }
+        if out.spool_max_bytes < 1024 * 1024 {
+            bad(
+                "output.spool_max_bytes",
+                "must be at least 1048576 (1 MiB)".into(),
+            );
+        }
+        if out.file_max_bytes < 4096 {
+            bad("output.file_max_bytes", "must be at least 4096".into());
+        }
+        if !(4096..=5 * 1024 * 1024).contains(&out.max_message_bytes) {
+            bad(
+                "output.max_message_bytes",
+                "must be between 4096 and 5242880".into(),
+            );
+        }
+
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            bad(
+                "log.level",
+                format!(
+                    "{:?} is not a level (error, warn, info, debug, trace) or a tracing filter",
+                    self.log.level
+                ),
+            );
+        }
+
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                path: self.source.clone().unwrap_or_else(|| "<defaults>".into()),
+                problems,
+            })
+        }
+    }
+
+    /// The directory plugins are cloned into.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.agent
+            .plugins_dir
+            .clone()
+            .unwrap_or_else(|| self.agent.data_dir.join("plugins"))
+    }
+
+    /// The directory of the agent's own log.
+    pub fn log_dir(&self) -> PathBuf {
+        self.log
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.agent.data_dir.join("log"))
+    }
+
+    /// The directory of the file output.
+    pub fn output_dir(&self) -> PathBuf {
+        self.output
+            .path
+            .clone()
+            .unwrap_or_else(|| self.agent.data_dir.join("out"))
+    }
+
+    /// The pid file of an agent running with this configuration.
+    pub fn pid_file(&self) -> PathBuf {
+        self.agent.data_dir.join("agent.pid")
+    }
+}
+
+/// Splits `host:port`, accepting `[v6]:port`.
+pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then_some((host, port))
+}
+
+/// A topic template may hold `{ns}` and NSQ topic characters only.
+fn check_topic_template(template: &str) -> Result<(), String> {
+    let literal = template.replace("{ns}", "");
+    if let Some(c) = literal
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "{template:?} has {c:?}; a topic may only hold [.a-zA-Z0-9_-] besides {{ns}}"
+        ));
+    }
+    if !template.contains("{ns}") {
+        return Err(format!(
+            "{template:?} does not contain {{ns}}; every namespace would share one topic"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut c = Config::parse(text, Path::new("/etc/agent.toml"))?;
+        c.resolve_paths(Path::new("/etc/agent"));
+        c.source = Some("/etc/agent.toml".into());
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn empty_file_is_the_embedded_default() {
+        let c = parse("").expect("defaults are valid");
+        assert_eq!(c.agent.listen, "127.0.0.1:1232");
+        assert_eq!(c.output.kind, OutputKind::File);
+        assert_eq!(c.registry.source, RegistrySource::File);
+        assert_eq!(c.agent.data_dir, Path::new("/etc/agent/data"));
+        assert_eq!(c.plugins_dir(), Path::new("/etc/agent/data/plugins"));
+        assert_eq!(c.registry.path, Path::new("/etc/agent/registry.toml"));
+        assert_eq!(c.output_dir(), Path::new("/etc/agent/data/out"));
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_the_file() {
+        let err = parse("[output]\nkindd = \"nsq\"\n").expect_err("unknown key");
+        let msg = err.to_string();
+        assert!(msg.contains("/etc/agent.toml"), "{msg}");
+        assert!(msg.contains("kindd"), "{msg}");
+    }
+
+    #[test]
+    fn bad_enum_value_is_named() {
+        let msg = parse("[output]\nkind = \"kafka\"\n")
+            .expect_err("bad kind")
+            .to_string();
+        assert!(msg.contains("kafka") && msg.contains("nsq"), "{msg}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            [agent]
+            listen = "0.0.0.0:1232"
+            [registry]
+            source = "http"
+            [output]
+            kind = "nsq"
+            nsqd = ["nohost"]
+            batch_size = 0
+            topic = "metrics"
+        "#;
+        let ConfigError::Invalid { problems, path } = parse(text).expect_err("invalid") else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(path, Path::new("/etc/agent.toml"));
+        let keys: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "agent.listen",
+                "registry.url",
+                "output.nsqd",
+                "output.topic",
+                "output.batch_size"
+            ]
+        );
+    }
+
+    #[test]
+    fn non_loopback_listen_is_fine_with_a_token() {
+        parse("[agent]\nlisten = \"0.0.0.0:1232\"\ntoken = \"s3cret\"\n").expect("valid");
+    }
+
+    #[test]
+    fn host_port_split() {
+        assert_eq!(split_host_port("127.0.0.1:4150"), Some(("127.0.0.1", 4150)));
+        assert_eq!(split_host_port("[::1]:4150"), Some(("::1", 4150)));
+        assert_eq!(split_host_port("nohost"), None);
+        assert_eq!(split_host_port(":4150"), None);
+    }
+}

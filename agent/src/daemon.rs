@@ -1,0 +1,194 @@
+//! Process lifecycle: the pid file (an exclusive lock, so a second agent on the same data dir
+//! refuses to start), detaching, and `agent stop`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Holds the pid file locked while the agent runs; removes it on drop.
+pub struct PidFile {
+    path: PathBuf,
+    _lock: Flock<File>,
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+        if let Some(pointer) = pointer_file() {
+            if fs::read_to_string(&pointer).is_ok_and(|p| Path::new(p.trim()) == self.path) {
+                let _ = fs::remove_file(pointer);
+            }
+        }
+    }
+}
+
+fn open_pid_file(path: &Path) -> anyhow::Result<File> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .with_context(|| format!("cannot open pid file {}", path.display()))
+}
+
+/// The pid recorded in a pid file, if any.
+pub fn read_pid(path: &Path) -> Option<i32> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Fails with a clear message when an agent already holds `path`.
+pub fn ensure_not_running(path: &Path) -> anyhow::Result<()> {
+    let file = open_pid_file(path)?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(_released_on_drop) => Ok(()),
+        Err((_, _)) => bail!(
+            "an agent is already running (pid {}, pid file {}); stop it with `agent stop` first",
+            read_pid(path).map_or_else(|| "?".to_owned(), |p| p.to_string()),
+            path.display()
+        ),
+    }
+}
+
+/// Locks and writes the pid file; the lock lasts as long as the returned guard.
+pub fn acquire(path: &Path) -> anyhow::Result<PidFile> {
+    let file = open_pid_file(path)?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => l,
+        Err((_, _)) => {
+            ensure_not_running(path)?;
+            bail!("pid file {} is locked", path.display());
+        }
+    };
+    lock.set_len(0)?;
+    lock.rewind()?;
+    writeln!(lock, "{}", std::process::id())?;
+    lock.flush()?;
+    if let Some(pointer) = pointer_file() {
+        // Best effort: lets `agent stop` without arguments find this agent.
+        let _ = fs::write(pointer, path.display().to_string());
+    }
+    Ok(PidFile {
+        path: path.to_owned(),
+        _lock: lock,
+    })
+}
+
+/// Where the pid file of the last agent started by this user is recorded, so `agent stop`
+/// works without arguments, as the original agent's did.
+pub fn pointer_file() -> Option<PathBuf> {
+    let uid = nix::unistd::getuid();
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    Some(dir.join(format!("agent-{uid}.pidfile")))
+}
+
+/// Starts this binary again in the background (new session, no terminal) and waits until it
+/// holds its pid file, or reports why it died.
+pub fn spawn_detached(config: &Path, pid_file: &Path, data_dir: &Path) -> anyhow::Result<i32> {
+    let exe = std::env::current_exe().context("cannot find the agent's own executable")?;
+    fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let start_log = data_dir.join("agent.start.log");
+    let stderr = File::create(&start_log)
+        .with_context(|| format!("cannot create {}", start_log.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("start")
+        .arg("-f")
+        .arg(config)
+        .arg("--daemon-child")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid()
+                    .map(|_| ())
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
+    let mut child = cmd
+        .spawn()
+        .context("cannot start the agent in the background")?;
+    let child_pid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            let mut why = String::new();
+            let _ = File::open(&start_log).and_then(|mut f| f.read_to_string(&mut why));
+            bail!(
+                "the agent exited during start-up ({status}):\n{}",
+                why.trim_end()
+            );
+        }
+        if read_pid(pid_file) == Some(child_pid) && is_locked(pid_file) {
+            return Ok(child_pid);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "the agent (pid {child_pid}) did not finish starting within 20 s; see {}",
+        start_log.display()
+    )
+}
+
+fn is_locked(path: &Path) -> bool {
+    OpenOptions::new()
+        .read(true)
+        .open(path)
+        .map(|f| Flock::lock(f, FlockArg::LockSharedNonblock).is_err())
+        .unwrap_or(false)
+}
+
+/// Asks the agent recorded in `pid_file` to stop, and waits for it to exit.
+pub fn stop(pid_file: &Path, timeout: Duration) -> anyhow::Result<i32> {
+    let Some(pid) = read_pid(pid_file).filter(|_| is_locked(pid_file)) else {
+        bail!(
+            "no agent is running (no locked pid file at {})",
+            pid_file.display()
+        );
+    };
+    let target = Pid::from_raw(pid);
+    kill(target, Signal::SIGTERM).with_context(|| format!("cannot signal pid {pid}"))?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if kill(target, None).is_err() || !is_locked(pid_file) {
+            return Ok(pid);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "the agent (pid {pid}) is still draining after {} s; it keeps going, check its log, or wait and run `agent stop` again",
+        timeout.as_secs()
+    )
+}
+
+/// Finds the pid file `agent stop` without arguments should use.
+pub fn find_running_pid_file() -> anyhow::Result<PathBuf> {
+    let pointer = pointer_file().context("no runtime directory")?;
+    let text = fs::read_to_string(&pointer).with_context(|| {
+        format!(
+            "no agent started by this user is recorded ({} is missing); pass -f <config> to name it",
+            pointer.display()
+        )
+    })?;
+    Ok(PathBuf::from(text.trim()))
+}

@@ -1,0 +1,159 @@
+//! The host-monitoring agent: wires the registry, the scheduler, the collectors and plugins, the
+//! pipeline and the output together, and serves the HTTP API.
+//!
+//! Data flows one way: registry -> scheduler -> collectors/plugins -> pipeline -> spool -> output.
+
+pub mod api;
+pub mod collect;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod output;
+pub mod pipeline;
+pub mod registry;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use config::Config;
+use output::spool::Spool;
+use pipeline::batch::{self, BatchConfig};
+use pipeline::Pipeline;
+use state::AgentState;
+
+/// Build description reported by `/me/status` and `agent version`.
+pub const BUILD: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
+/// Capacity of the pipeline channel, in submissions (each a group of points).
+const PIPELINE_CAPACITY: usize = 4096;
+
+/// How long producers get to stop at shutdown before the pipeline is drained anyway.
+const PRODUCER_STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The hostname for the `host` tag: the configured one, or the system's.
+pub fn hostname(config: &Config) -> String {
+    if !config.agent.hostname.is_empty() {
+        return config.agent.hostname.clone();
+    }
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Runs the agent until `shutdown` is cancelled, then drains: producers stop, the batcher flushes
+/// everything accepted into the spool, and the output delivers until the spool is empty or
+/// `output.drain_secs` pass (the rest stays in the spool for the next start).
+///
+/// `ready` is called once the API listens, with its address.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    let host = hostname(&config);
+    let spool = Spool::open(
+        &config.agent.data_dir.join("spool"),
+        config.output.spool_max_bytes,
+    )?;
+    let output = output::build(&config)?;
+    let (pipeline, rx) = Pipeline::new(&host, PIPELINE_CAPACITY);
+    let output_stats = Arc::new(output::OutputStats::default());
+    let state = AgentState::new(
+        config.clone(),
+        host.clone(),
+        pipeline.clone(),
+        spool.clone(),
+        Arc::clone(&output_stats),
+    );
+
+    let listener = tokio::net::TcpListener::bind(&config.agent.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (agent.listen)", config.agent.listen))?;
+    let addr = listener.local_addr()?;
+
+    // The plan: the file registry read once at start.
+    match registry::file::load(&config.registry.path) {
+        Ok(loaded) => {
+            for p in &loaded.problems {
+                warn!(problem = %p, "Registry entry skipped.");
+            }
+            state.set_plan(loaded.plan);
+        }
+        Err(e) => warn!(error = %e, "Registry unavailable; running with no namespaces."),
+    }
+
+    let producers = TaskTracker::new();
+    let stop_batcher = CancellationToken::new();
+    let drain = CancellationToken::new();
+
+    let batcher = tokio::spawn(batch::run_batcher(
+        rx,
+        BatchConfig {
+            batch_size: config.output.batch_size,
+            flush_every: Duration::from_millis(config.output.flush_ms),
+            format: config.output.format,
+            max_message_bytes: config.output.max_message_bytes,
+        },
+        spool.clone(),
+        Arc::clone(pipeline.stats()),
+        stop_batcher.clone(),
+    ));
+    let delivery = tokio::spawn(output::run_delivery(
+        spool.clone(),
+        output,
+        output_stats,
+        drain.clone(),
+        Duration::from_secs(config.output.drain_secs),
+    ));
+
+    producers.spawn(collect::alive::run(state.clone(), shutdown.clone()));
+    let app = api::router(state.clone());
+    let api_shutdown = shutdown.clone();
+    producers.spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            api_shutdown.cancelled().await;
+        });
+        if let Err(e) = serve.await {
+            error!(error = %e, "API server failed.");
+        }
+    });
+    producers.close();
+
+    info!(%addr, host = %host, output = %config.output.kind, "Agent started.");
+    ready(addr);
+
+    shutdown.cancelled().await;
+    info!("Shutting down: stopping producers.");
+    if tokio::time::timeout(PRODUCER_STOP_DEADLINE, producers.wait())
+        .await
+        .is_err()
+    {
+        warn!("Some producers did not stop in time; draining the pipeline anyway.");
+    }
+    stop_batcher.cancel();
+    batcher.await.context("batcher task failed")?;
+    drain.cancel();
+    delivery.await.context("delivery task failed")?;
+    let left = spool.stats();
+    if left.batches > 0 {
+        warn!(
+            batches = left.batches,
+            bytes = left.bytes,
+            "Output did not take everything before the drain deadline; the rest stays in the spool."
+        );
+    }
+    info!("Agent stopped.");
+    Ok(())
+}

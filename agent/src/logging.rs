@@ -1,0 +1,46 @@
+//! The agent's own log: tracing to a daily-rotated file in the log dir, and to stderr in the
+//! foreground.
+
+use std::path::Path;
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer};
+
+/// Log files kept (one per day).
+const KEEP_FILES: usize = 7;
+
+/// File name prefix of the agent's log (`agent.2026-11-25.log`).
+pub const LOG_PREFIX: &str = "agent";
+
+/// Installs the global subscriber; keep the guard alive until exit so the file gets flushed.
+pub fn init(dir: &Path, level: &str, to_stderr: bool) -> anyhow::Result<WorkerGuard> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| anyhow::anyhow!("cannot create log dir {}: {e}", dir.display()))?;
+    let appender = RollingFileAppender::builder()
+        .rotation(Rotation::DAILY)
+        .filename_prefix(LOG_PREFIX)
+        .filename_suffix("log")
+        .max_log_files(KEEP_FILES)
+        .build(dir)
+        .map_err(|e| anyhow::anyhow!("cannot open a log file in {}: {e}", dir.display()))?;
+    let (writer, guard) = tracing_appender::non_blocking(appender);
+    let filter = || EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let file_layer = fmt::layer()
+        .with_ansi(false)
+        .with_writer(writer)
+        .with_filter(filter());
+    let stderr_layer = to_stderr.then(|| {
+        fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+    });
+    tracing_subscriber::registry()
+        .with(file_layer)
+        .with(stderr_layer)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    Ok(guard)
+}

@@ -1,0 +1,158 @@
+//! `agent`: the host-monitoring daemon's command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use agent::config::Config;
+use agent::daemon;
+
+/// Host-monitoring agent: collects metrics for the namespaces a registry names and ships them to
+/// NSQ (or InfluxDB, files, stdout) as InfluxDB line protocol.
+#[derive(Parser)]
+#[command(name = "agent", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the agent (in the background unless --foreground).
+    Start {
+        /// The configuration file.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: PathBuf,
+        /// Stay attached and log to stderr too (for systemd and containers).
+        #[arg(long)]
+        foreground: bool,
+        /// Internal: the background process started by `agent start`.
+        #[arg(long, hide = true)]
+        daemon_child: bool,
+    },
+    /// Stop the running agent gracefully (pending points are delivered or spooled first).
+    Stop {
+        /// The configuration of the agent to stop; default: the last one this user started.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Seconds to wait for it to finish draining.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Check a configuration file and report every problem.
+    Check {
+        /// The configuration file.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Version => {
+            println!("agent {} ({})", env!("CARGO_PKG_VERSION"), agent::BUILD);
+            Ok(())
+        }
+        Cmd::Check { config } => {
+            let c = Config::load(&config)?;
+            println!(
+                "{}: ok (registry {} {}, output {})",
+                config.display(),
+                c.registry.source,
+                match c.registry.source {
+                    agent::config::RegistrySource::File => c.registry.path.display().to_string(),
+                    agent::config::RegistrySource::Http => c.registry.url.clone(),
+                },
+                c.output.kind
+            );
+            Ok(())
+        }
+        Cmd::Stop { config, timeout } => {
+            let pid_file = match config {
+                Some(path) => Config::load(&path)?.pid_file(),
+                None => daemon::find_running_pid_file()?,
+            };
+            let pid = daemon::stop(&pid_file, Duration::from_secs(timeout))?;
+            println!("agent (pid {pid}) stopped");
+            Ok(())
+        }
+        Cmd::Start {
+            config,
+            foreground,
+            daemon_child,
+        } => {
+            let path = config.canonicalize().unwrap_or(config);
+            let c = Config::load(&path)?;
+            let pid_file = c.pid_file();
+            if !foreground && !daemon_child {
+                daemon::ensure_not_running(&pid_file)?;
+                let pid = daemon::spawn_detached(&path, &pid_file, &c.agent.data_dir)?;
+                println!(
+                    "agent started (pid {pid}); API on http://{}, log in {}",
+                    c.agent.listen,
+                    c.log_dir().display()
+                );
+                return Ok(());
+            }
+            run_daemon(c, foreground)
+        }
+    }
+}
+
+fn run_daemon(config: Config, foreground: bool) -> anyhow::Result<()> {
+    let _pid = daemon::acquire(&config.pid_file())?;
+    let _log = agent::logging::init(&config.log_dir(), &config.log.level, foreground)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("agent")
+        .build()?;
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(watch_signals(shutdown.clone()));
+        let result = agent::run(config, shutdown, |_| {}).await;
+        if let Err(e) = &result {
+            tracing::error!(error = %format!("{e:#}"), "Agent failed.");
+        }
+        result
+    })
+}
+
+/// SIGTERM or Ctrl-C starts a graceful shutdown; a second one exits at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("Cannot install signal handlers; stop the agent with SIGKILL.");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("Signal received; draining (send it again to exit at once).");
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("Second signal; exiting without draining.");
+    std::process::exit(130);
+}

@@ -1,0 +1,168 @@
+//! The `file` output: one file per namespace under a directory, rotated by size.
+//!
+//! `{dir}/{ns}.lp` receives every batch of `ns` as written; past `max_bytes` it is renamed to
+//! `{ns}.lp.1` (older ones shift to `.2` ... up to `keep`, the oldest removed) and a new file starts.
+//! A batch counts as delivered once `write` returned (it is in the page cache, not fsynced).
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::{BoxFuture, DeliveryError, EncodedBatch, Output};
+
+struct Open {
+    file: File,
+    len: u64,
+}
+
+struct State {
+    dir: PathBuf,
+    max_bytes: u64,
+    keep: usize,
+    files: HashMap<String, Open>,
+}
+
+/// Writes batches to per-namespace files.
+pub struct FileOutput {
+    state: Arc<Mutex<State>>,
+    dir: PathBuf,
+}
+
+impl FileOutput {
+    /// An output writing under `dir` (created if missing).
+    pub fn new(dir: PathBuf, max_bytes: u64, keep: usize) -> std::io::Result<Self> {
+        fs::create_dir_all(&dir).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
+        })?;
+        Ok(FileOutput {
+            state: Arc::new(Mutex::new(State {
+                dir: dir.clone(),
+                max_bytes,
+                keep,
+                files: HashMap::new(),
+            })),
+            dir,
+        })
+    }
+
+    /// The file a namespace's points are written to.
+    pub fn path_for(dir: &Path, ns: &str) -> PathBuf {
+        dir.join(format!("{ns}.lp"))
+    }
+}
+
+impl State {
+    fn write(&mut self, batch: &EncodedBatch) -> std::io::Result<()> {
+        let path = FileOutput::path_for(&self.dir, &batch.ns);
+        let needs_rotation = self
+            .files
+            .get(&batch.ns)
+            .is_some_and(|o| o.len > 0 && o.len + batch.payload.len() as u64 > self.max_bytes);
+        if needs_rotation {
+            self.files.remove(&batch.ns);
+            rotate(&path, self.keep)?;
+        }
+        let open = match self.files.entry(batch.ns.clone()) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let file = OpenOptions::new().create(true).append(true).open(&path)?;
+                let len = file.metadata()?.len();
+                v.insert(Open { file, len })
+            }
+        };
+        if let Err(e) = open.file.write_all(&batch.payload) {
+            // The handle may point at a removed or broken file; reopen next time.
+            self.files.remove(&batch.ns);
+            return Err(e);
+        }
+        open.len += batch.payload.len() as u64;
+        Ok(())
+    }
+}
+
+/// Shifts `p.lp.N` to `p.lp.N+1` (dropping the oldest beyond `keep`) and `p.lp` to `p.lp.1`.
+fn rotate(path: &Path, keep: usize) -> std::io::Result<()> {
+    let numbered = |n: usize| PathBuf::from(format!("{}.{n}", path.display()));
+    if keep == 0 {
+        return fs::remove_file(path);
+    }
+    let _ = fs::remove_file(numbered(keep));
+    for n in (1..keep).rev() {
+        let from = numbered(n);
+        if from.exists() {
+            fs::rename(&from, numbered(n + 1))?;
+        }
+    }
+    fs::rename(path, numbered(1))
+}
+
+impl Output for FileOutput {
+    fn endpoint(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn deliver<'a>(
+        &'a mut self,
+        batch: &'a Arc<EncodedBatch>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        let state = Arc::clone(&self.state);
+        let batch = Arc::clone(batch);
+        Box::pin(async move {
+            let result = tokio::task::spawn_blocking(move || {
+                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                st.write(&batch).map_err(|e| {
+                    format!(
+                        "cannot write {}: {e}",
+                        FileOutput::path_for(&st.dir, &batch.ns).display()
+                    )
+                })
+            })
+            .await;
+            match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(DeliveryError::Retry(e)),
+                Err(e) => Err(DeliveryError::Retry(format!(
+                    "file writer task failed: {e}"
+                ))),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(ns: &str, text: &str) -> Arc<EncodedBatch> {
+        Arc::new(EncodedBatch {
+            ns: ns.into(),
+            points: 1,
+            payload: text.as_bytes().to_vec(),
+        })
+    }
+
+    #[tokio::test]
+    async fn writes_per_namespace_and_rotates_by_size() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut out = FileOutput::new(dir.path().to_path_buf(), 4096, 2).expect("new");
+        let line = format!("m,host=h value=1 1764000000{}\n", " ".repeat(0));
+        for _ in 0..400 {
+            out.deliver(&batch("a", &line)).await.expect("write");
+        }
+        out.deliver(&batch("b", "b value=2 1764000000\n"))
+            .await
+            .expect("write");
+        let b = fs::read_to_string(dir.path().join("b.lp")).expect("b");
+        assert_eq!(b, "b value=2 1764000000\n");
+        let cur = fs::metadata(dir.path().join("a.lp")).expect("a").len();
+        let one = fs::metadata(dir.path().join("a.lp.1")).expect("a.1").len();
+        assert!(cur <= 4096 && one <= 4096 && one > 4000, "{cur} {one}");
+        assert!(dir.path().join("a.lp.2").exists());
+        assert!(
+            !dir.path().join("a.lp.3").exists(),
+            "keep = 2 bounds rotation"
+        );
+    }
+}

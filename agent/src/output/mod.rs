@@ -1,0 +1,180 @@
+//! Outputs: where encoded batches go, and the delivery loop that moves them there from the spool.
+//!
+//! Every batch passes through the [`spool::Spool`] first; the delivery loop takes the oldest
+//! batch, hands it to the output, and removes it from the spool only when the output confirmed
+//! it (nsqd `OK`, InfluxDB 204, file written). Transient failures are retried with capped
+//! backoff; a batch the output refuses for good (bad data) is dropped and counted.
+
+pub mod file;
+pub mod spool;
+pub mod stdout;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Config, OutputKind};
+use spool::{Spool, SpoolRecord};
+
+/// One encoded message for one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBatch {
+    /// The namespace (topic and database downstream).
+    pub ns: String,
+    /// Points in the payload.
+    pub points: u32,
+    /// Line protocol or JSON, at most `max_message_bytes`.
+    pub payload: Vec<u8>,
+}
+
+/// Why a delivery did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliveryError {
+    /// The output is unavailable; the batch stays in the spool and is retried.
+    #[error("{0}")]
+    Retry(String),
+    /// The output refused this batch for good (bad data); it is dropped and counted.
+    #[error("{0}")]
+    Reject(String),
+}
+
+/// A boxed future, so outputs can be chosen at run time.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A destination for encoded batches.
+pub trait Output: Send {
+    /// Where this output sends to (address, URL, directory), for `/me/status`.
+    fn endpoint(&self) -> String;
+    /// Delivers one batch; returns only once the destination confirmed it.
+    fn deliver<'a>(
+        &'a mut self,
+        batch: &'a Arc<EncodedBatch>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+}
+
+/// Output counters, read by `/me/status`.
+#[derive(Debug, Default)]
+pub struct OutputStats {
+    /// Whether the last delivery attempt succeeded.
+    pub connected: AtomicBool,
+    /// Batches delivered.
+    pub delivered_batches: AtomicU64,
+    /// Points delivered.
+    pub delivered_points: AtomicU64,
+    /// Batches the output refused for good.
+    pub rejected_batches: AtomicU64,
+    /// Points in refused batches.
+    pub rejected_points: AtomicU64,
+    /// The endpoint in use.
+    pub endpoint: Mutex<Option<String>>,
+    /// The last delivery error.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl OutputStats {
+    fn set_error(&self, e: Option<String>) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = e;
+        }
+    }
+}
+
+/// Builds the output the configuration names.
+pub fn build(config: &Config) -> anyhow::Result<Box<dyn Output>> {
+    Ok(match config.output.kind {
+        OutputKind::File => Box::new(file::FileOutput::new(
+            config.output_dir(),
+            config.output.file_max_bytes,
+            config.output.file_keep,
+        )?),
+        OutputKind::Stdout => Box::new(stdout::StdoutOutput::default()),
+        OutputKind::Nsq | OutputKind::Influxdb => {
+            anyhow::bail!(
+                "output.kind = \"{}\" is not built yet in this version",
+                config.output.kind
+            )
+        }
+    })
+}
+
+/// Backoff between retries of a failing output.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Moves batches from the spool to the output until `drain` is cancelled and the spool is empty,
+/// or `drain` is cancelled and `deadline` passed (what is left stays in the spool).
+pub async fn run_delivery(
+    spool: Spool,
+    mut output: Box<dyn Output>,
+    stats: Arc<OutputStats>,
+    drain: CancellationToken,
+    deadline: Duration,
+) {
+    if let Ok(mut g) = stats.endpoint.lock() {
+        *g = Some(output.endpoint());
+    }
+    let give_up = async {
+        drain.cancelled().await;
+        tokio::time::sleep(deadline).await;
+    };
+    tokio::pin!(give_up);
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let record: SpoolRecord = tokio::select! {
+            biased;
+            r = spool.next() => r,
+            () = drain.cancelled(), if spool.is_empty() => break,
+            () = &mut give_up => break,
+        };
+        loop {
+            let result = tokio::select! {
+                r = output.deliver(&record.batch) => r,
+                () = &mut give_up => {
+                    warn!(ns = %record.batch.ns, "Shutdown deadline passed during a delivery; the batch stays in the spool.");
+                    return;
+                }
+            };
+            match result {
+                Ok(()) => {
+                    spool.ack(record.id);
+                    stats.delivered_batches.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .delivered_points
+                        .fetch_add(u64::from(record.batch.points), Ordering::Relaxed);
+                    if !stats.connected.swap(true, Ordering::Relaxed) {
+                        info!(endpoint = %output.endpoint(), "Output is delivering.");
+                        stats.set_error(None);
+                    }
+                    backoff = BACKOFF_MIN;
+                    break;
+                }
+                Err(DeliveryError::Reject(e)) => {
+                    warn!(ns = %record.batch.ns, points = record.batch.points, error = %e, "Output refused a batch; dropping it.");
+                    spool.ack(record.id);
+                    stats.rejected_batches.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .rejected_points
+                        .fetch_add(u64::from(record.batch.points), Ordering::Relaxed);
+                    stats.set_error(Some(e));
+                    break;
+                }
+                Err(DeliveryError::Retry(e)) => {
+                    if stats.connected.swap(false, Ordering::Relaxed) {
+                        warn!(error = %e, "Output is failing; batches wait in the spool.");
+                    }
+                    stats.set_error(Some(e));
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = &mut give_up => return,
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}

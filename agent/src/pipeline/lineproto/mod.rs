@@ -1,0 +1,159 @@
+//! InfluxDB line protocol, precision seconds: encoding points with InfluxDB's exact escaping.
+//!
+//! ```text
+//! measurement,tag1=v1,tag2=v2 value=12.5 1764000000
+//! ```
+//! Escaping (InfluxDB 1.x): measurement: commas and spaces; tag keys, tag values and field keys:
+//! commas, equals signs and spaces; string field values: double quotes and backslashes.
+//! Integers carry an `i` suffix; floats never do; booleans are `true`/`false`.
+
+use shared::Value;
+
+use super::Point;
+
+/// Appends one point as a line (with its trailing newline) to `out`.
+pub fn encode_point(p: &Point, out: &mut Vec<u8>) {
+    escape(p.measurement.as_bytes(), b",  ", out);
+    for (k, v) in &p.tags {
+        out.push(b',');
+        escape(k.as_bytes(), b", =", out);
+        out.push(b'=');
+        escape(v.as_bytes(), b", =", out);
+    }
+    out.extend_from_slice(b" value=");
+    encode_value(&p.value, out);
+    out.push(b' ');
+    out.extend_from_slice(itoa::Buffer::new().format(p.timestamp).as_bytes());
+    out.push(b'\n');
+}
+
+/// Appends a field value in line-protocol form.
+pub fn encode_value(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Float(f) => out.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes()),
+        Value::Int(i) => {
+            out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes());
+            out.push(b'i');
+        }
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Str(s) => {
+            out.push(b'"');
+            escape(s.as_bytes(), b"\"\\", out);
+            out.push(b'"');
+        }
+    }
+}
+
+/// Encodes points into messages of at most `max_bytes` each (a point larger than that on its
+/// own still gets a message of its own; normalisation bounds points far below nsqd's limit).
+pub fn encode_batch(points: &[Point], max_bytes: usize) -> Vec<Vec<u8>> {
+    let mut messages = Vec::new();
+    let mut cur = Vec::with_capacity((points.len() * 96).min(max_bytes));
+    for p in points {
+        let start = cur.len();
+        encode_point(p, &mut cur);
+        if cur.len() > max_bytes && start > 0 {
+            let tail = cur.split_off(start);
+            messages.push(std::mem::replace(&mut cur, tail));
+        }
+    }
+    if !cur.is_empty() {
+        messages.push(cur);
+    }
+    messages
+}
+
+/// Copies `s`, putting a backslash before every byte in `special`.
+fn escape(s: &[u8], special: &[u8], out: &mut Vec<u8>) {
+    let mut last = 0;
+    for (i, b) in s.iter().enumerate() {
+        if special.contains(b) {
+            out.extend_from_slice(&s[last..i]);
+            out.push(b'\\');
+            last = i;
+        }
+    }
+    out.extend_from_slice(&s[last..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(measurement: &str, tags: &[(&str, &str)], value: Value) -> Point {
+        Point {
+            measurement: measurement.to_owned(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            value,
+            timestamp: 1_764_000_000,
+        }
+    }
+
+    fn line(p: &Point) -> String {
+        let mut out = Vec::new();
+        encode_point(p, &mut out);
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn typical_point() {
+        let p = point(
+            "cpu.idle",
+            &[("cpu", "cpu0"), ("host", "web1")],
+            Value::Float(97.5),
+        );
+        assert_eq!(
+            line(&p),
+            "cpu.idle,cpu=cpu0,host=web1 value=97.5 1764000000\n"
+        );
+    }
+
+    #[test]
+    fn value_types() {
+        let cases = [
+            (Value::Float(1.0), "1.0"),
+            (Value::Float(-0.25), "-0.25"),
+            (Value::Float(1e21), "1e21"),
+            (Value::Int(-42), "-42i"),
+            (Value::Bool(true), "true"),
+            (Value::Bool(false), "false"),
+            (Value::Str("ok".into()), "\"ok\""),
+        ];
+        for (v, want) in cases {
+            let got = line(&point("m", &[], v));
+            assert_eq!(got, format!("m value={want} 1764000000\n"));
+        }
+    }
+
+    #[test]
+    fn escaping_is_exactly_influxdbs() {
+        let p = point(
+            "my measure,x=y",
+            &[("tag key,=", "tag val,=x"), ("host", "h")],
+            Value::Str(r#"say "hi" \ bye, a=b"#.into()),
+        );
+        assert_eq!(
+            line(&p),
+            "my\\ measure\\,x=y,tag\\ key\\,\\==tag\\ val\\,\\=x,host=h \
+             value=\"say \\\"hi\\\" \\\\ bye, a=b\" 1764000000\n"
+        );
+    }
+
+    #[test]
+    fn batches_split_under_the_limit_at_line_boundaries() {
+        let points: Vec<Point> = (0..1000)
+            .map(|i| point(&format!("m{i}"), &[("host", "h")], Value::Float(i as f64)))
+            .collect();
+        let whole = encode_batch(&points, usize::MAX);
+        assert_eq!(whole.len(), 1);
+        let messages = encode_batch(&points, 4096);
+        assert!(messages.len() > 1);
+        assert!(messages
+            .iter()
+            .all(|m| m.len() <= 4096 && m.ends_with(b"\n")));
+        assert_eq!(messages.concat(), whole[0]);
+    }
+}

@@ -1,0 +1,105 @@
+//! The one handle the API, the scheduler and the producers share: configuration, the pipeline,
+//! the plan in force, and every subsystem's counters.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::output::spool::Spool;
+use crate::output::OutputStats;
+use crate::pipeline::Pipeline;
+use crate::registry::Plan;
+
+/// Shared state of a running agent; cheap to clone.
+#[derive(Clone)]
+pub struct AgentState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    hostname: String,
+    started: Instant,
+    started_at: i64,
+    pipeline: Pipeline,
+    spool: Spool,
+    output: Arc<OutputStats>,
+    plan: watch::Sender<Arc<Plan>>,
+}
+
+impl AgentState {
+    /// Assembles the state of an agent starting now.
+    pub fn new(
+        config: Config,
+        hostname: String,
+        pipeline: Pipeline,
+        spool: Spool,
+        output: Arc<OutputStats>,
+    ) -> Self {
+        let (plan, _) = watch::channel(Arc::new(Plan::default()));
+        AgentState {
+            inner: Arc::new(Inner {
+                config,
+                hostname,
+                started: Instant::now(),
+                started_at: crate::pipeline::normalize::now_secs(),
+                pipeline,
+                spool,
+                output,
+                plan,
+            }),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The `host` tag value.
+    pub fn hostname(&self) -> &str {
+        &self.inner.hostname
+    }
+
+    /// Seconds since start.
+    pub fn uptime_secs(&self) -> u64 {
+        self.inner.started.elapsed().as_secs()
+    }
+
+    /// Unix time of start.
+    pub fn started_at(&self) -> i64 {
+        self.inner.started_at
+    }
+
+    /// The producers' handle on the pipeline.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
+    }
+
+    /// The spool in front of the output.
+    pub fn spool(&self) -> &Spool {
+        &self.inner.spool
+    }
+
+    /// The output's counters.
+    pub fn output_stats(&self) -> &Arc<OutputStats> {
+        &self.inner.output
+    }
+
+    /// The plan in force.
+    pub fn plan(&self) -> Arc<Plan> {
+        Arc::clone(&self.inner.plan.borrow())
+    }
+
+    /// Follows changes of the plan.
+    pub fn subscribe_plan(&self) -> watch::Receiver<Arc<Plan>> {
+        self.inner.plan.subscribe()
+    }
+
+    /// Puts a new plan in force.
+    pub fn set_plan(&self, plan: Plan) {
+        self.inner.plan.send_replace(Arc::new(plan));
+    }
+}

@@ -1,0 +1,299 @@
+//! The agent's HTTP API: endpoint paths and the JSON body of every answer.
+//!
+//! The agent's router and `agentctl`'s client both use these, so a path or a field is written once.
+
+use serde::{Deserialize, Serialize};
+
+/// Endpoint paths, shared by the router and the client.
+pub mod paths {
+    /// `POST /post?ns=`: push metrics.
+    pub const POST: &str = "/post";
+    /// `GET /update`: refresh from the registry now.
+    pub const UPDATE: &str = "/update";
+    /// `GET /me/ns`: this host's namespaces.
+    pub const ME_NS: &str = "/me/ns";
+    /// `GET /me/status`: the agent's health.
+    pub const ME_STATUS: &str = "/me/status";
+    /// `GET /plugins/list`.
+    pub const PLUGINS_LIST: &str = "/plugins/list";
+    /// `GET /plugins/update?ns=&repo=`.
+    pub const PLUGINS_UPDATE: &str = "/plugins/update";
+    /// `GET /plugins/run?ns=&repo=&timeout=&param=`.
+    pub const PLUGINS_RUN: &str = "/plugins/run";
+    /// `GET /plugins/enable?ns=&repo=`.
+    pub const PLUGINS_ENABLE: &str = "/plugins/enable";
+    /// `GET /plugins/disable?ns=&repo=`.
+    pub const PLUGINS_DISABLE: &str = "/plugins/disable";
+    /// `GET /log/offset?fpath=&offset=&num=`.
+    pub const LOG_OFFSET: &str = "/log/offset";
+}
+
+/// The body of every failed request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What was wrong, for a person to read.
+    pub error: String,
+}
+
+/// Answer of `POST /post`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PostResponse {
+    /// The namespace the points went to.
+    pub ns: String,
+    /// Metrics accepted into the pipeline.
+    pub accepted: usize,
+    /// Metrics refused.
+    pub rejected: usize,
+    /// The first few reasons for refusals, each naming the metric.
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+/// Answer of `GET /me/ns`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NamespacesResponse {
+    /// This host's namespaces, sorted.
+    pub namespaces: Vec<String>,
+}
+
+/// Answer of `GET /update`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpdateResponse {
+    /// Whether the registry answered and its answer was applied.
+    pub ok: bool,
+    /// The namespaces after the refresh.
+    pub namespaces: Vec<String>,
+    /// Jobs started, stopped and left running by the reconcile.
+    pub started: usize,
+    /// Jobs stopped by the reconcile.
+    pub stopped: usize,
+    /// Jobs left running undisturbed.
+    pub unchanged: usize,
+    /// Problems found in the registry's answer (skipped items), or why it failed.
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+/// Answer of `GET /me/status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The agent's version (`0.1.0`).
+    pub version: String,
+    /// Build description (git commit when known, profile).
+    pub build: String,
+    /// The hostname put in the `host` tag.
+    pub hostname: String,
+    /// Seconds since the agent started.
+    pub uptime_secs: u64,
+    /// Unix time the agent started.
+    pub started_at: i64,
+    /// Registry health.
+    pub registry: RegistryStatus,
+    /// Pipeline counters.
+    pub pipeline: PipelineStatus,
+    /// Output health.
+    pub output: OutputStatus,
+    /// Scheduler job counts.
+    pub jobs: JobCounts,
+    /// Plugin counts.
+    pub plugins: PluginCounts,
+}
+
+/// Registry part of [`Status`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RegistryStatus {
+    /// `file` or `http`.
+    pub source: String,
+    /// The file path or base URL.
+    pub location: String,
+    /// Unix time of the last successful refresh.
+    pub last_success: Option<i64>,
+    /// The last failure's reason, cleared by the next success.
+    pub last_error: Option<String>,
+    /// Unix time of the last failure.
+    pub last_error_at: Option<i64>,
+    /// Refreshes that failed since start.
+    pub failures: u64,
+    /// Whether the plan in force came from the on-disk cache.
+    pub from_cache: bool,
+    /// Namespaces in the plan in force.
+    pub namespaces: usize,
+    /// Collect items in the plan in force.
+    pub items: usize,
+    /// Items skipped from the last answer, each with its reason.
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+/// Pipeline part of [`Status`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PipelineStatus {
+    /// Points accepted since start.
+    pub accepted: u64,
+    /// Metrics rejected since start.
+    pub rejected: u64,
+    /// Points waiting in memory to be batched.
+    pub queued: u64,
+}
+
+/// Output part of [`Status`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OutputStatus {
+    /// `nsq`, `influxdb`, `file` or `stdout`.
+    pub kind: String,
+    /// Whether the last delivery attempt succeeded.
+    pub connected: bool,
+    /// The endpoint in use (nsqd address, URL, directory).
+    pub endpoint: Option<String>,
+    /// Batches waiting in memory.
+    pub queue_batches: u64,
+    /// Batches waiting in the on-disk spool.
+    pub spool_batches: u64,
+    /// Bytes in the on-disk spool.
+    pub spool_bytes: u64,
+    /// Whether the spool is on disk (false: memory fallback after a disk error).
+    pub spool_durable: bool,
+    /// Batches delivered since start.
+    pub delivered_batches: u64,
+    /// Points delivered since start.
+    pub delivered_points: u64,
+    /// Batches dropped since start (spool bound, refused by the output).
+    pub dropped_batches: u64,
+    /// Points dropped since start.
+    pub dropped_points: u64,
+    /// The last delivery error.
+    pub last_error: Option<String>,
+}
+
+/// Job part of [`Status`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobCounts {
+    /// All running jobs.
+    pub total: usize,
+    /// System collector jobs.
+    pub system: usize,
+    /// Port checks.
+    pub ports: usize,
+    /// Process checks.
+    pub procs: usize,
+    /// Periodic script plugins.
+    pub plugins: usize,
+    /// Built-in plugins.
+    pub builtins: usize,
+    /// Ticks skipped because the previous run was still going.
+    pub skipped_ticks: u64,
+}
+
+/// Plugin part of [`Status`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PluginCounts {
+    /// Plugins known from the registry.
+    pub total: usize,
+    /// Disabled plugins.
+    pub disabled: usize,
+    /// Plugins running now.
+    pub running: usize,
+}
+
+/// One plugin in `GET /plugins/list`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PluginInfo {
+    /// Namespace.
+    pub ns: String,
+    /// Project name (the repository's name).
+    pub project: String,
+    /// Repository address.
+    pub repo: String,
+    /// Seconds between runs; 0 = on demand only.
+    pub interval: u64,
+    /// Arguments from the registry.
+    #[serde(default)]
+    pub parameters: String,
+    /// Whether it is scheduled.
+    pub enabled: bool,
+    /// When a disabled plugin re-enables itself (unix time).
+    pub disabled_until: Option<i64>,
+    /// Whether a run is going on now.
+    pub running: bool,
+    /// The checked-out commit, when cloned.
+    pub commit: Option<String>,
+    /// Why the plugin cannot run (clone failed, ...).
+    pub problem: Option<String>,
+    /// The last run.
+    pub last_run: Option<RunResult>,
+}
+
+/// Answer of `GET /plugins/list`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PluginList {
+    /// Every plugin, sorted by (ns, project).
+    pub plugins: Vec<PluginInfo>,
+}
+
+/// The result of one plugin run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Unix time the run started.
+    pub at: i64,
+    /// `regular` (scheduled) or `call` (on demand).
+    pub kind: String,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// True when reason is `ok`.
+    pub ok: bool,
+    /// `ok`, `exit`, `timeout`, `output` or `spawn`.
+    pub reason: String,
+    /// Exit code, when the process exited.
+    pub exit_code: Option<i32>,
+    /// Captured stdout, capped.
+    pub stdout: String,
+    /// Captured stderr, capped.
+    pub stderr: String,
+    /// Whether stdout or stderr were cut at the cap.
+    pub truncated: bool,
+    /// A one-line explanation of a failure.
+    pub error: Option<String>,
+}
+
+/// Answer of `GET /plugins/run`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunResponse {
+    /// Namespace.
+    pub ns: String,
+    /// Project.
+    pub project: String,
+    /// False when the call was ignored because the plugin was already running.
+    pub ran: bool,
+    /// What happened, for a person.
+    pub message: String,
+    /// The run, when it ran.
+    pub result: Option<RunResult>,
+}
+
+/// Answer of `/plugins/update`, `/plugins/enable` and `/plugins/disable`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActionResponse {
+    /// Namespace.
+    pub ns: String,
+    /// Project.
+    pub project: String,
+    /// What happened, for a person.
+    pub message: String,
+    /// The plugin after the action.
+    pub plugin: Option<PluginInfo>,
+}
+
+/// Answer of `GET /log/offset`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogChunk {
+    /// The canonical path read.
+    pub path: String,
+    /// The byte offset the lines start at.
+    pub offset: u64,
+    /// Whole lines read, without their newline.
+    pub lines: Vec<String>,
+    /// Where to continue reading.
+    pub next_offset: u64,
+    /// The file's size now; smaller than `offset` means truncated or rotated.
+    pub size: u64,
+}

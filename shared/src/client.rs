@@ -1,0 +1,243 @@
+//! A typed client for the agent's HTTP API, used by `agentctl` and the tests.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::api::{self, paths};
+
+/// Why a call to the agent failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answered at the address.
+    #[error("cannot reach the agent at {addr}: {reason}; is it running? try `agent start`")]
+    Unreachable {
+        /// The address tried.
+        addr: String,
+        /// The network error.
+        reason: String,
+    },
+    /// The agent answered with an error status.
+    #[error("the agent answered {status}: {message}")]
+    Api {
+        /// HTTP status code.
+        status: u16,
+        /// The agent's `error` text.
+        message: String,
+    },
+    /// The agent answered something that is not the expected JSON.
+    #[error("unexpected answer from the agent at {addr}: {reason}")]
+    Decode {
+        /// The address asked.
+        addr: String,
+        /// What did not parse.
+        reason: String,
+    },
+}
+
+impl ClientError {
+    /// True when the agent could not be reached at all (as opposed to answering an error).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ClientError::Unreachable { .. })
+    }
+}
+
+/// A client bound to one agent address.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    addr: String,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for `addr` (`host:port` or a full `http://` URL), with an optional bearer token.
+    pub fn new(addr: &str, token: Option<String>) -> Self {
+        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
+            addr.trim_end_matches('/').to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap_or_default();
+        Client {
+            http,
+            addr: addr.to_owned(),
+            base,
+            token: token.filter(|t| !t.is_empty()),
+        }
+    }
+
+    /// The address this client talks to, as given.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// `GET /me/status`.
+    pub async fn status(&self) -> Result<api::Status, ClientError> {
+        self.get(paths::ME_STATUS, &[]).await
+    }
+
+    /// `GET /me/ns`.
+    pub async fn namespaces(&self) -> Result<api::NamespacesResponse, ClientError> {
+        self.get(paths::ME_NS, &[]).await
+    }
+
+    /// `GET /update`.
+    pub async fn update(&self) -> Result<api::UpdateResponse, ClientError> {
+        self.get(paths::UPDATE, &[]).await
+    }
+
+    /// `GET /plugins/list`.
+    pub async fn plugins(&self) -> Result<api::PluginList, ClientError> {
+        self.get(paths::PLUGINS_LIST, &[]).await
+    }
+
+    /// `GET /plugins/run`; `timeout` in seconds.
+    pub async fn plugin_run(
+        &self,
+        ns: &str,
+        repo: &str,
+        timeout: Option<u64>,
+        param: Option<&str>,
+    ) -> Result<api::RunResponse, ClientError> {
+        let timeout = timeout.map(|t| t.to_string());
+        let mut query = vec![("ns", ns), ("repo", repo)];
+        if let Some(t) = timeout.as_deref() {
+            query.push(("timeout", t));
+        }
+        if let Some(p) = param {
+            query.push(("param", p));
+        }
+        self.get(paths::PLUGINS_RUN, &query).await
+    }
+
+    /// `GET /plugins/update`.
+    pub async fn plugin_update(
+        &self,
+        ns: &str,
+        repo: &str,
+    ) -> Result<api::ActionResponse, ClientError> {
+        self.get(paths::PLUGINS_UPDATE, &[("ns", ns), ("repo", repo)])
+            .await
+    }
+
+    /// `GET /plugins/enable`.
+    pub async fn plugin_enable(
+        &self,
+        ns: &str,
+        repo: &str,
+    ) -> Result<api::ActionResponse, ClientError> {
+        self.get(paths::PLUGINS_ENABLE, &[("ns", ns), ("repo", repo)])
+            .await
+    }
+
+    /// `GET /plugins/disable`.
+    pub async fn plugin_disable(
+        &self,
+        ns: &str,
+        repo: &str,
+    ) -> Result<api::ActionResponse, ClientError> {
+        self.get(paths::PLUGINS_DISABLE, &[("ns", ns), ("repo", repo)])
+            .await
+    }
+
+    /// `POST /post`; `line_protocol` selects `text/plain` over JSON.
+    pub async fn post(
+        &self,
+        ns: Option<&str>,
+        body: Vec<u8>,
+        line_protocol: bool,
+    ) -> Result<api::PostResponse, ClientError> {
+        let mut req = self.http.post(self.url(paths::POST));
+        if let Some(ns) = ns {
+            req = req.query(&[("ns", ns)]);
+        }
+        let content_type = if line_protocol {
+            "text/plain"
+        } else {
+            "application/json"
+        };
+        req = req.header("content-type", content_type).body(body);
+        self.send(req).await
+    }
+
+    /// `GET /log/offset`.
+    pub async fn log_offset(
+        &self,
+        path: &str,
+        offset: u64,
+        num: u64,
+    ) -> Result<api::LogChunk, ClientError> {
+        let offset = offset.to_string();
+        let num = num.to_string();
+        self.get(
+            paths::LOG_OFFSET,
+            &[("fpath", path), ("offset", &offset), ("num", &num)],
+        )
+        .await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, ClientError> {
+        let req = self.http.get(self.url(path)).query(query);
+        self.send(req).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        mut req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            reason: describe(&e),
+        })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            reason: describe(&e),
+        })?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<api::ErrorBody>(&bytes)
+                .map(|b| b.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_owned());
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                message,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            addr: self.addr.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// reqwest's Display hides the cause ("error sending request"); walk the chain for the real one.
+fn describe(err: &reqwest::Error) -> String {
+    use std::error::Error as _;
+    let mut reason = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        reason = s.to_string();
+        source = s.source();
+    }
+    if err.is_timeout() {
+        reason = format!("timed out ({reason})");
+    }
+    reason
+}

@@ -1,0 +1,126 @@
+//! Starting, stopping and configuring the real agent binary.
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{bin, wait_until, AgentBuilder};
+
+const ONE_NS: &str = "[[namespace]]\nname = \"e2e.life\"\n";
+
+#[test]
+fn foreground_agent_writes_alive_points_to_the_file_output_and_drains_on_sigterm() {
+    let mut agent = AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-host\"")
+        .config("[output]\nflush_ms = 100")
+        .registry(ONE_NS)
+        .start();
+    let arrived = wait_until(Duration::from_secs(10), || {
+        agent
+            .output_file("e2e.life")
+            .contains("agent.alive,host=e2e-host value=1.0 ")
+    });
+    assert!(
+        arrived,
+        "no agent.alive point in the file output:\n{}",
+        agent.stderr()
+    );
+    let line = agent
+        .output_file("e2e.life")
+        .lines()
+        .find(|l| l.starts_with("agent.alive,"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let ts: i64 = line
+        .rsplit(' ')
+        .next()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (1_000_000_000..10_000_000_000).contains(&ts),
+        "timestamp in seconds: {line}"
+    );
+    assert!(agent.stop(), "clean exit on SIGTERM:\n{}", agent.stderr());
+    assert!(
+        !agent.data_dir().join("agent.pid").exists(),
+        "pid file removed at exit"
+    );
+}
+
+#[test]
+fn detached_start_refuses_a_second_start_and_stop_stops_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = support::free_port();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!("[agent]\nlisten = \"127.0.0.1:{port}\"\n[output]\nflush_ms = 50\n"),
+    )
+    .expect("config");
+    std::fs::write(dir.path().join("registry.toml"), ONE_NS).expect("registry");
+    let agent = bin("agent");
+    let run = |args: &[&str]| {
+        Command::new(&agent)
+            .args(args)
+            .arg("-f")
+            .arg(&config)
+            .output()
+            .expect("run agent")
+    };
+    let first = run(&["start"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("agent started (pid "));
+    let second = run(&["start"]);
+    assert!(!second.status.success(), "a second start must fail");
+    let msg = String::from_utf8_lossy(&second.stderr);
+    assert!(msg.contains("already running"), "{msg}");
+    let stop = run(&["stop"]);
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert!(!dir.path().join("data/agent.pid").exists());
+    let again = run(&["stop"]);
+    assert!(!again.status.success(), "stopping a stopped agent fails");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no agent is running"));
+}
+
+#[test]
+fn malformed_config_is_refused_naming_the_key_and_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[output]\nkind = \"nsq\"\nbatchsize = 5\n").expect("config");
+    for cmd in ["check", "start"] {
+        let out = Command::new(bin("agent"))
+            .args(
+                [cmd, "--foreground", "-f"]
+                    .iter()
+                    .filter(|a| cmd == "start" || **a != "--foreground"),
+            )
+            .arg(&config)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{cmd} must fail");
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            msg.contains("batchsize") && msg.contains("bad.toml"),
+            "{cmd}: {msg}"
+        );
+    }
+    std::fs::write(&config, "[output]\nbatch_size = 0\nflush_ms = 0\n").expect("config");
+    let out = Command::new(bin("agent"))
+        .arg("check")
+        .arg("-f")
+        .arg(&config)
+        .output()
+        .expect("run");
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        msg.contains("output.batch_size") && msg.contains("output.flush_ms"),
+        "{msg}"
+    );
+}

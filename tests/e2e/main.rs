@@ -1,0 +1,5 @@
+//! End-to-end tests: the real `agent` and `agentctl` binaries against real peers.
+//!
+//! One test binary (linking is the slow part on small machines); one module per feature.
+
+mod lifecycle;

@@ -1,0 +1,286 @@
+//! Support for the end-to-end tests: starting the real binaries and the peers they talk to.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The path of a workspace binary (`agent`, `agentctl`), built once per test run so the tests
+/// never exercise a stale binary.
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "agent", "-p", "agentctl", "--bins"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        match cmd.status() {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("cargo build of the binaries failed: {s}")),
+            Err(e) => Err(format!("cannot run cargo to build the binaries: {e}")),
+        }
+    });
+    if let Err(e) = built {
+        panic!("{e}");
+    }
+    let mut dir = std::env::current_exe().expect("test executable path");
+    dir.pop(); // the test binary
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join(name)
+}
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `check` every 20 ms until it is true or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// How to start an agent for a test.
+#[derive(Debug, Clone, Default)]
+pub struct AgentBuilder {
+    agent_keys: String,
+    sections: String,
+    registry: String,
+}
+
+impl AgentBuilder {
+    /// An agent with file registry and file output in a fresh temporary directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Extra keys for the `[agent]` table (`listen` and `data_dir` are set by the harness).
+    pub fn agent_keys(mut self, keys: &str) -> Self {
+        self.agent_keys.push_str(keys);
+        self.agent_keys.push('\n');
+        self
+    }
+
+    /// Other tables of the config file (`[output]`, `[registry]`, `[log]`), verbatim.
+    pub fn config(mut self, toml: &str) -> Self {
+        self.sections.push_str(toml);
+        self.sections.push('\n');
+        self
+    }
+
+    /// The registry file (`registry.toml` beside the config) contents.
+    pub fn registry(mut self, toml: &str) -> Self {
+        self.registry = toml.to_owned();
+        self
+    }
+
+    /// Writes the files into a new temporary directory and starts the agent in the foreground.
+    pub fn start(self) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        self.start_in(dir)
+    }
+
+    /// Like [`AgentBuilder::start`], in a given directory (to restart an agent on the same data).
+    pub fn start_in(self, dir: tempfile::TempDir) -> Agent {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let config = format!(
+            "[agent]\nlisten = \"{listen}\"\ndata_dir = \"data\"\n{}\n{}",
+            self.agent_keys, self.sections
+        );
+        let config_path = dir.path().join("agent.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let registry_path = dir.path().join("registry.toml");
+        if !registry_path.exists() || !self.registry.is_empty() {
+            std::fs::write(&registry_path, &self.registry).expect("write registry");
+        }
+        let mut agent = Agent {
+            dir,
+            config_path,
+            addr: listen,
+            child: None,
+            builder: self,
+        };
+        agent.spawn();
+        agent
+    }
+}
+
+/// A running agent process, killed on drop.
+pub struct Agent {
+    /// The temporary directory holding the config, registry and data dir.
+    pub dir: tempfile::TempDir,
+    /// The config file.
+    pub config_path: std::path::PathBuf,
+    /// The API address (`127.0.0.1:port`).
+    pub addr: String,
+    child: Option<Child>,
+    builder: AgentBuilder,
+}
+
+impl Agent {
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("stderr.log")).expect("stderr log");
+        let child = Command::new(bin("agent"))
+            .args(["start", "--foreground", "-f"])
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start agent");
+        self.child = Some(child);
+        let url = format!("http://{}/me/status", self.addr);
+        let up = wait_until(Duration::from_secs(30), || {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!(
+                        "agent exited during start-up ({status}):\n{}",
+                        self.stderr()
+                    );
+                }
+            }
+            reqwest::blocking::get(&url).is_ok_and(|r| r.status().is_success())
+        });
+        assert!(up, "agent did not answer within 30 s:\n{}", self.stderr());
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// What the agent wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        let mut s = String::new();
+        let _ = std::fs::File::open(self.dir.path().join("stderr.log"))
+            .and_then(|mut f| f.read_to_string(&mut s));
+        s
+    }
+
+    /// Rewrites the registry file.
+    pub fn write_registry(&self, toml: &str) {
+        std::fs::write(self.dir.path().join("registry.toml"), toml).expect("write registry");
+    }
+
+    /// GET `path` (with query), returning status and JSON body.
+    pub fn get(&self, path_and_query: &str) -> (u16, serde_json::Value) {
+        let resp = reqwest::blocking::Client::new()
+            .get(format!("http://{}{path_and_query}", self.addr))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .expect("request");
+        let status = resp.status().as_u16();
+        let body = resp.json().unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+
+    /// POST a body with a content type, returning status and JSON body.
+    pub fn post(
+        &self,
+        path_and_query: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, serde_json::Value) {
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("http://{}{path_and_query}", self.addr))
+            .header("content-type", content_type)
+            .body(body)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .expect("request");
+        let status = resp.status().as_u16();
+        let body = resp.json().unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+
+    /// `/me/status` as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        self.get("/me/status").1
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns whether it exited successfully.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: the agent gets no chance to drain.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops (or kills) this agent and starts a new one on the same directory and config.
+    pub fn restart(mut self, graceful: bool) -> Agent {
+        if graceful {
+            assert!(
+                self.stop(),
+                "agent did not stop cleanly:\n{}",
+                self.stderr()
+            );
+        } else {
+            self.kill9();
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        let mut builder = self.builder.clone();
+        builder.registry.clear();
+        builder.start_in(dir)
+    }
+
+    /// Files of the file output, by namespace: `data/out/<ns>.lp`.
+    pub fn output_file(&self, ns: &str) -> String {
+        std::fs::read_to_string(self.data_dir().join("out").join(format!("{ns}.lp")))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Whether a path exists (a small readability helper for assertions).
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
