@@ -15,10 +15,16 @@
 //!
 //! The connection is owned by one task, so heartbeats are answered while the output is idle,
 //! not only while a batch is in flight. Its state machine is two states: no connection (connect
-//! on the next batch, trying the addresses in order, so after any failure the first is tried
-//! again), and connected (a batch to publish, or a frame from nsqd to answer). Reconnect backoff
-//! is the delivery loop's capped backoff ([`super::run_delivery`]): a failed batch returns
-//! [`DeliveryError::Retry`] and the loop waits before the next attempt.
+//! on the next batch), and connected (a batch to publish, or a frame from nsqd to answer).
+//!
+//! Failover: a connection is made to the first address that answers, in the configured order.
+//! After a connection failed (I/O error, timeout, error frame, missed heartbeats) the search
+//! starts at the address after the one that failed and wraps around, so an nsqd that accepts
+//! connections but never answers cannot hold delivery. While on a fallback address the earlier
+//! ones are tried again every `output.nsq_primary_retry_secs`, so delivery returns to the
+//! primary once it is back. Reconnect backoff is the delivery loop's capped backoff
+//! ([`super::run_delivery`]): a failed batch returns [`DeliveryError::Retry`] and the loop waits
+//! (0.1 s doubling up to 10 s) before the next attempt.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -333,7 +339,9 @@ impl Conn {
     /// The next frame; cancel-safe (a partly read frame stays in the buffer).
     async fn read_frame(&mut self) -> Result<Frame, String> {
         loop {
-            if let Some(f) = decode_frame(&mut self.rbuf).map_err(|e| format!("nsqd {}: {e}", self.addr))? {
+            if let Some(f) =
+                decode_frame(&mut self.rbuf).map_err(|e| format!("nsqd {}: {e}", self.addr))?
+            {
                 self.last_read = Instant::now();
                 return Ok(f);
             }
@@ -354,15 +362,14 @@ impl Conn {
             let frame = tokio::time::timeout_at(deadline, self.read_frame())
                 .await
                 .map_err(|_| {
-                    Answer::Failed(format!(
-                        "nsqd {}: no answer within {timeout:?}",
-                        self.addr
-                    ))
+                    Answer::Failed(format!("nsqd {}: no answer within {timeout:?}", self.addr))
                 })?
                 .map_err(Answer::Failed)?;
             match frame {
                 Frame::Response(data) if data == HEARTBEAT => {
-                    self.write(b"NOP\n", timeout).await.map_err(Answer::Failed)?;
+                    self.write(b"NOP\n", timeout)
+                        .await
+                        .map_err(Answer::Failed)?;
                 }
                 Frame::Response(data) => return Ok(data),
                 Frame::Error(data) => {
@@ -486,10 +493,7 @@ impl NsqOutput {
 
 impl Output for NsqOutput {
     fn endpoint(&self) -> String {
-        self.endpoint
-            .lock()
-            .map(|g| g.clone())
-            .unwrap_or_default()
+        self.endpoint.lock().map(|g| g.clone()).unwrap_or_default()
     }
 
     fn deliver<'a>(
@@ -524,6 +528,8 @@ async fn run_connection(
     // nsqd closes a client silent for two heartbeat intervals; we give nsqd the same grace.
     let silence_limit = s.heartbeat * 2 + s.timeout;
     let mut conn: Option<Conn> = None;
+    // Where the next connection attempt starts: after the address that failed last.
+    let mut start = 0;
     loop {
         let request = match conn.as_mut() {
             None => tokio::select! {
@@ -541,6 +547,7 @@ async fn run_connection(
                     Err(frame) => {
                         if let Err(e) = answer_idle(c, frame, &s).await {
                             info!(nsqd = %c.addr, reason = %e, "Connection to nsqd lost while idle; reconnecting on the next batch.");
+                            start = (c.index + 1) % s.addrs.len();
                             conn = None;
                         }
                         continue;
@@ -549,7 +556,7 @@ async fn run_connection(
             }
         };
         let Some(request) = request else { return };
-        let result = publish(&s, &mut conn, &request.batch).await;
+        let result = publish(&s, &mut conn, &mut start, &request.batch).await;
         if let Some(c) = &conn {
             if let Ok(mut g) = endpoint.lock() {
                 if *g != c.addr {
@@ -586,6 +593,7 @@ async fn answer_idle(
 async fn publish(
     s: &NsqSettings,
     conn: &mut Option<Conn>,
+    start: &mut usize,
     batch: &EncodedBatch,
 ) -> Result<(), DeliveryError> {
     let topic = topic_for(&s.topic, &batch.ns).map_err(DeliveryError::Reject)?;
@@ -596,22 +604,24 @@ async fn publish(
     }
     try_primary(s, conn).await;
     if conn.is_none() {
-        *conn = Some(connect(s).await.map_err(DeliveryError::Retry)?);
+        *conn = Some(connect(s, *start).await.map_err(DeliveryError::Retry)?);
     }
     let Some(c) = conn.as_mut() else {
         return Err(DeliveryError::Retry("no nsqd connection".into()));
     };
     let result = c.publish(s, &topic, &messages).await;
     if result.is_err() {
+        *start = (c.index + 1) % s.addrs.len();
         *conn = None;
     }
     result
 }
 
-/// Connects to the first nsqd that answers, in the configured order.
-async fn connect(s: &NsqSettings) -> Result<Conn, String> {
+/// Connects to the first nsqd that answers, in the configured order beginning at `start`.
+async fn connect(s: &NsqSettings, start: usize) -> Result<Conn, String> {
     let mut errors = Vec::new();
-    for i in 0..s.addrs.len() {
+    let n = s.addrs.len();
+    for i in (0..n).map(|k| (start + k) % n) {
         match Conn::open(s, i).await {
             Ok(c) => {
                 if i > 0 {
@@ -679,7 +689,10 @@ mod tests {
     #[test]
     fn frames_decode_whole_split_and_back_to_back() {
         let mut bytes = frame(0, b"OK");
-        bytes.extend(frame(1, b"E_BAD_TOPIC MPUB topic name \"a b\" is not valid"));
+        bytes.extend(frame(
+            1,
+            b"E_BAD_TOPIC MPUB topic name \"a b\" is not valid",
+        ));
         bytes.extend(frame(0, HEARTBEAT));
         // Fed one byte at a time, nothing decodes early and everything decodes in order.
         let mut buf = BytesMut::new();
@@ -728,9 +741,15 @@ mod tests {
         ] {
             assert!(!is_valid_topic(bad), "{bad}");
         }
-        assert_eq!(topic_for("metrics.{ns}", "web").as_deref(), Ok("metrics.web"));
+        assert_eq!(
+            topic_for("metrics.{ns}", "web").as_deref(),
+            Ok("metrics.web")
+        );
         let err = topic_for("{ns}", "web shop").expect_err("space");
-        assert!(err.contains("\"web shop\"") && err.contains("output.topic"), "{err}");
+        assert!(
+            err.contains("\"web shop\"") && err.contains("output.topic"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -742,8 +761,14 @@ mod tests {
             split_messages(payload, 1 << 20, Format::Line).expect("fits"),
             [&payload[..]]
         );
-        assert!(split_messages(payload, 5, Format::Line).is_err(), "a line over the limit");
-        assert!(split_messages(payload, 18, Format::Json).is_err(), "JSON cannot be cut");
+        assert!(
+            split_messages(payload, 5, Format::Line).is_err(),
+            "a line over the limit"
+        );
+        assert!(
+            split_messages(payload, 18, Format::Json).is_err(),
+            "JSON cannot be cut"
+        );
         assert!(split_messages(b"", 18, Format::Line)
             .expect("empty")
             .is_empty());
@@ -754,7 +779,13 @@ mod tests {
         for code in ["E_BAD_TOPIC", "E_BAD_MESSAGE", "E_BAD_BODY"] {
             assert!(error_is_permanent(code), "{code}");
         }
-        for code in ["E_MPUB_FAILED", "E_PUB_FAILED", "E_INVALID", "E_UNAUTHORIZED", "E_NEW"] {
+        for code in [
+            "E_MPUB_FAILED",
+            "E_PUB_FAILED",
+            "E_INVALID",
+            "E_UNAUTHORIZED",
+            "E_NEW",
+        ] {
             assert!(!error_is_permanent(code), "{code}");
         }
     }
