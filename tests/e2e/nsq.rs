@@ -340,6 +340,47 @@ fn an_idle_connection_answers_heartbeats_and_survives() {
 }
 
 #[test]
+fn a_dropped_connection_is_made_again_for_the_next_batch() {
+    let peer = NsqPeer::start();
+    let agent = nsq_agent(&[peer.addr()], "", &namespaces(&["e2e.drop"]));
+    assert!(wait_until(Duration::from_secs(20), || peer
+        .line_count("e2e.drop")
+        > 0));
+    let before = peer.line_count("e2e.drop");
+    peer.drop_connections();
+    assert!(wait_until(Duration::from_secs(2), || peer
+        .open_connections()
+        == 0));
+    // The next heartbeat batch (within 10 s) reconnects and is delivered.
+    assert!(
+        wait_until(Duration::from_secs(20), || peer.line_count("e2e.drop")
+            > before),
+        "{}",
+        agent.stderr()
+    );
+    assert_eq!(peer.received().connections, 2);
+    assert_eq!(status_u64(&agent, "output", "dropped_points"), 0);
+}
+
+#[test]
+fn a_heartbeat_while_waiting_for_ok_is_answered() {
+    let peer = NsqPeer::start();
+    peer.heartbeat_before_answer(true);
+    let agent = nsq_agent(&[peer.addr()], "", &namespaces(&["e2e.hbok"]));
+    assert!(
+        wait_until(Duration::from_secs(20), || peer.line_count("e2e.hbok") > 0),
+        "{}",
+        agent.stderr()
+    );
+    assert!(wait_until(Duration::from_secs(5), || peer.received().nops >= 1));
+    assert_eq!(peer.received().connections, 1);
+    assert!(wait_until(Duration::from_secs(5), || {
+        status_u64(&agent, "output", "delivered_points") >= POINTS_PER_TICK
+    }));
+    assert_eq!(status_u64(&agent, "output", "errors"), 0);
+}
+
+#[test]
 fn agent_stop_delivers_every_accepted_point() {
     let peer = NsqPeer::start();
     // Batches wait in the batcher for a minute: only the shutdown drain can send them.

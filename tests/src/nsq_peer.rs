@@ -85,6 +85,8 @@ pub struct Received {
 struct State {
     opts: PeerOptions,
     behaviour: Mutex<Behaviour>,
+    /// Send a heartbeat just before every publish answer (nsqd may interleave them anywhere).
+    heartbeat_before_answer: AtomicBool,
     received: Mutex<Received>,
     drop_generation: AtomicU64,
     open: AtomicU64,
@@ -131,6 +133,7 @@ impl NsqPeer {
             state: Arc::new(State {
                 opts,
                 behaviour: Mutex::new(Behaviour::Normal),
+                heartbeat_before_answer: AtomicBool::new(false),
                 received: Mutex::default(),
                 drop_generation: AtomicU64::new(0),
                 open: AtomicU64::new(0),
@@ -191,6 +194,14 @@ impl NsqPeer {
         } else {
             Behaviour::Normal
         };
+    }
+
+    /// Sends a heartbeat right before every publish answer, so the client must answer a
+    /// heartbeat while it waits for `OK`.
+    pub fn heartbeat_before_answer(&self, on: bool) {
+        self.state
+            .heartbeat_before_answer
+            .store(on, Ordering::SeqCst);
     }
 
     /// Closes every open connection now (the listener stays up).
@@ -602,6 +613,12 @@ impl Conn<'_> {
                     _ => {}
                 }
                 drop(behaviour);
+                if self.state.heartbeat_before_answer.load(Ordering::SeqCst) {
+                    if !self.send(0, b"_heartbeat_") {
+                        return Err(fatal("E_INVALID", "cannot send a heartbeat"));
+                    }
+                    lock(&self.state.received).heartbeats_sent += 1;
+                }
                 let mut r = lock(&self.state.received);
                 *r.message_counts.entry(topic.clone()).or_default() += messages.len() as u64;
                 let lines: usize = messages
