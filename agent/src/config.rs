@@ -604,6 +604,30 @@ mod tests {
     }
 
     #[test]
+    fn nsq_keys_are_bounded_by_what_nsqd_allows() {
+        let text =
+            "[output]\nnsq_heartbeat_ms = 500\nnsq_timeout_ms = 0\nnsq_primary_retry_secs = 0\n";
+        let ConfigError::Invalid { problems, .. } = parse(text).expect_err("invalid") else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].starts_with("output.nsq_heartbeat_ms: "),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("output.nsq_timeout_ms: "),
+            "{problems:?}"
+        );
+        assert!(
+            problems[2].starts_with("output.nsq_primary_retry_secs: "),
+            "{problems:?}"
+        );
+        let c = parse("[output]\nkind = \"nsq\"\n").expect("defaults are valid");
+        assert_eq!(c.output.nsq_heartbeat_ms, 30_000);
+    }
+
+    #[test]
     fn non_loopback_listen_is_fine_with_a_token() {
         parse("[agent]\nlisten = \"0.0.0.0:1232\"\ntoken = \"s3cret\"\n").expect("valid");
     }
