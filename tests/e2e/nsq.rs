@@ -6,10 +6,11 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::process::Command;
 use std::time::Duration;
 
 use support::nsq_peer::{NsqPeer, PeerOptions};
-use support::{wait_until, Agent, AgentBuilder};
+use support::{bin, wait_until, Agent, AgentBuilder};
 
 const POINTS_PER_TICK: u64 = 8;
 
@@ -158,6 +159,22 @@ fn points_arrive_on_the_namespace_topic_as_line_protocol_with_host_and_seconds()
     ) >= 2
         * POINTS_PER_TICK));
     assert_eq!(status_str(&agent, "endpoint"), peer.addr());
+}
+
+#[test]
+fn an_nsqd_answering_identify_with_a_plain_ok_is_used() {
+    let peer = NsqPeer::start_with(PeerOptions {
+        negotiate: false,
+        ..PeerOptions::default()
+    });
+    let agent = nsq_agent(&[peer.addr()], "", &namespaces(&["e2e.ok"]));
+    assert!(
+        wait_until(Duration::from_secs(20), || peer.line_count("e2e.ok") > 0),
+        "{}",
+        agent.stderr()
+    );
+    assert_eq!(peer.received().identifies[0]["feature_negotiation"], true);
+    assert_eq!(peer.received().connections, 1);
 }
 
 #[test]
@@ -394,6 +411,17 @@ fn agent_stop_delivers_every_accepted_point() {
     }));
     let accepted = status_u64(&agent, "pipeline", "accepted");
     assert_eq!(peer.total_lines(), 0, "nothing is flushed before flush_ms");
+    let stop = Command::new(bin("agent"))
+        .args(["stop", "-f"])
+        .arg(&agent.config_path)
+        .output()
+        .expect("run agent stop");
+    assert!(
+        stop.status.success(),
+        "agent stop: {}\n{}",
+        String::from_utf8_lossy(&stop.stderr),
+        agent.stderr()
+    );
     assert!(agent.stop(), "clean exit:\n{}", agent.stderr());
     assert!(
         peer.total_lines() >= accepted,

@@ -32,6 +32,9 @@ pub struct PeerOptions {
     pub max_heartbeat: Duration,
     /// Keep message bodies (tests) or only count them (benchmarks).
     pub record_bodies: bool,
+    /// Answer `feature_negotiation` with the feature JSON (nsqd 1.x); `false` answers a plain
+    /// `OK`, as an nsqd without feature negotiation does.
+    pub negotiate: bool,
 }
 
 impl Default for PeerOptions {
@@ -42,6 +45,7 @@ impl Default for PeerOptions {
             default_heartbeat: Duration::from_secs(30),
             max_heartbeat: Duration::from_secs(60),
             record_bodies: true,
+            negotiate: true,
         }
     }
 }
@@ -531,7 +535,7 @@ impl Conn<'_> {
                 lock(&self.state.received).identifies.push(v);
                 self.identified = true;
                 self.identified_now = true;
-                let answer = if negotiate {
+                let answer = if negotiate && opts.negotiate {
                     serde_json::json!({
                         "max_rdy_count": 2500,
                         "version": "1.3.0",
