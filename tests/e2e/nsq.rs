@@ -331,6 +331,34 @@ fn a_stalled_nsqd_times_out_and_the_next_one_takes_over() {
 }
 
 #[test]
+fn an_nsqd_that_stalls_mid_connection_times_the_publish_out_and_delivery_resumes() {
+    let peer = NsqPeer::start();
+    let agent = nsq_agent(
+        &[peer.addr()],
+        "nsq_timeout_ms = 500",
+        &namespaces(&["e2e.midstall"]),
+    );
+    assert!(wait_until(Duration::from_secs(20), || peer
+        .line_count("e2e.midstall")
+        > 0));
+    let before = peer.line_count("e2e.midstall");
+    peer.stall(true);
+    // The next heartbeat batch (within 10 s) gets no answer to its MPUB.
+    let timed_out = wait_until(Duration::from_secs(20), || {
+        status_str(&agent, "last_error").contains("no answer within")
+    });
+    assert!(timed_out, "{}\n{}", agent.status(), agent.stderr());
+    assert_eq!(peer.line_count("e2e.midstall"), before);
+    peer.stall(false);
+    assert!(
+        wait_until(Duration::from_secs(20), || peer.line_count("e2e.midstall")
+            > before),
+        "delivery did not resume:\n{}",
+        agent.stderr()
+    );
+}
+
+#[test]
 fn an_idle_connection_answers_heartbeats_and_survives() {
     let peer = NsqPeer::start();
     let agent = nsq_agent(
