@@ -386,6 +386,16 @@ fn first_tick(interval: Duration) -> Instant {
     Instant::now() + Duration::from_millis(rand::random_range(0..ms))
 }
 
+/// The first tick after `now` (or at it) on the clock `last + k * interval`, k >= 1.
+fn on_phase(last: Instant, interval: Duration, now: Instant) -> Instant {
+    let next = last + interval;
+    if next >= now {
+        return next;
+    }
+    let behind = (now - next).as_nanos().div_ceil(interval.as_nanos().max(1));
+    next + interval * u32::try_from(behind).unwrap_or(u32::MAX)
+}
+
 /// Resolves when the run in flight finishes; never while there is none.
 async fn finished(run: &mut Option<BoxFuture<'static, ()>>) {
     match run {
@@ -417,7 +427,7 @@ async fn job_loop<R: Runner>(
                 if new.interval != spec.interval {
                     // Keep the phase: the next tick is one new interval after the last one.
                     next = match last_tick {
-                        Some(t) => (t + new.interval).max(Instant::now()),
+                        Some(t) => on_phase(t, new.interval, Instant::now()),
                         None => first_tick(new.interval),
                     };
                 }
@@ -434,13 +444,8 @@ async fn job_loop<R: Runner>(
                 } else {
                     run = Some(runner.run(&key, &spec));
                 }
-                next += spec.interval;
-                let now = Instant::now();
-                if next <= now {
-                    // The runtime stalled past whole intervals: resume on the phase, not in a burst.
-                    let behind = (now - next).as_nanos() / spec.interval.as_nanos().max(1) + 1;
-                    next += spec.interval * u32::try_from(behind).unwrap_or(u32::MAX);
-                }
+                // After a stall of whole intervals, resume on the phase rather than in a burst.
+                next = on_phase(next, spec.interval, Instant::now());
             }
         }
     }
@@ -477,5 +482,264 @@ pub async fn run<R: Runner>(state: AgentState, runner: Arc<R>, shutdown: Cancell
     }
     if !scheduler.shutdown(STOP_DEADLINE).await {
         warn!("Some jobs did not stop in time.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::NamespacePlan;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Records every run; each run takes `busy` (virtual) time.
+    #[derive(Default)]
+    struct Recorder {
+        runs: Mutex<Vec<(JobKey, Instant, Duration)>>,
+        busy: Duration,
+        running: Mutex<HashMap<JobKey, usize>>,
+        max_running: AtomicUsize,
+    }
+
+    impl Runner for Arc<Recorder> {
+        fn run(&self, key: &JobKey, spec: &JobSpec) -> BoxFuture<'static, ()> {
+            let me = Arc::clone(self);
+            let key = key.clone();
+            let entry = (key.clone(), Instant::now(), spec.interval);
+            Box::pin(async move {
+                me.runs.lock().expect("runs").push(entry);
+                let now = {
+                    let mut running = me.running.lock().expect("running");
+                    let n = running.entry(key.clone()).or_default();
+                    *n += 1;
+                    *n
+                };
+                me.max_running.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(me.busy).await;
+                *me.running.lock().expect("running").entry(key).or_default() -= 1;
+            })
+        }
+    }
+
+    impl Recorder {
+        fn times(&self, id: &str) -> Vec<Instant> {
+            self.runs
+                .lock()
+                .expect("runs")
+                .iter()
+                .filter(|(k, _, _)| k.id == id)
+                .map(|(_, t, _)| *t)
+                .collect()
+        }
+    }
+
+    fn port(name: &str, port: u16, interval: u64) -> PortItem {
+        PortItem {
+            name: name.into(),
+            port,
+            connect_timeout: 3,
+            host: None,
+            interval,
+        }
+    }
+
+    fn plan(items: &[(&str, PortItem)]) -> Plan {
+        let mut plan = Plan::default();
+        for (ns, item) in items {
+            plan.namespaces
+                .entry((*ns).to_owned())
+                .or_insert_with(NamespacePlan::default)
+                .ports
+                .push(item.clone());
+        }
+        plan
+    }
+
+    fn scheduler(busy: Duration) -> (Scheduler<Arc<Recorder>>, Arc<Recorder>, Arc<SchedulerStats>) {
+        let rec = Arc::new(Recorder {
+            busy,
+            ..Recorder::default()
+        });
+        let stats = Arc::new(SchedulerStats::default());
+        let s = Scheduler::new(
+            Arc::new(Arc::clone(&rec)),
+            Arc::clone(&stats),
+            &CancellationToken::new(),
+        );
+        (s, rec, stats)
+    }
+
+    fn gaps(times: &[Instant]) -> Vec<u64> {
+        times
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis() as u64)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unchanged_job_keeps_its_clock_across_an_unrelated_change() {
+        let (mut s, rec, stats) = scheduler(Duration::ZERO);
+        let first = s.reconcile(&plan(&[("a", port("web", 80, 10))]));
+        assert_eq!(
+            first,
+            ReconcileReport {
+                started: 1 + SYSTEM_FAMILIES.len(),
+                ..ReconcileReport::default()
+            }
+        );
+        tokio::time::sleep(Duration::from_secs(35)).await;
+        let before = rec.times("web:80@127.0.0.1");
+        assert!(before.len() >= 3, "{before:?}");
+
+        let second = s.reconcile(&plan(&[
+            ("a", port("web", 80, 10)),
+            ("b", port("db", 5432, 7)),
+        ]));
+        assert_eq!(
+            second,
+            ReconcileReport {
+                started: 1,
+                stopped: 0,
+                // The system families now also serve "b": same jobs, new namespace list.
+                updated: SYSTEM_FAMILIES.len(),
+                unchanged: 1,
+            }
+        );
+        tokio::time::sleep(Duration::from_secs(40)).await;
+
+        let web = rec.times("web:80@127.0.0.1");
+        assert!(web.len() >= before.len() + 4, "{web:?}");
+        assert_eq!(
+            &web[..before.len()],
+            &before[..],
+            "history is the same job's"
+        );
+        assert!(
+            gaps(&web).iter().all(|g| *g == 10_000),
+            "one steady 10 s clock across the change: {:?}",
+            gaps(&web)
+        );
+        let cpu = rec.times("CPU");
+        assert!(
+            gaps(&cpu).iter().all(|g| *g == 10_000),
+            "the CPU family job was updated in place, not restarted: {:?}",
+            gaps(&cpu)
+        );
+        let db = rec.times("db:5432@127.0.0.1");
+        assert!(gaps(&db).iter().all(|g| *g == 7_000), "{:?}", gaps(&db));
+        assert_eq!(
+            stats.counts().started_total,
+            (SYSTEM_FAMILIES.len() + 2) as u64
+        );
+        assert_eq!(stats.counts().ports, 2);
+        assert!(s.shutdown(Duration::from_secs(1)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_changed_interval_takes_effect_from_the_last_tick() {
+        let (mut s, rec, _) = scheduler(Duration::ZERO);
+        s.reconcile(&plan(&[("a", port("web", 80, 10))]));
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        let before = rec.times("web:80@127.0.0.1");
+        let last = *before.last().expect("ran");
+        let report = s.reconcile(&plan(&[("a", port("web", 80, 4))]));
+        assert_eq!(report.updated, 1);
+        assert_eq!(report.started + report.stopped, 0);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let after: Vec<Instant> = rec
+            .times("web:80@127.0.0.1")
+            .into_iter()
+            .filter(|t| *t > last)
+            .collect();
+        assert!(after.len() >= 4, "{after:?}");
+        let mut from_last = vec![last];
+        from_last.extend(after);
+        let g = gaps(&from_last);
+        assert!(
+            g[0] % 4_000 == 0 && g[1..].iter().all(|g| *g == 4_000),
+            "the new 4 s clock continues the old phase: {g:?}"
+        );
+        assert!(s.shutdown(Duration::from_secs(1)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_overrunning_job_skips_ticks_and_never_overlaps() {
+        let (mut s, rec, stats) = scheduler(Duration::from_secs(25));
+        s.reconcile(&plan(&[("a", port("slow", 1, 10))]));
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        let slow = rec.times("slow:1@127.0.0.1");
+        assert!(slow.len() >= 3, "{slow:?}");
+        assert!(
+            gaps(&slow).iter().all(|g| *g == 30_000),
+            "runs at every third tick: {:?}",
+            gaps(&slow)
+        );
+        assert_eq!(
+            rec.max_running.load(Ordering::SeqCst),
+            1,
+            "no job overlaps itself"
+        );
+        // Two skipped ticks per completed run of the port job (system jobs overrun too).
+        assert!(stats.counts().skipped_ticks >= 2 * (slow.len() as u64 - 1));
+        assert!(s.shutdown(Duration::from_secs(1)).await);
+        assert_eq!(stats.counts().total, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removed_jobs_stop_and_shutdown_stops_the_rest() {
+        let (mut s, rec, stats) = scheduler(Duration::ZERO);
+        s.reconcile(&plan(&[
+            ("a", port("web", 80, 5)),
+            ("a", port("ssh", 22, 5)),
+        ]));
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let report = s.reconcile(&plan(&[("a", port("web", 80, 5))]));
+        assert_eq!(report.stopped, 1);
+        let ssh_runs = rec.times("ssh:22@127.0.0.1").len();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(rec.times("ssh:22@127.0.0.1").len(), ssh_runs, "stopped");
+        assert_eq!(stats.counts().ports, 1);
+
+        let report = s.reconcile(&Plan::default());
+        assert_eq!(
+            report.stopped,
+            1 + SYSTEM_FAMILIES.len(),
+            "no namespace, no system job"
+        );
+        assert!(s.is_empty());
+        assert!(s.shutdown(Duration::from_secs(1)).await);
+    }
+
+    #[test]
+    fn system_families_take_the_smallest_interval_any_namespace_wants() {
+        let mut p = plan(&[("a", port("web", 80, 5))]);
+        p.namespaces.insert(
+            "b".into(),
+            NamespacePlan {
+                intervals: [("CPU".to_owned(), 60), ("FS".to_owned(), 120)].into(),
+                ..NamespacePlan::default()
+            },
+        );
+        let jobs = desired(&p);
+        let interval = |family: &str| {
+            jobs[&JobKey {
+                kind: JobKind::System,
+                ns: String::new(),
+                id: family.into(),
+            }]
+                .interval
+                .as_secs()
+        };
+        assert_eq!(interval("CPU"), 10, "a wants the default 10");
+        assert_eq!(interval("FS"), 120, "b's override is below the default 300");
+        let Work::System { namespaces, .. } = &jobs[&JobKey {
+            kind: JobKind::System,
+            ns: String::new(),
+            id: "MEM".into(),
+        }]
+            .work
+        else {
+            panic!("MEM is a system job");
+        };
+        assert_eq!(&namespaces[..], ["a".to_owned(), "b".to_owned()]);
     }
 }
