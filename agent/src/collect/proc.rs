@@ -314,4 +314,110 @@ mod tests {
         assert_eq!(basename(b"/usr/sbin/nginx"), b"nginx");
         assert_eq!(basename(b"nginx"), b"nginx");
     }
+
+    /// A started process killed when the test ends, whatever happens.
+    struct Running(std::process::Child);
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn start(cmd: &mut std::process::Command) -> Running {
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        // A binary this process just copied can be briefly "text file busy" while another test
+        // thread forks with the copy's write handle inherited; that passes at once.
+        for _ in 0..50 {
+            match cmd.spawn() {
+                Ok(c) => return Running(c),
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("spawn {cmd:?}: {e}"),
+            }
+        }
+        panic!("{cmd:?} stayed text-busy");
+    }
+
+    fn item(bin_path: &str) -> ProcItem {
+        ProcItem {
+            name: "t".into(),
+            bin_path: bin_path.into(),
+            interval: 30,
+        }
+    }
+
+    fn value(ms: &[Metric], name: &str) -> Option<f64> {
+        ms.iter()
+            .find(|m| m.name == format!("PROC.t.{name}"))
+            .map(|m| match m.value {
+                shared::Value::Float(v) => v,
+                ref v => panic!("not a float: {v:?}"),
+            })
+    }
+
+    /// Waits (bounded) until the started processes have exec'd and show up.
+    fn collect_until(c: &mut ProcCollector, it: &ProcItem, n: f64) -> Vec<Metric> {
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let m = c.collect(it);
+            if value(&m, "procnum") == Some(n) || Instant::now() > deadline {
+                return m;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn counts_and_measures_the_processes_of_a_binary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let name = format!("collect-sleep-{}", std::process::id());
+        let bin = dir.path().join(&name);
+        std::fs::copy("/bin/sleep", &bin).expect("copy sleep");
+        let bin_s = bin.to_str().expect("utf-8 path").to_owned();
+        let by_path = item(&bin_s);
+        let mut c = ProcCollector::new();
+        assert_eq!(value(&c.collect(&by_path), "procnum"), Some(0.0));
+
+        let one = start(std::process::Command::new(&bin).arg("30"));
+        let m = collect_until(&mut c, &by_path, 1.0);
+        assert_eq!(value(&m, "procnum"), Some(1.0), "{m:?}");
+        assert!(value(&m, "mem").expect("mem") > 0.0);
+        assert!(value(&m, "fdnum").expect("fdnum") > 0.0);
+        let m = c.collect(&by_path);
+        assert!(value(&m, "cpu").expect("cpu after two samples") >= 0.0);
+        assert!(value(&m, "io.read").expect("io readable as root") >= 0.0);
+        assert!(value(&m, "io.write").expect("io.write") >= 0.0);
+
+        let two = start(std::process::Command::new(&bin).arg("31"));
+        let m = collect_until(&mut c, &by_path, 2.0);
+        assert_eq!(value(&m, "procnum"), Some(2.0));
+        // By program name (no `/`): the executable's last component.
+        let mut by_name = ProcCollector::new();
+        assert_eq!(value(&by_name.collect(&item(&name)), "procnum"), Some(2.0));
+        // A prefix or another program's name is no match.
+        assert_eq!(
+            value(&by_name.collect(&item(&name[..name.len() - 1])), "procnum"),
+            Some(0.0)
+        );
+        drop(one);
+        drop(two);
+        assert_eq!(value(&c.collect(&by_path), "procnum"), Some(0.0));
+    }
+
+    #[test]
+    fn a_script_matches_by_its_path_as_argv1() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("wait.sh");
+        std::fs::write(&script, "read line\n").expect("script");
+        let path = script.to_str().expect("utf-8").to_owned();
+        let _sh = start(std::process::Command::new("/bin/sh").arg(&script));
+        let mut c = ProcCollector::new();
+        let m = collect_until(&mut c, &item(&path), 1.0);
+        assert_eq!(value(&m, "procnum"), Some(1.0), "{m:?}");
+        assert!(value(&m, "mem").expect("mem") > 0.0);
+    }
 }

@@ -70,7 +70,10 @@ pub(super) fn collect(
                         .all(u8::is_ascii_digit)
                 })
                 .count();
-            out.push("kernel.processes", n as f64, &[]);
+            // Zero means this is no procfs (the reading process itself would be listed).
+            if n > 0 {
+                out.push("kernel.processes", n as f64, &[]);
+            }
         }
         Err(e) => r.failed(&o.proc_root, &e),
     }

@@ -272,6 +272,9 @@ fn percent(part: f64, whole: f64) -> f64 {
 }
 
 #[cfg(test)]
+mod live_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
