@@ -112,6 +112,11 @@ pub async fn run(
     ));
 
     producers.spawn(registry.run(shutdown.clone()));
+    producers.spawn(scheduler::run(
+        state.clone(),
+        Arc::new(scheduler::runner::AgentRunner::new(state.clone())),
+        shutdown.clone(),
+    ));
     producers.spawn(collect::alive::run(state.clone(), shutdown.clone()));
     let app = api::router(state.clone());
     let api_shutdown = shutdown.clone();

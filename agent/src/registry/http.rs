@@ -19,10 +19,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use super::{
-    family_default_interval, BuiltinItem, Fetched, NamespacePlan, PluginItem, PortItem, ProcItem,
-    RegistryError,
-};
+use crate::collect::system::Family;
+
+use super::{BuiltinItem, Fetched, NamespacePlan, PluginItem, PortItem, ProcItem, RegistryError};
 
 /// Path of the namespace call.
 pub const NS_PATH: &str = "/api/v1/agent/ns";
@@ -328,7 +327,7 @@ fn convert_item(item: &Json, plan: &mut NamespacePlan) -> Result<(), String> {
                 interval: number(&mut f, "interval")?.unwrap_or_else(super::default_check_interval),
             });
         }
-        family if family_default_interval(family).is_some() => {
+        family if Family::from_name(family).is_some() => {
             let interval =
                 number(&mut f, "interval")?.ok_or(format!("{family} item needs \"interval\""))?;
             plan.intervals.insert(family.to_owned(), interval);

@@ -15,27 +15,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::collect::system::Family;
 use crate::config::{Config, RegistrySource};
-
-/// System metric families the registry may override, with their default intervals in seconds
-/// (SPEC 4). The collectors own what each family emits; this list owns the names and clocks.
-pub const SYSTEM_FAMILIES: [(&str, u64); 7] = [
-    ("CPU", 10),
-    ("MEM", 10),
-    ("DISK", 10),
-    ("NET", 10),
-    ("FS", 300),
-    ("KERNEL", 300),
-    ("TIME", 300),
-];
-
-/// The default interval of a system family, or `None` for a name that is not one.
-pub fn family_default_interval(name: &str) -> Option<u64> {
-    SYSTEM_FAMILIES
-        .iter()
-        .find(|(f, _)| *f == name)
-        .map(|(_, secs)| *secs)
-}
 
 /// Why a registry refresh produced nothing usable; the previous plan stays in force.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -317,19 +298,24 @@ pub fn validate(plan: Plan, topic_template: &str) -> Checked {
         };
         let mut kept = NamespacePlan::default();
         for (family, secs) in ns.intervals {
-            if family_default_interval(&family).is_none() {
-                let known: Vec<&str> = SYSTEM_FAMILIES.iter().map(|(f, _)| *f).collect();
-                bad(
-                    format!("interval for {family:?}"),
-                    format!("not a system family (known: {})", known.join(", ")),
-                );
-            } else if secs == 0 {
-                bad(
-                    format!("interval for {family}"),
-                    "must be at least 1 second".into(),
-                );
-            } else {
-                kept.intervals.insert(family, secs);
+            match Family::from_name(&family) {
+                None => {
+                    let known: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+                    bad(
+                        format!("interval for {family:?}"),
+                        format!("not a system family (known: {})", known.join(", ")),
+                    );
+                }
+                Some(_) if secs == 0 => {
+                    bad(
+                        format!("interval for {family}"),
+                        "must be at least 1 second".into(),
+                    );
+                }
+                // The scheduler looks families up by their canonical name.
+                Some(f) => {
+                    kept.intervals.insert(f.name().to_owned(), secs);
+                }
             }
         }
         let mut projects: BTreeMap<String, String> = BTreeMap::new();

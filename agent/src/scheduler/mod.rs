@@ -10,8 +10,10 @@
 //! that tick skip (counted in `JobCounts.skipped_ticks`): a job never overlaps itself.
 //!
 //! What a run does is the [`Runner`]'s business: the agent's runner sends collector output to the
-//! pipeline; tests use a recording one. Adding a job kind is a [`Work`] variant, a line in
-//! [`desired`] and an arm in the runner.
+//! pipeline ([`runner::AgentRunner`]); tests use a recording one. Adding a job kind (periodic
+//! plugins, built-ins) is a [`Work`] variant, a few lines in [`desired`] and an arm in the runner.
+
+pub mod runner;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,8 +28,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::collect::system::Family;
 use crate::output::BoxFuture;
-use crate::registry::{Plan, PortItem, ProcItem, SYSTEM_FAMILIES};
+use crate::registry::{Plan, PortItem, ProcItem};
 use crate::state::AgentState;
 
 /// How long running jobs get to stop at shutdown.
@@ -75,8 +78,8 @@ impl fmt::Display for JobKey {
 pub enum Work {
     /// Collect one system family once and send it to every namespace listed.
     System {
-        /// The family name (`CPU`).
-        family: &'static str,
+        /// The family.
+        family: Family,
         /// The namespaces to send to.
         namespaces: Arc<[String]>,
     },
@@ -121,6 +124,9 @@ pub struct JobSpec {
 pub trait Runner: Send + Sync + 'static {
     /// One run of the job `key` as `spec` describes it now.
     fn run(&self, key: &JobKey, spec: &JobSpec) -> BoxFuture<'static, ()>;
+
+    /// Called with every new set of jobs, so per-item state of items gone can be dropped.
+    fn retain(&self, _jobs: &HashMap<JobKey, JobSpec>) {}
 }
 
 /// The jobs a plan wants.
@@ -129,21 +135,22 @@ pub trait Runner: Send + Sync + 'static {
 /// the namespaces' override; when namespaces disagree the smallest wins (a namespace without an
 /// override wants the default), so every namespace gets its data at least as often as it asked.
 pub fn desired(plan: &Plan) -> HashMap<JobKey, JobSpec> {
-    let mut jobs = HashMap::with_capacity(plan.item_count() + SYSTEM_FAMILIES.len());
+    let mut jobs = HashMap::with_capacity(plan.item_count() + Family::ALL.len());
     if !plan.namespaces.is_empty() {
         let namespaces: Arc<[String]> = plan.namespaces.keys().cloned().collect();
-        for (family, default) in SYSTEM_FAMILIES {
+        for family in Family::ALL {
+            let default = family.default_interval().as_secs();
             let secs = plan
                 .namespaces
                 .values()
-                .map(|ns| ns.intervals.get(family).copied().unwrap_or(default))
+                .map(|ns| ns.intervals.get(family.name()).copied().unwrap_or(default))
                 .min()
                 .unwrap_or(default);
             jobs.insert(
                 JobKey {
                     kind: JobKind::System,
                     ns: String::new(),
-                    id: family.to_owned(),
+                    id: family.name().to_owned(),
                 },
                 JobSpec {
                     interval: Duration::from_secs(secs),
@@ -295,6 +302,7 @@ impl<R: Runner> Scheduler<R> {
     /// Makes the running jobs what `plan` wants. Must be called inside a tokio runtime.
     pub fn reconcile(&mut self, plan: &Plan) -> ReconcileReport {
         let mut want = desired(plan);
+        self.runner.retain(&want);
         let mut report = ReconcileReport::default();
         self.jobs.retain(|key, job| match want.remove(key) {
             None => {
@@ -582,7 +590,7 @@ mod tests {
         assert_eq!(
             first,
             ReconcileReport {
-                started: 1 + SYSTEM_FAMILIES.len(),
+                started: 1 + Family::ALL.len(),
                 ..ReconcileReport::default()
             }
         );
@@ -600,7 +608,7 @@ mod tests {
                 started: 1,
                 stopped: 0,
                 // The system families now also serve "b": same jobs, new namespace list.
-                updated: SYSTEM_FAMILIES.len(),
+                updated: Family::ALL.len(),
                 unchanged: 1,
             }
         );
@@ -626,10 +634,7 @@ mod tests {
         );
         let db = rec.times("db:5432@127.0.0.1");
         assert!(gaps(&db).iter().all(|g| *g == 7_000), "{:?}", gaps(&db));
-        assert_eq!(
-            stats.counts().started_total,
-            (SYSTEM_FAMILIES.len() + 2) as u64
-        );
+        assert_eq!(stats.counts().started_total, (Family::ALL.len() + 2) as u64);
         assert_eq!(stats.counts().ports, 2);
         assert!(s.shutdown(Duration::from_secs(1)).await);
     }
@@ -702,7 +707,7 @@ mod tests {
         let report = s.reconcile(&Plan::default());
         assert_eq!(
             report.stopped,
-            1 + SYSTEM_FAMILIES.len(),
+            1 + Family::ALL.len(),
             "no namespace, no system job"
         );
         assert!(s.is_empty());

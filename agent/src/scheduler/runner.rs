@@ -1,0 +1,133 @@
+//! The agent's [`Runner`]: what each kind of job does on a tick, and where its metrics go.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use shared::Metric;
+use tracing::{debug, warn};
+
+use super::{JobKey, JobSpec, Runner, Work};
+use crate::collect::port;
+use crate::collect::proc::ProcCollector;
+use crate::collect::system::{Family, SystemCollector, SystemOptions};
+use crate::output::BoxFuture;
+use crate::pipeline::Rename;
+use crate::state::AgentState;
+
+/// Runs collectors and hands their metrics to the pipeline.
+pub struct AgentRunner {
+    state: AgentState,
+    /// One long-lived collector: its counters make the rates, so it outlives every reconcile.
+    system: Arc<Mutex<SystemCollector>>,
+    /// One process collector per namespace: a check's name is unique only within its namespace.
+    procs: Mutex<HashMap<String, Arc<Mutex<ProcCollector>>>>,
+}
+
+impl AgentRunner {
+    /// A runner sending to the state's pipeline.
+    pub fn new(state: AgentState) -> Self {
+        AgentRunner {
+            state,
+            system: Arc::new(Mutex::new(SystemCollector::new(SystemOptions::default()))),
+            procs: Mutex::default(),
+        }
+    }
+
+    fn proc_collector(&self, ns: &str) -> Arc<Mutex<ProcCollector>> {
+        let mut map = self.procs.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(map.entry(ns.to_owned()).or_default())
+    }
+}
+
+/// Submits metrics to each namespace; false once the pipeline is closed (shutting down).
+async fn submit(state: &AgentState, namespaces: &[String], metrics: Vec<Metric>) -> bool {
+    if metrics.is_empty() {
+        return true;
+    }
+    for ns in namespaces {
+        match state
+            .pipeline()
+            .submit_metrics(ns, metrics.clone(), Rename::Keep)
+            .await
+        {
+            Ok(ingested) if ingested.rejected > 0 => {
+                debug!(ns = %ns, rejected = ingested.rejected, errors = ?ingested.errors, "Collector metrics rejected.");
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn collect_system(system: &Mutex<SystemCollector>, family: Family) -> Vec<Metric> {
+    system
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .collect(family)
+}
+
+impl Runner for AgentRunner {
+    fn run(&self, key: &JobKey, spec: &JobSpec) -> BoxFuture<'static, ()> {
+        let state = self.state.clone();
+        let job = key.to_string();
+        match &spec.work {
+            Work::System { family, namespaces } => {
+                let (family, namespaces) = (*family, Arc::clone(namespaces));
+                let system = Arc::clone(&self.system);
+                Box::pin(async move {
+                    match tokio::task::spawn_blocking(move || collect_system(&system, family)).await
+                    {
+                        Ok(metrics) => {
+                            submit(&state, &namespaces, metrics).await;
+                        }
+                        Err(e) => warn!(job, error = %e, "System collector failed."),
+                    }
+                })
+            }
+            Work::Port { ns, item } => {
+                let (ns, item) = (ns.clone(), item.clone());
+                Box::pin(async move {
+                    let metric = port::check(&item).await;
+                    submit(&state, &[ns], vec![metric]).await;
+                })
+            }
+            Work::Proc { ns, item } => {
+                let collector = self.proc_collector(ns);
+                let (ns, item) = (ns.clone(), item.clone());
+                Box::pin(async move {
+                    let collected = tokio::task::spawn_blocking(move || {
+                        collector
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .collect(&item)
+                    })
+                    .await;
+                    match collected {
+                        Ok(metrics) => {
+                            submit(&state, &[ns], metrics).await;
+                        }
+                        Err(e) => warn!(job, error = %e, "Process collector failed."),
+                    }
+                })
+            }
+        }
+    }
+
+    fn retain(&self, jobs: &HashMap<JobKey, JobSpec>) {
+        let mut wanted: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for spec in jobs.values() {
+            if let Work::Proc { ns, item } = &spec.work {
+                wanted.entry(ns).or_default().insert(&item.name);
+            }
+        }
+        let mut map = self.procs.lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|ns, _| wanted.contains_key(ns.as_str()));
+        for (ns, collector) in map.iter() {
+            // A collector busy scanning /proc is pruned at the next reconcile; never wait here.
+            if let (Ok(mut c), Some(names)) = (collector.try_lock(), wanted.get(ns.as_str())) {
+                c.retain(|name| names.contains(name));
+            }
+        }
+    }
+}
