@@ -285,12 +285,13 @@ pub fn validate(plan: Plan, topic_template: &str) -> Checked {
     for (name, ns) in plan.namespaces {
         let topic = topic_template.replace("{ns}", &name);
         if let Err(e) = check_namespace(&topic) {
-            let e = if topic == name {
-                e
+            problems.push(if topic == name {
+                format!("{e}; the namespace is skipped")
             } else {
-                format!("topic {topic:?} (output.topic {topic_template:?}): {e}")
-            };
-            problems.push(format!("namespace {name:?} skipped: {e}"));
+                format!(
+                    "namespace {name:?} skipped: its NSQ topic through output.topic {topic_template:?} is not valid: {e}"
+                )
+            });
             continue;
         }
         let mut bad = |what: String, why: String| {

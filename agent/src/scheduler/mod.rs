@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::collect::system::Family;
 use crate::output::BoxFuture;
-use crate::registry::{Plan, PortItem, ProcItem};
+use crate::registry::{NamespacePlan, Plan, PortItem, ProcItem};
 use crate::state::AgentState;
 
 /// How long running jobs get to stop at shutdown.
@@ -125,8 +125,8 @@ pub trait Runner: Send + Sync + 'static {
     /// One run of the job `key` as `spec` describes it now.
     fn run(&self, key: &JobKey, spec: &JobSpec) -> BoxFuture<'static, ()>;
 
-    /// Called with every new set of jobs, so per-item state of items gone can be dropped.
-    fn retain(&self, _jobs: &HashMap<JobKey, JobSpec>) {}
+    /// Called with every plan reconciled, so per-item state of items gone can be dropped.
+    fn retain(&self, _plan: &Plan) {}
 }
 
 /// The jobs a plan wants.
@@ -135,72 +135,81 @@ pub trait Runner: Send + Sync + 'static {
 /// the namespaces' override; when namespaces disagree the smallest wins (a namespace without an
 /// override wants the default), so every namespace gets its data at least as often as it asked.
 pub fn desired(plan: &Plan) -> HashMap<JobKey, JobSpec> {
-    let mut jobs = HashMap::with_capacity(plan.item_count() + Family::ALL.len());
-    if !plan.namespaces.is_empty() {
-        let namespaces: Arc<[String]> = plan.namespaces.keys().cloned().collect();
-        for family in Family::ALL {
-            let default = family.default_interval().as_secs();
-            let secs = plan
-                .namespaces
-                .values()
-                .map(|ns| ns.intervals.get(family.name()).copied().unwrap_or(default))
-                .min()
-                .unwrap_or(default);
-            jobs.insert(
-                JobKey {
-                    kind: JobKind::System,
-                    ns: String::new(),
-                    id: family.name().to_owned(),
-                },
-                JobSpec {
-                    interval: Duration::from_secs(secs),
-                    work: Work::System {
-                        family,
-                        namespaces: Arc::clone(&namespaces),
-                    },
-                },
-            );
-        }
-    }
+    let mut jobs = system_jobs(plan);
     for (ns, nsp) in &plan.namespaces {
-        for item in &nsp.ports {
-            let host = item.host.as_deref().unwrap_or("127.0.0.1");
-            jobs.insert(
-                JobKey {
-                    kind: JobKind::Port,
-                    ns: ns.clone(),
-                    id: format!("{}:{}@{host}", item.name, item.port),
-                },
-                JobSpec {
-                    interval: Duration::from_secs(item.interval),
-                    work: Work::Port {
-                        ns: ns.clone(),
-                        item: item.clone(),
-                    },
-                },
-            );
-        }
-        for item in &nsp.procs {
-            jobs.insert(
-                JobKey {
-                    kind: JobKind::Proc,
-                    ns: ns.clone(),
-                    id: item.name.clone(),
-                },
-                JobSpec {
-                    interval: Duration::from_secs(item.interval),
-                    work: Work::Proc {
-                        ns: ns.clone(),
-                        item: item.clone(),
-                    },
-                },
-            );
-        }
-        // Periodic plugins and built-ins become jobs here once their runners exist.
+        namespace_jobs(ns, nsp, &mut jobs);
     }
-    // Validation refuses interval 0 for checks; a job must never spin.
-    jobs.retain(|_, spec| !spec.interval.is_zero());
     jobs
+}
+
+/// The system family jobs of a plan (none when the host has no namespace).
+fn system_jobs(plan: &Plan) -> HashMap<JobKey, JobSpec> {
+    let mut jobs = HashMap::with_capacity(Family::ALL.len());
+    if plan.namespaces.is_empty() {
+        return jobs;
+    }
+    let namespaces: Arc<[String]> = plan.namespaces.keys().cloned().collect();
+    for family in Family::ALL {
+        let default = family.default_interval().as_secs();
+        let secs = plan
+            .namespaces
+            .values()
+            .map(|ns| ns.intervals.get(family.name()).copied().unwrap_or(default))
+            .min()
+            .unwrap_or(default);
+        insert(
+            &mut jobs,
+            JobKey {
+                kind: JobKind::System,
+                ns: String::new(),
+                id: family.name().to_owned(),
+            },
+            secs,
+            Work::System {
+                family,
+                namespaces: Arc::clone(&namespaces),
+            },
+        );
+    }
+    jobs
+}
+
+/// The jobs of one namespace's items.
+fn namespace_jobs(ns: &str, nsp: &NamespacePlan, jobs: &mut HashMap<JobKey, JobSpec>) {
+    for item in &nsp.ports {
+        let host = item.host.as_deref().unwrap_or("127.0.0.1");
+        let key = JobKey {
+            kind: JobKind::Port,
+            ns: ns.to_owned(),
+            id: format!("{}:{}@{host}", item.name, item.port),
+        };
+        let work = Work::Port {
+            ns: ns.to_owned(),
+            item: item.clone(),
+        };
+        insert(jobs, key, item.interval, work);
+    }
+    for item in &nsp.procs {
+        let key = JobKey {
+            kind: JobKind::Proc,
+            ns: ns.to_owned(),
+            id: item.name.clone(),
+        };
+        let work = Work::Proc {
+            ns: ns.to_owned(),
+            item: item.clone(),
+        };
+        insert(jobs, key, item.interval, work);
+    }
+    // Periodic plugins and built-ins become jobs here once their runners exist.
+}
+
+fn insert(jobs: &mut HashMap<JobKey, JobSpec>, key: JobKey, secs: u64, work: Work) {
+    // Validation refuses interval 0 for checks; a job must never spin.
+    if secs > 0 {
+        let interval = Duration::from_secs(secs);
+        jobs.insert(key, JobSpec { interval, work });
+    }
 }
 
 /// What a reconcile did.
@@ -281,7 +290,11 @@ struct RunningJob {
 /// The running jobs and how to reach them.
 pub struct Scheduler<R: Runner> {
     runner: Arc<R>,
-    jobs: HashMap<JobKey, RunningJob>,
+    /// Running jobs grouped by namespace (`""` for the system families), so a namespace whose
+    /// items did not change is passed over whole: a reconcile costs what changed, not the plan.
+    groups: HashMap<String, HashMap<JobKey, RunningJob>>,
+    /// The plan last reconciled.
+    last: Option<Arc<Plan>>,
     root: CancellationToken,
     tracker: TaskTracker,
     stats: Arc<SchedulerStats>,
@@ -292,7 +305,8 @@ impl<R: Runner> Scheduler<R> {
     pub fn new(runner: Arc<R>, stats: Arc<SchedulerStats>, shutdown: &CancellationToken) -> Self {
         Scheduler {
             runner,
-            jobs: HashMap::new(),
+            groups: HashMap::new(),
+            last: None,
             root: shutdown.child_token(),
             tracker: TaskTracker::new(),
             stats,
@@ -300,14 +314,47 @@ impl<R: Runner> Scheduler<R> {
     }
 
     /// Makes the running jobs what `plan` wants. Must be called inside a tokio runtime.
-    pub fn reconcile(&mut self, plan: &Plan) -> ReconcileReport {
-        let mut want = desired(plan);
-        self.runner.retain(&want);
+    pub fn reconcile(&mut self, plan: &Arc<Plan>) -> ReconcileReport {
+        self.runner.retain(plan);
+        let last = self.last.replace(Arc::clone(plan));
         let mut report = ReconcileReport::default();
-        self.jobs.retain(|key, job| match want.remove(key) {
+        self.groups.retain(|ns, jobs| {
+            if ns.is_empty() || plan.namespaces.contains_key(ns) {
+                return true;
+            }
+            for (key, job) in jobs.drain() {
+                stop(&key, &job);
+                report.stopped += 1;
+            }
+            false
+        });
+        self.sync_group(String::new(), system_jobs(plan), &mut report);
+        for (ns, nsp) in &plan.namespaces {
+            let same = last.as_ref().and_then(|l| l.namespaces.get(ns)) == Some(nsp);
+            if same {
+                report.unchanged += self.groups.get(ns).map_or(0, HashMap::len);
+                continue;
+            }
+            let mut want = HashMap::with_capacity(nsp.ports.len() + nsp.procs.len());
+            namespace_jobs(ns, nsp, &mut want);
+            self.sync_group(ns.clone(), want, &mut report);
+        }
+        self.groups.retain(|_, jobs| !jobs.is_empty());
+        self.count();
+        report
+    }
+
+    /// Makes one group's jobs `want`.
+    fn sync_group(
+        &mut self,
+        ns: String,
+        mut want: HashMap<JobKey, JobSpec>,
+        report: &mut ReconcileReport,
+    ) {
+        let group = self.groups.entry(ns).or_default();
+        group.retain(|key, job| match want.remove(key) {
             None => {
-                job.cancel.cancel();
-                debug!(job = %key, "Job stopped.");
+                stop(key, job);
                 report.stopped += 1;
                 false
             }
@@ -322,15 +369,20 @@ impl<R: Runner> Scheduler<R> {
                 true
             }
         });
-        for (key, spec) in want {
-            self.start(key, spec);
-            report.started += 1;
+        let started: Vec<(JobKey, RunningJob)> = want
+            .into_iter()
+            .map(|(key, spec)| {
+                let job = self.start(&key, spec);
+                (key, job)
+            })
+            .collect();
+        report.started += started.len();
+        if let Some(ns) = started.first().map(|(k, _)| k.ns.clone()) {
+            self.groups.entry(ns).or_default().extend(started);
         }
-        self.count();
-        report
     }
 
-    fn start(&mut self, key: JobKey, spec: JobSpec) {
+    fn start(&self, key: &JobKey, spec: JobSpec) -> RunningJob {
         let (tx, rx) = watch::channel(Arc::new(spec));
         let cancel = self.root.child_token();
         debug!(job = %key, "Job started.");
@@ -342,15 +394,13 @@ impl<R: Runner> Scheduler<R> {
             cancel.clone(),
         ));
         self.stats.started.fetch_add(1, Ordering::Relaxed);
-        self.jobs.insert(key, RunningJob { spec: tx, cancel });
+        RunningJob { spec: tx, cancel }
     }
 
     fn count(&self) {
-        let mut c = JobCounts {
-            total: self.jobs.len(),
-            ..JobCounts::default()
-        };
-        for key in self.jobs.keys() {
+        let mut c = JobCounts::default();
+        for key in self.groups.values().flat_map(HashMap::keys) {
+            c.total += 1;
             match key.kind {
                 JobKind::System => c.system += 1,
                 JobKind::Port => c.ports += 1,
@@ -366,24 +416,29 @@ impl<R: Runner> Scheduler<R> {
 
     /// Number of running jobs.
     pub fn len(&self) -> usize {
-        self.jobs.len()
+        self.groups.values().map(HashMap::len).sum()
     }
 
     /// Whether no job runs.
     pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty()
+        self.groups.is_empty()
     }
 
     /// Stops every job and waits for them, at most `deadline`; false if some did not stop.
     pub async fn shutdown(mut self, deadline: Duration) -> bool {
         self.root.cancel();
-        self.jobs.clear();
+        self.groups.clear();
         self.count();
         self.tracker.close();
         tokio::time::timeout(deadline, self.tracker.wait())
             .await
             .is_ok()
     }
+}
+
+fn stop(key: &JobKey, job: &RunningJob) {
+    job.cancel.cancel();
+    debug!(job = %key, "Job stopped.");
 }
 
 /// A random point within the first interval, so hosts started together do not fire together.
@@ -550,7 +605,7 @@ mod tests {
         }
     }
 
-    fn plan(items: &[(&str, PortItem)]) -> Plan {
+    fn plan(items: &[(&str, PortItem)]) -> Arc<Plan> {
         let mut plan = Plan::default();
         for (ns, item) in items {
             plan.namespaces
@@ -559,7 +614,7 @@ mod tests {
                 .ports
                 .push(item.clone());
         }
-        plan
+        Arc::new(plan)
     }
 
     fn scheduler(busy: Duration) -> (Scheduler<Arc<Recorder>>, Arc<Recorder>, Arc<SchedulerStats>) {
@@ -660,7 +715,7 @@ mod tests {
         from_last.extend(after);
         let g = gaps(&from_last);
         assert!(
-            g[0] % 4_000 == 0 && g[1..].iter().all(|g| *g == 4_000),
+            g[0] / 4_000 * 4_000 == g[0] && g[1..].iter().all(|g| *g == 4_000),
             "the new 4 s clock continues the old phase: {g:?}"
         );
         assert!(s.shutdown(Duration::from_secs(1)).await);
@@ -704,7 +759,7 @@ mod tests {
         assert_eq!(rec.times("ssh:22@127.0.0.1").len(), ssh_runs, "stopped");
         assert_eq!(stats.counts().ports, 1);
 
-        let report = s.reconcile(&Plan::default());
+        let report = s.reconcile(&Arc::new(Plan::default()));
         assert_eq!(
             report.stopped,
             1 + Family::ALL.len(),
@@ -716,7 +771,7 @@ mod tests {
 
     #[test]
     fn system_families_take_the_smallest_interval_any_namespace_wants() {
-        let mut p = plan(&[("a", port("web", 80, 5))]);
+        let mut p = Plan::clone(&plan(&[("a", port("web", 80, 5))]));
         p.namespaces.insert(
             "b".into(),
             NamespacePlan {

@@ -12,6 +12,7 @@ use crate::collect::proc::ProcCollector;
 use crate::collect::system::{Family, SystemCollector, SystemOptions};
 use crate::output::BoxFuture;
 use crate::pipeline::Rename;
+use crate::registry::Plan;
 use crate::state::AgentState;
 
 /// Runs collectors and hands their metrics to the pipeline.
@@ -114,18 +115,16 @@ impl Runner for AgentRunner {
         }
     }
 
-    fn retain(&self, jobs: &HashMap<JobKey, JobSpec>) {
-        let mut wanted: HashMap<&str, HashSet<&str>> = HashMap::new();
-        for spec in jobs.values() {
-            if let Work::Proc { ns, item } = &spec.work {
-                wanted.entry(ns).or_default().insert(&item.name);
-            }
-        }
+    fn retain(&self, plan: &Plan) {
         let mut map = self.procs.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|ns, _| wanted.contains_key(ns.as_str()));
+        map.retain(|ns, _| plan.namespaces.get(ns).is_some_and(|n| !n.procs.is_empty()));
         for (ns, collector) in map.iter() {
+            let Some(nsp) = plan.namespaces.get(ns) else {
+                continue;
+            };
             // A collector busy scanning /proc is pruned at the next reconcile; never wait here.
-            if let (Ok(mut c), Some(names)) = (collector.try_lock(), wanted.get(ns.as_str())) {
+            if let Ok(mut c) = collector.try_lock() {
+                let names: HashSet<&str> = nsp.procs.iter().map(|p| p.name.as_str()).collect();
                 c.retain(|name| names.contains(name));
             }
         }
