@@ -91,6 +91,8 @@ pub struct RegistryService {
     /// What was logged last, so a lasting condition is logged once, not on every refresh.
     reported_error: Option<String>,
     reported_problems: BTreeSet<String>,
+    /// `/update` requests; registered at construction so none is refused while starting.
+    requests: mpsc::Receiver<Request>,
 }
 
 impl RegistryService {
@@ -98,7 +100,14 @@ impl RegistryService {
     pub fn new(state: AgentState) -> Result<Self, RegistryError> {
         let source = Source::from_config(state.config(), state.hostname())?;
         let cache_path = cache::path(&state.config().agent.data_dir);
+        let (tx, requests) = mpsc::channel::<Request>(8);
+        if state.registry().requests.set(tx).is_err() {
+            warn!(
+                "A registry service already serves /update; this one only refreshes on its clock."
+            );
+        }
         Ok(RegistryService {
+            requests,
             state,
             source,
             cache_path,
@@ -111,11 +120,6 @@ impl RegistryService {
     /// Puts the cached plan in force (so a slow or down registry does not leave the host idle),
     /// asks the source, then refreshes on the clock and on request until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let (tx, mut requests) = mpsc::channel::<Request>(8);
-        if self.state.registry().requests.set(tx).is_err() {
-            warn!("A registry service is already running; this one stops.");
-            return;
-        }
         let every = Duration::from_secs(self.state.config().registry.refresh_secs.max(1));
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -129,7 +133,7 @@ impl RegistryService {
                 _ = tick.tick() => {
                     self.refresh().await;
                 }
-                Some(reply) = requests.recv() => {
+                Some(reply) = self.requests.recv() => {
                     let outcome = self.refresh().await;
                     // The caller may have gone away; the refresh still counted.
                     let _ = reply.send(outcome);
@@ -261,5 +265,161 @@ impl RegistryService {
         // Also after a failure: retrying a broken disk on every refresh would only repeat the
         // warning; the next change tries again.
         self.cached = Some(plan);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::output::spool::Spool;
+    use crate::pipeline::Pipeline;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn state(
+        dir: &std::path::Path,
+    ) -> (
+        AgentState,
+        tokio::sync::mpsc::Receiver<crate::pipeline::Submission>,
+    ) {
+        let mut config = Config::default();
+        config.resolve_paths(dir);
+        let (pipeline, rx) = Pipeline::new("h", 16);
+        let spool = Spool::open(&dir.join("spool"), 1 << 20).expect("spool");
+        let state = AgentState::new(config, "h".into(), pipeline, spool, Arc::default());
+        (state, rx)
+    }
+
+    fn status(state: &AgentState) -> RegistryStatus {
+        let mut s = RegistryStatus::default();
+        state.registry().fill(&mut s);
+        s
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_plan_and_is_recorded() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (state, _rx) = state(dir.path());
+        let registry = dir.path().join("registry.toml");
+        std::fs::write(
+            &registry,
+            "[[namespace]]\nname = \"a\"\nports = [{ name = \"x\", port = 0 }]\n",
+        )
+        .expect("write");
+        let mut service = RegistryService::new(state.clone()).expect("service");
+        let first = service.refresh().await;
+        assert!(first.result.is_ok());
+        assert!(first.applied.is_some());
+        assert_eq!(state.plan().namespace_names(), ["a"]);
+        assert_eq!(first.problems.len(), 1, "port 0: {:?}", first.problems);
+        assert!(dir.path().join("data/registry-cache.json").exists());
+        let again = service.refresh().await;
+        assert!(
+            again.applied.is_none(),
+            "an unchanged answer changes nothing"
+        );
+
+        std::fs::write(&registry, "[[namespace]]\nname = 5\n").expect("write");
+        for n in 1..=2 {
+            let failed = service.refresh().await;
+            assert!(failed.result.is_err());
+            let s = status(&state);
+            assert_eq!(s.failures, n);
+            assert!(
+                s.last_error
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("registry.toml"),
+                "{s:?}"
+            );
+            assert_eq!(state.plan().namespace_names(), ["a"], "the plan stays");
+        }
+        std::fs::write(&registry, "[[namespace]]\nname = \"b\"\n").expect("write");
+        assert!(service.refresh().await.applied.is_some());
+        let s = status(&state);
+        assert_eq!(s.last_error, None);
+        assert!(s.last_success.is_some());
+        assert_eq!(s.problems, Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_missing_registry_at_start_runs_the_cached_plan() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let registry = dir.path().join("registry.toml");
+        std::fs::write(&registry, "[[namespace]]\nname = \"cached\"\n").expect("write");
+        {
+            let (state, _rx) = state(dir.path());
+            let mut service = RegistryService::new(state).expect("service");
+            assert!(service.refresh().await.result.is_ok());
+        }
+        std::fs::remove_file(&registry).expect("remove");
+        let (state, _rx) = state(dir.path());
+        let mut service = RegistryService::new(state.clone()).expect("service");
+        service.start().await;
+        assert_eq!(state.plan().namespace_names(), ["cached"]);
+        let s = status(&state);
+        assert!(s.from_cache && s.failures == 1, "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn update_endpoint_answers_through_the_running_service() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (state, _rx) = state(dir.path());
+        let app = crate::api::router(state.clone());
+        let get = |app: axum::Router| async move {
+            let resp = app
+                .oneshot(
+                    Request::get("/update")
+                        .body(Body::empty())
+                        .expect("request"),
+                )
+                .await
+                .expect("answer");
+            let code = resp.status().as_u16();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .expect("body")
+                .to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            (code, body)
+        };
+        let (code, body) = get(app.clone()).await;
+        assert_eq!(code, 503, "{body}");
+
+        let shutdown = CancellationToken::new();
+        let service = RegistryService::new(state.clone()).expect("service");
+        // Called before the service task has even started: the request waits for it.
+        let pending = tokio::spawn(get(app.clone()));
+        tokio::spawn(service.run(shutdown.clone()));
+        let runner = Arc::new(crate::scheduler::runner::AgentRunner::new(state.clone()));
+        tokio::spawn(crate::scheduler::run(
+            state.clone(),
+            runner,
+            shutdown.clone(),
+        ));
+        let (code, body) = pending.await.expect("request task");
+        assert_eq!(code, 502, "no registry file yet: {body}");
+        let (code, body) = get(app.clone()).await;
+        assert_eq!(code, 502, "no registry file yet: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("keeps running"),
+            "{body}"
+        );
+        std::fs::write(
+            dir.path().join("registry.toml"),
+            "[[namespace]]\nname = \"n1\"\n",
+        )
+        .expect("write");
+        let (code, body) = get(app).await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["ok"], true);
+        assert_eq!(body["namespaces"], serde_json::json!(["n1"]));
+        assert_eq!(body["started"], 7, "one job per system family: {body}");
+        shutdown.cancel();
     }
 }
