@@ -5,7 +5,7 @@
 //! `tmpfs` (memory, already in MEM), `overlay`/`aufs` (container roots that repeat the host
 //! filesystem under them), read-only images (`squashfs`, `iso9660`, always full)), and any
 //! filesystem that reports zero blocks. A mount point listed twice is reported once, for the
-//! mount that is on top.
+//! mount that is on top, and not at all when that one is of a skipped type.
 
 use std::borrow::Cow;
 
