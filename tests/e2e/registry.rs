@@ -70,17 +70,23 @@ fn editing_the_file_registry_and_calling_update_changes_what_runs() {
     assert_eq!(jobs["ports"], 1, "{jobs}");
     assert_eq!(jobs["system"], 7, "one job per system family: {jobs}");
 
-    // Add a namespace and a namespace that cannot be a topic.
+    // Add a namespace (with a process check on the agent itself, and MEM every second) and a
+    // namespace that cannot be a topic.
+    let exe = support::bin("agent").canonicalize().expect("agent binary");
     agent.write_registry(&format!(
-        "{}{}[[namespace]]\nname = \"bad ns\"\n",
+        "{}{}intervals = {{ MEM = 1 }}\nprocs = [{{ name = \"agent\", bin_path = \"{}\", interval = 1 }}]\n[[namespace]]\nname = \"bad ns\"\n",
         port_ns("e2e.a", "web", port),
-        port_ns("e2e.b", "db", port)
+        port_ns("e2e.b", "db", port),
+        exe.display()
     ));
     let (code, body) = agent.get("/update");
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["ok"], true);
     assert_eq!(strings(&body["namespaces"]), ["e2e.a", "e2e.b"]);
-    assert_eq!(body["started"], 1, "only the new port check starts: {body}");
+    assert_eq!(
+        body["started"], 2,
+        "only the new port and process checks start: {body}"
+    );
     assert_eq!(body["stopped"], 0, "{body}");
     assert_eq!(body["unchanged"], 1, "the web check is left alone: {body}");
     let problems = strings(&body["problems"]).join("\n");
@@ -93,6 +99,31 @@ fn editing_the_file_registry_and_calling_update_changes_what_runs() {
         "the new namespace's check does not run:\n{}",
         agent.stderr()
     );
+    // The process check finds the agent; MEM, collected once, goes to every namespace.
+    let procnum = |agent: &Agent| -> f64 {
+        agent
+            .output_file("e2e.b")
+            .lines()
+            .find_map(|l| l.strip_prefix("PROC.agent.procnum,"))
+            .and_then(|rest| rest.split(' ').nth(1))
+            .and_then(|v| v.strip_prefix("value="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || procnum(&agent) >= 1.0),
+        "no PROC.agent.procnum >= 1:\n{}",
+        agent.output_file("e2e.b")
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || ["e2e.a", "e2e.b"].iter().all(
+            |ns| agent
+                .output_file(ns)
+                .lines()
+                .any(|l| l.starts_with("mem.total,"))
+        )),
+        "MEM did not reach both namespaces"
+    );
     let status = agent.status();
     assert!(
         strings(&status["registry"]["problems"])
@@ -101,12 +132,16 @@ fn editing_the_file_registry_and_calling_update_changes_what_runs() {
         "{status}"
     );
     assert_eq!(status["jobs"]["ports"], 2);
+    assert_eq!(status["jobs"]["procs"], 1);
 
     // Remove the first namespace: its check stops.
     agent.write_registry(&port_ns("e2e.b", "db", port));
     let (code, body) = agent.get("/update");
     assert_eq!(code, 200, "{body}");
-    assert_eq!(body["stopped"], 1, "{body}");
+    assert_eq!(
+        body["stopped"], 2,
+        "web in e2e.a and the process check: {body}"
+    );
     assert_eq!(namespaces(&agent), ["e2e.b"]);
     std::thread::sleep(Duration::from_millis(500));
     let settled = port_points(&agent, "e2e.a", "web", port);

@@ -31,7 +31,8 @@ pub struct ProcCollector {
     proc_root: PathBuf,
     ticks_per_sec: f64,
     page_size: u64,
-    prev: HashMap<String, Sampled>,
+    /// Keyed by (name, bin_path): two namespaces may use one name for different programs.
+    prev: HashMap<(String, String), Sampled>,
     buf: Vec<u8>,
     /// (item, what) pairs already warned about, so a permission problem logs once.
     warned: BTreeSet<(String, &'static str)>,
@@ -81,9 +82,10 @@ impl ProcCollector {
         }
     }
 
-    /// Forgets the samples of items no longer checked, so their memory goes with them.
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        self.prev.retain(|name, _| keep(name));
+    /// Forgets the samples of items no longer checked (`keep(name, bin_path)` is false), so their
+    /// memory goes with them.
+    pub fn retain(&mut self, keep: impl Fn(&str, &str) -> bool) {
+        self.prev.retain(|(name, bin), _| keep(name, bin));
     }
 
     /// Checks one item now. Blocking: scans `/proc`.
@@ -97,10 +99,10 @@ impl ProcCollector {
             }
         };
         let procs: Vec<ProcSample> = pids.into_iter().filter_map(|p| self.sample(p)).collect();
-        let prev = self.prev.remove(&item.name);
+        let key = (item.name.clone(), item.bin_path.clone());
+        let prev = self.prev.remove(&key);
         let metrics = self.emit(item, prev.as_ref(), now, &procs);
-        self.prev
-            .insert(item.name.clone(), Sampled { at: now, procs });
+        self.prev.insert(key, Sampled { at: now, procs });
         metrics
     }
 

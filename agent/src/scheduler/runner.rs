@@ -1,6 +1,6 @@
 //! The agent's [`Runner`]: what each kind of job does on a tick, and where its metrics go.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use shared::Metric;
@@ -20,8 +20,8 @@ pub struct AgentRunner {
     state: AgentState,
     /// One long-lived collector: its counters make the rates, so it outlives every reconcile.
     system: Arc<Mutex<SystemCollector>>,
-    /// One process collector per namespace: a check's name is unique only within its namespace.
-    procs: Mutex<HashMap<String, Arc<Mutex<ProcCollector>>>>,
+    /// One process collector; it keys its samples by (name, bin_path), so namespaces may share it.
+    procs: Arc<Mutex<ProcCollector>>,
 }
 
 impl AgentRunner {
@@ -30,13 +30,8 @@ impl AgentRunner {
         AgentRunner {
             state,
             system: Arc::new(Mutex::new(SystemCollector::new(SystemOptions::default()))),
-            procs: Mutex::default(),
+            procs: Arc::default(),
         }
-    }
-
-    fn proc_collector(&self, ns: &str) -> Arc<Mutex<ProcCollector>> {
-        let mut map = self.procs.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(map.entry(ns.to_owned()).or_default())
     }
 }
 
@@ -94,7 +89,7 @@ impl Runner for AgentRunner {
                 })
             }
             Work::Proc { ns, item } => {
-                let collector = self.proc_collector(ns);
+                let collector = Arc::clone(&self.procs);
                 let (ns, item) = (ns.clone(), item.clone());
                 Box::pin(async move {
                     let collected = tokio::task::spawn_blocking(move || {
@@ -116,17 +111,15 @@ impl Runner for AgentRunner {
     }
 
     fn retain(&self, plan: &Plan) {
-        let mut map = self.procs.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|ns, _| plan.namespaces.get(ns).is_some_and(|n| !n.procs.is_empty()));
-        for (ns, collector) in map.iter() {
-            let Some(nsp) = plan.namespaces.get(ns) else {
-                continue;
-            };
-            // A collector busy scanning /proc is pruned at the next reconcile; never wait here.
-            if let Ok(mut c) = collector.try_lock() {
-                let names: HashSet<&str> = nsp.procs.iter().map(|p| p.name.as_str()).collect();
-                c.retain(|name| names.contains(name));
-            }
+        let wanted: HashSet<(&str, &str)> = plan
+            .namespaces
+            .values()
+            .flat_map(|ns| &ns.procs)
+            .map(|p| (p.name.as_str(), p.bin_path.as_str()))
+            .collect();
+        // A collector busy scanning /proc is pruned at the next reconcile; never wait here.
+        if let Ok(mut c) = self.procs.try_lock() {
+            c.retain(|name, bin| wanted.contains(&(name, bin)));
         }
     }
 }

@@ -5,7 +5,7 @@
 //! `tmpfs` (memory, already in MEM), `overlay`/`aufs` (container roots that repeat the host
 //! filesystem under them), read-only images (`squashfs`, `iso9660`, always full)), and any
 //! filesystem that reports zero blocks. A mount point listed twice is reported once, for the
-//! mount that is on top.
+//! mount that is on top, and not at all when that one is of a skipped type.
 
 use std::borrow::Cow;
 
@@ -61,13 +61,14 @@ pub(super) fn collect(r: &mut Reader, o: &SystemOptions, out: &mut Out) {
     let Some(text) = r.read(&o.proc_root.join("self/mounts")) else {
         return;
     };
-    let mounts: Vec<Mount<'_>> = parse(text)
-        .filter(|m| !o.skip_fstypes.iter().any(|t| t == m.fstype))
-        .collect();
+    let mounts: Vec<Mount<'_>> = parse(text).collect();
     let mut failed = Vec::new();
     for (i, m) in mounts.iter().enumerate() {
-        // A later mount on the same point hides this one.
+        // A later mount on the same point hides this one, whatever its type: statvfs sees the top.
         if mounts[i + 1..].iter().any(|later| later.point == m.point) {
+            continue;
+        }
+        if o.skip_fstypes.iter().any(|t| t == m.fstype) {
             continue;
         }
         match statvfs(m.point.as_ref()) {
@@ -230,5 +231,28 @@ mod tests {
         let tags = &out.metrics[0].tags;
         assert_eq!(tags.get("mount").map(String::as_str), Some("/"));
         assert_eq!(tags.get("fstype").map(String::as_str), Some("ext4"));
+    }
+
+    #[test]
+    fn a_skipped_filesystem_mounted_on_top_hides_the_one_below() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("self")).expect("mkdir");
+        let opts = SystemOptions {
+            proc_root: dir.path().to_owned(),
+            ..SystemOptions::default()
+        };
+        let mut c = super::super::SystemCollector::new(opts);
+        let table = dir.path().join("self/mounts");
+        std::fs::write(&table, "/dev/vda / ext4 rw 0 0\n").expect("w");
+        let m = c.collect(super::super::Family::Fs);
+        assert!(m.iter().any(|m| m.name == "fs.total"), "{m:?}");
+        std::fs::write(&table, "/dev/vda / ext4 rw 0 0\ntmpfs / tmpfs rw 0 0\n").expect("w");
+        assert!(c.collect(super::super::Family::Fs).is_empty());
+        std::fs::write(&table, "tmpfs / tmpfs rw 0 0\n/dev/vda / ext4 rw 0 0\n").expect("w");
+        let m = c.collect(super::super::Family::Fs);
+        assert_eq!(
+            m[0].tags.get("device").map(String::as_str),
+            Some("/dev/vda")
+        );
     }
 }

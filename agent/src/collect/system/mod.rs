@@ -290,6 +290,13 @@ mod tests {
     }
 
     #[test]
+    fn collectors_can_move_into_spawn_blocking() {
+        fn send<T: Send + 'static>() {}
+        send::<SystemCollector>();
+        send::<crate::collect::proc::ProcCollector>();
+    }
+
+    #[test]
     fn rate_refuses_backwards_counters_and_zero_time() {
         assert_eq!(rate(100, 300, 2.0), Some(100.0));
         assert_eq!(rate(100, 100, 2.0), Some(0.0));
