@@ -128,16 +128,19 @@ impl RegistryService {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let reply = tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    self.refresh().await;
-                }
-                Some(reply) = self.requests.recv() => {
-                    let outcome = self.refresh().await;
-                    // The caller may have gone away; the refresh still counted.
-                    let _ = reply.send(outcome);
-                }
+                _ = tick.tick() => None,
+                Some(reply) = self.requests.recv() => Some(reply),
+            };
+            // A slow registry must not hold up shutdown for (1 + namespaces) * timeout_secs.
+            let outcome = tokio::select! {
+                () = shutdown.cancelled() => return,
+                outcome = self.refresh() => outcome,
+            };
+            if let Some(reply) = reply {
+                // The caller may have gone away; the refresh still counted.
+                let _ = reply.send(outcome);
             }
         }
     }
