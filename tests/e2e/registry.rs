@@ -515,3 +515,33 @@ fn a_restart_with_the_registry_down_runs_the_cached_plan() {
 fn server_url_of(reg: &Value) -> String {
     reg["location"].as_str().unwrap_or_default().to_owned()
 }
+
+#[test]
+fn a_hanging_registry_does_not_hold_up_shutdown() {
+    let server = RegistryServer::start();
+    server.set_namespace("e2e.s1", json!([]));
+    let mut agent = AgentBuilder::new()
+        .config(&format!(
+            "[registry]\nsource = \"http\"\nurl = \"{}\"\ntimeout_secs = 50\nrefresh_secs = 1\n",
+            server.url()
+        ))
+        .start();
+    assert!(
+        wait_until(Duration::from_secs(15), || namespaces(&agent) == ["e2e.s1"]),
+        "{}",
+        agent.stderr()
+    );
+    // The next periodic refresh hangs in the registry.
+    server.set_behaviour(Behaviour::Slow(Duration::from_secs(60)));
+    let asked = server.requests().len();
+    assert!(
+        wait_until(Duration::from_secs(10), || server.requests().len() > asked),
+        "the agent did not refresh"
+    );
+    assert!(agent.stop(), "clean exit:\n{}", agent.stderr());
+    assert!(
+        !agent.stderr().contains("did not stop in time"),
+        "the refresh in flight held up shutdown:\n{}",
+        agent.stderr()
+    );
+}
