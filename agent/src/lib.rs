@@ -11,6 +11,7 @@ pub mod logging;
 pub mod output;
 pub mod pipeline;
 pub mod registry;
+pub mod scheduler;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -83,16 +84,8 @@ pub async fn run(
         .with_context(|| format!("cannot listen on {} (agent.listen)", config.agent.listen))?;
     let addr = listener.local_addr()?;
 
-    // The plan: the file registry read once at start.
-    match registry::file::load(&config.registry.path) {
-        Ok(loaded) => {
-            for p in &loaded.problems {
-                warn!(problem = %p, "Registry entry skipped.");
-            }
-            state.set_plan(loaded.plan);
-        }
-        Err(e) => warn!(error = %e, "Registry unavailable; running with no namespaces."),
-    }
+    let registry = registry::service::RegistryService::new(state.clone())
+        .context("registry (check [registry] in the config file)")?;
 
     let producers = TaskTracker::new();
     let stop_batcher = CancellationToken::new();
@@ -118,6 +111,12 @@ pub async fn run(
         Duration::from_secs(config.output.drain_secs),
     ));
 
+    producers.spawn(registry.run(shutdown.clone()));
+    producers.spawn(scheduler::run(
+        state.clone(),
+        Arc::new(scheduler::runner::AgentRunner::new(state.clone())),
+        shutdown.clone(),
+    ));
     producers.spawn(collect::alive::run(state.clone(), shutdown.clone()));
     let app = api::router(state.clone());
     let api_shutdown = shutdown.clone();

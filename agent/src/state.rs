@@ -10,7 +10,9 @@ use crate::config::Config;
 use crate::output::spool::Spool;
 use crate::output::OutputStats;
 use crate::pipeline::Pipeline;
+use crate::registry::service::RegistryHandle;
 use crate::registry::Plan;
+use crate::scheduler::SchedulerStats;
 
 /// Shared state of a running agent; cheap to clone.
 #[derive(Clone)]
@@ -27,6 +29,8 @@ struct Inner {
     spool: Spool,
     output: Arc<OutputStats>,
     plan: watch::Sender<Arc<Plan>>,
+    registry: Arc<RegistryHandle>,
+    jobs: Arc<SchedulerStats>,
 }
 
 impl AgentState {
@@ -49,6 +53,8 @@ impl AgentState {
                 spool,
                 output,
                 plan,
+                registry: Arc::default(),
+                jobs: Arc::default(),
             }),
         }
     }
@@ -96,6 +102,16 @@ impl AgentState {
     /// Follows changes of the plan.
     pub fn subscribe_plan(&self) -> watch::Receiver<Arc<Plan>> {
         self.inner.plan.subscribe()
+    }
+
+    /// The registry service's health and its `/update` entry.
+    pub fn registry(&self) -> &Arc<RegistryHandle> {
+        &self.inner.registry
+    }
+
+    /// The scheduler's job counts.
+    pub fn jobs(&self) -> &Arc<SchedulerStats> {
+        &self.inner.jobs
     }
 
     /// Puts a new plan in force.

@@ -63,12 +63,15 @@ pub struct UpdateResponse {
     pub ok: bool,
     /// The namespaces after the refresh.
     pub namespaces: Vec<String>,
-    /// Jobs started, stopped and left running by the reconcile.
+    /// Jobs started by the reconcile.
     pub started: usize,
     /// Jobs stopped by the reconcile.
     pub stopped: usize,
     /// Jobs left running undisturbed.
     pub unchanged: usize,
+    /// Jobs that kept running with a changed setting (an interval, the namespaces served).
+    #[serde(default)]
+    pub updated: usize,
     /// Problems found in the registry's answer (skipped items), or why it failed.
     #[serde(default)]
     pub problems: Vec<String>,
@@ -185,6 +188,10 @@ pub struct JobCounts {
     pub builtins: usize,
     /// Ticks skipped because the previous run was still going.
     pub skipped_ticks: u64,
+    /// Jobs started since the agent started (a job left running by a reconcile is not
+    /// started again).
+    #[serde(default)]
+    pub started_total: u64,
 }
 
 /// Plugin part of [`Status`].

@@ -4,3 +4,4 @@
 
 mod lifecycle;
 mod nsq;
+mod registry;

@@ -2,6 +2,7 @@
 
 mod error;
 mod status;
+mod update;
 
 use axum::routing::get;
 use axum::Router;
@@ -16,6 +17,7 @@ pub fn router(state: AgentState) -> Router {
     Router::new()
         .route(paths::ME_STATUS, get(status::status))
         .route(paths::ME_NS, get(status::namespaces))
+        .route(paths::UPDATE, get(update::update))
         .fallback(error::not_found)
         .with_state(state)
 }

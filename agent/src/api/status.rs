@@ -20,22 +20,24 @@ pub fn build_status(state: &AgentState) -> Status {
     let o = state.output_stats();
     let spool = state.spool().stats();
     let plan = state.plan();
+    let mut registry = RegistryStatus {
+        source: cfg.registry.source.to_string(),
+        location: match cfg.registry.source {
+            crate::config::RegistrySource::File => cfg.registry.path.display().to_string(),
+            crate::config::RegistrySource::Http => cfg.registry.url.clone(),
+        },
+        namespaces: plan.namespaces.len(),
+        items: plan.item_count(),
+        ..RegistryStatus::default()
+    };
+    state.registry().fill(&mut registry);
     Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         build: crate::BUILD.to_owned(),
         hostname: state.hostname().to_owned(),
         uptime_secs: state.uptime_secs(),
         started_at: state.started_at(),
-        registry: RegistryStatus {
-            source: cfg.registry.source.to_string(),
-            location: match cfg.registry.source {
-                crate::config::RegistrySource::File => cfg.registry.path.display().to_string(),
-                crate::config::RegistrySource::Http => cfg.registry.url.clone(),
-            },
-            namespaces: plan.namespaces.len(),
-            items: plan.item_count(),
-            ..RegistryStatus::default()
-        },
+        registry,
         pipeline: PipelineStatus {
             accepted: p.accepted.load(Ordering::Relaxed),
             rejected: p.rejected.load(Ordering::Relaxed),
@@ -56,6 +58,7 @@ pub fn build_status(state: &AgentState) -> Status {
             last_error: o.last_error.lock().ok().and_then(|g| g.clone()),
             errors: o.errors.load(Ordering::Relaxed),
         },
+        jobs: state.jobs().counts(),
         ..Status::default()
     }
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{check_namespace, NamespacePlan, Plan};
+use super::{NamespacePlan, Plan};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +39,8 @@ pub struct Loaded {
 }
 
 /// Reads and parses a registry file. A file that cannot be read or parsed is an error; a
-/// namespace that cannot be used is skipped and reported.
+/// namespace listed twice is reported (the later one is used). Names and values are checked by
+/// [`super::validate`], as for every source.
 pub fn load(path: &Path) -> Result<Loaded, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("registry file {}: cannot read it: {e}", path.display()))?;
@@ -58,12 +59,6 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
     let mut loaded = Loaded::default();
     let mut namespaces = BTreeMap::new();
     for entry in file.namespace {
-        if let Err(e) = check_namespace(&entry.name) {
-            loaded
-                .problems
-                .push(format!("registry file {}: {e}", path.display()));
-            continue;
-        }
         if namespaces.insert(entry.name.clone(), entry.plan).is_some() {
             loaded.problems.push(format!(
                 "registry file {}: namespace {:?} is listed twice; the later one is used",
@@ -96,12 +91,20 @@ mod tests {
             procs    = [{ name = "nginx", bin_path = "/usr/sbin/nginx" }]
 
             [[namespace]]
-            name = "bad name"
+            name = "dup"
+
+            [[namespace]]
+            name = "dup"
+            ports    = [{ name = "sshd", port = 22 }]
             "#,
         )
         .expect("write");
         let loaded = load(&path).expect("load");
-        assert_eq!(loaded.plan.namespace_names(), ["web.shop"]);
+        assert_eq!(loaded.plan.namespace_names(), ["dup", "web.shop"]);
+        assert_eq!(
+            loaded.plan.namespaces["dup"].ports[0].port, 22,
+            "the later entry wins"
+        );
         let ns = &loaded.plan.namespaces["web.shop"];
         assert_eq!(ns.intervals["CPU"], 10);
         assert_eq!(ns.plugins[0].parameters, "-v");
@@ -110,7 +113,7 @@ mod tests {
         assert_eq!(ns.procs[0].bin_path, "/usr/sbin/nginx");
         assert_eq!(loaded.problems.len(), 1);
         assert!(
-            loaded.problems[0].contains("\"bad name\""),
+            loaded.problems[0].contains("\"dup\" is listed twice"),
             "{:?}",
             loaded.problems
         );

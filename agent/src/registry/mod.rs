@@ -1,12 +1,103 @@
 //! The registry: which namespaces this host belongs to and what to collect for each.
 //!
-//! Sources produce one desired [`Plan`]; the scheduler reconciles running jobs to it.
+//! Sources ([`Source`]: a file or a lodastack registry server) produce one desired [`Plan`];
+//! [`validate`] keeps its usable part and lists the rest as problems; the [`service`] refreshes it
+//! on a clock and on `/update`, caches the last good one, and hands it to the scheduler.
 
+pub mod cache;
 pub mod file;
+pub mod http;
+pub mod service;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::collect::system::Family;
+use crate::config::{Config, RegistrySource};
+
+/// Why a registry refresh produced nothing usable; the previous plan stays in force.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry file could not be read or parsed.
+    #[error("{0}")]
+    File(String),
+    /// The registry server could not be reached or did not answer in time.
+    #[error("registry {url}: {reason}")]
+    Unreachable {
+        /// The URL called.
+        url: String,
+        /// The transport error.
+        reason: String,
+    },
+    /// The registry server answered something that is not the protocol.
+    #[error("registry {url}: {reason}")]
+    BadAnswer {
+        /// The URL called.
+        url: String,
+        /// What was wrong with the answer.
+        reason: String,
+    },
+}
+
+/// A source's answer: the plan as the source describes it, and the entries it could not read.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Fetched {
+    /// The plan, before [`validate`].
+    pub plan: Plan,
+    /// One line per entry the source skipped while reading.
+    pub problems: Vec<String>,
+}
+
+/// Where the plan comes from: one interface over the file and the lodastack protocol.
+pub enum Source {
+    /// A TOML or JSON file, re-read on every refresh.
+    File(PathBuf),
+    /// A lodastack registry server.
+    Http(http::HttpSource),
+}
+
+impl Source {
+    /// The source the configuration names; `hostname` identifies this host to an HTTP registry.
+    pub fn from_config(config: &Config, hostname: &str) -> Result<Source, RegistryError> {
+        Ok(match config.registry.source {
+            RegistrySource::File => Source::File(config.registry.path.clone()),
+            RegistrySource::Http => Source::Http(http::HttpSource::new(
+                &config.registry.url,
+                hostname,
+                Duration::from_secs(config.registry.timeout_secs),
+            )?),
+        })
+    }
+
+    /// `file <path>` or `http <url>`: tells apart caches written by different sources.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::File(path) => format!("file {}", path.display()),
+            Source::Http(h) => format!("http {}", h.base()),
+        }
+    }
+
+    /// Asks the source for the plan now.
+    pub async fn fetch(&self) -> Result<Fetched, RegistryError> {
+        match self {
+            Source::File(path) => {
+                let path = path.clone();
+                let loaded = tokio::task::spawn_blocking(move || file::load(&path))
+                    .await
+                    .map_err(|e| RegistryError::File(format!("registry file reader failed: {e}")))?
+                    .map_err(RegistryError::File)?;
+                Ok(Fetched {
+                    plan: loaded.plan,
+                    problems: loaded.problems,
+                })
+            }
+            Source::Http(h) => h.fetch().await,
+        }
+    }
+}
 
 /// What should run on this host: per namespace, its collect items.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +217,183 @@ pub struct ProcItem {
     pub interval: u64,
 }
 
+/// The project name of a plugin repository: its last path component without `.git`
+/// (`https://host/ops/plugin-example.git` and `git@host:ops/plugin-example.git` give
+/// `plugin-example`). It names the plugin's directory and measurement, so it is refused unless
+/// it is a plain `[A-Za-z0-9._-]` name; addresses git could read as options or commands
+/// (leading `-`, `ext::`) are refused too.
+pub fn project_name(git: &str) -> Result<String, String> {
+    let addr = git.trim();
+    if addr.is_empty() {
+        return Err("the plugin has no git address".into());
+    }
+    if addr.starts_with('-') {
+        return Err(format!(
+            "git address {addr:?} starts with '-', which git would read as an option"
+        ));
+    }
+    if addr.contains("::") {
+        return Err(format!(
+            "git address {addr:?} uses a transport helper (`<helper>::`), which can run commands"
+        ));
+    }
+    // A URL's host is not a repository name: only its path counts.
+    let path = match addr.split_once("://") {
+        Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p),
+        None => addr,
+    };
+    let path = path.trim_end_matches('/');
+    let last = path
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or(path)
+        .trim_end_matches(".git");
+    if last.is_empty() || last == "." || last == ".." {
+        return Err(format!(
+            "git address {addr:?} does not end in a repository name"
+        ));
+    }
+    if let Some(c) = last
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "git address {addr:?}: repository name {last:?} has {c:?}; only [A-Za-z0-9._-] are allowed"
+        ));
+    }
+    Ok(last.to_owned())
+}
+
+/// The usable part of a plan, and why the rest was skipped.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Checked {
+    /// What may run.
+    pub plan: Plan,
+    /// One line per skipped namespace or item, naming it and the reason.
+    pub problems: Vec<String>,
+}
+
+/// Keeps what can run and reports the rest, for every source alike.
+///
+/// A namespace must make a valid NSQ topic through `topic_template` (`{ns}` replaced); a second
+/// plugin with a project name already used in its namespace is a configuration error; items with
+/// unusable values (port 0, interval 0 for a check, unknown family) are skipped. Nothing here
+/// fails the whole plan.
+pub fn validate(plan: Plan, topic_template: &str) -> Checked {
+    let mut problems = Vec::new();
+    let mut namespaces = BTreeMap::new();
+    for (name, ns) in plan.namespaces {
+        let topic = topic_template.replace("{ns}", &name);
+        if let Err(e) = check_namespace(&topic) {
+            problems.push(if topic == name {
+                format!("{e}; the namespace is skipped")
+            } else {
+                format!(
+                    "namespace {name:?} skipped: its NSQ topic through output.topic {topic_template:?} is not valid: {e}"
+                )
+            });
+            continue;
+        }
+        let mut bad = |what: String, why: String| {
+            problems.push(format!("namespace {name:?}: {what} skipped: {why}"));
+        };
+        let mut kept = NamespacePlan::default();
+        for (family, secs) in ns.intervals {
+            match Family::from_name(&family) {
+                None => {
+                    let known: Vec<&str> = Family::ALL.iter().map(|f| f.name()).collect();
+                    bad(
+                        format!("interval for {family:?}"),
+                        format!("not a system family (known: {})", known.join(", ")),
+                    );
+                }
+                Some(_) if secs == 0 => {
+                    bad(
+                        format!("interval for {family}"),
+                        "must be at least 1 second".into(),
+                    );
+                }
+                // The scheduler looks families up by their canonical name.
+                Some(f) => {
+                    kept.intervals.insert(f.name().to_owned(), secs);
+                }
+            }
+        }
+        let mut projects: BTreeMap<String, String> = BTreeMap::new();
+        for p in ns.plugins {
+            match project_name(&p.git) {
+                Err(e) => bad(format!("plugin {:?}", p.git), e),
+                Ok(project) => {
+                    if let Some(first) = projects.get(&project) {
+                        bad(
+                            format!("plugin {:?}", p.git),
+                            format!(
+                                "configuration error: project {project:?} is already used by {first:?} in this namespace"
+                            ),
+                        );
+                    } else {
+                        projects.insert(project, p.git.clone());
+                        kept.plugins.push(p);
+                    }
+                }
+            }
+        }
+        let mut builtins = BTreeSet::new();
+        for b in ns.builtins {
+            if b.name.trim().is_empty() {
+                bad("built-in plugin".into(), "it has no name".into());
+            } else if !builtins.insert((b.name.clone(), b.params.clone())) {
+                bad(
+                    format!("built-in plugin {:?}", b.name),
+                    "the same built-in with the same parameters is listed twice".into(),
+                );
+            } else {
+                kept.builtins.push(b);
+            }
+        }
+        let mut ports = BTreeSet::new();
+        for p in ns.ports {
+            let what = format!("port check {:?} ({})", p.name, p.port);
+            if p.name.trim().is_empty() {
+                bad(what, "it has no name".into());
+            } else if p.port == 0 {
+                bad(what, "port 0 cannot be connected to".into());
+            } else if p.interval == 0 {
+                bad(what, "interval must be at least 1 second".into());
+            } else if p.connect_timeout == 0 {
+                bad(what, "connect_timeout must be at least 1 second".into());
+            } else if !ports.insert((p.name.clone(), p.port, p.host.clone())) {
+                bad(what, "listed twice".into());
+            } else {
+                kept.ports.push(p);
+            }
+        }
+        let mut procs = BTreeSet::new();
+        for p in ns.procs {
+            let what = format!("process check {:?}", p.name);
+            if p.name.trim().is_empty() {
+                bad(what, "it has no name".into());
+            } else if p.bin_path.trim().is_empty() {
+                bad(what, "bin_path is empty".into());
+            } else if p.interval == 0 {
+                bad(what, "interval must be at least 1 second".into());
+            } else if !procs.insert(p.name.clone()) {
+                bad(
+                    what,
+                    "a process check of that name is already listed".into(),
+                );
+            } else {
+                kept.procs.push(p);
+            }
+        }
+        namespaces.insert(name, kept);
+    }
+    Checked {
+        plan: Plan { namespaces },
+        problems,
+    }
+}
+
 /// Checks that a namespace can be an NSQ topic and an InfluxDB database name.
 pub fn check_namespace(ns: &str) -> Result<(), String> {
     if ns.is_empty() {
@@ -146,4 +414,181 @@ pub fn check_namespace(ns: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_name_is_the_repository_name() {
+        for (git, name) in [
+            (
+                "https://git.example.com/ops/plugin-example.git",
+                "plugin-example",
+            ),
+            (
+                "https://git.example.com/ops/plugin-example",
+                "plugin-example",
+            ),
+            (
+                "https://git.example.com/ops/plugin-example.git/",
+                "plugin-example",
+            ),
+            ("git@git.example.com:ops/nginx_stats.git", "nginx_stats"),
+            ("git@git.example.com:nginx.git", "nginx"),
+            ("ssh://git@host:2222/ops/a.b.git", "a.b"),
+            ("git://127.0.0.1:9418/p1.git", "p1"),
+            ("file:///srv/git/p2.git", "p2"),
+            ("/srv/git/p3", "p3"),
+        ] {
+            assert_eq!(project_name(git).as_deref(), Ok(name), "{git}");
+        }
+    }
+
+    #[test]
+    fn project_name_refuses_what_git_or_a_path_would_misread() {
+        for (git, why) in [
+            ("", "no git address"),
+            ("-uhttps://x/y.git", "option"),
+            ("ext::sh -c touch% /tmp/pwned", "transport helper"),
+            ("https://host/", "repository name"),
+            ("https://host/ops/..", "repository name"),
+            ("https://host/ops/a b.git", "only [A-Za-z0-9._-]"),
+        ] {
+            let err = project_name(git).expect_err(git);
+            assert!(err.contains(why), "{git}: {err}");
+        }
+    }
+
+    fn ns_with(f: impl FnOnce(&mut NamespacePlan)) -> NamespacePlan {
+        let mut ns = NamespacePlan::default();
+        f(&mut ns);
+        ns
+    }
+
+    fn plugin(git: &str) -> PluginItem {
+        PluginItem {
+            git: git.into(),
+            interval: 30,
+            parameters: String::new(),
+            branch: None,
+        }
+    }
+
+    fn port(name: &str, port: u16) -> PortItem {
+        PortItem {
+            name: name.into(),
+            port,
+            connect_timeout: 3,
+            host: None,
+            interval: 30,
+        }
+    }
+
+    #[test]
+    fn the_second_plugin_with_a_project_name_is_a_configuration_error() {
+        let plan = Plan {
+            namespaces: [(
+                "web".to_owned(),
+                ns_with(|ns| {
+                    ns.plugins = vec![
+                        plugin("https://a.example/ops/stats.git"),
+                        plugin("git@b.example:other/stats.git"),
+                        plugin("https://a.example/ops/other.git"),
+                    ];
+                }),
+            )]
+            .into(),
+        };
+        let checked = validate(plan, "{ns}");
+        let kept: Vec<&str> = checked.plan.namespaces["web"]
+            .plugins
+            .iter()
+            .map(|p| p.git.as_str())
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "https://a.example/ops/stats.git",
+                "https://a.example/ops/other.git"
+            ]
+        );
+        assert_eq!(checked.problems.len(), 1, "{:?}", checked.problems);
+        let p = &checked.problems[0];
+        assert!(
+            p.contains("git@b.example:other/stats.git")
+                && p.contains("configuration error")
+                && p.contains("https://a.example/ops/stats.git"),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn namespaces_must_be_topics_after_templating() {
+        let plan = Plan {
+            namespaces: [
+                ("ok.ns".to_owned(), NamespacePlan::default()),
+                ("bad ns".to_owned(), NamespacePlan::default()),
+                ("a".repeat(60), NamespacePlan::default()),
+            ]
+            .into(),
+        };
+        let checked = validate(plan.clone(), "{ns}");
+        assert_eq!(checked.plan.namespaces.len(), 2);
+        assert_eq!(checked.problems.len(), 1);
+        assert!(checked.problems[0].contains("\"bad ns\""));
+
+        // 60 characters plus the template's 8 is past NSQ's 64.
+        let checked = validate(plan, "metrics.{ns}");
+        assert_eq!(checked.plan.namespace_names(), ["ok.ns"]);
+        assert!(
+            checked
+                .problems
+                .iter()
+                .any(|p| p.contains("output.topic") && p.contains("at most 64")),
+            "{:?}",
+            checked.problems
+        );
+    }
+
+    #[test]
+    fn bad_values_skip_the_item_and_the_rest_applies() {
+        let plan = Plan {
+            namespaces: [(
+                "web".to_owned(),
+                ns_with(|ns| {
+                    ns.intervals = [
+                        ("CPU".to_owned(), 5),
+                        ("GPU".to_owned(), 5),
+                        ("MEM".to_owned(), 0),
+                    ]
+                    .into();
+                    ns.ports = vec![port("zero", 0), port("ssh", 22), port("ssh", 22)];
+                    ns.procs = vec![ProcItem {
+                        name: "p".into(),
+                        bin_path: " ".into(),
+                        interval: 30,
+                    }];
+                }),
+            )]
+            .into(),
+        };
+        let checked = validate(plan, "{ns}");
+        let ns = &checked.plan.namespaces["web"];
+        assert_eq!(ns.intervals, BTreeMap::from([("CPU".to_owned(), 5)]));
+        assert_eq!(ns.ports, [port("ssh", 22)]);
+        assert!(ns.procs.is_empty());
+        let all = checked.problems.join("\n");
+        for expected in [
+            "\"GPU\" skipped: not a system family",
+            "interval for MEM skipped",
+            "\"zero\" (0) skipped: port 0",
+            "\"ssh\" (22) skipped: listed twice",
+            "bin_path is empty",
+        ] {
+            assert!(all.contains(expected), "{expected:?} not in:\n{all}");
+        }
+        assert_eq!(checked.problems.len(), 5, "{all}");
+    }
 }

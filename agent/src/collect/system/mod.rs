@@ -1,0 +1,310 @@
+//! System collectors: CPU, memory, disk io, network, filesystems, kernel counters and clock, read
+//! straight from `/proc` (and `statvfs`, `adjtimex`).
+//!
+//! Direct parsing instead of sysinfo: one family costs one or two small file reads into a reused
+//! buffer, with no process table kept in memory (see docs/metrics.md and docs/benchmarks.md).
+//! Every metric name, unit and tag is documented in docs/metrics.md.
+
+mod cpu;
+mod disk;
+mod fs;
+mod kernel;
+mod mem;
+mod net;
+mod time;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use shared::{Metric, Value};
+use tracing::{info, warn};
+
+/// A system metric family; each runs on its own interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    /// CPU time shares, total and per core (`/proc/stat`).
+    Cpu,
+    /// Memory and swap (`/proc/meminfo`).
+    Mem,
+    /// Block device io rates (`/proc/diskstats`).
+    Disk,
+    /// Network interface rates (`/proc/net/dev`).
+    Net,
+    /// Filesystem usage and inodes (`/proc/self/mounts` + `statvfs`).
+    Fs,
+    /// Load, file handles, processes, context switches, forks, uptime.
+    Kernel,
+    /// Kernel clock discipline state (`adjtimex`).
+    Time,
+}
+
+impl Family {
+    /// Every family, in registry order.
+    pub const ALL: [Family; 7] = [
+        Family::Cpu,
+        Family::Mem,
+        Family::Disk,
+        Family::Net,
+        Family::Fs,
+        Family::Kernel,
+        Family::Time,
+    ];
+
+    /// The registry's spelling (`measurement_type`), e.g. `CPU`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Cpu => "CPU",
+            Family::Mem => "MEM",
+            Family::Disk => "DISK",
+            Family::Net => "NET",
+            Family::Fs => "FS",
+            Family::Kernel => "KERNEL",
+            Family::Time => "TIME",
+        }
+    }
+
+    /// Parses the registry's spelling, ignoring case.
+    pub fn from_name(s: &str) -> Option<Family> {
+        Family::ALL
+            .into_iter()
+            .find(|f| f.name().eq_ignore_ascii_case(s))
+    }
+
+    /// SPEC 4: fast-moving families every 10 s, slow ones every 300 s.
+    pub fn default_interval(self) -> Duration {
+        match self {
+            Family::Cpu | Family::Mem | Family::Disk | Family::Net => Duration::from_secs(10),
+            Family::Fs | Family::Kernel | Family::Time => Duration::from_secs(300),
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the system collectors read and what they leave out.
+#[derive(Debug, Clone)]
+pub struct SystemOptions {
+    /// Where procfs is mounted; tests point this at a directory of fixture files.
+    pub proc_root: PathBuf,
+    /// Where sysfs is mounted (used to tell whole disks from partitions).
+    pub sys_root: PathBuf,
+    /// Leave out the loopback interface `lo`.
+    pub skip_loopback: bool,
+    /// Interfaces whose name starts with one of these are left out (container and bridge plumbing).
+    pub skip_iface_prefixes: Vec<String>,
+    /// Block devices whose name starts with one of these are left out.
+    pub skip_disk_prefixes: Vec<String>,
+    /// Filesystem types that are not storage and are left out.
+    pub skip_fstypes: Vec<String>,
+}
+
+impl Default for SystemOptions {
+    fn default() -> Self {
+        SystemOptions {
+            proc_root: PathBuf::from("/proc"),
+            sys_root: PathBuf::from("/sys"),
+            skip_loopback: true,
+            skip_iface_prefixes: ["veth", "docker", "br-", "virbr"]
+                .map(String::from)
+                .to_vec(),
+            skip_disk_prefixes: ["loop", "ram"].map(String::from).to_vec(),
+            skip_fstypes: fs::DEFAULT_SKIP_FSTYPES.map(String::from).to_vec(),
+        }
+    }
+}
+
+/// Holds the previous counter samples per family so rates can be derived. Blocking (reads /proc):
+/// callers run it in spawn_blocking.
+pub struct SystemCollector {
+    options: SystemOptions,
+    reader: Reader,
+    cpu: cpu::State,
+    disk: disk::State,
+    net: net::State,
+    kernel: kernel::State,
+}
+
+impl SystemCollector {
+    /// A collector with no previous samples: the first collection of a rate family emits no rates.
+    pub fn new(options: SystemOptions) -> Self {
+        SystemCollector {
+            options,
+            reader: Reader::default(),
+            cpu: cpu::State::default(),
+            disk: disk::State::default(),
+            net: net::State::default(),
+            kernel: kernel::State::default(),
+        }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &SystemOptions {
+        &self.options
+    }
+
+    /// Collects one family now. Never panics; a failed read logs once and yields nothing for that
+    /// part.
+    pub fn collect(&mut self, family: Family) -> Vec<Metric> {
+        let mut out = Out::new();
+        let now = Instant::now();
+        let r = &mut self.reader;
+        let o = &self.options;
+        match family {
+            Family::Cpu => cpu::collect(r, o, &mut self.cpu, &mut out),
+            Family::Mem => mem::collect(r, o, &mut out),
+            Family::Disk => disk::collect(r, o, &mut self.disk, now, &mut out),
+            Family::Net => net::collect(r, o, &mut self.net, now, &mut out),
+            Family::Fs => fs::collect(r, o, &mut out),
+            Family::Kernel => kernel::collect(r, o, &mut self.kernel, now, &mut out),
+            Family::Time => time::collect(r, &mut out),
+        }
+        out.metrics
+    }
+}
+
+/// Per-second rate between two readings of a monotonic counter. `None` when the counter went
+/// backwards (wrap or reset: the true delta is unknown, so no value beats a bogus spike) or when no
+/// time passed.
+pub(crate) fn rate(prev: u64, cur: u64, secs: f64) -> Option<f64> {
+    if cur < prev || secs <= 0.0 {
+        return None;
+    }
+    Some((cur - prev) as f64 / secs)
+}
+
+/// The metrics of one collection, all stamped with the same second.
+struct Out {
+    timestamp: i64,
+    metrics: Vec<Metric>,
+}
+
+impl Out {
+    fn new() -> Self {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        Out {
+            timestamp,
+            metrics: Vec::with_capacity(32),
+        }
+    }
+
+    /// Adds `name = value` with the given tags.
+    fn push(&mut self, name: &str, value: f64, tags: &[(&str, &str)]) {
+        let tags: BTreeMap<String, String> = tags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        self.metrics.push(Metric {
+            name: name.to_owned(),
+            timestamp: Some(self.timestamp),
+            tags,
+            value: Value::Float(value),
+        });
+    }
+
+    /// Adds `name = value` when there is a value.
+    fn push_opt(&mut self, name: &str, value: Option<f64>, tags: &[(&str, &str)]) {
+        if let Some(v) = value {
+            self.push(name, v, tags);
+        }
+    }
+}
+
+/// Reads small procfs files into one reused buffer and logs each failing path once (again only
+/// after it has recovered), so a missing file does not flood the log every 10 s.
+#[derive(Default)]
+struct Reader {
+    buf: String,
+    failing: BTreeSet<PathBuf>,
+}
+
+impl Reader {
+    /// The file's whole text, or `None` (logged once) when it cannot be read.
+    fn read(&mut self, path: &Path) -> Option<&str> {
+        self.buf.clear();
+        let res = File::open(path).and_then(|mut f| f.read_to_string(&mut self.buf));
+        match res {
+            Ok(_) => {
+                self.recovered(path);
+                Some(&self.buf)
+            }
+            Err(e) => {
+                self.failed(path, &e);
+                None
+            }
+        }
+    }
+
+    /// Records a failure of `path`; logs only the first one in a row.
+    fn failed(&mut self, path: &Path, err: &dyn std::fmt::Display) {
+        if self.failing.insert(path.to_owned()) {
+            warn!(path = %path.display(), error = %err, "System metrics source unreadable; skipping it until it recovers.");
+        }
+    }
+
+    fn recovered(&mut self, path: &Path) {
+        if !self.failing.is_empty() && self.failing.remove(path) {
+            info!(path = %path.display(), "System metrics source readable again.");
+        }
+    }
+}
+
+/// Splits a line into whitespace-separated numbers, `None` for anything that is not one.
+fn numbers(s: &str) -> impl Iterator<Item = Option<u64>> + '_ {
+    s.split_ascii_whitespace().map(|w| w.parse().ok())
+}
+
+/// Percent of `part` in `whole`; 0 when `whole` is 0.
+fn percent(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 {
+        part / whole * 100.0
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod live_tests;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn family_names_round_trip_ignoring_case() {
+        for f in Family::ALL {
+            assert_eq!(Family::from_name(f.name()), Some(f));
+            assert_eq!(Family::from_name(&f.name().to_lowercase()), Some(f));
+        }
+        assert_eq!(Family::from_name("PORT"), None);
+        assert_eq!(Family::Cpu.default_interval(), Duration::from_secs(10));
+        assert_eq!(Family::Fs.default_interval(), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn collectors_can_move_into_spawn_blocking() {
+        fn send<T: Send + 'static>() {}
+        send::<SystemCollector>();
+        send::<crate::collect::proc::ProcCollector>();
+    }
+
+    #[test]
+    fn rate_refuses_backwards_counters_and_zero_time() {
+        assert_eq!(rate(100, 300, 2.0), Some(100.0));
+        assert_eq!(rate(100, 100, 2.0), Some(0.0));
+        assert_eq!(
+            rate(u64::from(u32::MAX) - 5, 10, 10.0),
+            None,
+            "a wrap is no spike"
+        );
+        assert_eq!(rate(1, 2, 0.0), None);
+    }
+}

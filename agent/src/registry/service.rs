@@ -1,0 +1,428 @@
+//! The registry service: refreshes the plan every `registry.refresh_secs` and on `GET /update`
+//! (one code path, [`RegistryService::refresh`]), validates it, caches the last good one on disk,
+//! and puts every change in force with [`AgentState::set_plan`].
+//!
+//! A refresh that fails keeps the plan in force: the failure is counted, recorded for
+//! `/me/status`, and logged once per distinct error rather than on every refresh.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use shared::api::RegistryStatus;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{cache, validate, Plan, RegistryError, Source};
+use crate::pipeline::normalize::now_secs;
+use crate::state::AgentState;
+
+/// The outcome of one refresh, as `/update` reports it.
+#[derive(Debug, Clone)]
+pub struct Refreshed {
+    /// Whether the source answered; on error the previous plan stays in force.
+    pub result: Result<(), RegistryError>,
+    /// The new plan, when the answer changed what runs.
+    pub applied: Option<Arc<Plan>>,
+    /// Entries skipped from the answer, each with its reason.
+    pub problems: Vec<String>,
+}
+
+/// `/update` was called on an agent whose registry service is not running.
+#[derive(Debug, thiserror::Error)]
+#[error("the registry service is not running (the agent is starting or stopping)")]
+pub struct NotRunning;
+
+type Request = oneshot::Sender<Refreshed>;
+
+/// The registry's side of the shared state: its health for `/me/status`, and the way in for
+/// `/update`.
+#[derive(Default)]
+pub struct RegistryHandle {
+    health: Mutex<Health>,
+    requests: OnceLock<mpsc::Sender<Request>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Health {
+    last_success: Option<i64>,
+    last_error: Option<String>,
+    last_error_at: Option<i64>,
+    failures: u64,
+    from_cache: bool,
+    problems: Vec<String>,
+}
+
+impl RegistryHandle {
+    /// Copies the registry's health into a status document.
+    pub fn fill(&self, status: &mut RegistryStatus) {
+        let h = self.health.lock().map(|h| h.clone()).unwrap_or_default();
+        status.last_success = h.last_success;
+        status.last_error = h.last_error;
+        status.last_error_at = h.last_error_at;
+        status.failures = h.failures;
+        status.from_cache = h.from_cache;
+        status.problems = h.problems;
+    }
+
+    /// Asks the service to refresh now and waits for the outcome.
+    pub async fn refresh_now(&self) -> Result<Refreshed, NotRunning> {
+        let tx = self.requests.get().ok_or(NotRunning)?;
+        let (reply, answer) = oneshot::channel();
+        tx.send(reply).await.map_err(|_| NotRunning)?;
+        answer.await.map_err(|_| NotRunning)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Health)) {
+        if let Ok(mut h) = self.health.lock() {
+            f(&mut h);
+        }
+    }
+}
+
+/// Owns the source and the refresh clock.
+pub struct RegistryService {
+    state: AgentState,
+    source: Source,
+    cache_path: std::path::PathBuf,
+    /// The plan the cache file holds, so an unchanged answer does not rewrite it.
+    cached: Option<Plan>,
+    /// What was logged last, so a lasting condition is logged once, not on every refresh.
+    reported_error: Option<String>,
+    reported_problems: BTreeSet<String>,
+    /// `/update` requests; registered at construction so none is refused while starting.
+    requests: mpsc::Receiver<Request>,
+}
+
+impl RegistryService {
+    /// The service for the state's configuration.
+    pub fn new(state: AgentState) -> Result<Self, RegistryError> {
+        let source = Source::from_config(state.config(), state.hostname())?;
+        let cache_path = cache::path(&state.config().agent.data_dir);
+        let (tx, requests) = mpsc::channel::<Request>(8);
+        if state.registry().requests.set(tx).is_err() {
+            warn!(
+                "A registry service already serves /update; this one only refreshes on its clock."
+            );
+        }
+        Ok(RegistryService {
+            requests,
+            state,
+            source,
+            cache_path,
+            cached: None,
+            reported_error: None,
+            reported_problems: BTreeSet::new(),
+        })
+    }
+
+    /// Puts the cached plan in force (so a slow or down registry does not leave the host idle),
+    /// asks the source, then refreshes on the clock and on request until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let every = Duration::from_secs(self.state.config().registry.refresh_secs.max(1));
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = self.start() => {}
+        }
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let reply = tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => None,
+                Some(reply) = self.requests.recv() => Some(reply),
+            };
+            // A slow registry must not hold up shutdown for (1 + namespaces) * timeout_secs.
+            let outcome = tokio::select! {
+                () = shutdown.cancelled() => return,
+                outcome = self.refresh() => outcome,
+            };
+            if let Some(reply) = reply {
+                // The caller may have gone away; the refresh still counted.
+                let _ = reply.send(outcome);
+            }
+        }
+    }
+
+    async fn start(&mut self) {
+        let path = self.cache_path.clone();
+        let source = self.source.describe();
+        let cached = tokio::task::spawn_blocking(move || cache::load(&path, &source)).await;
+        match cached {
+            Ok(Ok(Some(cached))) => {
+                let checked = validate(cached.plan.clone(), &self.state.config().output.topic);
+                info!(
+                    namespaces = checked.plan.namespaces.len(),
+                    items = checked.plan.item_count(),
+                    saved_at = cached.saved_at,
+                    "Running the cached registry plan until the registry answers."
+                );
+                self.cached = Some(cached.plan);
+                self.state.set_plan(checked.plan);
+                self.state.registry().update(|h| h.from_cache = true);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => warn!(error = %e, "Registry cache unusable; ignoring it."),
+            Err(e) => warn!(error = %e, "Registry cache reader failed."),
+        }
+        self.refresh().await;
+    }
+
+    /// Asks the source once and applies what it says; the periodic and the `/update` refresh
+    /// both come here.
+    pub async fn refresh(&mut self) -> Refreshed {
+        let fetched = match self.source.fetch().await {
+            Ok(f) => f,
+            Err(e) => return self.failed(e),
+        };
+        let checked = validate(fetched.plan, &self.state.config().output.topic);
+        let mut problems = fetched.problems;
+        problems.extend(checked.problems);
+        self.report_problems(&problems);
+        if self.reported_error.take().is_some() {
+            info!(source = %self.source.describe(), "Registry answers again.");
+        }
+        let now = now_secs();
+        self.state.registry().update(|h| {
+            h.last_success = Some(now);
+            h.last_error = None;
+            h.from_cache = false;
+            h.problems = problems.clone();
+        });
+
+        let plan = checked.plan;
+        let applied = if *self.state.plan() == plan {
+            debug!("Registry plan unchanged.");
+            None
+        } else {
+            info!(
+                namespaces = plan.namespaces.len(),
+                items = plan.item_count(),
+                "Registry plan changed; applying it."
+            );
+            self.state.set_plan(plan.clone());
+            Some(self.state.plan())
+        };
+        if self.cached.as_ref() != Some(&plan) {
+            self.store_cache(plan).await;
+        }
+        Refreshed {
+            result: Ok(()),
+            applied,
+            problems,
+        }
+    }
+
+    fn failed(&mut self, e: RegistryError) -> Refreshed {
+        let msg = e.to_string();
+        let now = now_secs();
+        let mut failures = 0;
+        self.state.registry().update(|h| {
+            h.failures += 1;
+            h.last_error = Some(msg.clone());
+            h.last_error_at = Some(now);
+            failures = h.failures;
+        });
+        if self.reported_error.as_deref() == Some(msg.as_str()) {
+            debug!(error = %msg, failures, "Registry refresh failed again.");
+        } else {
+            warn!(error = %msg, failures, "Registry refresh failed; the plan in force keeps running.");
+            self.reported_error = Some(msg);
+        }
+        let problems = self
+            .state
+            .registry()
+            .health
+            .lock()
+            .map(|h| h.problems.clone())
+            .unwrap_or_default();
+        Refreshed {
+            result: Err(e),
+            applied: None,
+            problems,
+        }
+    }
+
+    fn report_problems(&mut self, problems: &[String]) {
+        let now: BTreeSet<String> = problems.iter().cloned().collect();
+        for p in now.difference(&self.reported_problems) {
+            warn!(problem = %p, "Registry entry skipped.");
+        }
+        if now.is_empty() && !self.reported_problems.is_empty() {
+            info!("The registry's answer has no more problems.");
+        }
+        self.reported_problems = now;
+    }
+
+    async fn store_cache(&mut self, plan: Plan) {
+        let path = self.cache_path.clone();
+        let source = self.source.describe();
+        let copy = plan.clone();
+        let stored = tokio::task::spawn_blocking(move || cache::store(&path, &source, &copy)).await;
+        match stored {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "Cannot cache the registry plan."),
+            Err(e) => warn!(error = %e, "Registry cache writer failed."),
+        }
+        // Also after a failure: retrying a broken disk on every refresh would only repeat the
+        // warning; the next change tries again.
+        self.cached = Some(plan);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::output::spool::Spool;
+    use crate::pipeline::Pipeline;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn state(
+        dir: &std::path::Path,
+    ) -> (
+        AgentState,
+        tokio::sync::mpsc::Receiver<crate::pipeline::Submission>,
+    ) {
+        let mut config = Config::default();
+        config.resolve_paths(dir);
+        let (pipeline, rx) = Pipeline::new("h", 16);
+        let spool = Spool::open(&dir.join("spool"), 1 << 20).expect("spool");
+        let state = AgentState::new(config, "h".into(), pipeline, spool, Arc::default());
+        (state, rx)
+    }
+
+    fn status(state: &AgentState) -> RegistryStatus {
+        let mut s = RegistryStatus::default();
+        state.registry().fill(&mut s);
+        s
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_keeps_the_plan_and_is_recorded() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (state, _rx) = state(dir.path());
+        let registry = dir.path().join("registry.toml");
+        std::fs::write(
+            &registry,
+            "[[namespace]]\nname = \"a\"\nports = [{ name = \"x\", port = 0 }]\n",
+        )
+        .expect("write");
+        let mut service = RegistryService::new(state.clone()).expect("service");
+        let first = service.refresh().await;
+        assert!(first.result.is_ok());
+        assert!(first.applied.is_some());
+        assert_eq!(state.plan().namespace_names(), ["a"]);
+        assert_eq!(first.problems.len(), 1, "port 0: {:?}", first.problems);
+        assert!(dir.path().join("data/registry-cache.json").exists());
+        let again = service.refresh().await;
+        assert!(
+            again.applied.is_none(),
+            "an unchanged answer changes nothing"
+        );
+
+        std::fs::write(&registry, "[[namespace]]\nname = 5\n").expect("write");
+        for n in 1..=2 {
+            let failed = service.refresh().await;
+            assert!(failed.result.is_err());
+            let s = status(&state);
+            assert_eq!(s.failures, n);
+            assert!(
+                s.last_error
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("registry.toml"),
+                "{s:?}"
+            );
+            assert_eq!(state.plan().namespace_names(), ["a"], "the plan stays");
+        }
+        std::fs::write(&registry, "[[namespace]]\nname = \"b\"\n").expect("write");
+        assert!(service.refresh().await.applied.is_some());
+        let s = status(&state);
+        assert_eq!(s.last_error, None);
+        assert!(s.last_success.is_some());
+        assert_eq!(s.problems, Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_missing_registry_at_start_runs_the_cached_plan() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let registry = dir.path().join("registry.toml");
+        std::fs::write(&registry, "[[namespace]]\nname = \"cached\"\n").expect("write");
+        {
+            let (state, _rx) = state(dir.path());
+            let mut service = RegistryService::new(state).expect("service");
+            assert!(service.refresh().await.result.is_ok());
+        }
+        std::fs::remove_file(&registry).expect("remove");
+        let (state, _rx) = state(dir.path());
+        let mut service = RegistryService::new(state.clone()).expect("service");
+        service.start().await;
+        assert_eq!(state.plan().namespace_names(), ["cached"]);
+        let s = status(&state);
+        assert!(s.from_cache && s.failures == 1, "{s:?}");
+    }
+
+    #[tokio::test]
+    async fn update_endpoint_answers_through_the_running_service() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (state, _rx) = state(dir.path());
+        let app = crate::api::router(state.clone());
+        let get = |app: axum::Router| async move {
+            let resp = app
+                .oneshot(
+                    Request::get("/update")
+                        .body(Body::empty())
+                        .expect("request"),
+                )
+                .await
+                .expect("answer");
+            let code = resp.status().as_u16();
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .expect("body")
+                .to_bytes();
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            (code, body)
+        };
+        let (code, body) = get(app.clone()).await;
+        assert_eq!(code, 503, "{body}");
+
+        let shutdown = CancellationToken::new();
+        let service = RegistryService::new(state.clone()).expect("service");
+        // Called before the service task has even started: the request waits for it.
+        let pending = tokio::spawn(get(app.clone()));
+        tokio::spawn(service.run(shutdown.clone()));
+        let runner = Arc::new(crate::scheduler::runner::AgentRunner::new(state.clone()));
+        tokio::spawn(crate::scheduler::run(
+            state.clone(),
+            runner,
+            shutdown.clone(),
+        ));
+        let (code, body) = pending.await.expect("request task");
+        assert_eq!(code, 502, "no registry file yet: {body}");
+        let (code, body) = get(app.clone()).await;
+        assert_eq!(code, 502, "no registry file yet: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("keeps running"),
+            "{body}"
+        );
+        std::fs::write(
+            dir.path().join("registry.toml"),
+            "[[namespace]]\nname = \"n1\"\n",
+        )
+        .expect("write");
+        let (code, body) = get(app).await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["ok"], true);
+        assert_eq!(body["namespaces"], serde_json::json!(["n1"]));
+        assert_eq!(body["started"], 7, "one job per system family: {body}");
+        shutdown.cancel();
+    }
+}

@@ -1,0 +1,125 @@
+//! The agent's [`Runner`]: what each kind of job does on a tick, and where its metrics go.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use shared::Metric;
+use tracing::{debug, warn};
+
+use super::{JobKey, JobSpec, Runner, Work};
+use crate::collect::port;
+use crate::collect::proc::ProcCollector;
+use crate::collect::system::{Family, SystemCollector, SystemOptions};
+use crate::output::BoxFuture;
+use crate::pipeline::Rename;
+use crate::registry::Plan;
+use crate::state::AgentState;
+
+/// Runs collectors and hands their metrics to the pipeline.
+pub struct AgentRunner {
+    state: AgentState,
+    /// One long-lived collector: its counters make the rates, so it outlives every reconcile.
+    system: Arc<Mutex<SystemCollector>>,
+    /// One process collector; it keys its samples by (name, bin_path), so namespaces may share it.
+    procs: Arc<Mutex<ProcCollector>>,
+}
+
+impl AgentRunner {
+    /// A runner sending to the state's pipeline.
+    pub fn new(state: AgentState) -> Self {
+        AgentRunner {
+            state,
+            system: Arc::new(Mutex::new(SystemCollector::new(SystemOptions::default()))),
+            procs: Arc::default(),
+        }
+    }
+}
+
+/// Submits metrics to each namespace; false once the pipeline is closed (shutting down).
+async fn submit(state: &AgentState, namespaces: &[String], metrics: Vec<Metric>) -> bool {
+    if metrics.is_empty() {
+        return true;
+    }
+    for ns in namespaces {
+        match state
+            .pipeline()
+            .submit_metrics(ns, metrics.clone(), Rename::Keep)
+            .await
+        {
+            Ok(ingested) if ingested.rejected > 0 => {
+                debug!(ns = %ns, rejected = ingested.rejected, errors = ?ingested.errors, "Collector metrics rejected.");
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn collect_system(system: &Mutex<SystemCollector>, family: Family) -> Vec<Metric> {
+    system
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .collect(family)
+}
+
+impl Runner for AgentRunner {
+    fn run(&self, key: &JobKey, spec: &JobSpec) -> BoxFuture<'static, ()> {
+        let state = self.state.clone();
+        let job = key.to_string();
+        match &spec.work {
+            Work::System { family, namespaces } => {
+                let (family, namespaces) = (*family, Arc::clone(namespaces));
+                let system = Arc::clone(&self.system);
+                Box::pin(async move {
+                    match tokio::task::spawn_blocking(move || collect_system(&system, family)).await
+                    {
+                        Ok(metrics) => {
+                            submit(&state, &namespaces, metrics).await;
+                        }
+                        Err(e) => warn!(job, error = %e, "System collector failed."),
+                    }
+                })
+            }
+            Work::Port { ns, item } => {
+                let (ns, item) = (ns.clone(), item.clone());
+                Box::pin(async move {
+                    let metric = port::check(&item).await;
+                    submit(&state, &[ns], vec![metric]).await;
+                })
+            }
+            Work::Proc { ns, item } => {
+                let collector = Arc::clone(&self.procs);
+                let (ns, item) = (ns.clone(), item.clone());
+                Box::pin(async move {
+                    let collected = tokio::task::spawn_blocking(move || {
+                        collector
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .collect(&item)
+                    })
+                    .await;
+                    match collected {
+                        Ok(metrics) => {
+                            submit(&state, &[ns], metrics).await;
+                        }
+                        Err(e) => warn!(job, error = %e, "Process collector failed."),
+                    }
+                })
+            }
+        }
+    }
+
+    fn retain(&self, plan: &Plan) {
+        let wanted: HashSet<(&str, &str)> = plan
+            .namespaces
+            .values()
+            .flat_map(|ns| &ns.procs)
+            .map(|p| (p.name.as_str(), p.bin_path.as_str()))
+            .collect();
+        // A collector busy scanning /proc is pruned at the next reconcile; never wait here.
+        if let Ok(mut c) = self.procs.try_lock() {
+            c.retain(|name, bin| wanted.contains(&(name, bin)));
+        }
+    }
+}
