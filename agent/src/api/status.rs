@@ -55,6 +55,7 @@ pub fn build_status(state: &AgentState) -> Status {
             dropped_points: spool.dropped_points + o.rejected_points.load(Ordering::Relaxed),
             last_error: o.last_error.lock().ok().and_then(|g| g.clone()),
         },
+        log_dir: Some(cfg.log_dir().display().to_string()),
         ..Status::default()
     }
 }
