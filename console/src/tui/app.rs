@@ -361,8 +361,7 @@ impl App {
                         self.status_at = Some(self.now);
                     }
                     Err(e) => {
-                        let reason = super::super::commands::describe(&e, &self.addr);
-                        self.conn.failed(reason, self.now);
+                        self.conn.failed(short_reason(&e), self.now);
                         self.last_delivered = None;
                     }
                 }
@@ -766,6 +765,22 @@ fn feed<T>(result: Result<T, ClientError>, addr: &str) -> Feed<T> {
         Ok(v) => Feed::Ready(v),
         Err(e) if e.is_not_offered() => Feed::NotOffered(e.to_string()),
         Err(e) => Feed::Failed(super::super::commands::describe(&e, addr)),
+    }
+}
+
+/// The banner has one line: the network error without the address (the header shows it) and
+/// without the OS error number.
+fn short_reason(e: &ClientError) -> String {
+    match e {
+        ClientError::Unreachable { reason, .. } => {
+            let reason = match reason.find(" (os error") {
+                Some(i) => &reason[..i],
+                None => reason,
+            };
+            format!("cannot reach the agent: {}", reason.to_lowercase())
+        }
+        ClientError::Api { status, message } => format!("status failed ({status}): {message}"),
+        ClientError::Decode { reason, .. } => format!("unexpected status answer: {reason}"),
     }
 }
 

@@ -59,10 +59,10 @@ pub(super) fn draw(frame: &mut Frame, app: &App, head: Rect, tabs: Rect, banner:
     } = &app.conn
     {
         let seen = last_ok
-            .map(|t| format!("; data from {}", age(app.now, t)))
+            .map(|t| format!(" · data from {}", age(app.now, t)))
             .unwrap_or_default();
         let text = format!(
-            " {reason}. Retry {attempt} in {}s (R: now){seen}",
+            " {reason} · retry {attempt} in {}s{seen}",
             (retry_at - app.now).max(0)
         );
         frame.render_widget(

@@ -16,18 +16,18 @@ const KEYS: &[(&str, &str)] = &[
     ("j/k, PgUp/PgDn", "select a plugin"),
     ("Enter, Esc", "open / close the last run's output"),
     ("r", "run the plugin now"),
-    ("u", "update it to the latest commit (asks first)"),
-    ("e / d", "enable / disable it (disable asks first)"),
+    ("u", "update to the latest commit (asks first)"),
+    ("e / d", "enable / disable (disable asks first)"),
     ("", ""),
     ("Logs", ""),
-    ("o", "open a file (the agent's log is suggested)"),
+    ("o", "open a file (suggests the agent's log)"),
     ("Space", "pause / resume following"),
     ("j/k, PgUp/PgDn, g/G", "scroll; G follows the end"),
     ("/, n, N", "search; older / newer match"),
 ];
 
 pub(super) fn draw(frame: &mut Frame) {
-    let area = centered(frame.area(), 64, KEYS.len() as u16 + 2);
+    let area = centered(frame.area(), 68, KEYS.len() as u16 + 2);
     let lines: Vec<Line> = KEYS
         .iter()
         .map(|(k, what)| {

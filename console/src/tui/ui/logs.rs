@@ -43,12 +43,12 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
                 ];
                 if let Some(q) = &l.query {
                     spans.push(Span::raw(format!(
-                        "  /{q}: {} matches",
+                        "  /{q}: {} hits",
                         app.log_matches().len()
                     )));
                 }
                 if l.scroll > 0 {
-                    spans.push(Span::raw(format!("  (scrolled up {})", l.scroll)));
+                    spans.push(Span::raw(format!("  ↑{}", l.scroll)));
                 }
                 Line::from(spans)
             }

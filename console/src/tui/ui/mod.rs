@@ -28,7 +28,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(u16::from(down)),
-        Constraint::Min(3),
+        Constraint::Min(1),
         Constraint::Length(1),
         Constraint::Length(1),
     ])

@@ -41,7 +41,7 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
             kv(
                 "pipeline",
                 format!(
-                    "{} in, {} rejected, {} queued",
+                    "{} in, {} bad, {} queued",
                     s.pipeline.accepted, s.pipeline.rejected, s.pipeline.queued
                 ),
             ),
@@ -52,15 +52,24 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
         jobs,
         "Jobs",
         vec![
-            kv("running", s.jobs.total.to_string()),
             kv(
-                "kinds",
+                "running",
                 format!(
-                    "sys {} port {} proc {} plug {} bi {}",
-                    s.jobs.system, s.jobs.ports, s.jobs.procs, s.jobs.plugins, s.jobs.builtins
+                    "{} jobs, {} skipped ticks",
+                    s.jobs.total, s.jobs.skipped_ticks
                 ),
             ),
-            kv("skipped", format!("{} ticks", s.jobs.skipped_ticks)),
+            kv(
+                "system",
+                format!(
+                    "{}  ports {}  procs {}",
+                    s.jobs.system, s.jobs.ports, s.jobs.procs
+                ),
+            ),
+            kv(
+                "scripts",
+                format!("{}  built-ins {}", s.jobs.plugins, s.jobs.builtins),
+            ),
             kv(
                 "plugins",
                 format!(

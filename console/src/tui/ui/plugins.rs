@@ -90,9 +90,15 @@ fn table(frame: &mut Frame, app: &App, list: &[PluginInfo], selected: usize, are
                 .busy
                 .contains(&(p.ns.clone(), p.project.clone()));
             let st = if busy {
-                "working...".to_owned()
+                "working..."
+            } else if p.problem.is_some() {
+                "problem"
+            } else if p.running {
+                "running"
+            } else if p.enabled {
+                "enabled"
             } else {
-                state(p, app.now)
+                "disabled"
             };
             let last = app.last_run(p);
             let last_text = last
@@ -142,10 +148,14 @@ fn detail(frame: &mut Frame, app: &App, p: &PluginInfo, area: Rect, scroll: u16)
         |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<9}"), LABEL), Span::raw(v)]);
     let mut lines = vec![kv("repo", p.repo.clone())];
     lines.push(kv(
-        "commit",
+        "state",
         format!(
-            "{}  params: {}",
-            p.commit.as_deref().unwrap_or("- (not cloned)"),
+            "{} · commit {} · params {}",
+            state(p, app.now),
+            p.commit
+                .as_deref()
+                .map(|c| c.chars().take(8).collect::<String>())
+                .unwrap_or_else(|| "- (not cloned)".into()),
             if p.parameters.is_empty() {
                 "-"
             } else {
@@ -165,7 +175,11 @@ fn detail(frame: &mut Frame, app: &App, p: &PluginInfo, area: Rect, scroll: u16)
             lines.push(Line::from(vec![
                 Span::styled(format!("{:<9}", "last run"), LABEL),
                 Span::styled(
-                    format!("{} {}", if r.ok { "ok" } else { "FAILED" }, run_summary(r)),
+                    if r.ok {
+                        run_summary(r)
+                    } else {
+                        format!("FAILED {}", run_summary(r))
+                    },
                     if r.ok { GOOD } else { BAD },
                 ),
                 Span::raw(format!(", {} ({})", age(app.now, r.at), r.kind)),
