@@ -306,6 +306,12 @@ impl Tmux {
         text(&self.cmd(&["capture-pane", "-p", "-t", "ctl"]).stdout)
     }
 
+    /// `1` while the pane shows the alternate screen (a full-screen program runs), else `0`.
+    fn alternate_screen(&self) -> String {
+        let out = self.cmd(&["display-message", "-p", "-t", "ctl", "#{alternate_on}"]);
+        text(&out.stdout).trim().to_owned()
+    }
+
     /// Waits (bounded) until the pane shows `needle`; the screen for the failure message.
     fn wait_for(&self, needle: &str) -> Result<String, String> {
         let mut last = String::new();
@@ -340,12 +346,22 @@ fn the_tui_in_a_real_terminal_navigates_and_reconnects() {
         .config("[output]\nflush_ms = 100")
         .registry(REGISTRY)
         .start();
-    let command = format!("{} --addr {}", bin("agentctl").display(), agent.addr);
+    // After agentctl exits, the pane stays (sleep) so the restored terminal can be inspected.
+    let command = format!(
+        "{} --addr {}; echo agentctl-exited-$?; sleep 60",
+        bin("agentctl").display(),
+        agent.addr
+    );
     let tmux = Tmux::start(&command);
     let check = |r: Result<String, String>| r.unwrap_or_else(|e| panic!("{e}"));
 
     let screen = check(tmux.wait_for("● connected"));
     check(tmux.wait_for("e2e-console · agent 0.1.0"));
+    assert_eq!(
+        tmux.alternate_screen(),
+        "1",
+        "the UI runs on the alternate screen"
+    );
     assert!(screen.contains("1 Overview"), "{screen}");
     check(tmux.wait_for("Delivered points/s"));
 
@@ -384,8 +400,6 @@ fn the_tui_in_a_real_terminal_navigates_and_reconnects() {
     check(tmux.wait_for("● connected"));
 
     tmux.keys(&["q"]);
-    let gone = wait_until(Duration::from_secs(10), || {
-        !tmux.cmd(&["has-session", "-t", "ctl"]).status.success()
-    });
-    assert!(gone, "agentctl quits on q:\n{}", tmux.screen());
+    check(tmux.wait_for("agentctl-exited-0"));
+    assert_eq!(tmux.alternate_screen(), "0", "the terminal is given back");
 }
