@@ -214,6 +214,12 @@ pub struct OutputConfig {
     pub max_message_bytes: usize,
     /// Seconds to wait for delivery at shutdown before leaving the rest in the spool.
     pub drain_secs: u64,
+    /// Heartbeat interval asked of nsqd in IDENTIFY, in milliseconds (nsqd allows 1000..=60000).
+    pub nsq_heartbeat_ms: u64,
+    /// Timeout of each nsqd connect, write and answer, in milliseconds.
+    pub nsq_timeout_ms: u64,
+    /// While publishing to a fallback nsqd, seconds between attempts to return to the first.
+    pub nsq_primary_retry_secs: u64,
 }
 
 impl Default for OutputConfig {
@@ -232,6 +238,9 @@ impl Default for OutputConfig {
             spool_max_bytes: 1 << 30,
             max_message_bytes: 1024 * 1024,
             drain_secs: 10,
+            nsq_heartbeat_ms: 30_000,
+            nsq_timeout_ms: 5_000,
+            nsq_primary_retry_secs: 60,
         }
     }
 }
@@ -395,6 +404,21 @@ impl Config {
         }
         if let Err(e) = check_topic_template(&out.topic) {
             bad("output.topic", e);
+        }
+        if !(1000..=60_000).contains(&out.nsq_heartbeat_ms) {
+            bad(
+                "output.nsq_heartbeat_ms",
+                "must be between 1000 and 60000 (nsqd's --max-heartbeat-interval)".into(),
+            );
+        }
+        if !(100..=600_000).contains(&out.nsq_timeout_ms) {
+            bad(
+                "output.nsq_timeout_ms",
+                "must be between 100 and 600000".into(),
+            );
+        }
+        if out.nsq_primary_retry_secs == 0 {
+            bad("output.nsq_primary_retry_secs", "must be at least 1".into());
         }
         if out.kind == OutputKind::Influxdb
             && !(out.url.starts_with("http://") || out.url.starts_with("https://"))
@@ -577,6 +601,30 @@ mod tests {
                 "output.batch_size"
             ]
         );
+    }
+
+    #[test]
+    fn nsq_keys_are_bounded_by_what_nsqd_allows() {
+        let text =
+            "[output]\nnsq_heartbeat_ms = 500\nnsq_timeout_ms = 0\nnsq_primary_retry_secs = 0\n";
+        let ConfigError::Invalid { problems, .. } = parse(text).expect_err("invalid") else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].starts_with("output.nsq_heartbeat_ms: "),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("output.nsq_timeout_ms: "),
+            "{problems:?}"
+        );
+        assert!(
+            problems[2].starts_with("output.nsq_primary_retry_secs: "),
+            "{problems:?}"
+        );
+        let c = parse("[output]\nkind = \"nsq\"\n").expect("defaults are valid");
+        assert_eq!(c.output.nsq_heartbeat_ms, 30_000);
     }
 
     #[test]

@@ -12,6 +12,9 @@ use tracing_subscriber::{fmt, EnvFilter, Layer};
 /// Log files kept (one per day).
 const KEEP_FILES: usize = 7;
 
+/// Log lines queued for the writer thread.
+const QUEUED_LINES: usize = 4096;
+
 /// File name prefix of the agent's log (`agent.2026-11-25.log`).
 pub const LOG_PREFIX: &str = "agent";
 
@@ -26,7 +29,11 @@ pub fn init(dir: &Path, level: &str, to_stderr: bool) -> anyhow::Result<WorkerGu
         .max_log_files(KEEP_FILES)
         .build(dir)
         .map_err(|e| anyhow::anyhow!("cannot open a log file in {}: {e}", dir.display()))?;
-    let (writer, guard) = tracing_appender::non_blocking(appender);
+    // The default queue (128k lines) preallocates ~4 MiB; 4096 lines is plenty for a daemon
+    // and keeps the idle agent small. Lines past it are dropped, not blocked on.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(QUEUED_LINES)
+        .finish(appender);
     let filter = || EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
     let file_layer = fmt::layer()
         .with_ansi(false)

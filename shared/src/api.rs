@@ -170,6 +170,9 @@ pub struct OutputStatus {
     pub dropped_points: u64,
     /// The last delivery error.
     pub last_error: Option<String>,
+    /// Failed delivery attempts since start (retried or refused), e.g. nsqd error frames.
+    #[serde(default)]
+    pub errors: u64,
 }
 
 /// Job part of [`Status`].

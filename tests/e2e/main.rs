@@ -4,3 +4,4 @@
 
 mod console;
 mod lifecycle;
+mod nsq;

@@ -54,6 +54,7 @@ pub fn build_status(state: &AgentState) -> Status {
             dropped_batches: spool.dropped_batches + o.rejected_batches.load(Ordering::Relaxed),
             dropped_points: spool.dropped_points + o.rejected_points.load(Ordering::Relaxed),
             last_error: o.last_error.lock().ok().and_then(|g| g.clone()),
+            errors: o.errors.load(Ordering::Relaxed),
         },
         log_dir: Some(cfg.log_dir().display().to_string()),
         ..Status::default()

@@ -6,6 +6,7 @@
 //! backoff; a batch the output refuses for good (bad data) is dropped and counted.
 
 pub mod file;
+pub mod nsq;
 pub mod spool;
 pub mod stdout;
 
@@ -74,12 +75,23 @@ pub struct OutputStats {
     pub endpoint: Mutex<Option<String>>,
     /// The last delivery error.
     pub last_error: Mutex<Option<String>>,
+    /// Failed delivery attempts (retried or refused), e.g. nsqd error frames.
+    pub errors: AtomicU64,
 }
 
 impl OutputStats {
     fn set_error(&self, e: Option<String>) {
         if let Ok(mut g) = self.last_error.lock() {
             *g = e;
+        }
+    }
+
+    /// Outputs with failover (nsq) change endpoints; `/me/status` shows the one in use.
+    fn set_endpoint(&self, endpoint: String) {
+        if let Ok(mut g) = self.endpoint.lock() {
+            if g.as_deref() != Some(endpoint.as_str()) {
+                *g = Some(endpoint);
+            }
         }
     }
 }
@@ -93,7 +105,8 @@ pub fn build(config: &Config) -> anyhow::Result<Box<dyn Output>> {
             config.output.file_keep,
         )?),
         OutputKind::Stdout => Box::new(stdout::StdoutOutput::default()),
-        OutputKind::Nsq | OutputKind::Influxdb => {
+        OutputKind::Nsq => Box::new(nsq::NsqOutput::new(nsq::NsqSettings::from_config(config))),
+        OutputKind::Influxdb => {
             anyhow::bail!(
                 "output.kind = \"{}\" is not built yet in this version",
                 config.output.kind
@@ -115,9 +128,7 @@ pub async fn run_delivery(
     drain: CancellationToken,
     deadline: Duration,
 ) {
-    if let Ok(mut g) = stats.endpoint.lock() {
-        *g = Some(output.endpoint());
-    }
+    stats.set_endpoint(output.endpoint());
     let give_up = async {
         drain.cancelled().await;
         tokio::time::sleep(deadline).await;
@@ -142,6 +153,7 @@ pub async fn run_delivery(
             match result {
                 Ok(()) => {
                     spool.ack(record.id);
+                    stats.set_endpoint(output.endpoint());
                     stats.delivered_batches.fetch_add(1, Ordering::Relaxed);
                     stats
                         .delivered_points
@@ -154,6 +166,7 @@ pub async fn run_delivery(
                     break;
                 }
                 Err(DeliveryError::Reject(e)) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
                     warn!(ns = %record.batch.ns, points = record.batch.points, error = %e, "Output refused a batch; dropping it.");
                     spool.ack(record.id);
                     stats.rejected_batches.fetch_add(1, Ordering::Relaxed);
@@ -164,6 +177,7 @@ pub async fn run_delivery(
                     break;
                 }
                 Err(DeliveryError::Retry(e)) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
                     if stats.connected.swap(false, Ordering::Relaxed) {
                         warn!(error = %e, "Output is failing; batches wait in the spool.");
                     }

@@ -66,7 +66,7 @@ pub fn normalize(
         metric: cut(&m.name, 80),
         reason,
     };
-    check_text(&m.name, "name", MAX_NAME_BYTES).map_err(|r| fail(&m, r))?;
+    check_text(&m.name, || "name".into(), MAX_NAME_BYTES).map_err(|r| fail(&m, r))?;
     if m.tags.len() > MAX_TAGS {
         return Err(fail(
             &m,
@@ -74,11 +74,11 @@ pub fn normalize(
         ));
     }
     for (k, v) in &m.tags {
-        check_text(k, "tag key", MAX_TAG_KEY_BYTES).map_err(|r| fail(&m, r))?;
+        check_text(k, || "tag key".into(), MAX_TAG_KEY_BYTES).map_err(|r| fail(&m, r))?;
         if k == "time" {
             return Err(fail(&m, "tag key \"time\" is reserved by InfluxDB".into()));
         }
-        check_text(v, &format!("value of tag {k:?}"), MAX_TAG_VALUE_BYTES)
+        check_text(v, || format!("value of tag {k:?}"), MAX_TAG_VALUE_BYTES)
             .map_err(|r| fail(&m, r))?;
     }
     match &m.value {
@@ -110,7 +110,8 @@ pub fn normalize(
         Rename::Keep => m.name,
         Rename::Plugin(project) => format!("PLUGIN.{project}.{}", m.name),
     };
-    let mut tags: Vec<(String, String)> = m.tags.into_iter().collect();
+    let mut tags: Vec<(String, String)> = Vec::with_capacity(m.tags.len() + 1);
+    tags.extend(m.tags);
     if !tags.iter().any(|(k, _)| k == "host") {
         let at = tags.partition_point(|(k, _)| k.as_str() < "host");
         tags.insert(at, ("host".to_owned(), host.to_owned()));
@@ -123,20 +124,33 @@ pub fn normalize(
     })
 }
 
-fn check_text(s: &str, what: &str, max: usize) -> Result<(), String> {
+/// Checks a name, tag key or tag value; `what` names it, and is only built on failure (this
+/// runs for every tag of every point).
+fn check_text(s: &str, what: impl Fn() -> String, max: usize) -> Result<(), String> {
     if s.is_empty() {
-        return Err(format!("{what} is empty"));
+        return Err(format!("{} is empty", what()));
     }
     if s.len() > max {
         return Err(format!(
-            "{what} is {} bytes, at most {max} are allowed",
+            "{} is {} bytes, at most {max} are allowed",
+            what(),
             s.len()
         ));
     }
-    if s.chars().any(char::is_control) {
-        return Err(format!("{what} contains a control character"));
+    if has_control(s) {
+        return Err(format!("{} contains a control character", what()));
     }
     Ok(())
+}
+
+/// Whether `s` holds a control character (C0, DEL or C1); ASCII text, the common case, is
+/// checked bytewise without decoding characters.
+fn has_control(s: &str) -> bool {
+    if s.is_ascii() {
+        s.bytes().any(|b| b < 0x20 || b == 0x7f)
+    } else {
+        s.chars().any(char::is_control)
+    }
 }
 
 fn cut(s: &str, max: usize) -> String {

@@ -1,0 +1,579 @@
+//! The `nsq` output of the real agent against the NSQ protocol peer, and the peer's own
+//! spec behaviour (so the agent is checked against nsqd's rules, not against itself).
+//!
+//! Points come from the agent's built-in heartbeat (`agent.alive` and its counters, 8 points per
+//! namespace at start and every 10 s).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use support::nsq_peer::{NsqPeer, PeerOptions};
+use support::{bin, wait_until, Agent, AgentBuilder};
+
+const POINTS_PER_TICK: u64 = 8;
+
+fn nsq_agent(nsqd: &[String], extra: &str, registry: &str) -> Agent {
+    let list = nsqd
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let flush = if extra.contains("flush_ms") {
+        ""
+    } else {
+        "flush_ms = 100\n"
+    };
+    AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-nsq\"")
+        .config(&format!(
+            "[output]\nkind = \"nsq\"\nnsqd = [{list}]\n{flush}{extra}"
+        ))
+        .registry(registry)
+        .start()
+}
+
+fn namespaces(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("[[namespace]]\nname = \"{n}\"\n"))
+        .collect()
+}
+
+/// Splits at `sep` not preceded by a backslash and not inside a double-quoted string.
+fn split_unescaped(s: &str, sep: char) -> Vec<String> {
+    let mut parts = vec![String::new()];
+    let (mut escaped, mut quoted) = (false, false);
+    for c in s.chars() {
+        if escaped {
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if c == sep && !quoted {
+            parts.push(String::new());
+            continue;
+        }
+        if let Some(last) = parts.last_mut() {
+            last.push(c);
+        }
+    }
+    parts
+}
+
+/// Checks one line of InfluxDB line protocol as this agent writes it, returning the timestamp.
+fn check_line(line: &str, host: &str) -> Result<i64, String> {
+    let parts = split_unescaped(line, ' ');
+    let [series, field, ts] = parts.as_slice() else {
+        return Err(format!("not three space-separated parts: {line:?}"));
+    };
+    let ts: i64 = ts.parse().map_err(|_| format!("bad timestamp: {line:?}"))?;
+    if !(1_000_000_000..10_000_000_000).contains(&ts) {
+        return Err(format!("timestamp not in seconds: {line:?}"));
+    }
+    let value = field
+        .strip_prefix("value=")
+        .ok_or_else(|| format!("field is not value=: {line:?}"))?;
+    let typed = value.parse::<f64>().is_ok()
+        || value
+            .strip_suffix('i')
+            .is_some_and(|i| i.parse::<i64>().is_ok())
+        || value == "true"
+        || value == "false"
+        || (value.len() >= 2 && value.starts_with('"') && value.ends_with('"'));
+    if !typed {
+        return Err(format!("bad field value: {line:?}"));
+    }
+    let series = split_unescaped(series, ',');
+    if series[0].is_empty() {
+        return Err(format!("empty measurement: {line:?}"));
+    }
+    let tags: Vec<Vec<String>> = series[1..]
+        .iter()
+        .map(|t| split_unescaped(t, '='))
+        .collect();
+    if tags
+        .iter()
+        .any(|kv| kv.len() != 2 || kv[0].is_empty() || kv[1].is_empty())
+    {
+        return Err(format!("bad tag set: {line:?}"));
+    }
+    if !tags.iter().any(|kv| kv[0] == "host" && kv[1] == host) {
+        return Err(format!("no host={host} tag: {line:?}"));
+    }
+    Ok(ts)
+}
+
+fn status_str(agent: &Agent, key: &str) -> String {
+    agent.status()["output"][key]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn status_u64(agent: &Agent, section: &str, key: &str) -> u64 {
+    agent.status()[section][key].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn points_arrive_on_the_namespace_topic_as_line_protocol_with_host_and_seconds() {
+    let peer = NsqPeer::start();
+    let agent = nsq_agent(&[peer.addr()], "", &namespaces(&["e2e.a", "e2e.b"]));
+    let arrived = wait_until(Duration::from_secs(20), || {
+        peer.line_count("e2e.a") >= POINTS_PER_TICK && peer.line_count("e2e.b") >= POINTS_PER_TICK
+    });
+    assert!(arrived, "no points on both topics:\n{}", agent.stderr());
+    assert_eq!(peer.topics(), ["e2e.a", "e2e.b"], "one topic per namespace");
+    for topic in ["e2e.a", "e2e.b"] {
+        let lines = peer.lines(topic);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("agent.alive,host=e2e-nsq value=1.0 ")),
+            "{lines:?}"
+        );
+        for l in &lines {
+            check_line(l, "e2e-nsq").unwrap_or_else(|e| panic!("{e}"));
+        }
+        for m in peer.messages(topic) {
+            assert!(m.ends_with(b"\n"), "a message is whole lines");
+        }
+    }
+    let identify = &peer.received().identifies[0];
+    assert_eq!(identify["feature_negotiation"], true);
+    assert_eq!(identify["hostname"], "e2e-nsq");
+    assert_eq!(identify["client_id"], "e2e-nsq");
+    assert_eq!(identify["heartbeat_interval"], 30000);
+    assert!(
+        identify["user_agent"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("agent/")),
+        "{identify}"
+    );
+    assert!(wait_until(Duration::from_secs(5), || status_u64(
+        &agent,
+        "output",
+        "delivered_points"
+    ) >= 2
+        * POINTS_PER_TICK));
+    assert_eq!(status_str(&agent, "endpoint"), peer.addr());
+}
+
+#[test]
+fn an_nsqd_answering_identify_with_a_plain_ok_is_used() {
+    let peer = NsqPeer::start_with(PeerOptions {
+        negotiate: false,
+        ..PeerOptions::default()
+    });
+    let agent = nsq_agent(&[peer.addr()], "", &namespaces(&["e2e.ok"]));
+    assert!(
+        wait_until(Duration::from_secs(20), || peer.line_count("e2e.ok") > 0),
+        "{}",
+        agent.stderr()
+    );
+    assert_eq!(peer.received().identifies[0]["feature_negotiation"], true);
+    assert_eq!(peer.received().connections, 1);
+}
+
+#[test]
+fn custom_topic_template_and_json_format() {
+    let peer = NsqPeer::start();
+    let agent = nsq_agent(
+        &[peer.addr()],
+        "topic = \"metrics.{ns}\"\nformat = \"json\"",
+        &namespaces(&["e2e.json"]),
+    );
+    let arrived = wait_until(Duration::from_secs(20), || {
+        !peer.messages("metrics.e2e.json").is_empty()
+    });
+    assert!(arrived, "nothing on metrics.e2e.json:\n{}", agent.stderr());
+    assert_eq!(peer.topics(), ["metrics.e2e.json"]);
+    let msg: serde_json::Value =
+        serde_json::from_slice(&peer.messages("metrics.e2e.json")[0]).expect("a JSON message");
+    assert_eq!(msg["database"], "e2e.json");
+    assert_eq!(msg["precision"], "s");
+    assert_eq!(msg["retentionPolicy"], "");
+    let points = msg["points"].as_array().expect("points");
+    let alive = points
+        .iter()
+        .find(|p| p["measurement"] == "agent.alive")
+        .expect("agent.alive point");
+    assert_eq!(alive["tags"]["host"], "e2e-nsq");
+    assert_eq!(alive["fields"]["value"], 1.0);
+    let ts = alive["timestamp"].as_i64().unwrap_or(0);
+    assert!((1_000_000_000..10_000_000_000).contains(&ts), "{alive}");
+}
+
+#[test]
+fn fails_over_to_the_second_nsqd_and_returns_to_the_first() {
+    let mut first = NsqPeer::stopped_on(support::free_port(), PeerOptions::default());
+    let second = NsqPeer::start();
+    let agent = nsq_agent(
+        &[first.addr(), second.addr()],
+        "nsq_primary_retry_secs = 1",
+        &namespaces(&["e2e.fo"]),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || second.line_count("e2e.fo") > 0),
+        "the second nsqd got nothing while the first was down:\n{}",
+        agent.stderr()
+    );
+    assert_eq!(status_str(&agent, "endpoint"), second.addr());
+    assert_eq!(first.received().connections, 0);
+
+    // The first comes back: the next batch (the heartbeat, every 10 s) goes to it again.
+    first.restart();
+    assert!(
+        wait_until(Duration::from_secs(25), || first.line_count("e2e.fo") > 0),
+        "the agent did not return to the first nsqd:\n{}",
+        agent.stderr()
+    );
+    assert_eq!(status_str(&agent, "endpoint"), first.addr());
+
+    // The first goes down while connected: the next batch goes to the second.
+    let before = second.line_count("e2e.fo");
+    first.stop();
+    assert!(
+        wait_until(Duration::from_secs(25), || second.line_count("e2e.fo")
+            > before),
+        "no failover after the first nsqd went down:\n{}",
+        agent.stderr()
+    );
+    assert_eq!(status_u64(&agent, "output", "dropped_points"), 0);
+}
+
+#[test]
+fn error_frames_are_counted_and_visible_and_delivery_resumes() {
+    let peer = NsqPeer::start();
+    // Four failures: with the delivery loop's backoff (0.1, 0.2, 0.4, 0.8 s) that is long
+    // enough to watch `/me/status` report it.
+    peer.fail_next("E_MPUB_FAILED", 4);
+    let agent = nsq_agent(&[peer.addr()], "", &namespaces(&["e2e.err"]));
+    let mut seen = String::new();
+    let reported = wait_until(Duration::from_secs(20), || {
+        seen = status_str(&agent, "last_error");
+        seen.contains("E_MPUB_FAILED")
+    });
+    assert!(
+        reported,
+        "last_error never showed the error frame:\n{}",
+        agent.stderr()
+    );
+    assert!(
+        seen.contains("e2e.err"),
+        "the error names the topic: {seen}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || peer.line_count("e2e.err")
+            >= POINTS_PER_TICK),
+        "delivery did not resume:\n{}",
+        agent.stderr()
+    );
+    let status = agent.status();
+    assert!(
+        status["output"]["errors"].as_u64().unwrap_or(0) >= 4,
+        "{status}"
+    );
+    assert_eq!(
+        status["output"]["dropped_batches"], 0,
+        "retried, not dropped"
+    );
+    let r = peer.received();
+    assert_eq!(r.errors_sent.len(), 4);
+    assert!(r.connections >= 5, "reconnected after every error frame");
+    assert!(
+        agent.stderr().contains("error frame"),
+        "error frames are logged:\n{}",
+        agent.stderr()
+    );
+}
+
+#[test]
+fn permanent_error_frames_drop_that_batch_only_and_count_it() {
+    let peer = NsqPeer::start();
+    peer.fail_next("E_BAD_MESSAGE", 1);
+    let agent = nsq_agent(&[peer.addr()], "", &namespaces(&["e2e.p1", "e2e.p2"]));
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            status_u64(&agent, "output", "dropped_batches") == 1 && peer.total_lines() > 0
+        }),
+        "{}\n{}",
+        agent.status(),
+        agent.stderr()
+    );
+    // One namespace's first batch was refused; the other's was delivered.
+    assert_eq!(peer.topics().len(), 1);
+    assert_eq!(
+        status_u64(&agent, "output", "dropped_points"),
+        POINTS_PER_TICK
+    );
+}
+
+#[test]
+fn a_stalled_nsqd_times_out_and_the_next_one_takes_over() {
+    let stalled = NsqPeer::start();
+    stalled.stall(true);
+    let good = NsqPeer::start();
+    let agent = nsq_agent(
+        &[stalled.addr(), good.addr()],
+        "nsq_timeout_ms = 500",
+        &namespaces(&["e2e.stall"]),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || good.line_count("e2e.stall") > 0),
+        "delivery hung on the stalled nsqd:\n{}",
+        agent.stderr()
+    );
+    assert!(stalled.received().connections >= 1);
+    assert_eq!(stalled.total_lines(), 0);
+}
+
+#[test]
+fn an_nsqd_that_stalls_mid_connection_times_the_publish_out_and_delivery_resumes() {
+    let peer = NsqPeer::start();
+    let agent = nsq_agent(
+        &[peer.addr()],
+        "nsq_timeout_ms = 500",
+        &namespaces(&["e2e.midstall"]),
+    );
+    assert!(wait_until(Duration::from_secs(20), || peer
+        .line_count("e2e.midstall")
+        > 0));
+    let before = peer.line_count("e2e.midstall");
+    peer.stall(true);
+    // The next heartbeat batch (within 10 s) gets no answer to its MPUB.
+    let timed_out = wait_until(Duration::from_secs(20), || {
+        status_str(&agent, "last_error").contains("no answer within")
+    });
+    assert!(timed_out, "{}\n{}", agent.status(), agent.stderr());
+    assert_eq!(peer.line_count("e2e.midstall"), before);
+    peer.stall(false);
+    assert!(
+        wait_until(Duration::from_secs(20), || peer.line_count("e2e.midstall")
+            > before),
+        "delivery did not resume:\n{}",
+        agent.stderr()
+    );
+}
+
+#[test]
+fn an_idle_connection_answers_heartbeats_and_survives() {
+    let peer = NsqPeer::start();
+    let agent = nsq_agent(
+        &[peer.addr()],
+        "nsq_heartbeat_ms = 1000",
+        &namespaces(&["e2e.hb"]),
+    );
+    assert!(wait_until(Duration::from_secs(20), || peer
+        .line_count("e2e.hb")
+        > 0));
+    // Idle until the next heartbeat batch (10 s): several heartbeat intervals.
+    assert!(
+        wait_until(Duration::from_secs(8), || peer.received().nops >= 4),
+        "heartbeats not answered: {:?}\n{}",
+        peer.received(),
+        agent.stderr()
+    );
+    let r = peer.received();
+    assert_eq!(r.identifies[0]["heartbeat_interval"], 1000);
+    assert!(r.heartbeats_sent >= 4);
+    assert_eq!(r.missed_heartbeat_closes, 0);
+    assert_eq!(r.connections, 1, "the idle connection was kept");
+    assert_eq!(peer.open_connections(), 1);
+}
+
+#[test]
+fn a_dropped_connection_is_made_again_for_the_next_batch() {
+    let peer = NsqPeer::start();
+    let agent = nsq_agent(&[peer.addr()], "", &namespaces(&["e2e.drop"]));
+    assert!(wait_until(Duration::from_secs(20), || peer
+        .line_count("e2e.drop")
+        > 0));
+    let before = peer.line_count("e2e.drop");
+    peer.drop_connections();
+    assert!(wait_until(Duration::from_secs(2), || peer
+        .open_connections()
+        == 0));
+    // The next heartbeat batch (within 10 s) reconnects and is delivered.
+    assert!(
+        wait_until(Duration::from_secs(20), || peer.line_count("e2e.drop")
+            > before),
+        "{}",
+        agent.stderr()
+    );
+    assert_eq!(peer.received().connections, 2);
+    assert_eq!(status_u64(&agent, "output", "dropped_points"), 0);
+}
+
+#[test]
+fn a_heartbeat_while_waiting_for_ok_is_answered() {
+    let peer = NsqPeer::start();
+    peer.heartbeat_before_answer(true);
+    let agent = nsq_agent(&[peer.addr()], "", &namespaces(&["e2e.hbok"]));
+    assert!(
+        wait_until(Duration::from_secs(20), || peer.line_count("e2e.hbok") > 0),
+        "{}",
+        agent.stderr()
+    );
+    assert!(wait_until(Duration::from_secs(5), || peer.received().nops >= 1));
+    assert_eq!(peer.received().connections, 1);
+    assert!(wait_until(Duration::from_secs(5), || {
+        status_u64(&agent, "output", "delivered_points") >= POINTS_PER_TICK
+    }));
+    assert_eq!(status_u64(&agent, "output", "errors"), 0);
+}
+
+#[test]
+fn agent_stop_delivers_every_accepted_point() {
+    let peer = NsqPeer::start();
+    // Batches wait in the batcher for a minute: only the shutdown drain can send them.
+    let mut agent = nsq_agent(
+        &[peer.addr()],
+        "flush_ms = 60000",
+        &namespaces(&["e2e.s1", "e2e.s2", "e2e.s3"]),
+    );
+    assert!(wait_until(Duration::from_secs(20), || {
+        status_u64(&agent, "pipeline", "accepted") >= 3 * POINTS_PER_TICK
+    }));
+    let accepted = status_u64(&agent, "pipeline", "accepted");
+    assert_eq!(peer.total_lines(), 0, "nothing is flushed before flush_ms");
+    let stop = Command::new(bin("agent"))
+        .args(["stop", "-f"])
+        .arg(&agent.config_path)
+        .output()
+        .expect("run agent stop");
+    assert!(
+        stop.status.success(),
+        "agent stop: {}\n{}",
+        String::from_utf8_lossy(&stop.stderr),
+        agent.stderr()
+    );
+    assert!(agent.stop(), "clean exit:\n{}", agent.stderr());
+    assert!(
+        peer.total_lines() >= accepted,
+        "accepted {accepted}, nsqd got {}:\n{}",
+        peer.total_lines(),
+        agent.stderr()
+    );
+    for ns in ["e2e.s1", "e2e.s2", "e2e.s3"] {
+        assert!(peer.line_count(ns) >= POINTS_PER_TICK, "{ns}");
+    }
+    assert!(
+        !agent.stderr().contains("stays in the spool"),
+        "{}",
+        agent.stderr()
+    );
+}
+
+// The peer itself, on raw sockets: it must hold the agent to nsqd's rules.
+
+fn raw_client(peer: &NsqPeer, identify: &str) -> TcpStream {
+    let mut s = TcpStream::connect(peer.addr()).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut hello = b"  V2IDENTIFY\n".to_vec();
+    hello.extend_from_slice(&(identify.len() as u32).to_be_bytes());
+    hello.extend_from_slice(identify.as_bytes());
+    s.write_all(&hello).expect("identify");
+    let (kind, data) = read_frame(&mut s).expect("identify answer");
+    assert_eq!(kind, 0, "{}", String::from_utf8_lossy(&data));
+    s
+}
+
+fn read_frame(s: &mut TcpStream) -> Option<(u32, Vec<u8>)> {
+    let mut head = [0u8; 8];
+    s.read_exact(&mut head).ok()?;
+    let size = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let kind = u32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+    let mut data = vec![0u8; size - 4];
+    s.read_exact(&mut data).ok()?;
+    Some((kind, data))
+}
+
+fn mpub(topic: &str, messages: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("MPUB {topic}\n").into_bytes();
+    let body: usize = 4 + messages.iter().map(|m| 4 + m.len()).sum::<usize>();
+    out.extend_from_slice(&(body as u32).to_be_bytes());
+    out.extend_from_slice(&(messages.len() as u32).to_be_bytes());
+    for m in messages {
+        out.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        out.extend_from_slice(m);
+    }
+    out
+}
+
+/// Sends `bytes` on a fresh identified connection and returns the first non-heartbeat frame.
+fn answer_to(peer: &NsqPeer, bytes: &[u8]) -> (u32, String) {
+    let mut s = raw_client(peer, r#"{"feature_negotiation":false}"#);
+    // The peer may close before reading everything (as nsqd does on a fatal error).
+    let _ = s.write_all(bytes);
+    loop {
+        let (kind, data) = read_frame(&mut s).expect("an answer");
+        if data != b"_heartbeat_" {
+            return (kind, String::from_utf8_lossy(&data).into_owned());
+        }
+    }
+}
+
+#[test]
+fn peer_enforces_nsqd_limits_and_topic_rules() {
+    let peer = NsqPeer::start();
+    let (kind, text) = answer_to(&peer, &mpub("ok.topic", &[b"a value=1 1764000000\n"]));
+    assert_eq!((kind, text.as_str()), (0, "OK"));
+    let big = vec![b'x'; 1024 * 1024 + 1];
+    let (kind, text) = answer_to(&peer, &mpub("t", &[&big]));
+    assert_eq!(kind, 1);
+    assert!(
+        text.starts_with("E_BAD_MESSAGE MPUB message too big 1048577 > 1048576"),
+        "{text}"
+    );
+    // nsqd judges the body size before reading the body, so the header alone is refused.
+    let part = vec![b'x'; 1024 * 1024];
+    let six: Vec<&[u8]> = (0..6).map(|_| part.as_slice()).collect();
+    let header = "MPUB t\n".len() + 4;
+    let (kind, text) = answer_to(&peer, &mpub("t", &six)[..header]);
+    assert_eq!(kind, 1);
+    assert!(text.starts_with("E_BAD_BODY MPUB body too big"), "{text}");
+    let (kind, text) = answer_to(&peer, &mpub("bad/topic", &[b"x"]));
+    assert_eq!(kind, 1);
+    assert!(text.starts_with("E_BAD_TOPIC"), "{text}");
+    let (kind, text) = answer_to(&peer, &mpub(&"t".repeat(65), &[b"x"]));
+    assert!(kind == 1 && text.starts_with("E_BAD_TOPIC"), "{text}");
+    assert_eq!(peer.topics(), ["ok.topic"]);
+    let mut s = TcpStream::connect(peer.addr()).expect("connect");
+    s.write_all(b"  V1").expect("magic");
+    let (kind, text) = read_frame(&mut s).expect("answer");
+    assert_eq!(kind, 1, "{}", String::from_utf8_lossy(&text));
+}
+
+#[test]
+fn peer_negotiates_features_and_closes_clients_that_miss_heartbeats() {
+    let peer = NsqPeer::start();
+    let mut s = raw_client(
+        &peer,
+        r#"{"client_id":"raw","heartbeat_interval":1000,"feature_negotiation":true}"#,
+    );
+    // Never answering heartbeats: the peer closes after two intervals, as nsqd does.
+    let mut heartbeats = 0;
+    while let Some((kind, data)) = read_frame(&mut s) {
+        assert_eq!((kind, data.as_slice()), (0, &b"_heartbeat_"[..]));
+        heartbeats += 1;
+        assert!(heartbeats < 10, "the connection should have been closed");
+    }
+    assert!(heartbeats >= 1);
+    assert!(wait_until(Duration::from_secs(2), || {
+        peer.received().missed_heartbeat_closes == 1
+    }));
+    // An IDENTIFY asking for an interval nsqd does not allow is refused.
+    let mut s = TcpStream::connect(peer.addr()).expect("connect");
+    let body = br#"{"heartbeat_interval":500}"#;
+    let mut hello = b"  V2IDENTIFY\n".to_vec();
+    hello.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    hello.extend_from_slice(body);
+    s.write_all(&hello).expect("identify");
+    let (kind, data) = read_frame(&mut s).expect("answer");
+    assert_eq!(kind, 1);
+    assert!(String::from_utf8_lossy(&data).starts_with("E_BAD_BODY"));
+}
