@@ -71,8 +71,8 @@ pub async fn status(client: &Client, json: bool) -> Result<i32, CommandError> {
         (
             "delivered",
             format!(
-                "{} points in {} batches",
-                o.delivered_points, o.delivered_batches
+                "{} points in {} batches ({} failed attempts)",
+                o.delivered_points, o.delivered_batches, o.errors
             ),
         ),
         (

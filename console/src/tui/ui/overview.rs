@@ -130,7 +130,10 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
                     if o.spool_durable { "" } else { " (memory!)" }
                 ),
             ),
-            kv("sent", format!("{} points", o.delivered_points)),
+            kv(
+                "sent",
+                format!("{} points, {} failed tries", o.delivered_points, o.errors),
+            ),
             kv("dropped", format!("{} points", o.dropped_points)),
         ],
     );
