@@ -440,7 +440,7 @@ impl App {
                     Ok(chunk) => self.on_log_chunk(offset, chunk),
                     Err(e) if e.is_unreachable() => None,
                     Err(e) => {
-                        self.logs.error = Some(super::super::commands::describe(&e, &self.addr));
+                        self.logs.error = Some(crate::commands::describe(&e, &self.addr));
                         None
                     }
                 }
@@ -514,10 +514,7 @@ impl App {
     }
 
     fn flash_err(&mut self, what: &str, e: &ClientError) {
-        let text = format!(
-            "{what}: {}",
-            super::super::commands::describe(e, &self.addr)
-        );
+        let text = format!("{what}: {}", crate::commands::describe(e, &self.addr));
         self.flash(text, true);
     }
 
@@ -764,7 +761,7 @@ fn feed<T>(result: Result<T, ClientError>, addr: &str) -> Feed<T> {
     match result {
         Ok(v) => Feed::Ready(v),
         Err(e) if e.is_not_offered() => Feed::NotOffered(e.to_string()),
-        Err(e) => Feed::Failed(super::super::commands::describe(&e, addr)),
+        Err(e) => Feed::Failed(crate::commands::describe(&e, addr)),
     }
 }
 

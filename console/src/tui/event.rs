@@ -16,7 +16,7 @@ pub enum Event {
     Key(KeyEvent),
     /// The terminal changed size (the next draw adapts).
     Resize,
-    /// The clock: unix seconds and milliseconds since the console started.
+    /// The clock, once a second.
     Tick {
         /// Unix seconds.
         now: i64,
