@@ -28,6 +28,10 @@ pub mod paths {
     pub const LOG_OFFSET: &str = "/log/offset";
 }
 
+/// How the agent's 404 for a path it does not serve begins (`no endpoint /x; ...`), so clients can
+/// tell a missing endpoint from an unknown plugin.
+pub const NO_ENDPOINT_PREFIX: &str = "no endpoint ";
+
 /// The body of every failed request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -100,6 +104,9 @@ pub struct Status {
     pub jobs: JobCounts,
     /// Plugin counts.
     pub plugins: PluginCounts,
+    /// The agent's own log directory (what `agentctl` suggests to follow).
+    #[serde(default)]
+    pub log_dir: Option<String>,
 }
 
 /// Registry part of [`Status`].

@@ -40,6 +40,18 @@ impl ClientError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, ClientError::Unreachable { .. })
     }
+
+    /// True when the agent answered 404 because it has no such endpoint (an older agent, or a
+    /// feature not built yet), as opposed to a 404 about an unknown plugin.
+    pub fn is_not_offered(&self) -> bool {
+        match self {
+            ClientError::Api { status, message } => {
+                *status == 404
+                    && (message.is_empty() || message.starts_with(api::NO_ENDPOINT_PREFIX))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A client bound to one agent address.

@@ -2,6 +2,7 @@
 //!
 //! One test binary (linking is the slow part on small machines); one module per feature.
 
+mod console;
 mod lifecycle;
 mod nsq;
 mod registry;

@@ -66,6 +66,7 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
 /// How to start an agent for a test.
 #[derive(Debug, Clone, Default)]
 pub struct AgentBuilder {
+    port: Option<u16>,
     agent_keys: String,
     sections: String,
     registry: String,
@@ -75,6 +76,13 @@ impl AgentBuilder {
     /// An agent with file registry and file output in a fresh temporary directory.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Listen on this port instead of a fresh free one (to restart an agent where a client
+    /// expects it).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
     }
 
     /// Extra keys for the `[agent]` table (`listen` and `data_dir` are set by the harness).
@@ -105,7 +113,7 @@ impl AgentBuilder {
 
     /// Like [`AgentBuilder::start`], in a given directory (to restart an agent on the same data).
     pub fn start_in(self, dir: tempfile::TempDir) -> Agent {
-        let port = free_port();
+        let port = self.port.unwrap_or_else(free_port);
         let listen = format!("127.0.0.1:{port}");
         let config = format!(
             "[agent]\nlisten = \"{listen}\"\ndata_dir = \"data\"\n{}\n{}",

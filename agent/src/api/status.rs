@@ -59,6 +59,7 @@ pub fn build_status(state: &AgentState) -> Status {
             errors: o.errors.load(Ordering::Relaxed),
         },
         jobs: state.jobs().counts(),
+        log_dir: Some(cfg.log_dir().display().to_string()),
         ..Status::default()
     }
 }

@@ -1,0 +1,137 @@
+//! The scriptable subcommands: one file per group, each printing a table or `--json`.
+//!
+//! Every command returns an exit code from [`exit`]; errors go to stderr and say what to do.
+
+mod log;
+pub(crate) mod plugins;
+mod post;
+mod status;
+
+use serde::Serialize;
+use shared::{Client, ClientError};
+
+use crate::cli::Command;
+
+/// Exit codes, stable for scripts (documented in docs/console.md).
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// The agent answered, but the operation failed: a plugin run that failed, a refresh that
+    /// did not apply, metrics rejected by `post`.
+    pub const FAILED: i32 = 1;
+    /// Bad command line or unreadable input (clap uses 2 for usage errors too).
+    pub const USAGE: i32 = 2;
+    /// Nothing answered at `--addr`.
+    pub const UNREACHABLE: i32 = 3;
+    /// The agent answered with an error status (bad request, unknown plugin, missing endpoint,
+    /// missing token).
+    pub const API: i32 = 4;
+    /// The agent's answer was not the expected JSON.
+    pub const DECODE: i32 = 5;
+    /// A plugin run was ignored because that plugin was already running (EX_TEMPFAIL: retry later).
+    pub const BUSY: i32 = 75;
+}
+
+/// Runs one subcommand against the agent.
+pub async fn run(client: &Client, command: Command, json: bool) -> i32 {
+    let result = match command {
+        Command::Status => status::status(client, json).await,
+        Command::Ns => status::namespaces(client, json).await,
+        Command::Update => status::update(client, json).await,
+        Command::Plugins(cmd) => plugins::run(client, cmd, json).await,
+        Command::Post(args) => post::run(client, args, json).await,
+        Command::Log(args) => log::run(client, args, json).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("agentctl: {}", err.message(client));
+            err.code()
+        }
+    }
+}
+
+/// Why a command could not do its work.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The agent call failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// Local input problem (file not readable, ...).
+    #[error("{0}")]
+    Input(String),
+}
+
+impl CommandError {
+    fn code(&self) -> i32 {
+        match self {
+            CommandError::Client(ClientError::Unreachable { .. }) => exit::UNREACHABLE,
+            CommandError::Client(ClientError::Api { .. }) => exit::API,
+            CommandError::Client(ClientError::Decode { .. }) => exit::DECODE,
+            CommandError::Input(_) => exit::USAGE,
+        }
+    }
+
+    /// The message for stderr, with a hint on what to do where there is one.
+    fn message(&self, client: &Client) -> String {
+        match self {
+            CommandError::Client(e) => describe(e, client.addr()),
+            CommandError::Input(m) => m.clone(),
+        }
+    }
+}
+
+/// A person-readable account of a client error with the next step to take; the TUI uses it too.
+pub fn describe(err: &ClientError, addr: &str) -> String {
+    match err {
+        ClientError::Api { status: 401, .. } | ClientError::Api { status: 403, .. } => {
+            format!("{err}; the agent at {addr} wants a token: pass --token or set AGENTCTL_TOKEN")
+        }
+        e if e.is_not_offered() => format!(
+            "{err}; the agent at {addr} does not offer this endpoint (an older agent, or the \
+             feature is not built yet)"
+        ),
+        _ => err.to_string(),
+    }
+}
+
+/// Prints one answer as a single JSON line: the `shared::api` body as-is.
+fn print_json<T: Serialize>(value: &T) -> Result<(), CommandError> {
+    let text = serde_json::to_string(value)
+        .map_err(|e| CommandError::Input(format!("cannot encode the answer as JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Prints rows as left-aligned columns under a header, sized to the widest cell.
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i + 1 == widths.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+}
+
+/// Prints `key: value` lines with the keys aligned.
+fn print_fields(fields: &[(&str, String)]) {
+    let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in fields {
+        println!("{k:<width$}  {v}");
+    }
+}

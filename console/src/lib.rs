@@ -1,0 +1,36 @@
+//! `agentctl`: the scriptable CLI (`commands`) and the terminal UI (`tui`) over the agent's API.
+//!
+//! Both speak to the agent only through [`shared::Client`], so no endpoint is written twice.
+
+pub mod cli;
+pub mod commands;
+pub mod fmt;
+pub mod tui;
+
+use cli::Cli;
+
+/// Runs the command line (or the TUI when no subcommand is given); returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("agentctl: cannot start the async runtime: {e}");
+            return commands::exit::FAILED;
+        }
+    };
+    let client = shared::Client::new(&cli.addr, cli.token.clone());
+    match cli.command {
+        Some(command) => runtime.block_on(commands::run(&client, command, cli.json)),
+        None => match runtime.block_on(tui::run(client)) {
+            Ok(()) => commands::exit::OK,
+            Err(e) => {
+                eprintln!("agentctl: {e:#}");
+                commands::exit::FAILED
+            }
+        },
+    }
+}

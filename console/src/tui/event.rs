@@ -1,0 +1,119 @@
+//! What the loop reacts to: key presses and resizes (from an input thread), ticks, and the
+//! answers of network tasks.
+
+use std::time::Duration;
+
+use ratatui::crossterm::event::{self as ct, KeyEvent, KeyEventKind};
+use shared::api::{ActionResponse, LogChunk, PluginList, RunResponse, Status};
+use shared::ClientError;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// One thing that happened.
+#[derive(Debug)]
+pub enum Event {
+    /// A key press.
+    Key(KeyEvent),
+    /// The terminal changed size (the next draw adapts).
+    Resize,
+    /// The clock, once a second.
+    Tick {
+        /// Unix seconds.
+        now: i64,
+    },
+    /// A network task finished.
+    Net(Box<Net>),
+}
+
+/// The plugin actions that go through the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// `/plugins/update`.
+    Update,
+    /// `/plugins/enable`.
+    Enable,
+    /// `/plugins/disable`.
+    Disable,
+}
+
+impl Verb {
+    /// The word shown to people.
+    pub fn word(self) -> &'static str {
+        match self {
+            Verb::Update => "update",
+            Verb::Enable => "enable",
+            Verb::Disable => "disable",
+        }
+    }
+}
+
+/// The answer of a network task.
+#[derive(Debug)]
+pub enum Net {
+    /// One refresh: status, then namespaces and plugins (those two only when status answered).
+    Refreshed {
+        /// Milliseconds since the console started, when the status arrived.
+        at_ms: u64,
+        /// `/me/status`.
+        status: Result<Status, ClientError>,
+        /// `/me/ns`.
+        namespaces: Option<Result<Vec<String>, ClientError>>,
+        /// `/plugins/list`.
+        plugins: Option<Result<PluginList, ClientError>>,
+    },
+    /// `/plugins/run` answered.
+    Ran {
+        /// Namespace.
+        ns: String,
+        /// Project.
+        project: String,
+        /// The answer.
+        result: Result<RunResponse, ClientError>,
+    },
+    /// `/plugins/update|enable|disable` answered.
+    Acted {
+        /// Which action.
+        verb: Verb,
+        /// Namespace.
+        ns: String,
+        /// Project.
+        project: String,
+        /// The answer.
+        result: Result<ActionResponse, ClientError>,
+    },
+    /// `/log/offset` answered.
+    Log {
+        /// The path asked for (answers for a path no longer shown are dropped).
+        path: String,
+        /// The offset asked for.
+        offset: u64,
+        /// The answer.
+        result: Result<LogChunk, ClientError>,
+    },
+}
+
+/// Reads terminal events on a thread of its own (crossterm's reader blocks) and forwards key
+/// presses and resizes; polls at most 4 times a second to notice `cancel`.
+pub fn spawn_input(tx: mpsc::Sender<Event>, cancel: CancellationToken) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("agentctl-input".into())
+        .spawn(move || {
+            while !cancel.is_cancelled() {
+                match ct::poll(Duration::from_millis(250)) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(_) => break,
+                }
+                let event = match ct::read() {
+                    Ok(ct::Event::Key(k)) if k.kind != KeyEventKind::Release => Event::Key(k),
+                    Ok(ct::Event::Resize(..)) => Event::Resize,
+                    Ok(_) => continue,
+                    Err(_) => break,
+                };
+                if tx.blocking_send(event).is_err() {
+                    break;
+                }
+            }
+        })
+        .map(|_| ())
+}

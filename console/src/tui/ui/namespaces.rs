@@ -1,0 +1,67 @@
+//! Namespaces: this host's namespaces with how many plugins each has and how they fare.
+
+use ratatui::layout::{Constraint, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::widgets::{Block, Paragraph, Row, Table};
+use ratatui::Frame;
+
+use crate::tui::app::{App, Feed};
+
+pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
+    let block = Block::bordered().title(" Namespaces ");
+    let names = match &app.namespaces {
+        Feed::Ready(n) => n,
+        Feed::Waiting => {
+            frame.render_widget(
+                Paragraph::new("Waiting for the agent...").block(block),
+                area,
+            );
+            return;
+        }
+        Feed::NotOffered(m) | Feed::Failed(m) => {
+            frame.render_widget(Paragraph::new(m.as_str()).block(block), area);
+            return;
+        }
+    };
+    if names.is_empty() {
+        frame.render_widget(
+            Paragraph::new("This host is in no namespace: check the registry, then R.")
+                .block(block),
+            area,
+        );
+        return;
+    }
+    let plugins = app.plugin_list();
+    let known = matches!(app.plugins, Feed::Ready(_));
+    let rows = names.iter().map(|ns| {
+        let mine: Vec<_> = plugins.iter().filter(|p| &p.ns == ns).collect();
+        let count = |f: &dyn Fn(&&shared::api::PluginInfo) -> bool| {
+            if known {
+                mine.iter().filter(|p| f(p)).count().to_string()
+            } else {
+                "-".to_owned()
+            }
+        };
+        Row::new(vec![
+            ns.clone(),
+            count(&|_| true),
+            count(&|p| !p.enabled),
+            count(&|p| p.last_run.as_ref().is_some_and(|r| !r.ok)),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Min(30),
+            Constraint::Length(8),
+            Constraint::Length(9),
+            Constraint::Length(8),
+        ],
+    )
+    .header(
+        Row::new(["NAMESPACE", "PLUGINS", "DISABLED", "FAILING"])
+            .style(Style::new().add_modifier(Modifier::BOLD)),
+    )
+    .block(block.title_bottom(format!(" {} namespaces ", names.len())));
+    frame.render_widget(table, area);
+}

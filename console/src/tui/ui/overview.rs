@@ -1,0 +1,175 @@
+//! Overview: agent, registry and output health, jobs, and the delivered-points sparkline.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Paragraph, Sparkline, Wrap};
+use ratatui::Frame;
+
+use super::{BAD, GOOD, LABEL};
+use crate::fmt::{age, bytes, duration, opt};
+use crate::tui::app::App;
+
+pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
+    let Some(s) = &app.status else {
+        let text = if app.conn.is_down() {
+            "The agent has not answered yet; see the banner above."
+        } else {
+            "Waiting for the agent's first answer..."
+        };
+        frame.render_widget(Paragraph::new(text).block(Block::bordered()), area);
+        return;
+    };
+    let [top, spark] = Layout::vertical([Constraint::Min(8), Constraint::Length(5)]).areas(area);
+    let [left, right] =
+        Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(top);
+    let [agent, jobs] = Layout::vertical([Constraint::Length(6), Constraint::Min(3)]).areas(left);
+    let [registry, output] =
+        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(right);
+
+    let r = &s.registry;
+    let o = &s.output;
+    let now = app.now;
+    block(
+        frame,
+        agent,
+        "Agent",
+        vec![
+            kv("host", s.hostname.clone()),
+            kv("version", format!("{} ({})", s.version, s.build)),
+            kv("uptime", duration(s.uptime_secs)),
+            kv(
+                "pipeline",
+                format!(
+                    "{} in, {} bad, {} queued",
+                    s.pipeline.accepted, s.pipeline.rejected, s.pipeline.queued
+                ),
+            ),
+        ],
+    );
+    block(
+        frame,
+        jobs,
+        "Jobs",
+        vec![
+            kv(
+                "running",
+                format!(
+                    "{} jobs, {} skipped ticks",
+                    s.jobs.total, s.jobs.skipped_ticks
+                ),
+            ),
+            kv(
+                "system",
+                format!(
+                    "{}  ports {}  procs {}",
+                    s.jobs.system, s.jobs.ports, s.jobs.procs
+                ),
+            ),
+            kv(
+                "scripts",
+                format!("{}  built-ins {}", s.jobs.plugins, s.jobs.builtins),
+            ),
+            kv(
+                "plugins",
+                format!(
+                    "{} ({} disabled, {} running)",
+                    s.plugins.total, s.plugins.disabled, s.plugins.running
+                ),
+            ),
+        ],
+    );
+    let reg_health = match (&r.last_error, r.last_success) {
+        (Some(e), _) => Span::styled(format!("failing: {e}"), BAD),
+        (None, Some(t)) => Span::styled(format!("ok, {}", age(now, t)), GOOD),
+        (None, None) => Span::raw("not refreshed yet"),
+    };
+    block(
+        frame,
+        registry,
+        "Registry",
+        vec![
+            kv("source", format!("{} {}", r.source, r.location)),
+            Line::from(vec![
+                Span::styled(format!("{:<9}", "health"), LABEL),
+                reg_health,
+            ]),
+            kv(
+                "plan",
+                format!(
+                    "{} ns, {} items{}",
+                    r.namespaces,
+                    r.items,
+                    if r.from_cache { " (from cache)" } else { "" }
+                ),
+            ),
+            kv("failures", r.failures.to_string()),
+        ],
+    );
+    let out_health = if o.connected {
+        Span::styled("connected", GOOD)
+    } else {
+        Span::styled(format!("NOT connected: {}", opt(&o.last_error)), BAD)
+    };
+    block(
+        frame,
+        output,
+        "Output",
+        vec![
+            kv("kind", format!("{} {}", o.kind, opt(&o.endpoint))),
+            Line::from(vec![
+                Span::styled(format!("{:<9}", "health"), LABEL),
+                out_health,
+            ]),
+            kv(
+                "spool",
+                format!(
+                    "{} batches, {}{}",
+                    o.spool_batches,
+                    bytes(o.spool_bytes),
+                    if o.spool_durable { "" } else { " (memory!)" }
+                ),
+            ),
+            kv(
+                "sent",
+                format!("{} points, {} failed tries", o.delivered_points, o.errors),
+            ),
+            kv("dropped", format!("{} points", o.dropped_points)),
+        ],
+    );
+
+    let data: Vec<u64> = app.throughput.iter().copied().collect();
+    let title = match app.throughput.back() {
+        Some(rate) => format!(
+            " Delivered points/s: {rate} now, {} max ",
+            data.iter().max().unwrap_or(&0)
+        ),
+        None => " Delivered points/s (after two refreshes) ".to_owned(),
+    };
+    // Newest samples on the right: keep only what fits.
+    let width = spark.width.saturating_sub(2) as usize;
+    let shown = &data[data.len().saturating_sub(width)..];
+    frame.render_widget(
+        Sparkline::default()
+            .block(Block::bordered().title(title))
+            .data(shown)
+            .style(Style::new().fg(Color::Green)),
+        spark,
+    );
+}
+
+fn kv(key: &str, value: String) -> Line<'static> {
+    Line::from(vec![
+        Span::styled(format!("{key:<9}"), LABEL),
+        Span::raw(value),
+    ])
+}
+
+fn block(frame: &mut Frame, area: Rect, title: &str, lines: Vec<Line>) {
+    frame.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: true })
+            .block(Block::bordered().title(format!(" {title} "))),
+        area,
+    );
+}

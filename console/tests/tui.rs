@@ -1,0 +1,414 @@
+//! The TUI rendered into ratatui's `TestBackend` at 80x24 from fixed data (no network), after
+//! key presses; compared with the committed insta snapshots in `tests/snapshots/`.
+
+use agentctl::tui::app::{Action, App, Feed, Tab};
+use agentctl::tui::conn::Conn;
+use agentctl::tui::event::{Event, Net, Verb};
+use agentctl::tui::ui;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use shared::api::{
+    JobCounts, LogChunk, OutputStatus, PipelineStatus, PluginCounts, PluginInfo, RegistryStatus,
+    RunResult, Status,
+};
+
+/// 2025-11-24 16:00:00 UTC: every age on screen is relative to this.
+const NOW: i64 = 1_764_000_000;
+
+fn status() -> Status {
+    Status {
+        version: "0.1.0".into(),
+        build: "abc1234 release".into(),
+        hostname: "web-01".into(),
+        uptime_secs: 3 * 3600 + 12 * 60,
+        started_at: NOW - 3 * 3600 - 12 * 60,
+        registry: RegistryStatus {
+            source: "file".into(),
+            location: "/etc/agent/registry.toml".into(),
+            last_success: Some(NOW - 42),
+            namespaces: 2,
+            items: 7,
+            ..RegistryStatus::default()
+        },
+        pipeline: PipelineStatus {
+            accepted: 123_456,
+            rejected: 3,
+            queued: 12,
+        },
+        output: OutputStatus {
+            kind: "nsq".into(),
+            connected: true,
+            endpoint: Some("127.0.0.1:4150".into()),
+            spool_batches: 4,
+            spool_bytes: 8 * 1024 * 1024,
+            spool_durable: true,
+            delivered_batches: 812,
+            delivered_points: 123_400,
+            ..OutputStatus::default()
+        },
+        jobs: JobCounts {
+            total: 9,
+            system: 7,
+            ports: 1,
+            procs: 1,
+            plugins: 2,
+            builtins: 1,
+            skipped_ticks: 0,
+            ..JobCounts::default()
+        },
+        plugins: PluginCounts {
+            total: 3,
+            disabled: 1,
+            running: 0,
+        },
+        log_dir: Some("/var/lib/agent/log".into()),
+    }
+}
+
+fn plugin(ns: &str, project: &str, interval: u64) -> PluginInfo {
+    PluginInfo {
+        ns: ns.into(),
+        project: project.into(),
+        repo: format!("https://git.example.com/ops/{project}.git"),
+        interval,
+        enabled: true,
+        commit: Some("9f8e7d6c5b4a39281706f5e4d3c2b1a098765432".into()),
+        ..PluginInfo::default()
+    }
+}
+
+fn plugins() -> Vec<PluginInfo> {
+    let mut ok = plugin("web.shop", "nginx-stats", 30);
+    ok.parameters = "-v".into();
+    ok.last_run = Some(RunResult {
+        at: NOW - 20,
+        kind: "regular".into(),
+        duration_ms: 120,
+        ok: true,
+        reason: "ok".into(),
+        exit_code: Some(0),
+        stdout: "[{\"name\":\"conn.active\",\"value\":12}]".into(),
+        ..RunResult::default()
+    });
+    let mut failing = plugin("web.shop", "disk-check", 0);
+    failing.last_run = Some(RunResult {
+        at: NOW - 300,
+        kind: "call".into(),
+        duration_ms: 2300,
+        ok: false,
+        reason: "exit".into(),
+        exit_code: Some(3),
+        stdout: "checking /data\nchecking /var".into(),
+        stderr: "df: /data: No such file or directory".into(),
+        error: Some("plugin.sh exited with status 3".into()),
+        ..RunResult::default()
+    });
+    let mut disabled = plugin("db.main", "pg-bloat", 300);
+    disabled.enabled = false;
+    disabled.disabled_until = Some(NOW + 6 * 3600);
+    vec![disabled, failing, ok]
+}
+
+/// A console that has talked to a healthy agent for a while.
+fn app() -> App {
+    let mut app = App::new("127.0.0.1:1232", NOW);
+    app.conn = Conn::Connected { last_ok: NOW };
+    app.refresh_sent = Some(NOW);
+    app.status = Some(status());
+    app.status_at = Some(NOW);
+    app.namespaces = Feed::Ready(vec!["db.main".into(), "web.shop".into()]);
+    app.plugins = Feed::Ready(plugins());
+    app.throughput = [40, 42, 38, 60, 120, 80, 41, 40, 39, 45, 200, 44]
+        .into_iter()
+        .collect();
+    app
+}
+
+fn key(app: &mut App, code: KeyCode) -> Option<Action> {
+    app.update(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+fn keys(app: &mut App, text: &str) {
+    for c in text.chars() {
+        key(app, KeyCode::Char(c));
+    }
+}
+
+fn render(app: &App) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("test terminal");
+    terminal
+        .draw(|frame| ui::draw(frame, app))
+        .expect("draw into the test backend");
+    terminal.backend().to_string()
+}
+
+#[test]
+fn overview_shows_status_output_registry_and_throughput() {
+    let app = app();
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn namespaces_screen_counts_plugins_per_namespace() {
+    let mut app = app();
+    key(&mut app, KeyCode::Char('2'));
+    assert_eq!(app.tab, Tab::Namespaces);
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn plugins_screen_lists_plugins_with_the_selected_ones_detail() {
+    let mut app = app();
+    key(&mut app, KeyCode::Char('3'));
+    key(&mut app, KeyCode::Down);
+    assert_eq!(app.plugins_view.selected, 1);
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn enter_opens_the_last_runs_output() {
+    let mut app = app();
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Enter);
+    assert!(app.plugins_view.detail_open);
+    let screen = render(&app);
+    assert!(screen.contains("df: /data: No such file or directory"));
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn disable_asks_first_and_y_sends_it() {
+    let mut app = app();
+    key(&mut app, KeyCode::Char('3'));
+    key(&mut app, KeyCode::End);
+    assert_eq!(key(&mut app, KeyCode::Char('d')), None, "nothing sent yet");
+    insta::assert_snapshot!(render(&app));
+    let action = key(&mut app, KeyCode::Char('y'));
+    assert_eq!(
+        action,
+        Some(Action::Plugin {
+            verb: Verb::Disable,
+            ns: "web.shop".into(),
+            project: "nginx-stats".into(),
+            repo: "https://git.example.com/ops/nginx-stats.git".into(),
+        })
+    );
+    assert!(app.confirm.is_none());
+}
+
+#[test]
+fn a_cancelled_update_sends_nothing() {
+    let mut app = app();
+    key(&mut app, KeyCode::Char('3'));
+    assert_eq!(key(&mut app, KeyCode::Char('u')), None);
+    assert!(app.confirm.is_some());
+    assert_eq!(key(&mut app, KeyCode::Esc), None);
+    assert!(app.confirm.is_none());
+    assert!(render(&app).contains("update of db.main/pg-bloat cancelled"));
+}
+
+#[test]
+fn run_shows_working_then_the_result() {
+    let mut app = app();
+    key(&mut app, KeyCode::Char('3'));
+    key(&mut app, KeyCode::Down);
+    let action = key(&mut app, KeyCode::Char('r'));
+    assert!(matches!(action, Some(Action::Run { ref project, .. }) if project == "disk-check"));
+    assert!(render(&app).contains("working..."));
+    // A second press while the first is going sends nothing.
+    assert_eq!(key(&mut app, KeyCode::Char('r')), None);
+    app.update(Event::Net(Box::new(Net::Ran {
+        ns: "web.shop".into(),
+        project: "disk-check".into(),
+        result: Ok(shared::api::RunResponse {
+            ns: "web.shop".into(),
+            project: "disk-check".into(),
+            ran: true,
+            message: "ran".into(),
+            result: Some(RunResult {
+                at: NOW - 1,
+                kind: "call".into(),
+                duration_ms: 80,
+                ok: true,
+                reason: "ok".into(),
+                exit_code: Some(0),
+                stdout: "all disks fine".into(),
+                ..RunResult::default()
+            }),
+        }),
+    })));
+    let screen = render(&app);
+    assert!(screen.contains("web.shop/disk-check: ran, ok: ok 80ms"));
+    assert!(screen.contains("all disks fine"));
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn help_overlay_opens_on_question_mark_and_any_key_closes_it() {
+    let mut app = app();
+    key(&mut app, KeyCode::Char('?'));
+    insta::assert_snapshot!(render(&app));
+    key(&mut app, KeyCode::Char('x'));
+    assert!(!app.help);
+}
+
+#[test]
+fn unreachable_agent_shows_a_banner_over_greyed_last_data() {
+    let mut app = app();
+    app.update(Event::Tick { now: NOW + 2 });
+    app.update(Event::Net(Box::new(Net::Refreshed {
+        at_ms: 4000,
+        status: Err(shared::ClientError::Unreachable {
+            addr: "127.0.0.1:1232".into(),
+            reason: "Connection refused (os error 111)".into(),
+        }),
+        namespaces: None,
+        plugins: None,
+    })));
+    assert!(matches!(app.conn, Conn::Disconnected { attempt: 1, .. }));
+    let screen = render(&app);
+    assert!(screen.contains("disconnected"));
+    assert!(screen.contains("web-01"), "last known data stays on screen");
+    insta::assert_snapshot!(screen);
+}
+
+#[test]
+fn the_reconnect_waits_longer_after_each_failure() {
+    let mut app = app();
+    let mut now = NOW;
+    let mut waits = Vec::new();
+    for _ in 0..7 {
+        // Tick until a refresh is asked for, then fail it.
+        let sent = now;
+        loop {
+            now += 1;
+            if app.update(Event::Tick { now }) == Some(Action::Refresh) {
+                break;
+            }
+        }
+        waits.push(now - sent);
+        app.update(Event::Net(Box::new(Net::Refreshed {
+            at_ms: 0,
+            status: Err(shared::ClientError::Unreachable {
+                addr: "x".into(),
+                reason: "refused".into(),
+            }),
+            namespaces: None,
+            plugins: None,
+        })));
+    }
+    // The first is the normal refresh period; then 1, 2, 4, 8, 16, 30 seconds.
+    assert_eq!(waits, vec![2, 1, 2, 4, 8, 16, 30]);
+}
+
+#[test]
+fn plugins_screen_says_plainly_when_the_agent_lacks_the_endpoint() {
+    let mut app = app();
+    app.plugins = Feed::NotOffered(
+        "the agent answered 404: no endpoint /plugins/list; see the API reference in docs/api.md"
+            .into(),
+    );
+    key(&mut app, KeyCode::Char('3'));
+    insta::assert_snapshot!(render(&app));
+}
+
+fn chunk(path: &str, offset: u64, lines: &[&str], size: u64) -> Net {
+    let len: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
+    Net::Log {
+        path: path.into(),
+        offset,
+        result: Ok(LogChunk {
+            path: path.into(),
+            offset,
+            lines: lines.iter().map(|l| l.to_string()).collect(),
+            next_offset: offset + len,
+            size,
+        }),
+    }
+}
+
+#[test]
+fn logs_open_suggests_the_agents_log_and_follows_it() {
+    let mut app = app();
+    key(&mut app, KeyCode::Char('4'));
+    key(&mut app, KeyCode::Char('o'));
+    insta::assert_snapshot!("logs_prompt", render(&app));
+    let action = key(&mut app, KeyCode::Enter);
+    let path = "/var/lib/agent/log/agent.2025-11-24.log";
+    assert_eq!(
+        action,
+        Some(Action::ReadLog {
+            path: path.into(),
+            offset: 0
+        })
+    );
+    let lines: Vec<String> = (1..=30)
+        .map(|i| format!("2025-11-24T16:00:{i:02}Z  INFO agent: tick {i}"))
+        .collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    app.update(Event::Net(Box::new(chunk(path, 0, &refs[..20], 4000))));
+    let next = app.logs.next_offset;
+    // The next tick reads on from where the last answer ended.
+    assert_eq!(
+        app.update(Event::Tick { now: NOW + 1 }),
+        Some(Action::ReadLog {
+            path: path.into(),
+            offset: next
+        })
+    );
+    app.update(Event::Net(Box::new(chunk(path, next, &refs[20..], 4000))));
+    assert_eq!(app.logs.lines.len(), 30);
+    key(&mut app, KeyCode::Char('/'));
+    keys(&mut app, "tick 1");
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Char(' '));
+    assert!(app.logs.paused);
+    let action = app.update(Event::Tick { now: NOW + 2 });
+    assert_eq!(
+        action,
+        Some(Action::Refresh),
+        "paused: a refresh but no read"
+    );
+    insta::assert_snapshot!("logs_following_searched_paused", render(&app));
+}
+
+#[test]
+fn a_truncated_log_is_read_again_from_its_start() {
+    let mut app = app();
+    key(&mut app, KeyCode::Char('4'));
+    key(&mut app, KeyCode::Char('o'));
+    let path = app.suggested_log();
+    key(&mut app, KeyCode::Enter);
+    app.update(Event::Net(Box::new(chunk(&path, 0, &["a", "b"], 4))));
+    app.update(Event::Tick { now: NOW + 1 });
+    let action = app.update(Event::Net(Box::new(chunk(&path, 4, &[], 1))));
+    assert_eq!(action, Some(Action::ReadLog { path, offset: 0 }));
+    assert!(app
+        .logs
+        .lines
+        .back()
+        .is_some_and(|l| l.contains("truncated")));
+}
+
+#[test]
+fn a_fresh_console_waits_for_the_agent() {
+    let app = App::new("127.0.0.1:1232", NOW);
+    insta::assert_snapshot!(render(&app));
+}
+
+#[test]
+fn the_screen_redraws_cleanly_at_other_sizes() {
+    let mut app = app();
+    key(&mut app, KeyCode::Char('3'));
+    for (w, h) in [(40, 12), (120, 40), (20, 6)] {
+        let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
+        terminal
+            .draw(|frame| ui::draw(frame, &app))
+            .expect("draw at another size");
+        let text = terminal.backend().to_string();
+        assert!(text.contains("1 Overview"), "tabs at {w}x{h}:\n{text}");
+    }
+}
