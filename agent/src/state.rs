@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::output::spool::Spool;
 use crate::output::OutputStats;
 use crate::pipeline::Pipeline;
+use crate::plugins::PluginManager;
 use crate::registry::Plan;
 
 /// Shared state of a running agent; cheap to clone.
@@ -27,6 +28,7 @@ struct Inner {
     spool: Spool,
     output: Arc<OutputStats>,
     plan: watch::Sender<Arc<Plan>>,
+    plugins: PluginManager,
 }
 
 impl AgentState {
@@ -39,6 +41,7 @@ impl AgentState {
         output: Arc<OutputStats>,
     ) -> Self {
         let (plan, _) = watch::channel(Arc::new(Plan::default()));
+        let plugins = PluginManager::new(&config, pipeline.clone());
         AgentState {
             inner: Arc::new(Inner {
                 config,
@@ -49,6 +52,7 @@ impl AgentState {
                 spool,
                 output,
                 plan,
+                plugins,
             }),
         }
     }
@@ -101,5 +105,10 @@ impl AgentState {
     /// Puts a new plan in force.
     pub fn set_plan(&self, plan: Plan) {
         self.inner.plan.send_replace(Arc::new(plan));
+    }
+
+    /// Script and built-in plugins.
+    pub fn plugins(&self) -> &PluginManager {
+        &self.inner.plugins
     }
 }

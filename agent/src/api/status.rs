@@ -55,6 +55,7 @@ pub fn build_status(state: &AgentState) -> Status {
             dropped_points: spool.dropped_points + o.rejected_points.load(Ordering::Relaxed),
             last_error: o.last_error.lock().ok().and_then(|g| g.clone()),
         },
+        plugins: state.plugins().counts(),
         ..Status::default()
     }
 }
