@@ -111,6 +111,7 @@ pub fn clone_into(addr: &str, branch: Option<&str>, dest: &Path) -> Result<Strin
     })?;
     let tmp = temp_beside(dest)?;
     let commit = clone_to(addr, branch, tmp.path(), "clone")?;
+    open_up(tmp.path())?;
     let staged = tmp.keep();
     if let Err(source) = std::fs::rename(&staged, dest) {
         let _ = std::fs::remove_dir_all(&staged);
@@ -143,6 +144,7 @@ pub fn update(addr: &str, branch: Option<&str>, dest: &Path) -> Result<Updated, 
     }
     let tmp = temp_beside(dest)?;
     let new = clone_to(addr, branch, tmp.path(), "update")?;
+    open_up(tmp.path())?;
     exchange(tmp.path(), dest).map_err(|source| GitError::Io {
         what: "cannot swap the updated clone into place at",
         path: dest.to_owned(),
@@ -257,6 +259,19 @@ fn temp_beside(dest: &Path) -> Result<tempfile::TempDir, GitError> {
             path: parent,
             source,
         })
+}
+
+/// Temporary directories are created 0700; the checkout must be readable by the unprivileged
+/// user plugins run as.
+fn open_up(dir: &Path) -> Result<(), GitError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(|source| {
+        GitError::Io {
+            what: "cannot make the checkout readable at",
+            path: dir.to_owned(),
+            source,
+        }
+    })
 }
 
 /// Swaps two directories atomically; where the filesystem cannot, falls back to two renames.
