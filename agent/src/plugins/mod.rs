@@ -275,8 +275,9 @@ impl PluginManager {
         Ok(())
     }
 
-    /// Makes the set of plugins the plan's: new ones are cloned when missing on disk (existing
-    /// checkouts are used as they are), removed ones are forgotten (their checkout stays on disk),
+    /// Makes the set of plugins the plan's: new ones (and ones whose clone failed before) are
+    /// cloned when missing on disk (existing checkouts are used as they are), removed ones are
+    /// forgotten (their checkout stays on disk),
     /// changed items take their new interval and parameters. Returns when the clones are done.
     pub async fn sync(&self, plan: &Plan) {
         let mut prepare = Vec::new();
@@ -320,6 +321,10 @@ impl PluginManager {
                     let entry = match old.remove(&key) {
                         Some(mut e) => {
                             e.item = item.clone();
+                            // A clone that failed earlier (remote down) is retried.
+                            if e.commit.is_none() {
+                                prepare.push(key.clone());
+                            }
                             e
                         }
                         None => {

@@ -930,3 +930,54 @@ async fn a_scheduled_builtin_ships_renamed_metrics_and_its_result_point() {
         ]
     );
 }
+
+#[tokio::test]
+async fn plugins_are_not_run_as_root_unless_the_config_says_so() {
+    if !nix::unistd::geteuid().is_root() {
+        // As a normal user the agent runs plugins as itself; nothing to refuse.
+        return;
+    }
+    let dir = open_tempdir();
+    let repo = Repo::new(&dir.path().join("remotes"), "whoami", "id -u\n");
+    let mut plan = Plan::default();
+    plan.namespaces.insert(
+        NS.to_owned(),
+        NamespacePlan {
+            plugins: vec![item(repo.url(), 0)],
+            ..NamespacePlan::default()
+        },
+    );
+    let call = RunKind::Call {
+        timeout: Duration::from_secs(10),
+        param: None,
+    };
+    let mut cfg = config(dir.path(), 60);
+    cfg.agent.plugins_user = "root".to_owned();
+    let (p, _rx) = Pipeline::new("h", 16);
+    let refused = PluginManager::new(&cfg, p);
+    refused.sync(&plan).await;
+    let r = refused
+        .run(NS, "whoami", call.clone())
+        .await
+        .expect("known")
+        .result
+        .expect("ran");
+    assert_eq!(r.reason, "spawn", "{r:?}");
+    assert!(
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.contains("plugins_allow_root")),
+        "{r:?}"
+    );
+    cfg.agent.plugins_allow_root = true;
+    let (p, _rx) = Pipeline::new("h", 16);
+    let allowed = PluginManager::new(&cfg, p);
+    allowed.sync(&plan).await;
+    let r = allowed
+        .run(NS, "whoami", call)
+        .await
+        .expect("known")
+        .result
+        .expect("ran");
+    assert_eq!((r.ok, r.stdout.as_str()), (true, "0\n"), "{r:?}");
+}
