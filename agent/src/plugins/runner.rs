@@ -168,6 +168,9 @@ pub async fn run(spec: &RunSpec) -> Outcome {
         Err(e) => return Outcome::spawn_failed(format!("cannot start bash: {e}"), started),
     };
     let pid = child.id();
+    // If this future is dropped mid-run (shutdown, a cancelled request), `kill_on_drop` only
+    // reaches the leader; this takes the rest of the group with it.
+    let mut group = GroupGuard(pid);
     let over_cap = CancellationToken::new();
     let out = child
         .stdout
@@ -205,6 +208,7 @@ pub async fn run(spec: &RunSpec) -> Outcome {
         }
     };
 
+    group.0 = None;
     let (stdout, out_cut) = collect(out).await;
     let (stderr, err_cut) = collect(err).await;
     let truncated = out_cut || err_cut;
@@ -273,6 +277,14 @@ fn new_session(cmd: &mut Command) {
                 .map(drop)
                 .map_err(std::io::Error::from)
         });
+    }
+}
+
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        signal_group(self.0, Signal::SIGKILL);
     }
 }
 

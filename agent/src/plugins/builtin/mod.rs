@@ -68,6 +68,20 @@ pub fn validate(name: &str, params: &Params) -> Result<(), String> {
     (b.validate)(params).map_err(|e| format!("built-in plugin {name}: {e}"))
 }
 
+/// Drops the registry's built-in items that cannot run (unknown name, bad parameters) and
+/// returns one problem line per dropped item, for the registry to report.
+pub fn retain_valid(ns: &str, items: &mut Vec<crate::registry::BuiltinItem>) -> Vec<String> {
+    let mut problems = Vec::new();
+    items.retain(|b| match validate(&b.name, &b.params) {
+        Ok(()) => true,
+        Err(e) => {
+            problems.push(format!("namespace {ns:?}: {e}; item skipped"));
+            false
+        }
+    });
+    problems
+}
+
 /// Runs the built-in once.
 pub async fn run(name: &str, params: &Params) -> Result<Vec<Metric>, String> {
     let b = lookup(name)?;
@@ -141,5 +155,23 @@ mod tests {
         assert!(e.contains("port"), "{e}");
         let p = Params::from([("path".into(), "relative".into())]);
         assert!(validate("file_age", &p).is_err());
+        let mut items = vec![
+            crate::registry::BuiltinItem {
+                name: "file_age".into(),
+                interval: 60,
+                params: Params::from([("path".into(), "/tmp".into())]),
+            },
+            crate::registry::BuiltinItem {
+                name: "dns".into(),
+                interval: 60,
+                params: Params::new(),
+            },
+        ];
+        let problems = retain_valid("a.ns", &mut items);
+        assert_eq!(items.len(), 1);
+        assert!(
+            problems[0].contains("\"a.ns\"") && problems[0].contains("\"dns\""),
+            "{problems:?}"
+        );
     }
 }
