@@ -461,6 +461,12 @@ impl PluginManager {
                 ran: true,
                 result: Some(result),
             },
+            Err(IDLE) => {
+                return Err(PluginError::NotFound {
+                    ns: ns.to_owned(),
+                    repo: repo.to_owned(),
+                })
+            }
             Err(busy) => RunResponse {
                 ns: ns.to_owned(),
                 message: format!(
@@ -485,16 +491,18 @@ impl PluginManager {
         }
         match self.run_project(ns, project, RunKind::Regular).await {
             Ok(r) => Scheduled::Ran(r),
+            Err(IDLE) => Scheduled::Unknown,
             Err(_) => Scheduled::Busy,
         }
     }
 
-    /// Runs a (known) plugin once; `Err` carries the busy state when it was not idle.
+    /// Runs a (known) plugin once; `Err` carries the busy state when it was not idle, or
+    /// `IDLE` when the plugin is no longer in the plan.
     async fn run_project(&self, ns: &str, project: &str, kind: RunKind) -> Result<RunResult, u8> {
         let Some((item, dir, busy)) = self.with_entry(ns, project, |e| {
             (e.item.clone(), e.dir.clone(), Arc::clone(&e.busy))
         }) else {
-            // Removed between resolve and now: report it as a spawn failure of nothing.
+            // Removed from the plan between the lookup and now.
             return Err(IDLE);
         };
         let _guard = try_busy(&busy, RUNNING)?;
