@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod logging;
 pub mod output;
 pub mod pipeline;
+pub mod plugins;
 pub mod registry;
 pub mod scheduler;
 pub mod state;
@@ -118,6 +119,7 @@ pub async fn run(
         shutdown.clone(),
     ));
     producers.spawn(collect::alive::run(state.clone(), shutdown.clone()));
+    producers.spawn(plugins::run_sync(state.clone(), shutdown.clone()));
     let app = api::router(state.clone());
     let api_shutdown = shutdown.clone();
     producers.spawn(async move {

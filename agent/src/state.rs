@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::output::spool::Spool;
 use crate::output::OutputStats;
 use crate::pipeline::Pipeline;
+use crate::plugins::PluginManager;
 use crate::registry::service::RegistryHandle;
 use crate::registry::Plan;
 use crate::scheduler::SchedulerStats;
@@ -31,6 +32,7 @@ struct Inner {
     plan: watch::Sender<Arc<Plan>>,
     registry: Arc<RegistryHandle>,
     jobs: Arc<SchedulerStats>,
+    plugins: PluginManager,
 }
 
 impl AgentState {
@@ -43,6 +45,7 @@ impl AgentState {
         output: Arc<OutputStats>,
     ) -> Self {
         let (plan, _) = watch::channel(Arc::new(Plan::default()));
+        let plugins = PluginManager::new(&config, pipeline.clone());
         AgentState {
             inner: Arc::new(Inner {
                 config,
@@ -55,6 +58,7 @@ impl AgentState {
                 plan,
                 registry: Arc::default(),
                 jobs: Arc::default(),
+                plugins,
             }),
         }
     }
@@ -117,5 +121,10 @@ impl AgentState {
     /// Puts a new plan in force.
     pub fn set_plan(&self, plan: Plan) {
         self.inner.plan.send_replace(Arc::new(plan));
+    }
+
+    /// Script and built-in plugins.
+    pub fn plugins(&self) -> &PluginManager {
+        &self.inner.plugins
     }
 }

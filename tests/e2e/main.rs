@@ -5,4 +5,5 @@
 mod console;
 mod lifecycle;
 mod nsq;
+mod plugins;
 mod registry;

@@ -1,6 +1,7 @@
 //! The HTTP API: the router, its error type, and the handlers.
 
 mod error;
+mod plugins;
 mod status;
 mod update;
 
@@ -18,6 +19,11 @@ pub fn router(state: AgentState) -> Router {
         .route(paths::ME_STATUS, get(status::status))
         .route(paths::ME_NS, get(status::namespaces))
         .route(paths::UPDATE, get(update::update))
+        .route(paths::PLUGINS_LIST, get(plugins::list))
+        .route(paths::PLUGINS_UPDATE, get(plugins::update))
+        .route(paths::PLUGINS_RUN, get(plugins::run))
+        .route(paths::PLUGINS_ENABLE, get(plugins::enable))
+        .route(paths::PLUGINS_DISABLE, get(plugins::disable))
         .fallback(error::not_found)
         .with_state(state)
 }

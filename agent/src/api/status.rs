@@ -60,7 +60,7 @@ pub fn build_status(state: &AgentState) -> Status {
         },
         jobs: state.jobs().counts(),
         log_dir: Some(cfg.log_dir().display().to_string()),
-        ..Status::default()
+        plugins: state.plugins().counts(),
     }
 }
 

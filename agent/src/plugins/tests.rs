@@ -1,0 +1,983 @@
+//! Plugins against real git repositories (bare repos made here, one served by `git daemon` on
+//! loopback), real processes, and real local HTTP and TLS servers.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use shared::Value;
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::pipeline::{Point, Submission};
+use crate::registry::NamespacePlan;
+
+const NS: &str = "test.plugins";
+
+/// A temporary directory the unprivileged plugin user can traverse (tests run as root here).
+fn open_tempdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A bare repository `<root>/<name>.git` whose main branch holds `plugin.sh` = `script`.
+struct Repo {
+    bare: PathBuf,
+    work: PathBuf,
+}
+
+impl Repo {
+    fn new(root: &Path, name: &str, script: &str) -> Repo {
+        let bare = root.join(format!("{name}.git"));
+        let work = root.join(format!("{name}-work"));
+        std::fs::create_dir_all(&bare).expect("bare dir");
+        std::fs::create_dir_all(&work).expect("work dir");
+        git(&bare, &["init", "--bare", "-q"]);
+        git(&work, &["init", "-q"]);
+        git(
+            &work,
+            &["remote", "add", "origin", bare.to_str().expect("utf8")],
+        );
+        let repo = Repo { bare, work };
+        repo.push(script);
+        repo
+    }
+
+    fn push(&self, script: &str) {
+        std::fs::write(self.work.join("plugin.sh"), script).expect("write plugin.sh");
+        git(&self.work, &["add", "plugin.sh"]);
+        git(&self.work, &["commit", "-q", "-m", "plugin"]);
+        git(&self.work, &["push", "-q", "origin", "HEAD:main"]);
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.bare.display())
+    }
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    manager: PluginManager,
+    rx: mpsc::Receiver<Submission>,
+}
+
+fn config(dir: &Path, disable_secs: u64) -> Config {
+    let mut c = Config::default();
+    c.agent.data_dir = dir.join("data");
+    c.agent.plugins_dir = Some(dir.join("data").join("plugins"));
+    c.agent.plugin_disable_secs = disable_secs;
+    c
+}
+
+fn fixture(disable_secs: u64) -> Fixture {
+    let dir = open_tempdir();
+    let (pipeline, rx) = Pipeline::new("testhost", 4096);
+    let manager = PluginManager::new(&config(dir.path(), disable_secs), pipeline);
+    Fixture { dir, manager, rx }
+}
+
+impl Fixture {
+    fn repo(&self, name: &str, script: &str) -> Repo {
+        Repo::new(&self.dir.path().join("remotes"), name, script)
+    }
+
+    /// A world-writable folder for plugins to leave evidence in (they run as `nobody`).
+    fn drop_box(&self) -> PathBuf {
+        let p = self.dir.path().join("dropbox");
+        std::fs::create_dir_all(&p).expect("dropbox");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        p
+    }
+
+    async fn plan(&self, items: Vec<PluginItem>) {
+        let mut plan = Plan::default();
+        plan.namespaces.insert(
+            NS.to_owned(),
+            NamespacePlan {
+                plugins: items,
+                ..NamespacePlan::default()
+            },
+        );
+        self.manager.sync(&plan).await;
+    }
+
+    fn points(&mut self) -> Vec<Point> {
+        let mut out = Vec::new();
+        while let Ok(s) = self.rx.try_recv() {
+            assert_eq!(&*s.ns, NS);
+            out.extend(s.points);
+        }
+        out
+    }
+
+    async fn call(&self, project: &str, timeout_secs: u64, param: Option<&str>) -> RunResult {
+        let resp = self
+            .manager
+            .run(
+                NS,
+                project,
+                RunKind::Call {
+                    timeout: Duration::from_secs(timeout_secs),
+                    param: param.map(str::to_owned),
+                },
+            )
+            .await
+            .expect("known plugin");
+        assert!(resp.ran, "{resp:?}");
+        resp.result.expect("a result")
+    }
+}
+
+fn item(git: String, interval: u64) -> PluginItem {
+    PluginItem {
+        git,
+        interval,
+        parameters: String::new(),
+        branch: None,
+    }
+}
+
+fn tag<'a>(p: &'a Point, key: &str) -> Option<&'a str> {
+    p.tags
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn result_point<'a>(points: &'a [Point], project: &str) -> &'a Point {
+    points
+        .iter()
+        .find(|p| p.measurement == format!("plugin.{project}"))
+        .unwrap_or_else(|| panic!("no result point plugin.{project} in {points:?}"))
+}
+
+const ECHO_V1: &str = "echo '[{\"name\":\"version\",\"value\":1}]'\n";
+const ECHO_V2: &str = "echo '[{\"name\":\"version\",\"value\":2}]'\n";
+
+#[tokio::test]
+async fn clones_keeps_the_cache_until_an_explicit_update_and_a_failed_update_keeps_the_old_one() {
+    let mut f = fixture(60);
+    let repo = f.repo("plugin-example", ECHO_V1);
+    f.plan(vec![item(repo.url(), 30)]).await;
+    let dir = f.manager.checkout_dir(NS, "plugin-example");
+    assert!(dir.join("plugin.sh").is_file(), "cloned into {dir:?}");
+    let listed = f.manager.list();
+    assert_eq!(listed.plugins.len(), 1);
+    assert_eq!(listed.plugins[0].project, "plugin-example");
+    assert!(listed.plugins[0].commit.is_some(), "{listed:?}");
+
+    let r = f.call("plugin-example", 10, None).await;
+    assert!(r.ok, "{r:?}");
+    let pts = f.points();
+    let v = pts
+        .iter()
+        .find(|p| p.measurement == "PLUGIN.plugin-example.version")
+        .expect("renamed metric");
+    assert_eq!(v.value, Value::Float(1.0));
+
+    // A new commit upstream, and a re-sync of the same plan: the cache does not move by itself.
+    repo.push(ECHO_V2);
+    f.plan(vec![item(repo.url(), 30)]).await;
+    assert!(f
+        .call("plugin-example", 10, None)
+        .await
+        .stdout
+        .contains(":1}"));
+
+    // The explicit update moves it.
+    let a = f
+        .manager
+        .update(NS, &repo.url())
+        .await
+        .expect("update works");
+    assert!(a.message.contains("updated from"), "{a:?}");
+    assert!(f
+        .call("plugin-example", 10, None)
+        .await
+        .stdout
+        .contains(":2}"));
+
+    // The remote is gone: the update fails, says so, and the old checkout still runs.
+    std::fs::rename(&repo.bare, repo.bare.with_extension("moved")).expect("hide remote");
+    let e = f
+        .manager
+        .update(NS, "plugin-example")
+        .await
+        .expect_err("remote gone");
+    assert!(e.to_string().contains("previous checkout is kept"), "{e}");
+    let r = f.call("plugin-example", 10, None).await;
+    assert!(r.ok && r.stdout.contains(":2}"), "{r:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.parent().expect("ns dir"))
+        .expect("ns dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "no temporary clone left: {leftovers:?}");
+}
+
+#[tokio::test]
+async fn a_plain_local_path_and_a_named_branch_are_cloned() {
+    let f = fixture(60);
+    let repo = f.repo("by-path", ECHO_V1);
+    git(&repo.work, &["checkout", "-q", "-b", "stable"]);
+    repo.push(ECHO_V2);
+    git(&repo.work, &["push", "-q", "origin", "HEAD:stable"]);
+    let mut it = item(repo.bare.display().to_string(), 0);
+    it.branch = Some("stable".to_owned());
+    f.plan(vec![it]).await;
+    let r = f.call("by-path", 10, None).await;
+    assert!(r.ok && r.stdout.contains(":2}"), "{r:?}");
+}
+
+/// `git daemon` on loopback, killed on drop.
+struct GitDaemon(std::process::Child);
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[tokio::test]
+async fn clones_over_git_protocol_from_git_daemon() {
+    let f = fixture(60);
+    let repo = f.repo("daemon-plugin", ECHO_V1);
+    let base = repo.bare.parent().expect("remotes").to_owned();
+    let port = free_port();
+    // git-daemon itself, not the `git daemon` wrapper: killing the wrapper would orphan it.
+    let exec_path = Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .expect("git --exec-path");
+    let exec_path = String::from_utf8_lossy(&exec_path.stdout).trim().to_owned();
+    let child = Command::new(Path::new(&exec_path).join("git-daemon"))
+        .arg(format!("--base-path={}", base.display()))
+        .args(["--export-all", "--reuseaddr", "--listen=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .arg(&base)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("git daemon");
+    let _daemon = GitDaemon(child);
+    let mut up = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "git daemon listening on {port}");
+    let url = format!("git://127.0.0.1:{port}/daemon-plugin.git");
+    f.plan(vec![item(url.clone(), 0)]).await;
+    let r = f.call(&url, 10, None).await;
+    assert!(r.ok && r.stdout.contains(":1}"), "{r:?}");
+    repo.push(ECHO_V2);
+    f.manager
+        .update(NS, &url)
+        .await
+        .expect("update over git://");
+    assert!(f.call(&url, 10, None).await.stdout.contains(":2}"));
+}
+
+#[test]
+fn addresses_that_could_run_commands_are_refused_and_project_names_are_derived() {
+    for bad in [
+        "-uhelp",
+        "--upload-pack=touch /tmp/x",
+        "ext::sh -c touch% /tmp/pwned",
+        "fd::3",
+        "transport+x::foo",
+        "",
+    ] {
+        let e = git::check_address(bad).expect_err(bad);
+        assert!(e.to_string().contains("refused"), "{e}");
+    }
+    for good in [
+        "https://git.example.com/ops/nginx-stats.git",
+        "ssh://git@git.example.com:2222/ops/x.git",
+        "git@github.com:org/name.git",
+        "git://127.0.0.1:9418/x.git",
+        "file:///srv/git/x.git",
+        "/srv/git/x",
+    ] {
+        git::check_address(good).expect(good);
+    }
+    let name = |a: &str| git::project_name(a);
+    assert_eq!(
+        name("https://h/ops/plugin-example.git").as_deref(),
+        Ok("plugin-example")
+    );
+    assert_eq!(name("git@host:org/name.git").as_deref(), Ok("name"));
+    assert_eq!(name("git@host:name.git").as_deref(), Ok("name"));
+    assert_eq!(name("/srv/git/x/").as_deref(), Ok("x"));
+    assert!(name("https://h/ops/.git").is_err());
+    assert!(name("https://h/..").is_err());
+}
+
+#[tokio::test]
+async fn a_duplicate_project_name_and_a_refused_address_are_reported_not_run() {
+    let f = fixture(60);
+    let a = f.repo("same", ECHO_V1);
+    let other_root = f.dir.path().join("elsewhere");
+    let b = Repo::new(&other_root, "same", ECHO_V2);
+    f.plan(vec![
+        item(a.url(), 0),
+        item(b.url(), 0),
+        item("ext::sh -c id".to_owned(), 0),
+    ])
+    .await;
+    let list = f.manager.list();
+    assert_eq!(list.plugins.len(), 3, "{list:?}");
+    let dup = list
+        .plugins
+        .iter()
+        .find(|p| p.repo == b.url())
+        .expect("the second is listed");
+    assert!(
+        dup.problem
+            .as_deref()
+            .is_some_and(|p| p.contains("already used")),
+        "{dup:?}"
+    );
+    let e = f
+        .manager
+        .run(NS, &b.url(), RunKind::Regular)
+        .await
+        .expect_err("refused");
+    assert!(matches!(e, PluginError::Refused { .. }), "{e}");
+    // The first keeps working.
+    assert!(f.call("same", 10, None).await.stdout.contains(":1}"));
+    let e = f
+        .manager
+        .run(NS, "nope", RunKind::Regular)
+        .await
+        .expect_err("unknown");
+    assert!(e.to_string().contains("refreshed"), "{e}");
+}
+
+#[tokio::test]
+async fn a_run_has_a_clean_environment_argv_no_stdin_a_new_session_and_drops_root() {
+    let mut f = fixture(60);
+    let script = r#"
+echo "args=$#"
+for a in "$@"; do echo "arg=$a"; done
+echo "ns=$AGENT_NS plugin=$AGENT_PLUGIN path=$PATH lang=$LANG home=$HOME"
+echo "leak=${CARGO_PKG_NAME:-none}"
+echo "uid=$(id -u)"
+echo "stdin=$(cat)"
+echo "sid=$(cut -d' ' -f6 /proc/$$/stat) pid=$$"
+"#;
+    let repo = f.repo("envcheck", script);
+    f.plan(vec![item(repo.url(), 0)]).await;
+    let r = f
+        .call("envcheck", 10, Some("a;b  $(touch /tmp/x) 'q"))
+        .await;
+    assert!(r.ok, "{r:?}");
+    let out = &r.stdout;
+    assert!(out.contains("args=4\n"), "{out}");
+    assert!(
+        out.contains("arg=a;b\narg=$(touch\narg=/tmp/x)\narg='q\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "ns={NS} plugin=envcheck path={} lang=C.UTF-8",
+            runner::PLUGIN_PATH
+        )),
+        "{out}"
+    );
+    assert!(out.contains("leak=none"), "{out}");
+    assert!(out.contains("stdin=\n"), "{out}");
+    let sid_line = out.lines().find(|l| l.starts_with("sid=")).expect("sid");
+    let (sid, pid) = sid_line
+        .trim_start_matches("sid=")
+        .split_once(" pid=")
+        .expect("sid and pid");
+    assert_eq!(sid, pid, "the plugin leads its own session");
+    if nix::unistd::geteuid().is_root() {
+        let nobody = nix::unistd::User::from_name("nobody")
+            .expect("lookup")
+            .expect("nobody exists");
+        assert!(out.contains(&format!("uid={}\n", nobody.uid)), "{out}");
+    }
+    // An interval-0 plugin's output is for the caller; only the result point is shipped.
+    let pts = f.points();
+    assert_eq!(pts.len(), 1, "{pts:?}");
+    assert_eq!(tag(&pts[0], "type"), Some("call"));
+    assert_eq!(tag(&pts[0], "reason"), Some("ok"));
+    assert_eq!(pts[0].value, Value::Float(0.0));
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // A zombie (waiting for a reaper such as a container's PID 1) is dead for our purpose.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test]
+async fn failures_exit_timeout_garbage_and_oversized_output_each_have_their_reason() {
+    let mut f = fixture(60);
+    let drop_box = f.drop_box();
+    let exit = f.repo("exits", "echo oops >&2\nexit 3\n");
+    let hang = f.repo(
+        "hangs",
+        "trap '' TERM\n(trap '' TERM; sleep 300) &\necho $! > \"$1/grandchild\"\nsleep 300\n",
+    );
+    let garbage = f.repo("garbage", "echo 'this is not json'\n");
+    let big = f.repo(
+        "big",
+        "head -c 10485760 /dev/zero | tr '\\0' 'a'\necho '[]'\n",
+    );
+    f.plan(vec![
+        item(exit.url(), 60),
+        item(hang.url(), 60),
+        item(garbage.url(), 60),
+        item(big.url(), 60),
+    ])
+    .await;
+
+    let r = f.call("exits", 10, None).await;
+    assert_eq!(
+        (r.ok, r.reason.as_str(), r.exit_code),
+        (false, "exit", Some(3))
+    );
+    assert!(r.stderr.contains("oops"), "{r:?}");
+
+    let r = f
+        .call("hangs", 1, Some(drop_box.to_str().expect("utf8")))
+        .await;
+    assert_eq!((r.ok, r.reason.as_str()), (false, "timeout"), "{r:?}");
+    assert!(
+        r.duration_ms < 1000 + runner::KILL_GRACE.as_millis() as u64 + 2000,
+        "{r:?}"
+    );
+    let gc: i32 = std::fs::read_to_string(drop_box.join("grandchild"))
+        .expect("the plugin wrote its grandchild's pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let mut gone = false;
+    for _ in 0..50 {
+        if !pid_alive(gc) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "grandchild {gc} survived the timeout");
+
+    let r = f.call("garbage", 10, None).await;
+    assert_eq!((r.ok, r.reason.as_str()), (false, "output"), "{r:?}");
+    let err = r.error.as_deref().unwrap_or_default();
+    assert!(
+        err.contains("this is not json"),
+        "snippet in the error: {err}"
+    );
+    let listed = f.manager.list();
+    let g = listed
+        .plugins
+        .iter()
+        .find(|p| p.project == "garbage")
+        .expect("listed");
+    assert!(
+        g.last_run
+            .as_ref()
+            .and_then(|l| l.error.as_deref())
+            .is_some_and(|e| e.contains("this is not json")),
+        "{g:?}"
+    );
+
+    let r = f.call("big", 30, None).await;
+    assert_eq!(
+        (r.ok, r.reason.as_str(), r.truncated),
+        (false, "output", true)
+    );
+    assert_eq!(r.stdout.len(), runner::OUTPUT_CAP);
+    let kept = f.manager.list();
+    let b = kept
+        .plugins
+        .iter()
+        .find(|p| p.project == "big")
+        .expect("big");
+    assert!(b
+        .last_run
+        .as_ref()
+        .is_some_and(|l| l.stdout.len() <= LIST_OUTPUT_CAP));
+
+    let pts = f.points();
+    for (project, reason) in [
+        ("exits", "exit"),
+        ("hangs", "timeout"),
+        ("garbage", "output"),
+        ("big", "output"),
+    ] {
+        let p = result_point(&pts, project);
+        assert_eq!(p.value, Value::Float(1.0));
+        assert_eq!(tag(p, "reason"), Some(reason));
+        assert_eq!(tag(p, "type"), Some("call"));
+    }
+}
+
+#[tokio::test]
+async fn a_call_while_running_is_ignored_and_says_so() {
+    let f = fixture(60);
+    let repo = f.repo("slow", "sleep 2\necho '[]'\n");
+    f.plan(vec![item(repo.url(), 0)]).await;
+    let m = f.manager.clone();
+    let first = tokio::spawn(async move {
+        m.run(
+            NS,
+            "slow",
+            RunKind::Call {
+                timeout: Duration::from_secs(10),
+                param: None,
+            },
+        )
+        .await
+    });
+    let mut running = false;
+    for _ in 0..100 {
+        if f.manager.counts().running == 1 {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(running, "first run started");
+    let second = f
+        .manager
+        .run(
+            NS,
+            "slow",
+            RunKind::Call {
+                timeout: Duration::from_secs(10),
+                param: None,
+            },
+        )
+        .await
+        .expect("known");
+    assert!(
+        !second.ran && second.message.contains("already running"),
+        "{second:?}"
+    );
+    assert_eq!(f.manager.run_scheduled(NS, "slow").await, Scheduled::Busy);
+    let first = first.await.expect("join").expect("ran");
+    assert!(first.ran && first.result.is_some_and(|r| r.ok));
+}
+
+#[tokio::test]
+async fn scheduled_runs_ship_renamed_metrics_and_a_regular_result_point() {
+    let mut f = fixture(60);
+    let repo = f.repo(
+        "metrics",
+        "echo '[{\"name\":\"conn.active\",\"tags\":{\"pool\":\"a\"},\"value\":12.5}]'\n",
+    );
+    f.plan(vec![item(repo.url(), 30)]).await;
+    let Scheduled::Ran(r) = f.manager.run_scheduled(NS, "metrics").await else {
+        panic!("should run");
+    };
+    assert!(r.ok, "{r:?}");
+    let pts = f.points();
+    let m = pts
+        .iter()
+        .find(|p| p.measurement == "PLUGIN.metrics.conn.active")
+        .expect("renamed metric");
+    assert_eq!(tag(m, "pool"), Some("a"));
+    assert_eq!(tag(m, "host"), Some("testhost"));
+    let p = result_point(&pts, "metrics");
+    assert_eq!(
+        (tag(p, "type"), tag(p, "reason")),
+        (Some("regular"), Some("ok"))
+    );
+    assert_eq!(
+        f.manager.run_scheduled(NS, "gone").await,
+        Scheduled::Unknown
+    );
+}
+
+#[tokio::test]
+async fn disable_enable_auto_re_enable_and_state_kept_across_a_restart() {
+    let f = fixture(1);
+    let repo = f.repo("toggle", "echo '[]'\n");
+    f.plan(vec![item(repo.url(), 30)]).await;
+    let a = f.manager.disable(NS, "toggle").await.expect("disable");
+    assert!(a
+        .plugin
+        .as_ref()
+        .is_some_and(|p| !p.enabled && p.disabled_until.is_some()));
+    assert_eq!(
+        f.manager.run_scheduled(NS, "toggle").await,
+        Scheduled::Disabled
+    );
+    assert_eq!(f.manager.counts().disabled, 1);
+    let a = f.manager.enable(NS, "toggle").await.expect("enable");
+    assert!(a.plugin.as_ref().is_some_and(|p| p.enabled), "{a:?}");
+    assert!(matches!(
+        f.manager.run_scheduled(NS, "toggle").await,
+        Scheduled::Ran(_)
+    ));
+
+    // Auto re-enable after plugin_disable_secs (1 s here).
+    f.manager.disable(NS, "toggle").await.expect("disable");
+    assert_eq!(
+        f.manager.run_scheduled(NS, "toggle").await,
+        Scheduled::Disabled
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(matches!(
+        f.manager.run_scheduled(NS, "toggle").await,
+        Scheduled::Ran(_)
+    ));
+
+    // A restart: a new manager on the same data dir sees the saved state.
+    let long = fixture(3600);
+    drop(long);
+    let cfg = config(f.dir.path(), 3600);
+    let (p1, _rx1) = Pipeline::new("h", 16);
+    let first = PluginManager::new(&cfg, p1);
+    first.load_state().await;
+    let mut plan = Plan::default();
+    plan.namespaces.insert(
+        NS.to_owned(),
+        NamespacePlan {
+            plugins: vec![item(repo.url(), 30)],
+            ..NamespacePlan::default()
+        },
+    );
+    first.sync(&plan).await;
+    first.disable(NS, "toggle").await.expect("disable");
+    drop(first);
+    let (p2, _rx2) = Pipeline::new("h", 16);
+    let second = PluginManager::new(&cfg, p2);
+    second.load_state().await;
+    second.sync(&plan).await;
+    assert_eq!(
+        second.run_scheduled(NS, "toggle").await,
+        Scheduled::Disabled
+    );
+    let info = second.list().plugins.into_iter().next().expect("listed");
+    assert!(!info.enabled && info.disabled_until.is_some(), "{info:?}");
+}
+
+#[test]
+fn periodic_timeout_leaves_a_margin_before_the_next_tick() {
+    assert_eq!(periodic_timeout(60), Duration::from_secs(55));
+    assert_eq!(periodic_timeout(10), Duration::from_secs(9));
+    assert_eq!(periodic_timeout(1), Duration::from_millis(900));
+}
+
+// ---- built-ins ----
+
+async fn http_server() -> (String, tokio_util::sync::CancellationToken) {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/ok", get(|| async { "fine" }))
+        .route(
+            "/down",
+            get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "no") }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "late"
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { s.cancelled().await })
+            .await;
+    });
+    (format!("http://{addr}"), stop)
+}
+
+fn metric(ms: &[Metric], name: &str) -> Option<f64> {
+    ms.iter()
+        .find(|m| m.name == name)
+        .and_then(|m| match m.value {
+            Value::Float(v) => Some(v),
+            _ => None,
+        })
+}
+
+fn params(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+    kv.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn http_check_reports_up_status_and_latency() {
+    let (base, stop) = http_server().await;
+    let ok = builtin::run("http_check", &params(&[("url", &format!("{base}/ok"))]))
+        .await
+        .expect("runs");
+    assert_eq!(metric(&ok, "up"), Some(1.0));
+    assert_eq!(metric(&ok, "status"), Some(200.0));
+    assert!(metric(&ok, "latency_ms").is_some_and(|l| l >= 0.0));
+    let down = builtin::run("http_check", &params(&[("url", &format!("{base}/down"))]))
+        .await
+        .expect("runs");
+    assert_eq!(
+        (metric(&down, "up"), metric(&down, "status")),
+        (Some(0.0), Some(503.0))
+    );
+    let expected = builtin::run(
+        "http_check",
+        &params(&[("url", &format!("{base}/down")), ("expect_status", "503")]),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(metric(&expected, "up"), Some(1.0));
+    let slow = builtin::run(
+        "http_check",
+        &params(&[("url", &format!("{base}/slow")), ("timeout", "0.3")]),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(
+        (metric(&slow, "up"), metric(&slow, "status")),
+        (Some(0.0), Some(0.0))
+    );
+    stop.cancel();
+    let refused = builtin::run(
+        "http_check",
+        &params(&[("url", &format!("http://127.0.0.1:{}/", free_port()))]),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(metric(&refused, "up"), Some(0.0));
+}
+
+/// A TLS server on loopback with a fresh self-signed certificate valid for `days`, serving
+/// handshakes until the listener is dropped.
+fn tls_server(days: u32) -> u16 {
+    use openssl::asn1::Asn1Time;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::ssl::{SslAcceptor, SslMethod};
+    use openssl::x509::{X509NameBuilder, X509};
+
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("curve");
+    let key = PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("pkey");
+    let mut name = X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("CN", "localhost").expect("cn");
+    let name = name.build();
+    let mut cert = X509::builder().expect("x509");
+    cert.set_version(2).expect("version");
+    cert.set_subject_name(&name).expect("subject");
+    cert.set_issuer_name(&name).expect("issuer");
+    cert.set_pubkey(&key).expect("pubkey");
+    cert.set_not_before(&Asn1Time::days_from_now(0).expect("now"))
+        .expect("not before");
+    cert.set_not_after(&Asn1Time::days_from_now(days).expect("later"))
+        .expect("not after");
+    cert.sign(&key, MessageDigest::sha256()).expect("sign");
+    let cert = cert.build();
+    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
+    acceptor.set_private_key(&key).expect("key");
+    acceptor.set_certificate(&cert).expect("cert");
+    let acceptor = acceptor.build();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        // Bounded: a test makes a handful of connections.
+        for stream in listener.incoming().take(4).flatten() {
+            let _ = acceptor.accept(stream);
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn tls_cert_expiry_reports_days_left_of_a_known_certificate() {
+    let port = tls_server(30);
+    let ms = builtin::run(
+        "tls_cert_expiry",
+        &params(&[
+            ("host", "127.0.0.1"),
+            ("port", &port.to_string()),
+            ("server_name", "localhost"),
+        ]),
+    )
+    .await
+    .expect("runs");
+    let days = metric(&ms, "days_left").expect("days_left");
+    assert!((29.9..=30.01).contains(&days), "days_left = {days}");
+    let at = metric(&ms, "expires_at").expect("expires_at");
+    let expected = (now_secs() + 30 * 86_400) as f64;
+    assert!(
+        (at - expected).abs() < 120.0,
+        "expires_at = {at}, expected ~{expected}"
+    );
+    let e = builtin::run(
+        "tls_cert_expiry",
+        &params(&[("host", "127.0.0.1"), ("port", &free_port().to_string())]),
+    )
+    .await
+    .expect_err("nothing listens");
+    assert!(e.contains("cannot connect"), "{e}");
+}
+
+#[tokio::test]
+async fn file_age_reports_existence_age_and_size() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("heartbeat");
+    std::fs::write(&path, b"12345").expect("write");
+    let ms = builtin::run(
+        "file_age",
+        &params(&[("path", path.to_str().expect("utf8"))]),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(metric(&ms, "exists"), Some(1.0));
+    assert_eq!(metric(&ms, "size_bytes"), Some(5.0));
+    assert!(metric(&ms, "age_secs").is_some_and(|a| a < 60.0));
+    let missing = dir.path().join("nope");
+    let ms = builtin::run(
+        "file_age",
+        &params(&[("path", missing.to_str().expect("utf8"))]),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(metric(&ms, "exists"), Some(0.0));
+    assert_eq!(ms.len(), 1);
+}
+
+#[tokio::test]
+async fn a_scheduled_builtin_ships_renamed_metrics_and_its_result_point() {
+    let mut f = fixture(60);
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("f");
+    std::fs::write(&path, b"x").expect("write");
+    let ok = BuiltinItem {
+        name: "file_age".to_owned(),
+        interval: 30,
+        params: params(&[("path", path.to_str().expect("utf8"))]),
+    };
+    let r = f.manager.run_builtin_scheduled(NS, &ok).await;
+    assert!(r.ok, "{r:?}");
+    let bad = BuiltinItem {
+        name: "file_age".to_owned(),
+        interval: 30,
+        params: params(&[("path", "relative")]),
+    };
+    let r = f.manager.run_builtin_scheduled(NS, &bad).await;
+    assert_eq!((r.ok, r.reason.as_str()), (false, "exit"));
+    let pts = f.points();
+    assert!(
+        pts.iter()
+            .any(|p| p.measurement == "PLUGIN.file_age.exists"),
+        "{pts:?}"
+    );
+    let results: Vec<_> = pts
+        .iter()
+        .filter(|p| p.measurement == "plugin.file_age")
+        .map(|p| (p.value.clone(), tag(p, "reason").map(str::to_owned)))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            (Value::Float(0.0), Some("ok".to_owned())),
+            (Value::Float(1.0), Some("exit".to_owned()))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn plugins_are_not_run_as_root_unless_the_config_says_so() {
+    if !nix::unistd::geteuid().is_root() {
+        // As a normal user the agent runs plugins as itself; nothing to refuse.
+        return;
+    }
+    let dir = open_tempdir();
+    let repo = Repo::new(&dir.path().join("remotes"), "whoami", "id -u\n");
+    let mut plan = Plan::default();
+    plan.namespaces.insert(
+        NS.to_owned(),
+        NamespacePlan {
+            plugins: vec![item(repo.url(), 0)],
+            ..NamespacePlan::default()
+        },
+    );
+    let call = RunKind::Call {
+        timeout: Duration::from_secs(10),
+        param: None,
+    };
+    let mut cfg = config(dir.path(), 60);
+    cfg.agent.plugins_user = "root".to_owned();
+    let (p, _rx) = Pipeline::new("h", 16);
+    let refused = PluginManager::new(&cfg, p);
+    refused.sync(&plan).await;
+    let r = refused
+        .run(NS, "whoami", call.clone())
+        .await
+        .expect("known")
+        .result
+        .expect("ran");
+    assert_eq!(r.reason, "spawn", "{r:?}");
+    assert!(
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.contains("plugins_allow_root")),
+        "{r:?}"
+    );
+    cfg.agent.plugins_allow_root = true;
+    let (p, _rx) = Pipeline::new("h", 16);
+    let allowed = PluginManager::new(&cfg, p);
+    allowed.sync(&plan).await;
+    let r = allowed
+        .run(NS, "whoami", call)
+        .await
+        .expect("known")
+        .result
+        .expect("ran");
+    assert_eq!((r.ok, r.stdout.as_str()), (true, "0\n"), "{r:?}");
+}

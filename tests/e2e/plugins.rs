@@ -1,0 +1,151 @@
+//! Script plugins through the real agent: cloned from real git repositories named in the file
+//! registry, run, updated, disabled and enabled over the HTTP API.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use support::gitrepo::BareRepo;
+use support::{wait_until, Agent, AgentBuilder};
+
+const NS: &str = "e2e.plugins";
+
+fn registry(items: &[(String, u64)]) -> String {
+    let list: Vec<String> = items
+        .iter()
+        .map(|(git, interval)| format!("{{ git = \"{git}\", interval = {interval} }}"))
+        .collect();
+    format!(
+        "[[namespace]]\nname = \"{NS}\"\nplugins = [{}]\n",
+        list.join(", ")
+    )
+}
+
+/// Waits until every plugin in the list has a checkout; the agent's directory is opened so the
+/// unprivileged plugin user can reach the checkouts (the harness's tempdir is 0700).
+fn wait_cloned(agent: &Agent, n: usize) {
+    std::fs::set_permissions(agent.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let ok = wait_until(Duration::from_secs(30), || {
+        let (_, list) = agent.get("/plugins/list");
+        list["plugins"]
+            .as_array()
+            .is_some_and(|p| p.len() == n && p.iter().all(|p| p["commit"].is_string()))
+    });
+    assert!(
+        ok,
+        "plugins not cloned: {}\n{}",
+        agent.get("/plugins/list").1,
+        agent.stderr()
+    );
+}
+
+#[test]
+fn plugins_are_listed_run_updated_and_disabled_through_the_api() {
+    let remotes = tempfile::tempdir().expect("tmp");
+    let ondemand = BareRepo::new(
+        remotes.path(),
+        "hello",
+        "echo \"hello $1 from $AGENT_PLUGIN\"\n",
+    );
+    let periodic = BareRepo::new(
+        remotes.path(),
+        "nginx-stats",
+        "echo '[{\"name\":\"conn.active\",\"value\":7}]'\n",
+    );
+    let agent = AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-host\"")
+        .config("[output]\nflush_ms = 100")
+        .registry(&registry(&[(ondemand.url(), 0), (periodic.url(), 60)]))
+        .start();
+    wait_cloned(&agent, 2);
+
+    let (code, body) = agent.get(&format!(
+        "/plugins/run?ns={NS}&repo={}&param=world",
+        ondemand.url()
+    ));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["ran"], true, "{body}");
+    assert_eq!(body["result"]["ok"], true, "{body}");
+    assert_eq!(body["result"]["exit_code"], 0, "{body}");
+    assert_eq!(
+        body["result"]["stdout"], "hello world from hello\n",
+        "{body}"
+    );
+
+    // A periodic plugin run on demand also ships its metrics, and every run its result point.
+    let (code, body) = agent.get(&format!("/plugins/run?ns={NS}&repo=nginx-stats&timeout=5"));
+    assert_eq!(
+        (code, &body["ran"]),
+        (200, &serde_json::json!(true)),
+        "{body}"
+    );
+    let shipped = wait_until(Duration::from_secs(10), || {
+        let out = agent.output_file(NS);
+        out.contains("PLUGIN.nginx-stats.conn.active,host=e2e-host value=7")
+            && out.contains("plugin.nginx-stats,host=e2e-host,reason=ok,type=call value=0")
+            && out.contains("plugin.hello,host=e2e-host,reason=ok,type=call value=0")
+    });
+    assert!(shipped, "points in the output:\n{}", agent.output_file(NS));
+
+    // Bad and unknown requests.
+    let (code, body) = agent.get("/plugins/run?repo=hello");
+    assert_eq!(code, 400);
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("'ns'")),
+        "{body}"
+    );
+    let (code, body) = agent.get(&format!("/plugins/enable?ns={NS}"));
+    assert_eq!(code, 400);
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("'repo'")),
+        "{body}"
+    );
+    let (code, body) = agent.get(&format!("/plugins/run?ns={NS}&repo=nope"));
+    assert_eq!(code, 404);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/update")),
+        "{body}"
+    );
+    let (code, _) = agent.get(&format!("/plugins/run?ns={NS}&repo=hello&timeout=0"));
+    assert_eq!(code, 400);
+
+    // No silent update; the explicit one moves the checkout.
+    ondemand.push("echo v2\n");
+    let (_, body) = agent.get(&format!("/plugins/run?ns={NS}&repo=hello"));
+    assert!(
+        body["result"]["stdout"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("hello")),
+        "{body}"
+    );
+    let (code, body) = agent.get(&format!("/plugins/update?ns={NS}&repo=hello"));
+    assert_eq!(code, 200, "{body}");
+    let (_, body) = agent.get(&format!("/plugins/run?ns={NS}&repo=hello"));
+    assert_eq!(body["result"]["stdout"], "v2\n", "{body}");
+
+    // Disable survives a restart; enable brings it back.
+    let (code, body) = agent.get(&format!("/plugins/disable?ns={NS}&repo={}", periodic.url()));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["plugin"]["enabled"], false, "{body}");
+    let status = agent.status();
+    assert_eq!(status["plugins"]["total"], 2, "{status}");
+    assert_eq!(status["plugins"]["disabled"], 1, "{status}");
+
+    let agent = agent.restart(true);
+    wait_cloned(&agent, 2);
+    let (_, list) = agent.get("/plugins/list");
+    let p = list["plugins"]
+        .as_array()
+        .and_then(|l| l.iter().find(|p| p["project"] == "nginx-stats").cloned())
+        .expect("listed");
+    assert_eq!(p["enabled"], false, "{p}");
+    assert!(p["disabled_until"].is_i64(), "{p}");
+    let (code, body) = agent.get(&format!("/plugins/enable?ns={NS}&repo=nginx-stats"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["plugin"]["enabled"], true, "{body}");
+    // The cache survived the restart too: still the updated commit.
+    let (_, body) = agent.get(&format!("/plugins/run?ns={NS}&repo=hello"));
+    assert_eq!(body["result"]["stdout"], "v2\n", "{body}");
+}
