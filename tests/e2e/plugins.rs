@@ -149,3 +149,44 @@ fn plugins_are_listed_run_updated_and_disabled_through_the_api() {
     let (_, body) = agent.get(&format!("/plugins/run?ns={NS}&repo=hello"));
     assert_eq!(body["result"]["stdout"], "v2\n", "{body}");
 }
+
+#[test]
+fn periodic_plugins_and_builtins_run_on_the_scheduler_by_themselves() {
+    let remotes = tempfile::tempdir().expect("tmp");
+    let periodic = BareRepo::new(
+        remotes.path(),
+        "ticker",
+        "echo '[{\"name\":\"tick\",\"value\":1,\"tags\":{\"k\":\"v\"}}]'\n",
+    );
+    let watched = tempfile::NamedTempFile::new().expect("file");
+    let watched_path = watched.path().display().to_string();
+    let registry = format!(
+        "[[namespace]]\nname = \"{NS}\"\n\
+         plugins = [{{ git = \"{}\", interval = 1 }}]\n\
+         builtins = [{{ name = \"file_age\", interval = 1, params = {{ path = \"{watched_path}\" }} }}]\n",
+        periodic.url()
+    );
+    let agent = AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-host\"")
+        .config("[output]\nflush_ms = 100")
+        .registry(&registry)
+        .start();
+    wait_cloned(&agent, 1);
+    let plugin_line = "PLUGIN.ticker.tick,host=e2e-host,k=v value=1.0 ";
+    let result_line = "plugin.ticker,host=e2e-host,reason=ok,type=regular value=0.0 ";
+    let builtin_line =
+        format!("PLUGIN.file_age.exists,host=e2e-host,path={watched_path} value=1.0 ");
+    let ran = wait_until(Duration::from_secs(20), || {
+        let out = agent.output_file(NS);
+        out.contains(plugin_line) && out.contains(result_line) && out.contains(&builtin_line)
+    });
+    assert!(
+        ran,
+        "periodic runs missing from the output:\n{}\n{}",
+        agent.output_file(NS),
+        agent.stderr()
+    );
+    let jobs = &agent.status()["jobs"];
+    assert_eq!(jobs["plugins"], 1, "{jobs}");
+    assert_eq!(jobs["builtins"], 1, "{jobs}");
+}

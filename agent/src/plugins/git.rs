@@ -76,29 +76,6 @@ pub fn check_address(addr: &str) -> Result<(), GitError> {
     Ok(())
 }
 
-/// The project name of a repository address: its last path component without `.git`
-/// (`https://h/ops/plugin-example.git` -> `plugin-example`, `git@h:ops/x.git` -> `x`).
-// The registry branch adds `registry::project_name`; the lead dedups the two at merge.
-pub(crate) fn project_name(addr: &str) -> Result<String, String> {
-    let trimmed = addr.trim().trim_end_matches('/');
-    let last = trimmed.rsplit(['/', ':', '\\']).next().unwrap_or(trimmed);
-    let name = last.strip_suffix(".git").unwrap_or(last);
-    if name.is_empty() || name == "." || name == ".." || name.starts_with('.') {
-        return Err(format!(
-            "repository address {addr:?} has no usable project name (its last path component)"
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "repository address {addr:?}: project name {name:?} contains {c:?}; use only [.a-zA-Z0-9_-]"
-        ));
-    }
-    Ok(name.to_owned())
-}
-
 /// Clones `addr` (its `branch`, or the remote's default branch) into `dest`, which must not
 /// exist. Returns the checked-out commit.
 pub fn clone_into(addr: &str, branch: Option<&str>, dest: &Path) -> Result<String, GitError> {

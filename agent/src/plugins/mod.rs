@@ -302,7 +302,7 @@ impl PluginManager {
                         refused.push(refuse(e.to_string(), String::new()));
                         continue;
                     }
-                    let project = match git::project_name(&item.git) {
+                    let project = match crate::registry::project_name(&item.git) {
                         Ok(p) => p,
                         Err(e) => {
                             refused.push(refuse(e, String::new()));

@@ -336,7 +336,7 @@ fn addresses_that_could_run_commands_are_refused_and_project_names_are_derived()
     ] {
         git::check_address(good).expect(good);
     }
-    let name = |a: &str| git::project_name(a);
+    let name = |a: &str| crate::registry::project_name(a);
     assert_eq!(
         name("https://h/ops/plugin-example.git").as_deref(),
         Ok("plugin-example")

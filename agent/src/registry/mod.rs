@@ -248,7 +248,7 @@ pub fn project_name(git: &str) -> Result<String, String> {
         .next()
         .unwrap_or(path)
         .trim_end_matches(".git");
-    if last.is_empty() || last == "." || last == ".." {
+    if last.is_empty() || last.starts_with('.') {
         return Err(format!(
             "git address {addr:?} does not end in a repository name"
         ));
@@ -342,6 +342,13 @@ pub fn validate(plan: Plan, topic_template: &str) -> Checked {
         for b in ns.builtins {
             if b.name.trim().is_empty() {
                 bad("built-in plugin".into(), "it has no name".into());
+            } else if let Err(e) = crate::plugins::builtin::validate(&b.name, &b.params) {
+                bad(format!("built-in plugin {:?}", b.name), e);
+            } else if b.interval == 0 {
+                bad(
+                    format!("built-in plugin {:?}", b.name),
+                    "interval must be at least 1 second".into(),
+                );
             } else if !builtins.insert((b.name.clone(), b.params.clone())) {
                 bad(
                     format!("built-in plugin {:?}", b.name),

@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::collect::system::Family;
 use crate::output::BoxFuture;
-use crate::registry::{NamespacePlan, Plan, PortItem, ProcItem};
+use crate::registry::{BuiltinItem, NamespacePlan, Plan, PortItem, ProcItem};
 use crate::state::AgentState;
 
 /// How long running jobs get to stop at shutdown.
@@ -97,6 +97,20 @@ pub enum Work {
         /// The check.
         item: ProcItem,
     },
+    /// Run a periodic script plugin (the plugin manager holds its item and checkout).
+    Plugin {
+        /// The namespace.
+        ns: String,
+        /// The project (repository name).
+        project: String,
+    },
+    /// Run a periodic built-in plugin.
+    Builtin {
+        /// The namespace.
+        ns: String,
+        /// The item.
+        item: BuiltinItem,
+    },
 }
 
 impl Work {
@@ -106,6 +120,8 @@ impl Work {
             Work::System { .. } => JobKind::System,
             Work::Port { .. } => JobKind::Port,
             Work::Proc { .. } => JobKind::Proc,
+            Work::Plugin { .. } => JobKind::Plugin,
+            Work::Builtin { .. } => JobKind::Builtin,
         }
     }
 }
@@ -201,7 +217,40 @@ fn namespace_jobs(ns: &str, nsp: &NamespacePlan, jobs: &mut HashMap<JobKey, JobS
         };
         insert(jobs, key, item.interval, work);
     }
-    // Periodic plugins and built-ins become jobs here once their runners exist.
+    for item in &nsp.plugins {
+        // Validation dropped items without a usable project name; interval 0 (on demand only)
+        // makes no job.
+        let Ok(project) = crate::registry::project_name(&item.git) else {
+            continue;
+        };
+        let key = JobKey {
+            kind: JobKind::Plugin,
+            ns: ns.to_owned(),
+            id: project.clone(),
+        };
+        let work = Work::Plugin {
+            ns: ns.to_owned(),
+            project,
+        };
+        insert(jobs, key, item.interval, work);
+    }
+    for item in &nsp.builtins {
+        let params: Vec<String> = item
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let key = JobKey {
+            kind: JobKind::Builtin,
+            ns: ns.to_owned(),
+            id: format!("{}({})", item.name, params.join(",")),
+        };
+        let work = Work::Builtin {
+            ns: ns.to_owned(),
+            item: item.clone(),
+        };
+        insert(jobs, key, item.interval, work);
+    }
 }
 
 fn insert(jobs: &mut HashMap<JobKey, JobSpec>, key: JobKey, secs: u64, work: Work) {
@@ -260,6 +309,11 @@ impl SchedulerStats {
         c.skipped_ticks = self.skipped.load(Ordering::Relaxed);
         c.started_total = self.started.load(Ordering::Relaxed);
         c
+    }
+
+    /// Counts a tick that found its job's target still busy (a plugin run on demand, say).
+    pub fn count_skipped_tick(&self) {
+        self.skipped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Waits until `plan` (the very `Arc` put in force) has been reconciled, at most `timeout`.

@@ -12,6 +12,7 @@ use crate::collect::proc::ProcCollector;
 use crate::collect::system::{Family, SystemCollector, SystemOptions};
 use crate::output::BoxFuture;
 use crate::pipeline::Rename;
+use crate::plugins::Scheduled;
 use crate::registry::Plan;
 use crate::state::AgentState;
 
@@ -86,6 +87,20 @@ impl Runner for AgentRunner {
                 Box::pin(async move {
                     let metric = port::check(&item).await;
                     submit(&state, &[ns], vec![metric]).await;
+                })
+            }
+            Work::Plugin { ns, project } => {
+                let (ns, project) = (ns.clone(), project.clone());
+                Box::pin(async move {
+                    if let Scheduled::Busy = state.plugins().run_scheduled(&ns, &project).await {
+                        state.jobs().count_skipped_tick();
+                    }
+                })
+            }
+            Work::Builtin { ns, item } => {
+                let (ns, item) = (ns.clone(), item.clone());
+                Box::pin(async move {
+                    state.plugins().run_builtin_scheduled(&ns, &item).await;
                 })
             }
             Work::Proc { ns, item } => {

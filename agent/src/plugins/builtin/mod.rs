@@ -28,6 +28,9 @@ pub struct Builtin {
     pub validate: fn(&Params) -> Result<(), String>,
     /// Runs the check once.
     pub run: fn(Params) -> BoxedFuture,
+    /// Parameters that name what is checked; each becomes a tag of every metric, so two items
+    /// of the same built-in in one namespace (two URLs, say) make distinct series.
+    pub target: &'static [&'static str],
 }
 
 /// Every built-in, by name.
@@ -37,18 +40,21 @@ pub const TABLE: &[Builtin] = &[
         about: "an HTTP(S) request: up, status, latency",
         validate: http_check::validate,
         run: |p| Box::pin(http_check::run(p)),
+        target: &["url"],
     },
     Builtin {
         name: "tls_cert_expiry",
         about: "days until a TLS server's certificate expires",
         validate: tls_cert_expiry::validate,
         run: |p| Box::pin(tls_cert_expiry::run(p)),
+        target: &["host", "port"],
     },
     Builtin {
         name: "file_age",
         about: "whether a file exists, its age and size",
         validate: file_age::validate,
         run: |p| Box::pin(file_age::run(p)),
+        target: &["path"],
     },
 ];
 
@@ -68,25 +74,21 @@ pub fn validate(name: &str, params: &Params) -> Result<(), String> {
     (b.validate)(params).map_err(|e| format!("built-in plugin {name}: {e}"))
 }
 
-/// Drops the registry's built-in items that cannot run (unknown name, bad parameters) and
-/// returns one problem line per dropped item, for the registry to report.
-pub fn retain_valid(ns: &str, items: &mut Vec<crate::registry::BuiltinItem>) -> Vec<String> {
-    let mut problems = Vec::new();
-    items.retain(|b| match validate(&b.name, &b.params) {
-        Ok(()) => true,
-        Err(e) => {
-            problems.push(format!("namespace {ns:?}: {e}; item skipped"));
-            false
-        }
-    });
-    problems
-}
-
 /// Runs the built-in once.
 pub async fn run(name: &str, params: &Params) -> Result<Vec<Metric>, String> {
     let b = lookup(name)?;
     (b.validate)(params).map_err(|e| format!("built-in plugin {name}: {e}"))?;
-    (b.run)(params.clone()).await
+    let mut metrics = (b.run)(params.clone()).await?;
+    for key in b.target {
+        if let Some(v) = params.get(*key).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            for m in &mut metrics {
+                m.tags
+                    .entry((*key).to_owned())
+                    .or_insert_with(|| v.to_owned());
+            }
+        }
+    }
+    Ok(metrics)
 }
 
 /// Refuses keys a built-in does not know (a typo would otherwise be silently ignored).
@@ -155,23 +157,22 @@ mod tests {
         assert!(e.contains("port"), "{e}");
         let p = Params::from([("path".into(), "relative".into())]);
         assert!(validate("file_age", &p).is_err());
-        let mut items = vec![
-            crate::registry::BuiltinItem {
-                name: "file_age".into(),
-                interval: 60,
-                params: Params::from([("path".into(), "/tmp".into())]),
-            },
-            crate::registry::BuiltinItem {
-                name: "dns".into(),
-                interval: 60,
-                params: Params::new(),
-            },
-        ];
-        let problems = retain_valid("a.ns", &mut items);
-        assert_eq!(items.len(), 1);
-        assert!(
-            problems[0].contains("\"a.ns\"") && problems[0].contains("\"dns\""),
-            "{problems:?}"
-        );
+    }
+
+    #[tokio::test]
+    async fn metrics_carry_the_target_so_two_items_make_distinct_series() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("f");
+        std::fs::write(&path, "x").expect("write");
+        let p = Params::from([("path".into(), path.display().to_string())]);
+        let metrics = run("file_age", &p).await.expect("run");
+        assert!(!metrics.is_empty());
+        for m in metrics {
+            assert_eq!(
+                m.tags.get("path"),
+                Some(&path.display().to_string()),
+                "{m:?}"
+            );
+        }
     }
 }
