@@ -70,6 +70,28 @@ pub struct Ingested {
 /// How many rejection reasons an [`Ingested`] keeps.
 pub const MAX_REPORTED_ERRORS: usize = 10;
 
+/// A producer's body parsed into metrics (JSON list or line protocol); parts that could not be
+/// parsed are counted, with the first few reasons kept.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Parsed {
+    /// The metrics that parsed, not yet normalised.
+    pub metrics: Vec<Metric>,
+    /// Elements or lines that did not parse.
+    pub rejected: usize,
+    /// The first [`MAX_REPORTED_ERRORS`] reasons.
+    pub errors: Vec<String>,
+}
+
+impl Parsed {
+    /// Counts one rejection, keeping its reason while there is room.
+    pub fn reject(&mut self, reason: String) {
+        self.rejected += 1;
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors.push(reason);
+        }
+    }
+}
+
 /// The producers' handle on the pipeline; cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
