@@ -2,4 +2,5 @@
 //!
 //! One test binary (linking is the slow part on small machines); one module per feature.
 
+mod api;
 mod lifecycle;
