@@ -68,11 +68,20 @@ status_rps="$(run status)"
 json_rps="$(run json application/json "$work/body.json")"
 lp_rps="$(run lineproto text/plain "$work/body.lp")"
 accepted="$(curl -fs "http://127.0.0.1:$port/me/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pipeline"]["accepted"])')"
+# How long the batcher and the file output need to catch up with what was accepted.
+drain_start=$(date +%s.%N)
+for _ in $(seq 600); do
+    queued="$(curl -fs "http://127.0.0.1:$port/me/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pipeline"]["queued"])')"
+    [ "$queued" = 0 ] && break
+    sleep 0.1
+done
+drain_secs="$(python3 -c "import time; print(f'{time.time() - $drain_start:.1f}')")"
 
-python3 - "$status_rps" "$json_rps" "$lp_rps" "$accepted" "$duration" "$conns" <<'PY'
+python3 - "$status_rps" "$json_rps" "$lp_rps" "$accepted" "$duration" "$conns" "$drain_secs" "$(cut -d' ' -f1-3 /proc/loadavg)" <<'PY'
 import sys
-s, j, l, acc, dur, conns = map(float, sys.argv[1:])
-print(f"wrk -t1 -c{int(conns)} -d{int(dur)}s each; {int(acc)} points accepted by the pipeline in total\n")
+s, j, l, acc, dur, conns, drain = map(float, sys.argv[1:8])
+print(f"wrk -t1 -c{int(conns)} -d{int(dur)}s each; {int(acc):,} points accepted by the pipeline in total; "
+      f"the batcher and file output caught up {drain:.1f} s after the last run; load average {sys.argv[8]}\n")
 print("| run | requests/s | points/s | requests/s vs /me/status |")
 print("| --- | ---: | ---: | ---: |")
 print(f"| GET /me/status (baseline) | {s:,.0f} | - | 1.00 |")

@@ -41,12 +41,12 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1000));
     let body = json_body();
     g.bench_function("json_parse", |b| {
-        b.iter(|| json::parse_metrics(&body).map(|p| p.metrics.len()))
+        b.iter(|| json::parse_metrics(&body).map(|p| p.items.len()))
     });
     g.bench_function("json_parse_normalize", |b| {
         b.iter(|| {
             json::parse_metrics(&body).map(|p| {
-                p.metrics
+                p.items
                     .into_iter()
                     .filter_map(|m| normalize(m, Rename::Keep, "bench-host", 1_764_000_000).ok())
                     .count()
@@ -55,15 +55,22 @@ fn bench(c: &mut Criterion) {
     });
     let body = lp_body();
     g.bench_function("lineproto_parse", |b| {
-        b.iter(|| lineproto::parse::parse_body(&body).metrics.len())
+        b.iter(|| lineproto::parse::parse_body(&body).items.len())
     });
     g.bench_function("lineproto_parse_normalize", |b| {
         b.iter(|| {
             lineproto::parse::parse_body(&body)
-                .metrics
+                .items
                 .into_iter()
                 .filter_map(|m| normalize(m, Rename::Keep, "bench-host", 1_764_000_000).ok())
                 .count()
+        })
+    });
+    g.bench_function("lineproto_parse_points", |b| {
+        b.iter(|| {
+            lineproto::parse::parse_points(&body, "bench-host", 1_764_000_000)
+                .items
+                .len()
         })
     });
     g.finish();

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(parsed.errors.len() <= agent::pipeline::MAX_REPORTED_ERRORS);
     let points: Vec<_> = parsed
-        .metrics
+        .items
         .into_iter()
         .filter_map(|m| normalize(m, Rename::Keep, "fuzz", 1_764_000_000).ok())
         .collect();

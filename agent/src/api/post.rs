@@ -12,8 +12,8 @@ use shared::api::PostResponse;
 
 use super::extract::Query;
 use super::ApiError;
-use crate::pipeline::normalize::Rename;
-use crate::pipeline::{json, lineproto, Parsed, MAX_REPORTED_ERRORS};
+use crate::pipeline::normalize::{self, Rename};
+use crate::pipeline::{json, lineproto, Ingested, PipelineClosed, MAX_REPORTED_ERRORS};
 use crate::state::AgentState;
 
 /// How long a client may take to send its whole body: a slow client holds at most this long and
@@ -36,35 +36,41 @@ pub async fn post(
 ) -> Result<Json<PostResponse>, ApiError> {
     let ns = resolve_ns(&state, q.ns.as_deref())?;
     let body = read_body(&headers, body, state.config().agent.max_body_bytes).await?;
-    let parsed = if is_line_protocol(&headers) {
-        parse_off_worker(body, lineproto::parse::parse_body).await?
+    let pipeline = state.pipeline();
+    let (ingested, parsed_rejected, mut errors) = if is_line_protocol(&headers) {
+        let host = pipeline.host().to_owned();
+        let now = normalize::now_secs();
+        let parsed =
+            parse_off_worker(body, move |b| lineproto::parse::parse_points(b, &host, now)).await?;
+        let accepted = parsed.items.len();
+        pipeline.submit(&ns, parsed.items).await.map_err(closed)?;
+        let ingested = Ingested {
+            accepted,
+            ..Ingested::default()
+        };
+        (ingested, parsed.rejected, parsed.errors)
     } else {
-        parse_off_worker(body, |b| json::parse_metrics(b).map_err(|e| e.to_string()))
+        let parsed = parse_off_worker(body, |b| json::parse_metrics(b).map_err(|e| e.to_string()))
             .await?
-            .map_err(ApiError::bad_request)?
+            .map_err(ApiError::bad_request)?;
+        let ingested = pipeline
+            .submit_metrics(&ns, parsed.items, Rename::Keep)
+            .await
+            .map_err(closed)?;
+        (ingested, parsed.rejected, parsed.errors)
     };
-    let Parsed {
-        metrics,
-        rejected,
-        mut errors,
-    } = parsed;
-    let ingested = state
-        .pipeline()
-        .submit_metrics(&ns, metrics, Rename::Keep)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-    // Lines or elements that did not parse were never submitted; count them like normalisation's.
-    state
-        .pipeline()
+    // What submit_metrics did not see (unparsed parts, line protocol's own normalising) is
+    // counted here, so /me/status counts every refusal once.
+    pipeline
         .stats()
         .rejected
-        .fetch_add(rejected as u64, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(parsed_rejected as u64, std::sync::atomic::Ordering::Relaxed);
     let room = MAX_REPORTED_ERRORS.saturating_sub(errors.len());
     errors.extend(ingested.errors.into_iter().take(room));
     Ok(Json(PostResponse {
         ns,
         accepted: ingested.accepted,
-        rejected: rejected + ingested.rejected,
+        rejected: parsed_rejected + ingested.rejected,
         errors,
     }))
 }
@@ -153,6 +159,10 @@ fn is_line_protocol(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/plain"))
 }
 
+fn closed(e: PipelineClosed) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
 /// Bodies up to this size are parsed on the async worker: handing them to the blocking pool
 /// costs more than parsing them.
 const INLINE_PARSE_BYTES: usize = 64 * 1024;
@@ -160,7 +170,7 @@ const INLINE_PARSE_BYTES: usize = 64 * 1024;
 /// Parses a body; big bodies go to the blocking pool so a 16 MiB body does not hold a worker.
 async fn parse_off_worker<T: Send + 'static>(
     body: Bytes,
-    parse: fn(&[u8]) -> T,
+    parse: impl FnOnce(&[u8]) -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     if body.len() <= INLINE_PARSE_BYTES {
         return Ok(parse(&body));

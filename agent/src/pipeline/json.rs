@@ -16,17 +16,14 @@ pub struct NotAList(#[from] serde_json::Error);
 
 /// Parses a JSON list of metrics; an element that is not a valid metric is one rejection naming
 /// its position, the other elements are kept.
-pub fn parse_metrics(body: &[u8]) -> Result<Parsed, NotAList> {
+pub fn parse_metrics(body: &[u8]) -> Result<Parsed<Metric>, NotAList> {
     // One pass checks the list's syntax and finds the elements without building them; each
     // element is then parsed on its own so that one bad element spoils only itself.
     let raw: Vec<&RawValue> = serde_json::from_slice(body)?;
-    let mut out = Parsed {
-        metrics: Vec::with_capacity(raw.len()),
-        ..Parsed::default()
-    };
+    let mut out = Parsed::with_capacity(raw.len());
     for (i, el) in raw.into_iter().enumerate() {
         match serde_json::from_str::<Metric>(el.get()) {
-            Ok(m) => out.metrics.push(m),
+            Ok(m) => out.items.push(m),
             Err(e) => out.reject(format!("element {i}: {e}")),
         }
     }
@@ -108,7 +105,7 @@ mod tests {
         let body = br#"[{"name":"a","value":1}, 5, {"name":"b"}, {"name":"c","value":{}},
                         {"name":"d","value":"x","tags":{"k":"v"},"timestamp":1764000000}]"#;
         let p = parse_metrics(body).expect("a list");
-        let names: Vec<&str> = p.metrics.iter().map(|m| m.name.as_str()).collect();
+        let names: Vec<&str> = p.items.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["a", "d"]);
         assert_eq!(p.rejected, 3);
         assert!(
@@ -142,7 +139,7 @@ mod tests {
                 .to_string()
                 .starts_with("the body is not a JSON list of metrics"));
         }
-        assert_eq!(parse_metrics(b" [] ").expect("empty list").metrics.len(), 0);
+        assert_eq!(parse_metrics(b" [] ").expect("empty list").items.len(), 0);
     }
 
     #[test]

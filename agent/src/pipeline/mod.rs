@@ -70,19 +70,34 @@ pub struct Ingested {
 /// How many rejection reasons an [`Ingested`] keeps.
 pub const MAX_REPORTED_ERRORS: usize = 10;
 
-/// A producer's body parsed into metrics (JSON list or line protocol); parts that could not be
-/// parsed are counted, with the first few reasons kept.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Parsed {
-    /// The metrics that parsed, not yet normalised.
-    pub metrics: Vec<Metric>,
-    /// Elements or lines that did not parse.
+/// A producer's body parsed into metrics or points (JSON list or line protocol); parts that could
+/// not be parsed are counted, with the first few reasons kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed<T = Metric> {
+    /// What parsed.
+    pub items: Vec<T>,
+    /// Elements or lines (or their metrics) refused.
     pub rejected: usize,
     /// The first [`MAX_REPORTED_ERRORS`] reasons.
     pub errors: Vec<String>,
 }
 
-impl Parsed {
+impl<T> Default for Parsed<T> {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl<T> Parsed<T> {
+    /// Empty, with room for `n` items.
+    pub fn with_capacity(n: usize) -> Self {
+        Parsed {
+            items: Vec::with_capacity(n),
+            rejected: 0,
+            errors: Vec::new(),
+        }
+    }
+
     /// Counts one rejection, keeping its reason while there is room.
     pub fn reject(&mut self, reason: String) {
         self.rejected += 1;

@@ -20,22 +20,50 @@
 //!   other lines are still accepted.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use shared::{Metric, Value};
 
-use crate::pipeline::Parsed;
+use crate::pipeline::normalize::{normalize_parts, Rename};
+use crate::pipeline::{Parsed, Point};
 
-/// Parses a whole body; every line is either metrics or one counted rejection.
-pub fn parse_body(body: &[u8]) -> Parsed {
-    let mut out = Parsed {
-        // A typical line is 50 to 100 bytes; reserving avoids regrowing on big bodies.
-        metrics: Vec::with_capacity(body.len() / 64),
-        ..Parsed::default()
-    };
-    for (i, line) in body.split(|b| *b == b'\n').enumerate() {
-        if let Err(reason) = parse_line(line, &mut out.metrics) {
-            out.reject(format!("line {}: {reason}", i + 1));
+/// Parses a whole body into metrics; every line is either metrics or one counted rejection.
+pub fn parse_body(body: &[u8]) -> Parsed<Metric> {
+    let mut out = Parsed::with_capacity(body.len() / 64);
+    for (i, line) in lines(body) {
+        if let Err(reason) = parse_line(line, &mut out.items) {
+            out.reject(format!("line {i}: {reason}"));
+        }
+    }
+    out
+}
+
+/// Parses a whole body straight into normalised points (the `/post` hot path: no intermediate
+/// metric and tag map). A line that does not parse, or a metric of it that does not normalise,
+/// is a rejection naming the line.
+pub fn parse_points(body: &[u8], host: &str, now: i64) -> Parsed<Point> {
+    // A typical line is 50 to 100 bytes; reserving avoids regrowing on big bodies.
+    let mut out = Parsed::with_capacity(body.len() / 64);
+    for (i, line) in lines(body) {
+        match parse_parts(line) {
+            Ok(None) => {}
+            Ok(Some(parts)) => {
+                // One spare slot: normalising inserts the host tag.
+                let mut tags = Vec::with_capacity(parts.tags.len() + 1);
+                tags.extend(
+                    parts
+                        .tags
+                        .iter()
+                        .map(|(k, v)| (String::from(k.as_ref()), String::from(v.as_ref()))),
+                );
+                let timestamp = parts.timestamp;
+                for (name, value, tags) in parts.metrics(tags) {
+                    match normalize_parts(name, tags, value, timestamp, Rename::Keep, host, now) {
+                        Ok(p) => out.items.push(p),
+                        Err(e) => out.reject(format!("line {i}: {e}")),
+                    }
+                }
+            }
+            Err(reason) => out.reject(format!("line {i}: {reason}")),
         }
     }
     out
@@ -44,11 +72,77 @@ pub fn parse_body(body: &[u8]) -> Parsed {
 /// Parses one line (without its newline), appending its metrics to `out`; blank lines and
 /// comments add nothing. On error nothing is appended and the reason is returned.
 pub fn parse_line(line: &[u8], out: &mut Vec<Metric>) -> Result<(), String> {
+    if let Some(parts) = parse_parts(line)? {
+        let tags: Vec<(String, String)> = parts
+            .tags
+            .iter()
+            .map(|(k, v)| (String::from(k.as_ref()), String::from(v.as_ref())))
+            .collect();
+        let timestamp = parts.timestamp;
+        out.extend(parts.metrics(tags).map(|(name, value, tags)| Metric {
+            name,
+            timestamp,
+            tags: tags.into_iter().collect(),
+            value,
+        }));
+    }
+    Ok(())
+}
+
+/// Lines of a body with their 1-based numbers.
+fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    body.split(|b| *b == b'\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+}
+
+/// One line taken apart, borrowing from the body wherever nothing needed unescaping.
+struct Parts<'a> {
+    measurement: Cow<'a, str>,
+    /// Sorted by key, keys unique.
+    tags: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    fields: Vec<(Cow<'a, str>, Value)>,
+    timestamp: Option<i64>,
+}
+
+impl<'a> Parts<'a> {
+    /// The line's metrics as (name, value, tags): one field keeps the measurement's name, several
+    /// fields become `<measurement>.<field>` except the field `value`.
+    fn metrics(
+        self,
+        tags: Vec<(String, String)>,
+    ) -> impl Iterator<Item = (String, Value, Vec<(String, String)>)> + 'a {
+        let single = self.fields.len() == 1;
+        let measurement = self.measurement;
+        let mut tags = Some(tags);
+        let last = self.fields.len().saturating_sub(1);
+        self.fields
+            .into_iter()
+            .enumerate()
+            .map(move |(i, (key, value))| {
+                let name = if single || key == "value" {
+                    String::from(measurement.as_ref())
+                } else {
+                    format!("{measurement}.{key}")
+                };
+                // The last field takes the tags; the others get copies.
+                let t = if i == last {
+                    tags.take().unwrap_or_default()
+                } else {
+                    tags.clone().unwrap_or_default()
+                };
+                (name, value, t)
+            })
+    }
+}
+
+/// Takes one line apart; `None` for blank lines and comments.
+fn parse_parts(line: &[u8]) -> Result<Option<Parts<'_>>, String> {
     let line = std::str::from_utf8(line)
         .map_err(|e| format!("not valid UTF-8 (at byte {})", e.valid_up_to()))?;
     let line = line.trim_matches(|c: char| c == ' ' || c == '\t' || c == '\r');
     if line.is_empty() || line.starts_with('#') {
-        return Ok(());
+        return Ok(None);
     }
     let b = line.as_bytes();
 
@@ -57,7 +151,7 @@ pub fn parse_line(line: &[u8], out: &mut Vec<Metric>) -> Result<(), String> {
         return Err("the measurement name is empty".into());
     }
 
-    let mut tags = BTreeMap::new();
+    let mut tags = Vec::with_capacity(4);
     while i < b.len() && b[i] == b',' {
         let (key, at) = scan(line, i + 1, b",= ", b",= ");
         if at >= b.len() || b[at] != b'=' {
@@ -70,8 +164,14 @@ pub fn parse_line(line: &[u8], out: &mut Vec<Metric>) -> Result<(), String> {
         if value.is_empty() {
             return Err(format!("tag {key:?} has an empty value"));
         }
-        tags.insert(key.into_owned(), value.into_owned());
+        tags.push((key, value));
         i = at;
+    }
+    if !tags.is_sorted_by(|a, b| a.0 < b.0) {
+        tags.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(w) = tags.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(format!("tag {:?} is given twice", w[0].0));
+        }
     }
 
     i = skip_spaces(b, i);
@@ -80,7 +180,7 @@ pub fn parse_line(line: &[u8], out: &mut Vec<Metric>) -> Result<(), String> {
             "measurement {measurement:?} has no fields (expected e.g. `value=1`)"
         ));
     }
-    let mut fields: Vec<(Cow<'_, str>, Value)> = Vec::with_capacity(1);
+    let mut fields = Vec::with_capacity(1);
     loop {
         let (key, at) = scan(line, i, b",= ", b",= ");
         if key.is_empty() {
@@ -112,32 +212,12 @@ pub fn parse_line(line: &[u8], out: &mut Vec<Metric>) -> Result<(), String> {
     } else {
         None
     };
-
-    if fields.len() == 1 {
-        if let Some((_, value)) = fields.pop() {
-            out.push(Metric {
-                name: measurement.into_owned(),
-                timestamp,
-                tags,
-                value,
-            });
-        }
-        return Ok(());
-    }
-    for (key, value) in fields {
-        let name = if key == "value" {
-            measurement.clone().into_owned()
-        } else {
-            format!("{measurement}.{key}")
-        };
-        out.push(Metric {
-            name,
-            timestamp,
-            tags: tags.clone(),
-            value,
-        });
-    }
-    Ok(())
+    Ok(Some(Parts {
+        measurement,
+        tags,
+        fields,
+        timestamp,
+    }))
 }
 
 /// Reads from `i` up to the first unescaped byte of `stop` (or the end), removing the backslash of
@@ -251,7 +331,7 @@ fn string_value(s: &str, start: usize) -> Result<(Value, usize), String> {
 mod tests {
     use super::*;
     use crate::pipeline::lineproto::encode_point;
-    use crate::pipeline::normalize::{normalize, Rename};
+    use crate::pipeline::normalize::normalize;
 
     fn one(line: &str) -> Metric {
         let mut out = Vec::new();
@@ -327,7 +407,7 @@ mod tests {
     fn comments_blank_lines_and_whitespace() {
         let p = parse_body(b"# header\n\n  m value=1  \r\n\t\nm2 value=2 1764000000\r\n");
         assert_eq!(p.rejected, 0, "{:?}", p.errors);
-        assert_eq!(p.metrics.len(), 2);
+        assert_eq!(p.items.len(), 2);
     }
 
     #[test]
@@ -336,7 +416,7 @@ mod tests {
                     m,t value=1\nm value=1 12x\nm value=1.5i\ngood2 value=2\nm,t= value=1\n\
                     m =1\nm value=inf\n";
         let p = parse_body(body.as_bytes());
-        assert_eq!(p.metrics.len(), 2);
+        assert_eq!(p.items.len(), 2);
         assert_eq!(p.rejected, 11);
         let want = [
             "line 2: the measurement name is empty",
@@ -356,9 +436,41 @@ mod tests {
     }
 
     #[test]
+    fn points_path_normalises_and_names_the_line_of_a_refused_metric() {
+        let body =
+            b"cpu,z=1,a=2 value=1.5 1764000000\nm,time=1 value=1\nm,a=1,a=2 value=1\nx y=1,z=2i\n";
+        let p = parse_points(body, "h1", 1_764_000_999);
+        assert_eq!(p.rejected, 2, "{:?}", p.errors);
+        assert!(
+            p.errors[0].starts_with("line 2: metric \"m\": tag key \"time\""),
+            "{:?}",
+            p.errors
+        );
+        assert!(
+            p.errors[1].starts_with("line 3: tag \"a\" is given twice"),
+            "{:?}",
+            p.errors
+        );
+        let cpu = &p.items[0];
+        let keys: Vec<&str> = cpu.tags.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a", "host", "z"], "sorted, host added");
+        assert_eq!(cpu.timestamp, 1_764_000_000);
+        let names: Vec<&str> = p.items.iter().map(|p| p.measurement.as_str()).collect();
+        assert_eq!(names, ["cpu", "x.y", "x.z"]);
+        assert_eq!(p.items[2].timestamp, 1_764_000_999, "no timestamp: now");
+        // Both paths agree on what a line means.
+        let via_metrics: Vec<Point> = parse_body(body)
+            .items
+            .into_iter()
+            .filter_map(|m| normalize(m, Rename::Keep, "h1", 1_764_000_999).ok())
+            .collect();
+        assert_eq!(via_metrics, p.items);
+    }
+
+    #[test]
     fn invalid_utf8_is_one_rejection() {
         let p = parse_body(b"m value=1\nm\xff value=1\n");
-        assert_eq!(p.metrics.len(), 1);
+        assert_eq!(p.items.len(), 1);
         assert_eq!(p.rejected, 1);
         assert!(p.errors[0].starts_with("line 2: not valid UTF-8"));
     }
