@@ -434,6 +434,33 @@ mod tests {
     }
 
     #[test]
+    fn a_file_swapped_for_a_symlink_out_is_refused_from_then_on() {
+        let (d, root) = setup();
+        let outside = std::fs::canonicalize(d.path())
+            .expect("canon")
+            .join("secret");
+        std::fs::write(&outside, "secret\n").expect("write");
+        let f = root.join("app.log");
+        std::fs::write(&f, "fine\n").expect("write");
+        let p = f.to_str().expect("utf8");
+        assert_eq!(read(&root, p, 0, 5).expect("inside").lines, ["fine"]);
+        std::fs::remove_file(&f).expect("rm");
+        std::os::unix::fs::symlink(&outside, &f).expect("swap");
+        let e = read(&root, p, 0, 5).expect_err("swapped out");
+        assert!(e.to_string().contains("outside the readable roots"), "{e}");
+        // A directory of the path swapped for a symlink out, too.
+        std::fs::create_dir(root.join("sub")).expect("mkdir");
+        std::fs::write(root.join("sub/x.log"), "x\n").expect("write");
+        assert!(read(&root, &format!("{}/sub/x.log", root.display()), 0, 1).is_ok());
+        std::fs::rename(root.join("sub"), root.join("old")).expect("mv");
+        std::fs::create_dir(d.path().join("evil")).expect("mkdir");
+        std::fs::write(d.path().join("evil/x.log"), "evil\n").expect("write");
+        std::os::unix::fs::symlink(d.path().join("evil"), root.join("sub")).expect("swap dir");
+        let e = read(&root, &format!("{}/sub/x.log", root.display()), 0, 1).expect_err("dir swap");
+        assert!(e.to_string().contains("outside the readable roots"), "{e}");
+    }
+
+    #[test]
     fn a_symlink_inside_the_root_pointing_inside_is_followed() {
         let (_d, root) = setup();
         std::fs::write(root.join("real.log"), "hi\n").expect("write");
