@@ -184,6 +184,17 @@ fn futures_stream(
     futures_util::stream::iter(chunks)
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_body_that_never_finishes_is_a_408_after_the_body_timeout() {
+    let f = fixture(&["n"], "");
+    let never = futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+    let started = tokio::time::Instant::now();
+    let (st, v) = call(&f, post("/post", "text/plain", Body::from_stream(never))).await;
+    assert_eq!(st, StatusCode::REQUEST_TIMEOUT, "{v}");
+    assert!(error_of(&v).contains("within 30 s"), "{v}");
+    assert!(started.elapsed() >= super::post::BODY_TIMEOUT);
+}
+
 #[tokio::test]
 async fn token_guards_everything_but_status() {
     let f = fixture(&["n"], "s3cret");
@@ -274,4 +285,23 @@ async fn log_offset_reads_lines_and_refuses_what_it_must() {
         assert_eq!(st.as_u16(), code, "{query}: {v}");
         assert!(error_of(&v).contains(want), "{query}: {v}");
     }
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_a_json_500_and_the_router_lives_on() {
+    let f = fixture(&["n"], "");
+    async fn boom() -> &'static str {
+        panic!("a bug")
+    }
+    let app = super::guard(
+        axum::Router::new().route("/boom", axum::routing::get(boom)),
+        f.state.clone(),
+    );
+    let resp = app.clone().oneshot(get("/boom")).await.expect("answers");
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    assert!(error_of(&v).contains("internal error"), "{v}");
+    let resp = app.oneshot(get("/boom")).await.expect("answers again");
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }
