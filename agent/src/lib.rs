@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use config::Config;
 use output::spool::Spool;
@@ -122,14 +122,7 @@ pub async fn run(
     producers.spawn(plugins::run_sync(state.clone(), shutdown.clone()));
     let app = api::router(state.clone());
     let api_shutdown = shutdown.clone();
-    producers.spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-            api_shutdown.cancelled().await;
-        });
-        if let Err(e) = serve.await {
-            error!(error = %e, "API server failed.");
-        }
-    });
+    producers.spawn(api::server::serve(listener, app, api_shutdown));
     producers.close();
 
     info!(%addr, host = %host, output = %config.output.kind, "Agent started.");

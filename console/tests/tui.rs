@@ -326,6 +326,7 @@ fn chunk(path: &str, offset: u64, lines: &[&str], size: u64) -> Net {
             lines: lines.iter().map(|l| l.to_string()).collect(),
             next_offset: offset + len,
             size,
+            truncated: false,
         }),
     }
 }

@@ -313,4 +313,8 @@ pub struct LogChunk {
     pub next_offset: u64,
     /// The file's size now; smaller than `offset` means truncated or rotated.
     pub size: u64,
+    /// True when `offset` was past the end of the file (truncated or rotated): no lines are
+    /// returned and `next_offset` is 0, so a follower starts over at the new file's beginning.
+    #[serde(default)]
+    pub truncated: bool,
 }

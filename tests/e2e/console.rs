@@ -1,8 +1,5 @@
 //! `agentctl` against a real agent: the CLI's `--json` shapes, exit codes and messages, and the
 //! TUI driven in a real terminal (tmux).
-//!
-//! Tests marked `#[ignore = "needs ..."]` exercise endpoints built on other branches (`/post`,
-//! `/update`, `/log/offset`, `/plugins/*`); they are complete and run once those are merged.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -125,7 +122,6 @@ fn bad_usage_is_exit_2() {
 }
 
 #[test]
-#[ignore = "needs the agent's POST /post (API branch); the lead un-ignores after merging"]
 fn post_from_stdin_reaches_the_file_output() {
     let agent = agent();
     let out = ctl(
@@ -160,7 +156,6 @@ fn post_from_stdin_reaches_the_file_output() {
 }
 
 #[test]
-#[ignore = "needs the agent's GET /update (registry branch); the lead un-ignores after merging"]
 fn update_reports_the_refresh() {
     let agent = agent();
     let out = ctl(&agent.addr, &["--json", "update"], b"");
@@ -171,7 +166,6 @@ fn update_reports_the_refresh() {
 }
 
 #[test]
-#[ignore = "needs the agent's GET /plugins/list (plugins branch); the lead un-ignores after merging"]
 fn plugins_list_json_is_the_shared_body_and_unknown_plugins_are_exit_4() {
     let agent = agent();
     let out = ctl(&agent.addr, &["--json", "plugins", "list"], b"");
@@ -204,7 +198,6 @@ fn agent_log(agent: &support::Agent) -> std::path::PathBuf {
 }
 
 #[test]
-#[ignore = "needs the agent's GET /log/offset (API branch); the lead un-ignores after merging"]
 fn log_reads_and_follows_the_agents_own_log() {
     let agent = agent();
     let log = agent_log(&agent);
@@ -335,10 +328,10 @@ impl Drop for Tmux {
 
 #[test]
 fn the_tui_in_a_real_terminal_navigates_and_reconnects() {
-    if !Tmux::available() {
-        eprintln!("SKIPPED: tmux is not installed; install tmux to run the TUI end-to-end test");
-        return;
-    }
+    assert!(
+        Tmux::available(),
+        "tmux is not installed; the TUI end-to-end tests need it (apt-get install tmux)"
+    );
     let port = free_port();
     let mut agent = AgentBuilder::new()
         .port(port)
@@ -404,46 +397,19 @@ fn the_tui_in_a_real_terminal_navigates_and_reconnects() {
     assert_eq!(tmux.alternate_screen(), "0", "the terminal is given back");
 }
 
-/// A bare git repository `<root>/<name>.git` whose `main` holds `plugin.sh`, made with the git
-/// CLI. (The plugins branch brings `support::gitrepo::BareRepo` for this; switch to it on merge.)
-fn plugin_repo(root: &std::path::Path, name: &str, script: &str) -> String {
-    let bare = root.join(format!("{name}.git"));
-    let work = root.join(format!("{name}-work"));
-    let git = |dir: &std::path::Path, args: &[&str]| {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-            .args(["-c", "init.defaultBranch=main"])
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run git");
-        assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
-    };
-    std::fs::create_dir_all(&bare).expect("bare dir");
-    std::fs::create_dir_all(&work).expect("work dir");
-    git(&bare, &["init", "--bare", "-q"]);
-    git(&work, &["init", "-q"]);
-    std::fs::write(work.join("plugin.sh"), script).expect("plugin.sh");
-    git(&work, &["add", "plugin.sh"]);
-    git(&work, &["commit", "-q", "-m", "plugin"]);
-    let bare_path = bare.to_str().expect("utf-8 path");
-    git(&work, &["push", "-q", bare_path, "HEAD:main"]);
-    format!("file://{bare_path}")
-}
-
 #[test]
-#[ignore = "needs the agent's /plugins endpoints (plugins branch); the lead un-ignores after merging"]
 fn the_tui_runs_a_plugin_and_shows_its_output() {
-    if !Tmux::available() {
-        eprintln!("SKIPPED: tmux is not installed; install tmux to run the TUI end-to-end test");
-        return;
-    }
+    assert!(
+        Tmux::available(),
+        "tmux is not installed; the TUI end-to-end tests need it (apt-get install tmux)"
+    );
     let remotes = tempfile::tempdir().expect("tmp");
-    let url = plugin_repo(
+    let url = support::gitrepo::BareRepo::new(
         remotes.path(),
         "hello",
         "echo \"hello from $AGENT_PLUGIN\"\necho 'a warning' >&2\n",
-    );
+    )
+    .url();
     let agent = AgentBuilder::new()
         .agent_keys("hostname = \"e2e-console\"")
         .registry(&format!(

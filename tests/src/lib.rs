@@ -177,6 +177,11 @@ impl Agent {
         assert!(up, "agent did not answer within 30 s:\n{}", self.stderr());
     }
 
+    /// The agent's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")

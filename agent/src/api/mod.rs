@@ -1,21 +1,33 @@
 //! The HTTP API: the router, its error type, and the handlers.
 
+mod auth;
 mod error;
+mod extract;
+pub mod log;
 mod plugins;
+pub mod post;
+pub mod server;
 mod status;
 mod update;
 
-use axum::routing::get;
-use axum::Router;
+use std::any::Any;
+
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Router};
 use shared::api::paths;
+use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::ApiError;
+pub use extract::Query;
 
 use crate::state::AgentState;
 
 /// The API's routes over the agent's state; tests call it with `oneshot`, no socket needed.
 pub fn router(state: AgentState) -> Router {
-    Router::new()
+    // Every endpoint goes here, before `guard`, so the token and the JSON errors cover it.
+    let routes = Router::new()
         .route(paths::ME_STATUS, get(status::status))
         .route(paths::ME_NS, get(status::namespaces))
         .route(paths::UPDATE, get(update::update))
@@ -24,6 +36,45 @@ pub fn router(state: AgentState) -> Router {
         .route(paths::PLUGINS_RUN, get(plugins::run))
         .route(paths::PLUGINS_ENABLE, get(plugins::enable))
         .route(paths::PLUGINS_DISABLE, get(plugins::disable))
+        .route(paths::POST, post(post::post))
+        .route(paths::LOG_OFFSET, get(log::offset));
+    guard(routes, state)
+}
+
+/// The layers every endpoint shares: JSON answers for unknown paths and wrong methods, the token
+/// check, and a JSON 500 instead of a dropped connection should a handler ever panic.
+fn guard(routes: Router<AgentState>, state: AgentState) -> Router {
+    routes
         .fallback(error::not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .layer(CatchPanicLayer::custom(panicked))
         .with_state(state)
 }
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    let want = if uri.path() == paths::POST {
+        "POST"
+    } else {
+        "GET"
+    };
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not take {method}; use {want}", uri.path()),
+    )
+}
+
+fn panicked(_: Box<dyn Any + Send + 'static>) -> Response {
+    tracing::error!("An API handler panicked; this is a bug.");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error while handling the request (logged by the agent)",
+    )
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests;

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use crate::api::Query;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;

@@ -4,9 +4,31 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use shared::Value;
+use serde_json::value::RawValue;
+use shared::{Metric, Value};
 
-use super::Point;
+use super::{Parsed, Point};
+
+/// A `/post` body that is not a JSON list at all (one bad element is only a rejection).
+#[derive(Debug, thiserror::Error)]
+#[error("the body is not a JSON list of metrics: {0}")]
+pub struct NotAList(#[from] serde_json::Error);
+
+/// Parses a JSON list of metrics; an element that is not a valid metric is one rejection naming
+/// its position, the other elements are kept.
+pub fn parse_metrics(body: &[u8]) -> Result<Parsed<Metric>, NotAList> {
+    // One pass checks the list's syntax and finds the elements without building them; each
+    // element is then parsed on its own so that one bad element spoils only itself.
+    let raw: Vec<&RawValue> = serde_json::from_slice(body)?;
+    let mut out = Parsed::with_capacity(raw.len());
+    for (i, el) in raw.into_iter().enumerate() {
+        match serde_json::from_str::<Metric>(el.get()) {
+            Ok(m) => out.items.push(m),
+            Err(e) => out.reject(format!("element {i}: {e}")),
+        }
+    }
+    Ok(out)
+}
 
 #[derive(Serialize)]
 struct JsonPoint<'a> {
@@ -76,6 +98,48 @@ mod tests {
             value: Value::Float(i as f64),
             timestamp: 1_764_000_000 + i,
         }
+    }
+
+    #[test]
+    fn bad_elements_are_rejections_and_the_rest_is_kept() {
+        let body = br#"[{"name":"a","value":1}, 5, {"name":"b"}, {"name":"c","value":{}},
+                        {"name":"d","value":"x","tags":{"k":"v"},"timestamp":1764000000}]"#;
+        let p = parse_metrics(body).expect("a list");
+        let names: Vec<&str> = p.items.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["a", "d"]);
+        assert_eq!(p.rejected, 3);
+        assert!(
+            p.errors[0].starts_with("element 1: invalid type: integer"),
+            "{:?}",
+            p.errors
+        );
+        assert!(
+            p.errors[1].starts_with("element 2: missing field `value`"),
+            "{:?}",
+            p.errors
+        );
+        assert!(
+            p.errors[2].contains("a number, a string or a boolean"),
+            "{:?}",
+            p.errors
+        );
+    }
+
+    #[test]
+    fn only_a_body_that_is_no_list_fails() {
+        for body in [
+            &b"{}"[..],
+            b"",
+            b"[1,",
+            b"nope",
+            b"[{\"name\":\"a\",\"value\":1}] x",
+        ] {
+            let e = parse_metrics(body).expect_err("not a list");
+            assert!(e
+                .to_string()
+                .starts_with("the body is not a JSON list of metrics"));
+        }
+        assert_eq!(parse_metrics(b" [] ").expect("empty list").items.len(), 0);
     }
 
     #[test]

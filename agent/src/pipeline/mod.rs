@@ -70,6 +70,43 @@ pub struct Ingested {
 /// How many rejection reasons an [`Ingested`] keeps.
 pub const MAX_REPORTED_ERRORS: usize = 10;
 
+/// A producer's body parsed into metrics or points (JSON list or line protocol); parts that could
+/// not be parsed are counted, with the first few reasons kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed<T = Metric> {
+    /// What parsed.
+    pub items: Vec<T>,
+    /// Elements or lines (or their metrics) refused.
+    pub rejected: usize,
+    /// The first [`MAX_REPORTED_ERRORS`] reasons.
+    pub errors: Vec<String>,
+}
+
+impl<T> Default for Parsed<T> {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
+}
+
+impl<T> Parsed<T> {
+    /// Empty, with room for `n` items.
+    pub fn with_capacity(n: usize) -> Self {
+        Parsed {
+            items: Vec::with_capacity(n),
+            rejected: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Counts one rejection, keeping its reason while there is room.
+    pub fn reject(&mut self, reason: String) {
+        self.rejected += 1;
+        if self.errors.len() < MAX_REPORTED_ERRORS {
+            self.errors.push(reason);
+        }
+    }
+}
+
 /// The producers' handle on the pipeline; cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {

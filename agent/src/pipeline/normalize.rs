@@ -62,95 +62,90 @@ pub fn normalize(
     host: &str,
     now: i64,
 ) -> Result<Point, MetricError> {
-    let fail = |m: &Metric, reason: String| MetricError {
-        metric: cut(&m.name, 80),
+    let tags = m.tags.into_iter().collect();
+    normalize_parts(m.name, tags, m.value, m.timestamp, rename, host, now)
+}
+
+/// [`normalize`] for a metric already taken apart; `tags` must be sorted by key with unique keys
+/// (line protocol builds these directly, sparing the map).
+pub fn normalize_parts(
+    name: String,
+    mut tags: Vec<(String, String)>,
+    value: Value,
+    timestamp: Option<i64>,
+    rename: Rename<'_>,
+    host: &str,
+    now: i64,
+) -> Result<Point, MetricError> {
+    let fail = |reason: String| MetricError {
+        metric: cut(&name, 80),
         reason,
     };
-    check_text(&m.name, || "name".into(), MAX_NAME_BYTES).map_err(|r| fail(&m, r))?;
-    if m.tags.len() > MAX_TAGS {
-        return Err(fail(
-            &m,
-            format!("{} tags, at most {MAX_TAGS} are allowed", m.tags.len()),
-        ));
+    check_text(&name, MAX_NAME_BYTES).map_err(|r| fail(format!("name {r}")))?;
+    if tags.len() > MAX_TAGS {
+        return Err(fail(format!(
+            "{} tags, at most {MAX_TAGS} are allowed",
+            tags.len()
+        )));
     }
-    for (k, v) in &m.tags {
-        check_text(k, || "tag key".into(), MAX_TAG_KEY_BYTES).map_err(|r| fail(&m, r))?;
+    for (k, v) in &tags {
+        check_text(k, MAX_TAG_KEY_BYTES).map_err(|r| fail(format!("tag key {r}")))?;
         if k == "time" {
-            return Err(fail(&m, "tag key \"time\" is reserved by InfluxDB".into()));
+            return Err(fail("tag key \"time\" is reserved by InfluxDB".into()));
         }
-        check_text(v, || format!("value of tag {k:?}"), MAX_TAG_VALUE_BYTES)
-            .map_err(|r| fail(&m, r))?;
+        check_text(v, MAX_TAG_VALUE_BYTES).map_err(|r| fail(format!("value of tag {k:?} {r}")))?;
     }
-    match &m.value {
+    match &value {
         Value::Float(f) if !f.is_finite() => {
-            return Err(fail(&m, format!("value {f} is not a finite number")));
+            return Err(fail(format!("value {f} is not a finite number")));
         }
         Value::Str(s) if s.contains(['\n', '\r']) => {
             return Err(fail(
-                &m,
                 "string value contains a line break, which line protocol cannot carry".into(),
             ));
         }
         Value::Str(s) if s.len() > MAX_STRING_VALUE_BYTES => {
-            return Err(fail(
-                &m,
-                format!(
-                    "string value is {} bytes, at most {MAX_STRING_VALUE_BYTES} are allowed",
-                    s.len()
-                ),
-            ));
+            return Err(fail(format!(
+                "string value is {} bytes, at most {MAX_STRING_VALUE_BYTES} are allowed",
+                s.len()
+            )));
         }
         _ => {}
     }
-    let timestamp = match m.timestamp {
+    let timestamp = match timestamp {
         Some(t) if (MIN_SECS..MAX_SECS).contains(&t) => t,
         _ => now,
     };
     let measurement = match rename {
-        Rename::Keep => m.name,
-        Rename::Plugin(project) => format!("PLUGIN.{project}.{}", m.name),
+        Rename::Keep => name,
+        Rename::Plugin(project) => format!("PLUGIN.{project}.{name}"),
     };
-    let mut tags: Vec<(String, String)> = Vec::with_capacity(m.tags.len() + 1);
-    tags.extend(m.tags);
-    if !tags.iter().any(|(k, _)| k == "host") {
-        let at = tags.partition_point(|(k, _)| k.as_str() < "host");
+    if let Err(at) = tags.binary_search_by(|(k, _)| k.as_str().cmp("host")) {
         tags.insert(at, ("host".to_owned(), host.to_owned()));
     }
     Ok(Point {
         measurement,
         tags,
-        value: m.value,
+        value,
         timestamp,
     })
 }
 
-/// Checks a name, tag key or tag value; `what` names it, and is only built on failure (this
-/// runs for every tag of every point).
-fn check_text(s: &str, what: impl Fn() -> String, max: usize) -> Result<(), String> {
+/// Checks a name, tag key or tag value; the reason reads after the thing's name ("name is empty").
+fn check_text(s: &str, max: usize) -> Result<(), String> {
     if s.is_empty() {
-        return Err(format!("{} is empty", what()));
+        return Err("is empty".into());
     }
     if s.len() > max {
-        return Err(format!(
-            "{} is {} bytes, at most {max} are allowed",
-            what(),
-            s.len()
-        ));
+        return Err(format!("is {} bytes, at most {max} are allowed", s.len()));
     }
-    if has_control(s) {
-        return Err(format!("{} contains a control character", what()));
+    // Control characters are all below 0x80 or in U+0080..U+009F; ASCII text is checked bytewise.
+    if s.bytes().any(|b| b < 0x20 || b == 0x7f)
+        || (!s.is_ascii() && s.chars().any(char::is_control))
+    {
+        return Err("contains a control character".into());
     }
     Ok(())
-}
-
-/// Whether `s` holds a control character (C0, DEL or C1); ASCII text, the common case, is
-/// checked bytewise without decoding characters.
-fn has_control(s: &str) -> bool {
-    if s.is_ascii() {
-        s.bytes().any(|b| b < 0x20 || b == 0x7f)
-    } else {
-        s.chars().any(char::is_control)
-    }
 }
 
 fn cut(s: &str, max: usize) -> String {

@@ -7,6 +7,8 @@
 //! commas, equals signs and spaces; string field values: double quotes and backslashes.
 //! Integers carry an `i` suffix; floats never do; booleans are `true`/`false`.
 
+pub mod parse;
+
 use shared::Value;
 
 use super::Point;

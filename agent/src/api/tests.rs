@@ -1,0 +1,307 @@
+//! The router in process: every endpoint's success and failure answers, through `oneshot`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use shared::api::{LogChunk, PostResponse};
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+
+use super::router;
+use crate::config::Config;
+use crate::output::spool::Spool;
+use crate::output::OutputStats;
+use crate::pipeline::{Pipeline, Submission};
+use crate::registry::{NamespacePlan, Plan};
+use crate::state::AgentState;
+
+struct Fixture {
+    state: AgentState,
+    rx: mpsc::Receiver<Submission>,
+    _dir: tempfile::TempDir,
+    logs: PathBuf,
+}
+
+fn fixture(namespaces: &[&str], token: &str) -> Fixture {
+    let dir = tempfile::tempdir().expect("tmp");
+    let logs = std::fs::canonicalize(dir.path())
+        .expect("canon")
+        .join("logs");
+    std::fs::create_dir(&logs).expect("mkdir");
+    let mut config = Config::default();
+    config.agent.token = token.to_owned();
+    config.agent.log_roots = vec![logs.clone()];
+    config.agent.data_dir = dir.path().join("data");
+    config.agent.max_body_bytes = 64 * 1024;
+    let (pipeline, rx) = Pipeline::new("test-host", 64);
+    let spool = Spool::open(&dir.path().join("spool"), 1 << 20).expect("spool");
+    let state = AgentState::new(
+        config,
+        "test-host".into(),
+        pipeline,
+        spool,
+        Arc::new(OutputStats::default()),
+    );
+    let mut plan = Plan::default();
+    for ns in namespaces {
+        plan.namespaces
+            .insert((*ns).to_owned(), NamespacePlan::default());
+    }
+    state.set_plan(plan);
+    Fixture {
+        state,
+        rx,
+        _dir: dir,
+        logs,
+    }
+}
+
+async fn call(f: &Fixture, req: Request<Body>) -> (StatusCode, serde_json::Value) {
+    let resp = router(f.state.clone())
+        .oneshot(req)
+        .await
+        .expect("router answers");
+    let status = resp.status();
+    let ctype = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(ctype, "application/json", "every answer is JSON: {bytes:?}");
+    (status, serde_json::from_slice(&bytes).expect("json body"))
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).expect("request")
+}
+
+fn post(uri: &str, ctype: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(uri)
+        .header(header::CONTENT_TYPE, ctype)
+        .body(body.into())
+        .expect("request")
+}
+
+fn error_of(v: &serde_json::Value) -> &str {
+    v["error"].as_str().expect("an error message")
+}
+
+#[tokio::test]
+async fn post_json_accepts_valid_metrics_and_reports_the_rest() {
+    let mut f = fixture(&["web.shop"], "");
+    let body = r#"[{"name":"conn.active","value":12.5,"tags":{"pool":"a"},"timestamp":1764000000},
+                   {"name":"","value":1}, "nope", {"name":"up","value":true}]"#;
+    let (st, v) = call(&f, post("/post?ns=web.shop", "application/json", body)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let r: PostResponse = serde_json::from_value(v).expect("PostResponse");
+    assert_eq!((r.ns.as_str(), r.accepted, r.rejected), ("web.shop", 2, 2));
+    assert!(
+        r.errors.iter().any(|e| e.starts_with("element 2:")),
+        "{r:?}"
+    );
+    assert!(
+        r.errors.iter().any(|e| e.contains("name is empty")),
+        "{r:?}"
+    );
+    let sub = f.rx.try_recv().expect("submitted");
+    assert_eq!(&*sub.ns, "web.shop");
+    assert_eq!(sub.points.len(), 2);
+    assert_eq!(sub.points[0].measurement, "conn.active");
+    assert!(sub.points[0]
+        .tags
+        .contains(&("host".to_owned(), "test-host".to_owned())));
+    assert_eq!(sub.points[0].timestamp, 1_764_000_000);
+}
+
+#[tokio::test]
+async fn post_line_protocol_with_the_only_namespace_implied() {
+    let mut f = fixture(&["only.one"], "");
+    let body = "# from a script\ncpu,core=0 value=1.5 1764000000\nbad line\nmem used=3i,free=4i\n";
+    let (st, v) = call(&f, post("/post", "text/plain; charset=utf-8", body)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["ns"], "only.one");
+    assert_eq!(v["accepted"], 3);
+    assert_eq!(v["rejected"], 1);
+    assert!(v["errors"][0]
+        .as_str()
+        .is_some_and(|e| e.starts_with("line 3: field \"line\" has no '='")));
+    let sub = f.rx.try_recv().expect("submitted");
+    let names: Vec<&str> = sub.points.iter().map(|p| p.measurement.as_str()).collect();
+    assert_eq!(names, ["cpu", "mem.used", "mem.free"]);
+}
+
+#[tokio::test]
+async fn post_namespace_errors_name_the_hosts_namespaces() {
+    let f = fixture(&["a.one", "b.two"], "");
+    let (st, v) = call(&f, post("/post?ns=nope", "application/json", "[]")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert!(
+        error_of(&v).contains("\"nope\" is not one of this host's"),
+        "{v}"
+    );
+    assert!(error_of(&v).contains("a.one, b.two"), "{v}");
+    let (st, v) = call(&f, post("/post", "application/json", "[]")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(error_of(&v).contains("ns is required"), "{v}");
+    let empty = fixture(&[], "");
+    let (st, v) = call(&empty, post("/post", "application/json", "[]")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert!(error_of(&v).contains("no namespace"), "{v}");
+}
+
+#[tokio::test]
+async fn post_body_that_is_no_list_is_a_400_and_too_large_is_a_413() {
+    let f = fixture(&["n"], "");
+    let (st, v) = call(&f, post("/post", "application/json", r#"{"name":"a"}"#)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        error_of(&v).starts_with("the body is not a JSON list of metrics"),
+        "{v}"
+    );
+    let big = vec![b' '; 64 * 1024 + 1];
+    let (st, v) = call(&f, post("/post", "application/json", big.clone())).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        error_of(&v).contains("65536 bytes (agent.max_body_bytes)"),
+        "{v}"
+    );
+    // Without a content length (chunked), the limit still holds.
+    let stream = Body::from_stream(futures_stream(big));
+    let (st, _) = call(&f, post("/post", "text/plain", stream)).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+fn futures_stream(
+    data: Vec<u8>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        data.chunks(1000).map(|c| Ok(c.to_vec())).collect();
+    futures_util::stream::iter(chunks)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_that_never_finishes_is_a_408_after_the_body_timeout() {
+    let f = fixture(&["n"], "");
+    let never = futures_util::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+    let started = tokio::time::Instant::now();
+    let (st, v) = call(&f, post("/post", "text/plain", Body::from_stream(never))).await;
+    assert_eq!(st, StatusCode::REQUEST_TIMEOUT, "{v}");
+    assert!(error_of(&v).contains("within 30 s"), "{v}");
+    assert!(started.elapsed() >= super::post::BODY_TIMEOUT);
+}
+
+#[tokio::test]
+async fn token_guards_everything_but_status() {
+    let f = fixture(&["n"], "s3cret");
+    let (st, _) = call(&f, get("/me/status")).await;
+    assert_eq!(st, StatusCode::OK);
+    for uri in ["/me/ns", "/log/offset?fpath=/x", "/nowhere"] {
+        let (st, v) = call(&f, get(uri)).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{uri}");
+        assert!(error_of(&v).contains("requires a token"), "{v}");
+    }
+    let (st, v) = call(&f, post("/post", "application/json", "[]")).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    let wrong = Request::get("/me/ns")
+        .header(header::AUTHORIZATION, "Bearer s3creT")
+        .body(Body::empty())
+        .expect("request");
+    let (st, v) = call(&f, wrong).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert!(error_of(&v).contains("wrong"), "{v}");
+    let right = Request::get("/me/ns")
+        .header(header::AUTHORIZATION, "Bearer s3cret")
+        .body(Body::empty())
+        .expect("request");
+    let (st, v) = call(&f, right).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["namespaces"][0], "n");
+}
+
+#[tokio::test]
+async fn axum_rejections_are_json_with_a_useful_message() {
+    let f = fixture(&["n"], "");
+    let (st, v) = call(&f, get("/post")).await;
+    assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_of(&v), "/post does not take GET; use POST");
+    let (st, v) = call(&f, post("/me/status", "application/json", "")).await;
+    assert_eq!(st, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(error_of(&v).contains("use GET"), "{v}");
+    let (st, v) = call(&f, get("/log/offset")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(error_of(&v).contains("missing field `fpath`"), "{v}");
+    let (st, v) = call(&f, get("/log/offset?fpath=/x&offset=-1")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(error_of(&v).contains("offset"), "{v}");
+    let (st, v) = call(&f, get("/nowhere")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert!(error_of(&v).contains("no endpoint /nowhere"), "{v}");
+}
+
+#[tokio::test]
+async fn log_offset_reads_lines_and_refuses_what_it_must() {
+    let f = fixture(&["n"], "");
+    let file = f.logs.join("app.log");
+    std::fs::write(&file, "a\nb\nc\npartial").expect("write");
+    let p = file.to_str().expect("utf8");
+    let (st, v) = call(&f, get(&format!("/log/offset?fpath={p}&num=2"))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let c: LogChunk = serde_json::from_value(v).expect("LogChunk");
+    assert_eq!(
+        (c.lines, c.next_offset, c.size),
+        (vec!["a".to_owned(), "b".to_owned()], 4, 13)
+    );
+    let (st, v) = call(&f, get(&format!("/log/offset?fpath={p}&offset=4"))).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["lines"], serde_json::json!(["c"]));
+    for (query, want, code) in [
+        (format!("fpath={p}&num=1001"), "1 to 1000", 400),
+        (format!("fpath={p}&num=0"), "1 to 1000", 400),
+        (
+            "fpath=/etc/passwd".to_owned(),
+            "outside the readable roots",
+            403,
+        ),
+        (format!("fpath={p}/%2e%2e/%2e%2e/x"), "contains '..'", 403),
+        (
+            format!("fpath={}/%FF.log", f.logs.display()),
+            "not valid UTF-8",
+            400,
+        ),
+        (format!("fpath={}/a%00", f.logs.display()), "NUL byte", 400),
+        (format!("fpath={}", f.logs.display()), "is a directory", 400),
+        (
+            format!("fpath={}/none.log", f.logs.display()),
+            "no file",
+            404,
+        ),
+    ] {
+        let (st, v) = call(&f, get(&format!("/log/offset?{query}"))).await;
+        assert_eq!(st.as_u16(), code, "{query}: {v}");
+        assert!(error_of(&v).contains(want), "{query}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_a_json_500_and_the_router_lives_on() {
+    let f = fixture(&["n"], "");
+    async fn boom() -> &'static str {
+        panic!("a bug")
+    }
+    let app = super::guard(
+        axum::Router::new().route("/boom", axum::routing::get(boom)),
+        f.state.clone(),
+    );
+    let resp = app.clone().oneshot(get("/boom")).await.expect("answers");
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    assert!(error_of(&v).contains("internal error"), "{v}");
+    let resp = app.oneshot(get("/boom")).await.expect("answers again");
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
