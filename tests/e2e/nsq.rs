@@ -185,21 +185,30 @@ fn custom_topic_template_and_json_format() {
         "topic = \"metrics.{ns}\"\nformat = \"json\"",
         &namespaces(&["e2e.json"]),
     );
-    let arrived = wait_until(Duration::from_secs(20), || {
-        !peer.messages("metrics.e2e.json").is_empty()
-    });
-    assert!(arrived, "nothing on metrics.e2e.json:\n{}", agent.stderr());
+    // Collectors publish too; wait for the message that carries the heartbeat.
+    let find_alive = || {
+        peer.messages("metrics.e2e.json").iter().find_map(|m| {
+            let msg: serde_json::Value = serde_json::from_slice(m).expect("a JSON message");
+            let alive = msg["points"]
+                .as_array()
+                .expect("points")
+                .iter()
+                .find(|p| p["measurement"] == "agent.alive")
+                .cloned()?;
+            Some((msg, alive))
+        })
+    };
+    let arrived = wait_until(Duration::from_secs(20), || find_alive().is_some());
+    assert!(
+        arrived,
+        "no agent.alive on metrics.e2e.json:\n{}",
+        agent.stderr()
+    );
     assert_eq!(peer.topics(), ["metrics.e2e.json"]);
-    let msg: serde_json::Value =
-        serde_json::from_slice(&peer.messages("metrics.e2e.json")[0]).expect("a JSON message");
+    let (msg, alive) = find_alive().expect("found above");
     assert_eq!(msg["database"], "e2e.json");
     assert_eq!(msg["precision"], "s");
     assert_eq!(msg["retentionPolicy"], "");
-    let points = msg["points"].as_array().expect("points");
-    let alive = points
-        .iter()
-        .find(|p| p["measurement"] == "agent.alive")
-        .expect("agent.alive point");
     assert_eq!(alive["tags"]["host"], "e2e-nsq");
     assert_eq!(alive["fields"]["value"], 1.0);
     let ts = alive["timestamp"].as_i64().unwrap_or(0);

@@ -30,7 +30,8 @@ pub fn git(dir: &Path, args: &[&str]) {
 pub struct BareRepo {
     /// The bare repository.
     pub bare: PathBuf,
-    work: PathBuf,
+    /// The working clone commits are made in.
+    pub work: PathBuf,
 }
 
 impl BareRepo {

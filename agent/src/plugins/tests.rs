@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use super::*;
 use crate::pipeline::{Point, Submission};
 use crate::registry::NamespacePlan;
+use support::gitrepo::{git, BareRepo};
 
 const NS: &str = "test.plugins";
 
@@ -21,62 +22,6 @@ fn open_tempdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     dir
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args([
-            "-c",
-            "user.name=test",
-            "-c",
-            "user.email=test@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A bare repository `<root>/<name>.git` whose main branch holds `plugin.sh` = `script`.
-struct Repo {
-    bare: PathBuf,
-    work: PathBuf,
-}
-
-impl Repo {
-    fn new(root: &Path, name: &str, script: &str) -> Repo {
-        let bare = root.join(format!("{name}.git"));
-        let work = root.join(format!("{name}-work"));
-        std::fs::create_dir_all(&bare).expect("bare dir");
-        std::fs::create_dir_all(&work).expect("work dir");
-        git(&bare, &["init", "--bare", "-q"]);
-        git(&work, &["init", "-q"]);
-        git(
-            &work,
-            &["remote", "add", "origin", bare.to_str().expect("utf8")],
-        );
-        let repo = Repo { bare, work };
-        repo.push(script);
-        repo
-    }
-
-    fn push(&self, script: &str) {
-        std::fs::write(self.work.join("plugin.sh"), script).expect("write plugin.sh");
-        git(&self.work, &["add", "plugin.sh"]);
-        git(&self.work, &["commit", "-q", "-m", "plugin"]);
-        git(&self.work, &["push", "-q", "origin", "HEAD:main"]);
-    }
-
-    fn url(&self) -> String {
-        format!("file://{}", self.bare.display())
-    }
 }
 
 struct Fixture {
@@ -101,8 +46,8 @@ fn fixture(disable_secs: u64) -> Fixture {
 }
 
 impl Fixture {
-    fn repo(&self, name: &str, script: &str) -> Repo {
-        Repo::new(&self.dir.path().join("remotes"), name, script)
+    fn repo(&self, name: &str, script: &str) -> BareRepo {
+        BareRepo::new(&self.dir.path().join("remotes"), name, script)
     }
 
     /// A world-writable folder for plugins to leave evidence in (they run as `nobody`).
@@ -353,7 +298,7 @@ async fn a_duplicate_project_name_and_a_refused_address_are_reported_not_run() {
     let f = fixture(60);
     let a = f.repo("same", ECHO_V1);
     let other_root = f.dir.path().join("elsewhere");
-    let b = Repo::new(&other_root, "same", ECHO_V2);
+    let b = BareRepo::new(&other_root, "same", ECHO_V2);
     f.plan(vec![
         item(a.url(), 0),
         item(b.url(), 0),
@@ -938,7 +883,7 @@ async fn plugins_are_not_run_as_root_unless_the_config_says_so() {
         return;
     }
     let dir = open_tempdir();
-    let repo = Repo::new(&dir.path().join("remotes"), "whoami", "id -u\n");
+    let repo = BareRepo::new(&dir.path().join("remotes"), "whoami", "id -u\n");
     let mut plan = Plan::default();
     plan.namespaces.insert(
         NS.to_owned(),

@@ -130,17 +130,8 @@ pub(super) fn emit(prev: &Sample, cur: &Sample, secs: f64, device: &str, out: &m
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::get;
     use super::*;
-
-    fn get(out: &Out, name: &str) -> Option<f64> {
-        out.metrics
-            .iter()
-            .find(|m| m.name == name)
-            .map(|m| match m.value {
-                shared::Value::Float(v) => v,
-                ref v => panic!("not a float: {v:?}"),
-            })
-    }
 
     #[test]
     fn rates_per_second_from_counters() {

@@ -133,17 +133,8 @@ pub(super) fn emit_stat(prev: Option<(f64, &Counters)>, cur: &Counters, out: &mu
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::get;
     use super::*;
-
-    fn get(out: &Out, name: &str) -> Option<f64> {
-        out.metrics
-            .iter()
-            .find(|m| m.name == name)
-            .map(|m| match m.value {
-                shared::Value::Float(v) => v,
-                ref v => panic!("not a float: {v:?}"),
-            })
-    }
 
     #[test]
     fn loadavg_and_threads() {

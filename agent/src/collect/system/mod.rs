@@ -278,6 +278,17 @@ mod live_tests;
 mod tests {
     use super::*;
 
+    /// The value of the first metric called `name` in `out`.
+    pub(super) fn get(out: &Out, name: &str) -> Option<f64> {
+        out.metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| match m.value {
+                shared::Value::Float(v) => v,
+                ref v => panic!("not a float: {v:?}"),
+            })
+    }
+
     #[test]
     fn family_names_round_trip_ignoring_case() {
         for f in Family::ALL {
