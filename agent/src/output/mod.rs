@@ -6,6 +6,7 @@
 //! backoff; a batch the output refuses for good (bad data) is dropped and counted.
 
 pub mod file;
+pub mod influxdb;
 pub mod spool;
 pub mod stdout;
 
@@ -93,7 +94,8 @@ pub fn build(config: &Config) -> anyhow::Result<Box<dyn Output>> {
             config.output.file_keep,
         )?),
         OutputKind::Stdout => Box::new(stdout::StdoutOutput::default()),
-        OutputKind::Nsq | OutputKind::Influxdb => {
+        OutputKind::Influxdb => Box::new(influxdb::InfluxOutput::new(&config.output.url)?),
+        OutputKind::Nsq => {
             anyhow::bail!(
                 "output.kind = \"{}\" is not built yet in this version",
                 config.output.kind
