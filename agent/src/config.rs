@@ -593,11 +593,17 @@ mod tests {
 
     #[test]
     fn json_is_refused_for_the_influxdb_output() {
-        let msg = parse("[output]\nkind = \"influxdb\"\nurl = \"http://127.0.0.1:8086\"\nformat = \"json\"\n")
-            .expect_err("json + influxdb")
-            .to_string();
-        assert!(msg.contains("output.format") && msg.contains("line protocol"), "{msg}");
-        parse("[output]\nkind = \"influxdb\"\nurl = \"http://127.0.0.1:8086\"\n").expect("line is fine");
+        let msg = parse(
+            "[output]\nkind = \"influxdb\"\nurl = \"http://127.0.0.1:8086\"\nformat = \"json\"\n",
+        )
+        .expect_err("json + influxdb")
+        .to_string();
+        assert!(
+            msg.contains("output.format") && msg.contains("line protocol"),
+            "{msg}"
+        );
+        parse("[output]\nkind = \"influxdb\"\nurl = \"http://127.0.0.1:8086\"\n")
+            .expect("line is fine");
     }
 
     #[test]

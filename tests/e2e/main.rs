@@ -3,3 +3,4 @@
 //! One test binary (linking is the slow part on small machines); one module per feature.
 
 mod lifecycle;
+mod spool;

@@ -1,5 +1,7 @@
 //! Support for the end-to-end tests: starting the real binaries and the peers they talk to.
 
+pub mod influxdb;
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;

@@ -11,7 +11,6 @@ use tracing::debug;
 use crate::pipeline::Rename;
 use crate::state::AgentState;
 
-
 /// The heartbeat metrics as of now.
 pub fn metrics(state: &AgentState) -> Vec<Metric> {
     let p = state.pipeline().stats();

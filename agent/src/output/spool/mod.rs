@@ -170,11 +170,7 @@ impl Spool {
     }
 
     /// [`Spool::open`] with explicit tuning.
-    pub fn open_with(
-        dir: &Path,
-        max_bytes: u64,
-        opts: SpoolOptions,
-    ) -> Result<Spool, SpoolError> {
+    pub fn open_with(dir: &Path, max_bytes: u64, opts: SpoolOptions) -> Result<Spool, SpoolError> {
         let spool = Self::new(Some(dir.to_path_buf()), max_bytes, opts);
         spool.recover(dir);
         Ok(spool)
@@ -538,7 +534,10 @@ impl Spool {
                 () = cancel.cancelled() => true,
             };
             let me = self.clone();
-            if tokio::task::spawn_blocking(move || me.sync()).await.is_err() {
+            if tokio::task::spawn_blocking(move || me.sync())
+                .await
+                .is_err()
+            {
                 warn!("Spool sync task failed.");
             }
             if stop {

@@ -79,11 +79,14 @@ fn decode_body(body: &[u8]) -> Option<(u64, EncodedBatch)> {
     let ns = body.get(BODY_FIXED..BODY_FIXED + ns_len)?;
     let ns = String::from_utf8(ns.to_vec()).ok()?;
     let payload = body[BODY_FIXED + ns_len..].to_vec();
-    Some((id, EncodedBatch {
-        ns,
-        points,
-        payload,
-    }))
+    Some((
+        id,
+        EncodedBatch {
+            ns,
+            points,
+            payload,
+        },
+    ))
 }
 
 /// One good record found by [`scan`].
@@ -310,7 +313,11 @@ mod tests {
 
     #[test]
     fn records_round_trip_with_their_lengths_and_offsets() {
-        let a = batch("web.shop", 2, "m value=1 1764000000\nm value=2 1764000001\n");
+        let a = batch(
+            "web.shop",
+            2,
+            "m value=1 1764000000\nm value=2 1764000001\n",
+        );
         let b = batch("db", 1, "");
         let data = segment(&[(7, a.clone()), (8, b.clone())]);
         let (recs, damage) = scan_bytes(&data);

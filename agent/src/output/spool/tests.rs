@@ -171,7 +171,11 @@ async fn a_torn_tail_is_skipped_and_counted_and_everything_before_it_delivered()
         .expect("open segment");
     f.set_len(len - 5).expect("cut the last record");
     let spool = Spool::open(dir.path(), 1 << 20).expect("reopen");
-    assert_eq!(spool.stats().dropped_batches, 1, "the torn record is counted");
+    assert_eq!(
+        spool.stats().dropped_batches,
+        1,
+        "the torn record is counted"
+    );
     assert_eq!(drain(&spool).await, sent[..2]);
     // New records go to a new segment, never after the torn bytes.
     spool.push(batch("a", 3));
