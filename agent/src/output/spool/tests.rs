@@ -326,3 +326,83 @@ async fn the_sync_task_stores_acks_and_stops_on_cancel() {
         .expect("join");
     assert_eq!(segment::read_acked(dir.path()), Ok(r.id));
 }
+
+/// An output that fails the first `fail` attempts, refuses batches whose payload says
+/// `refuse`, and records what it accepted.
+struct FlakyOutput {
+    fail: usize,
+    got: Arc<Mutex<Vec<EncodedBatch>>>,
+}
+
+impl crate::output::Output for FlakyOutput {
+    fn endpoint(&self) -> String {
+        "flaky".into()
+    }
+
+    fn deliver<'a>(
+        &'a mut self,
+        batch: &'a Arc<EncodedBatch>,
+    ) -> crate::output::BoxFuture<'a, Result<(), crate::output::DeliveryError>> {
+        Box::pin(async move {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(crate::output::DeliveryError::Retry("down".into()));
+            }
+            if batch.payload.starts_with(b"refuse") {
+                return Err(crate::output::DeliveryError::Reject("bad data".into()));
+            }
+            self.got.lock().expect("lock").push((**batch).clone());
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_delivery_loop_retries_counts_refusals_and_leaves_nothing_to_redeliver() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("tmp");
+    let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+    let refused = EncodedBatch {
+        ns: "a".into(),
+        points: 3,
+        payload: b"refuse me".to_vec(),
+    };
+    spool.push(batch("a", 0));
+    spool.push(refused);
+    spool.push(batch("b", 1));
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let stats = Arc::new(crate::output::OutputStats::default());
+    let drain = CancellationToken::new();
+    drain.cancel(); // deliver what is there, then stop
+    let output = Box::new(FlakyOutput {
+        fail: 3,
+        got: Arc::clone(&got),
+    });
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::output::run_delivery(
+            spool.clone(),
+            output,
+            Arc::clone(&stats),
+            drain,
+            Duration::from_secs(5),
+        ),
+    )
+    .await
+    .expect("delivery finishes");
+    assert_eq!(
+        *got.lock().expect("lock"),
+        [batch("a", 0), batch("b", 1)],
+        "retried until delivered, in order"
+    );
+    assert_eq!(stats.rejected_batches.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.rejected_points.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.delivered_points.load(Ordering::Relaxed), 4);
+    spool.sync();
+    drop(spool);
+    let spool = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    assert!(
+        spool.is_empty(),
+        "nothing is delivered twice after a clean stop"
+    );
+}
