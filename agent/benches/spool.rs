@@ -3,22 +3,27 @@
 //!
 //! - `append`: pushing 64 KiB batches into the durable spool vs writing the same bytes to a
 //!   file through a `BufWriter` (no fsync in either). Budget: at least 100 MB/s.
-//! - `pipeline`: encode 1000-point batches, push, take, ack (a healthy output), durable spool
-//!   (with its fsync task running) vs the in-memory queue. Budget: under 10 % slower.
+//! - `pipeline`: the agent's in-process path (submit metrics, normalise, batch, encode, spool,
+//!   deliver to an output that takes everything, ack), durable spool (with its fsync task
+//!   running) vs the in-memory queue. Budget: under 10 % slower.
+//! - `encode_push_take_ack`: the same without producers, pipeline channel and delivery loop: the
+//!   spool's share at its largest.
 //! - `backlog`: one million points waiting (mostly on disk, beyond the memory cache), taken and
 //!   acked, with and without a restart (reopen and scan) first, vs the live `pipeline` rate.
 //!   Budget: at least as fast as live.
 
 use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent::config::Format;
 use agent::output::spool::Spool;
-use agent::output::EncodedBatch;
-use agent::pipeline::batch::encode;
-use agent::pipeline::Point;
+use agent::output::{run_delivery, BoxFuture, DeliveryError, EncodedBatch, Output, OutputStats};
+use agent::pipeline::batch::{encode, run_batcher, BatchConfig};
+use agent::pipeline::{Pipeline, Point, Rename};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
-use shared::Value;
+use shared::{Metric, Value};
 use tokio_util::sync::CancellationToken;
 
 const BATCH_BYTES: usize = 64 * 1024;
@@ -110,10 +115,10 @@ async fn live(spool: &Spool, batches: usize) {
     }
 }
 
-fn pipeline(c: &mut Criterion) {
+fn encode_and_spool(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let batches = 100; // 100k points per iteration
-    let mut g = c.benchmark_group("spool/pipeline");
+    let mut g = c.benchmark_group("spool/encode_push_take_ack");
     g.throughput(Throughput::Elements((batches * POINTS_PER_BATCH) as u64));
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(10));
@@ -127,6 +132,96 @@ fn pipeline(c: &mut Criterion) {
         let stop = CancellationToken::new();
         let syncer = rt.spawn(spool.clone().run_sync(stop.clone()));
         b.iter(|| rt.block_on(live(&spool, batches)));
+        stop.cancel();
+        let _ = rt.block_on(syncer);
+    });
+    g.finish();
+}
+
+/// An output that takes everything at once (a healthy, infinitely fast peer).
+struct NullOutput;
+
+impl Output for NullOutput {
+    fn endpoint(&self) -> String {
+        "null".into()
+    }
+
+    fn deliver<'a>(
+        &'a mut self,
+        batch: &'a Arc<EncodedBatch>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        std::hint::black_box(&batch.payload);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The agent's in-process path, as `agent::run` wires it: producers submit metrics (100 per
+/// call), the pipeline normalises them, the batcher cuts and encodes 1000-point batches into the
+/// spool, the delivery loop hands them to the output and acks them.
+async fn through_pipeline(spool: &Spool, points_total: usize) {
+    let (pipeline, rx) = Pipeline::new("bench-host", 4096);
+    let stop = CancellationToken::new();
+    let batcher = tokio::spawn(run_batcher(
+        rx,
+        BatchConfig {
+            batch_size: POINTS_PER_BATCH,
+            flush_every: Duration::from_millis(100),
+            format: Format::Line,
+            max_message_bytes: 1 << 20,
+        },
+        spool.clone(),
+        Arc::clone(pipeline.stats()),
+        stop.clone(),
+    ));
+    let stats = Arc::new(OutputStats::default());
+    let drain = CancellationToken::new();
+    let delivery = tokio::spawn(run_delivery(
+        spool.clone(),
+        Box::new(NullOutput),
+        Arc::clone(&stats),
+        drain.clone(),
+        Duration::from_secs(60),
+    ));
+    for call in 0..points_total / 100 {
+        let metrics = (0..100)
+            .map(|i| {
+                Metric::new(format!("conn.metric{i}"), (call * 100 + i) as f64)
+                    .tag("pool", format!("p{}", call % 7))
+                    .at(1_764_000_000 + (call % 60) as i64)
+            })
+            .collect();
+        pipeline
+            .submit_metrics("bench.ns", metrics, Rename::Plugin("bench"))
+            .await
+            .expect("pipeline open");
+    }
+    stop.cancel();
+    batcher.await.expect("batcher");
+    drain.cancel();
+    delivery.await.expect("delivery");
+    assert_eq!(
+        stats.delivered_points.load(Ordering::Relaxed),
+        points_total as u64
+    );
+}
+
+fn pipeline(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let total = 200_000;
+    let mut g = c.benchmark_group("spool/pipeline");
+    g.throughput(Throughput::Elements(total as u64));
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(15));
+    g.bench_function("in_memory_queue (baseline)", |b| {
+        let spool = Spool::in_memory(BOUND);
+        b.iter(|| rt.block_on(through_pipeline(&spool, total)));
+    });
+    g.bench_function("durable_spool", |b| {
+        let dir = tempfile::tempdir().expect("tmp");
+        let spool = Spool::open(&dir.path().join("spool"), BOUND).expect("spool");
+        let stop = CancellationToken::new();
+        let syncer = rt.spawn(spool.clone().run_sync(stop.clone()));
+        b.iter(|| rt.block_on(through_pipeline(&spool, total)));
         stop.cancel();
         let _ = rt.block_on(syncer);
     });
@@ -204,5 +299,5 @@ fn backlog(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append, pipeline, backlog);
+criterion_group!(benches, append, encode_and_spool, pipeline, backlog);
 criterion_main!(benches);

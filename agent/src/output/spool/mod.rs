@@ -23,7 +23,6 @@ mod segment;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -627,11 +626,11 @@ impl Inner {
         let active = self.active.as_ref()?;
         let (seg, file) = (active.first_id, Arc::clone(&active.file));
         let offset = self.segments.get(&seg).map_or(0, |s| s.bytes);
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        segment::encode(id, batch, &mut buf);
-        let written = (&*file).write_all(&buf);
-        self.scratch = buf;
+        let mut head = std::mem::take(&mut self.scratch);
+        head.clear();
+        segment::encode_head(id, batch, &mut head);
+        let written = segment::write_two(&file, &head, &batch.payload);
+        self.scratch = head;
         if let Err(e) = written {
             // What reached the file is a torn record at its end, which a later scan skips.
             self.close_active(deletions);

@@ -39,8 +39,16 @@ pub fn record_len(batch: &EncodedBatch) -> u64 {
         as u64
 }
 
-/// Appends the record of `batch` with `id` to `out`.
+/// Appends the record of `batch` with `id` to `out` (the spool writes head and payload apart).
+#[cfg(test)]
 pub fn encode(id: u64, batch: &EncodedBatch, out: &mut Vec<u8>) {
+    encode_head(id, batch, out);
+    out.extend_from_slice(&batch.payload);
+}
+
+/// Appends the record of `batch` with `id` to `out` without its payload, which follows it on
+/// disk; the checksum covers the payload. Lets `push` write the payload from where it is.
+pub fn encode_head(id: u64, batch: &EncodedBatch, out: &mut Vec<u8>) {
     // Namespaces are short topic names; the cut only guards the u16 field.
     let ns = &batch.ns.as_bytes()[..batch.ns.len().min(usize::from(u16::MAX))];
     let body_len = BODY_FIXED + ns.len() + batch.payload.len();
@@ -51,9 +59,29 @@ pub fn encode(id: u64, batch: &EncodedBatch, out: &mut Vec<u8>) {
     out.extend_from_slice(&batch.points.to_le_bytes());
     out.extend_from_slice(&(ns.len() as u16).to_le_bytes());
     out.extend_from_slice(ns);
-    out.extend_from_slice(&batch.payload);
-    let crc = crc32fast::hash(&out[start + PREFIX_LEN..]);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&out[start + PREFIX_LEN..]);
+    crc.update(&batch.payload);
+    let crc = crc.finalize();
     out[start + 4..start + PREFIX_LEN].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Writes `head` then `tail` with as few system calls as the kernel allows (one, usually).
+pub fn write_two(mut file: &File, head: &[u8], tail: &[u8]) -> io::Result<()> {
+    let total = head.len() + tail.len();
+    let mut done = loop {
+        match file.write_vectored(&[io::IoSlice::new(head), io::IoSlice::new(tail)]) {
+            Ok(0) if total > 0 => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    if done < head.len() {
+        file.write_all(&head[done..])?;
+        done = head.len();
+    }
+    file.write_all(&tail[done - head.len()..])
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -383,6 +411,19 @@ mod tests {
         let (found, damage) = scan_bytes(&data);
         assert_eq!(found.len(), 1);
         assert!(matches!(damage[..], [Damage::Torn { .. }]), "{damage:?}");
+    }
+
+    #[test]
+    fn a_record_written_in_two_parts_is_the_same_record() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let b = batch("ns", 3, "m value=1 1764000000\n");
+        let mut whole = Vec::new();
+        encode(9, &b, &mut whole);
+        let mut head = Vec::new();
+        encode_head(9, &b, &mut head);
+        let f = File::create(dir.path().join("x")).expect("create");
+        write_two(&f, &head, &b.payload).expect("write");
+        assert_eq!(fs::read(dir.path().join("x")).expect("read"), whole);
     }
 
     #[test]
