@@ -8,9 +8,10 @@
 //!
 //! Durability (see `docs/spool.md`): `push` writes the record into the open segment with one
 //! `write` (no user-space buffer), so it survives the agent being killed; a background task
-//! ([`Spool::run_sync`]) fsyncs segments and stores the ack position every [`SYNC_EVERY`], and
-//! [`Spool::sync`] does it once more at shutdown. A power loss can lose what was pushed in the
-//! last second; a crash redelivers what was delivered in the last second.
+//! ([`Spool::run_sync`]) stores the ack position every [`SYNC_EVERY`] and fsyncs the segments
+//! when a record waited that long, and [`Spool::sync`] fsyncs at shutdown. A power loss can
+//! lose what was pushed in the last two seconds and not yet delivered; a crash redelivers what
+//! was delivered in the last second.
 //!
 //! When the directory cannot be written (full disk, read-only or missing directory), the spool
 //! keeps batches in memory (`durable = false`, bounded by [`MEMORY_FALLBACK_MAX`]), logs it, and
@@ -134,8 +135,10 @@ struct Inner {
     cached_bytes: u64,
     /// Whether the active segment was written since the last fsync.
     dirty: bool,
-    /// Closed segments still to fsync.
-    to_sync: Vec<Arc<File>>,
+    /// Closed segments not fsynced yet, by first id.
+    to_sync: Vec<(u64, Arc<File>)>,
+    /// The last id written as of the previous sync round.
+    sync_mark: u64,
     /// Why the spool is not durable; when the disk is tried again.
     problem: Option<String>,
     retry_at: Option<Instant>,
@@ -197,6 +200,7 @@ impl Spool {
                     cached_bytes: 0,
                     dirty: false,
                     to_sync: Vec::new(),
+                    sync_mark: 0,
                     problem: None,
                     retry_at: None,
                     stats: SpoolStats {
@@ -489,20 +493,46 @@ impl Spool {
         self.lock().problem.clone()
     }
 
-    /// Fsyncs what was written and stores the ack position. Blocking; called by
-    /// [`Spool::run_sync`] and once more at shutdown.
+    /// Fsyncs every segment written since the last fsync and stores the ack position.
+    /// Blocking; called once more at shutdown.
     pub fn sync(&self) {
+        self.sync_round(true);
+    }
+
+    /// One round of the sync task. Records the output already confirmed need no fsync, and
+    /// neither do the ones pushed since the last round (the output is probably taking them right
+    /// now): segments are fsynced only when a record written before the last round is still
+    /// waiting. So a healthy output causes no forced disk writes (segments are often deleted
+    /// before the kernel writes them back at all), and a record the output does not take
+    /// within one round is on disk by the next.
+    fn sync_round(&self, force: bool) {
         let Some(dir) = &self.shared.dir else {
             return;
         };
         let (files, acked) = {
             let mut g = self.lock();
-            let mut files = std::mem::take(&mut g.to_sync);
-            if g.dirty {
-                if let Some(a) = &g.active {
-                    files.push(Arc::clone(&a.file));
+            let g = &mut *g;
+            let segments = &g.segments;
+            g.to_sync.retain(|(seg, _)| segments.contains_key(seg));
+            let oldest_waiting = g.queue.iter().find(|e| e.seg.is_some()).map(|e| e.id);
+            let mark = std::mem::replace(&mut g.sync_mark, g.next_id - 1);
+            let mut files = Vec::new();
+            match oldest_waiting {
+                // Everything on disk was delivered: nothing to make durable.
+                None => {
+                    g.to_sync.clear();
+                    g.dirty = false;
                 }
-                g.dirty = false;
+                Some(oldest) if force || oldest <= mark => {
+                    files.extend(g.to_sync.drain(..).map(|(_, f)| f));
+                    if g.dirty {
+                        if let Some(a) = &g.active {
+                            files.push(Arc::clone(&a.file));
+                        }
+                        g.dirty = false;
+                    }
+                }
+                Some(_) => {}
             }
             let acked = (g.acked != g.acked_stored).then_some(g.acked);
             (files, acked)
@@ -533,7 +563,7 @@ impl Spool {
                 () = cancel.cancelled() => true,
             };
             let me = self.clone();
-            if tokio::task::spawn_blocking(move || me.sync())
+            if tokio::task::spawn_blocking(move || me.sync_round(stop))
                 .await
                 .is_err()
             {
@@ -666,7 +696,7 @@ impl Inner {
     fn close_active(&mut self, deletions: &mut Vec<PathBuf>) {
         if let Some(a) = self.active.take() {
             if self.dirty {
-                self.to_sync.push(a.file);
+                self.to_sync.push((a.first_id, a.file));
             }
             self.dirty = false;
             if self.segments.get(&a.first_id).is_some_and(|s| s.live == 0) {

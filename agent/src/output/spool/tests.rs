@@ -406,3 +406,24 @@ async fn the_delivery_loop_retries_counts_refusals_and_leaves_nothing_to_redeliv
         "nothing is delivered twice after a clean stop"
     );
 }
+
+#[tokio::test]
+async fn segments_are_fsynced_only_for_records_that_waited_a_round() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+    spool.push(batch("a", 1));
+    let r = take(&spool).await;
+    spool.ack(r.id);
+    spool.sync_round(false);
+    assert!(!spool.lock().dirty, "delivered records need no fsync");
+
+    spool.push(batch("a", 2));
+    spool.sync_round(false);
+    assert!(spool.lock().dirty, "just pushed: the output may take it first");
+    spool.sync_round(false);
+    assert!(!spool.lock().dirty, "waited a whole round: fsynced");
+
+    spool.push(batch("a", 3));
+    spool.sync();
+    assert!(!spool.lock().dirty, "shutdown fsyncs everything waiting");
+}
