@@ -143,11 +143,12 @@ struct Inner {
     problem: Option<String>,
     retry_at: Option<Instant>,
     stats: SpoolStats,
-    scratch: Vec<u8>,
 }
 
 struct Shared {
     inner: Mutex<Inner>,
+    /// Serialises pushes (their writes happen outside `inner`); holds the record-head buffer.
+    writer: Mutex<Vec<u8>>,
     notify: Notify,
     /// `None`: a memory-only spool that never tries the disk.
     dir: Option<PathBuf>,
@@ -207,8 +208,8 @@ impl Spool {
                         durable: dir.is_some(),
                         ..SpoolStats::default()
                     },
-                    scratch: Vec::new(),
                 }),
+                writer: Mutex::new(Vec::new()),
                 notify: Notify::new(),
                 dir,
                 max_bytes,
@@ -309,41 +310,39 @@ impl Spool {
         }
     }
 
-    /// Appends a batch: written to the open segment (one `write`, no fsync) before it can be
-    /// handed out. Past the bound the oldest segments are dropped and counted.
+    /// Appends a batch: written to the open segment (one `write`, no fsync) before `push`
+    /// returns. Past the bound the oldest segments are dropped and counted.
+    ///
+    /// The write happens outside the queue's lock, so the delivery loop is never held up by the
+    /// disk; the batch is queued (in memory) first, and the output may already be taking it.
     pub fn push(&self, batch: EncodedBatch) {
         let shared = &*self.shared;
         let batch = Arc::new(batch);
+        let len = segment::record_len(&batch);
         let mut deletions = Vec::new();
-        {
+        // One push at a time: the file holds records in id order.
+        let mut head = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let (id, place) = {
             let mut g = self.lock();
             let id = g.next_id;
             g.next_id += 1;
-            let len = segment::record_len(&batch);
-            let at = match &shared.dir {
-                Some(dir) => g.write(dir, shared, id, &batch, len, &mut deletions),
+            let place = match &shared.dir {
+                Some(dir) => g.reserve(dir, shared, id, len, &mut deletions),
                 None => None,
             };
-            let keep = match at {
-                None => {
-                    g.memory_bytes += len;
-                    true
-                }
-                Some(_) if g.cached_bytes + len <= shared.opts.cache_bytes => {
-                    g.cached_bytes += len;
-                    true
-                }
-                Some(_) => false,
-            };
+            match place {
+                None => g.memory_bytes += len,
+                Some(_) => g.cached_bytes += len,
+            }
             g.stats.batches += 1;
             g.stats.bytes += len;
             g.queue.push_back(Entry {
                 id,
-                seg: at.map(|(seg, _)| seg),
-                offset: at.map_or(0, |(_, off)| off),
+                seg: place.as_ref().map(|p| p.0),
+                offset: place.as_ref().map_or(0, |p| p.1),
                 len,
                 points: batch.points,
-                batch: keep.then(|| Arc::clone(&batch)),
+                batch: Some(Arc::clone(&batch)),
             });
             let memory_max = if shared.dir.is_some() {
                 shared.max_bytes.min(MEMORY_FALLBACK_MAX)
@@ -355,9 +354,29 @@ impl Spool {
                     break;
                 }
             }
-        }
-        remove_files(deletions);
+            (id, place)
+        };
         shared.notify.notify_one();
+        if let (Some((seg, _, file)), Some(dir)) = (place, &shared.dir) {
+            head.clear();
+            segment::encode_head(id, &batch, &mut head);
+            let written = segment::write_two(&file, &head, &batch.payload);
+            let mut g = self.lock();
+            match written {
+                Ok(()) => g.written(id, len, shared.opts.cache_bytes),
+                Err(e) => {
+                    // What reached the file is a torn record at its end, which a scan skips.
+                    g.unwritten(id, seg, len);
+                    g.close_active(&mut deletions);
+                    g.degrade(
+                        format!("cannot write to the spool in {}: {e}", dir.display()),
+                        shared.opts.retry_every,
+                    );
+                }
+            }
+        }
+        drop(head);
+        remove_files(deletions);
     }
 
     /// The oldest batch not yet acknowledged; waits for one. Cancel-safe: nothing changes until
@@ -587,17 +606,17 @@ fn remove_files(paths: Vec<PathBuf>) {
 }
 
 impl Inner {
-    /// Writes the record to disk; returns (segment, offset), or `None` when the spool is not
-    /// durable right now.
-    fn write(
+    /// Makes room for a record of `len` bytes in the open segment (rolling, dropping the oldest
+    /// segments past the bound, opening a segment) and reserves it; returns (segment, offset,
+    /// file), or `None` when the spool is not on disk right now.
+    fn reserve(
         &mut self,
         dir: &Path,
         shared: &Shared,
         id: u64,
-        batch: &EncodedBatch,
         len: u64,
         deletions: &mut Vec<PathBuf>,
-    ) -> Option<(u64, u64)> {
+    ) -> Option<(u64, u64, Arc<File>)> {
         // Roll: close a full segment (its fsync happens off this path).
         let full = self.active.as_ref().is_some_and(|a| {
             self.segments.get(&a.first_id).is_some_and(|s| {
@@ -655,33 +674,44 @@ impl Inner {
         }
         let active = self.active.as_ref()?;
         let (seg, file) = (active.first_id, Arc::clone(&active.file));
-        let offset = self.segments.get(&seg).map_or(0, |s| s.bytes);
-        let mut head = std::mem::take(&mut self.scratch);
-        head.clear();
-        segment::encode_head(id, batch, &mut head);
-        let written = segment::write_two(&file, &head, &batch.payload);
-        self.scratch = head;
-        if let Err(e) = written {
-            // What reached the file is a torn record at its end, which a later scan skips.
-            self.close_active(deletions);
-            self.degrade(
-                format!("cannot write to the spool in {}: {e}", dir.display()),
-                shared.opts.retry_every,
-            );
-            return None;
-        }
-        if let Some(s) = self.segments.get_mut(&seg) {
-            s.bytes += len;
-            s.live += 1;
-        }
+        let s = self.segments.get_mut(&seg)?;
+        let offset = s.bytes;
+        s.bytes += len;
+        s.live += 1;
         self.disk_bytes += len;
+        Some((seg, offset, file))
+    }
+
+    /// Record `id` reached its segment: it may leave memory now (past the cache budget).
+    fn written(&mut self, id: u64, len: u64, cache_bytes: u64) {
         self.dirty = true;
         if let Some(problem) = self.problem.take() {
             info!(was = %problem, "Spool is on disk again.");
             self.stats.durable = true;
             self.retry_at = None;
         }
-        Some((seg, offset))
+        if self.cached_bytes <= cache_bytes {
+            return;
+        }
+        // Pushed last, so it is at the back unless it was delivered already.
+        if let Some(e) = self.queue.iter_mut().rev().find(|e| e.id == id) {
+            if e.batch.take().is_some() {
+                self.cached_bytes -= len;
+            }
+        }
+    }
+
+    /// Record `id` could not be written: it stays queued, in memory only.
+    fn unwritten(&mut self, id: u64, seg: u64, len: u64) {
+        let Some(e) = self.queue.iter_mut().rev().find(|e| e.id == id) else {
+            return;
+        };
+        e.seg = None;
+        self.cached_bytes -= len;
+        self.memory_bytes += len;
+        if let Some(s) = self.segments.get_mut(&seg) {
+            s.live -= 1;
+        }
     }
 
     fn degrade(&mut self, problem: String, retry_every: Duration) {

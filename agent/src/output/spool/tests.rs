@@ -419,7 +419,10 @@ async fn segments_are_fsynced_only_for_records_that_waited_a_round() {
 
     spool.push(batch("a", 2));
     spool.sync_round(false);
-    assert!(spool.lock().dirty, "just pushed: the output may take it first");
+    assert!(
+        spool.lock().dirty,
+        "just pushed: the output may take it first"
+    );
     spool.sync_round(false);
     assert!(!spool.lock().dirty, "waited a whole round: fsynced");
 
