@@ -33,9 +33,12 @@ fn now_secs() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// `agent.points.accepted` values of a line-protocol text, in file order.
+/// `agent.points.accepted` values of a line-protocol text, in file order (complete lines only:
+/// the agent may be writing the file while it is read).
 fn accepted_in_file(text: &str) -> Vec<i64> {
-    text.lines()
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
         .filter(|l| l.starts_with("agent.points.accepted,"))
         .filter_map(|l| l.split(' ').nth(1))
         .filter_map(|f| f.strip_prefix("value="))
@@ -373,4 +376,47 @@ fn past_the_size_bound_the_oldest_batches_are_dropped_and_counted() {
         values.windows(2).all(|w| w[1] - w[0] == step),
         "no gaps after the dropped oldest: {values:?}"
     );
+}
+
+#[test]
+fn an_unusable_spool_directory_runs_on_memory_shows_it_and_recovers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+    // A file where the spool directory should be: unusable, even for root.
+    std::fs::write(dir.path().join("data/spool"), "in the way").expect("file");
+    let ns = "e2e.memory";
+    let agent = AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-memory\"\nalive_secs = 1")
+        .config("[output]\nflush_ms = 50")
+        .registry(&registry(&[ns]))
+        .start_in(dir);
+    let out = agent.status()["output"].clone();
+    assert_eq!(out["spool_durable"], false, "{out}");
+    assert!(
+        out["spool_problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("spool")),
+        "the reason is shown: {out}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || accepted_in_file(
+            &agent.output_file(ns)
+        )
+        .len()
+            >= 2),
+        "points still flow on memory buffering:\n{}",
+        agent.stderr()
+    );
+    assert!(agent.stderr().contains("buffering in memory"));
+
+    std::fs::remove_file(agent.data_dir().join("spool")).expect("make room");
+    let recovered = wait_until(Duration::from_secs(20), || {
+        agent.status()["output"]["spool_durable"] == true
+    });
+    assert!(recovered, "back on disk:\n{}", agent.stderr());
+    assert_eq!(agent.status()["output"]["spool_problem"], Value::Null);
+    assert!(agent.stderr().contains("Spool is on disk again."));
+    assert!(agent.data_dir().join("spool").is_dir());
+    let values = accepted_in_file(&agent.output_file(ns));
+    assert_every_tick_in_order(&values, 0, 1, ns);
 }
