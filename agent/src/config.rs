@@ -80,6 +80,8 @@ pub struct AgentConfig {
     pub log_roots: Vec<PathBuf>,
     /// Largest request body the API accepts, in bytes.
     pub max_body_bytes: usize,
+    /// Seconds between the agent's own heartbeat points (`agent.alive` and its counters).
+    pub alive_secs: u64,
 }
 
 impl Default for AgentConfig {
@@ -95,6 +97,7 @@ impl Default for AgentConfig {
             token: String::new(),
             log_roots: vec![PathBuf::from("/var/log")],
             max_body_bytes: 16 * 1024 * 1024,
+            alive_secs: 10,
         }
     }
 }
@@ -364,6 +367,9 @@ impl Config {
         if self.agent.max_body_bytes < 1024 {
             bad("agent.max_body_bytes", "must be at least 1024".into());
         }
+        if !(1..=3600).contains(&self.agent.alive_secs) {
+            bad("agent.alive_secs", "must be between 1 and 3600".into());
+        }
 
         match self.registry.source {
             RegistrySource::Http => {
@@ -429,6 +435,12 @@ impl Config {
                     "{:?} is not an http:// or https:// URL (needed by kind = \"influxdb\")",
                     out.url
                 ),
+            );
+        }
+        if out.kind == OutputKind::Influxdb && out.format == Format::Json {
+            bad(
+                "output.format",
+                "\"json\" cannot be used with kind = \"influxdb\": InfluxDB's /write takes line protocol; use format = \"line\"".into(),
             );
         }
         if !(1..=1_000_000).contains(&out.batch_size) {
@@ -625,6 +637,21 @@ mod tests {
         );
         let c = parse("[output]\nkind = \"nsq\"\n").expect("defaults are valid");
         assert_eq!(c.output.nsq_heartbeat_ms, 30_000);
+    }
+
+    #[test]
+    fn json_is_refused_for_the_influxdb_output() {
+        let msg = parse(
+            "[output]\nkind = \"influxdb\"\nurl = \"http://127.0.0.1:8086\"\nformat = \"json\"\n",
+        )
+        .expect_err("json + influxdb")
+        .to_string();
+        assert!(
+            msg.contains("output.format") && msg.contains("line protocol"),
+            "{msg}"
+        );
+        parse("[output]\nkind = \"influxdb\"\nurl = \"http://127.0.0.1:8086\"\n")
+            .expect("line is fine");
     }
 
     #[test]

@@ -65,10 +65,12 @@ pub async fn run(
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let host = hostname(&config);
-    let spool = Spool::open(
-        &config.agent.data_dir.join("spool"),
-        config.output.spool_max_bytes,
-    )?;
+    let spool_dir = config.agent.data_dir.join("spool");
+    let spool_max = config.output.spool_max_bytes;
+    // Opening reads every segment a previous run left.
+    let spool = tokio::task::spawn_blocking(move || Spool::open(&spool_dir, spool_max))
+        .await
+        .context("spool open task failed")??;
     let output = output::build(&config)?;
     let (pipeline, rx) = Pipeline::new(&host, PIPELINE_CAPACITY);
     let output_stats = Arc::new(output::OutputStats::default());
@@ -118,6 +120,9 @@ pub async fn run(
         Arc::new(scheduler::runner::AgentRunner::new(state.clone())),
         shutdown.clone(),
     ));
+    let stop_sync = CancellationToken::new();
+    let syncer = tokio::spawn(spool.clone().run_sync(stop_sync.clone()));
+
     producers.spawn(collect::alive::run(state.clone(), shutdown.clone()));
     producers.spawn(plugins::run_sync(state.clone(), shutdown.clone()));
     let app = api::router(state.clone());
@@ -140,6 +145,9 @@ pub async fn run(
     batcher.await.context("batcher task failed")?;
     drain.cancel();
     delivery.await.context("delivery task failed")?;
+    // The syncer's last round fsyncs what the batcher flushed and stores the final acks.
+    stop_sync.cancel();
+    syncer.await.context("spool sync task failed")?;
     let left = spool.stats();
     if left.batches > 0 {
         warn!(

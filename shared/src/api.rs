@@ -163,6 +163,9 @@ pub struct OutputStatus {
     pub spool_bytes: u64,
     /// Whether the spool is on disk (false: memory fallback after a disk error).
     pub spool_durable: bool,
+    /// Why the spool is not on disk (full disk, unwritable directory), while it is not.
+    #[serde(default)]
+    pub spool_problem: Option<String>,
     /// Batches delivered since start.
     pub delivered_batches: u64,
     /// Points delivered since start.

@@ -8,3 +8,4 @@ mod lifecycle;
 mod nsq;
 mod plugins;
 mod registry;
+mod spool;

@@ -1,6 +1,7 @@
 //! Support for the end-to-end tests: starting the real binaries and the peers they talk to.
 
 pub mod gitrepo;
+pub mod influxdb;
 pub mod nsq_peer;
 pub mod registry_server;
 

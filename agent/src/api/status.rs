@@ -51,6 +51,7 @@ pub fn build_status(state: &AgentState) -> Status {
             spool_batches: spool.batches,
             spool_bytes: spool.bytes,
             spool_durable: spool.durable,
+            spool_problem: state.spool().problem(),
             delivered_batches: o.delivered_batches.load(Ordering::Relaxed),
             delivered_points: o.delivered_points.load(Ordering::Relaxed),
             dropped_batches: spool.dropped_batches + o.rejected_batches.load(Ordering::Relaxed),

@@ -1,4 +1,4 @@
-//! The agent's own heartbeat: `agent.alive` (value 1) per namespace every 10 s, plus the agent's
+//! The agent's own heartbeat: `agent.alive` (value 1) per namespace every `agent.alive_secs` (10 s), plus the agent's
 //! own counters, so a namespace always receives something and the pipeline carries real data.
 
 use std::sync::atomic::Ordering;
@@ -10,9 +10,6 @@ use tracing::debug;
 
 use crate::pipeline::Rename;
 use crate::state::AgentState;
-
-/// Seconds between heartbeats.
-pub const INTERVAL: Duration = Duration::from_secs(10);
 
 /// The heartbeat metrics as of now.
 pub fn metrics(state: &AgentState) -> Vec<Metric> {
@@ -48,7 +45,8 @@ pub fn metrics(state: &AgentState) -> Vec<Metric> {
 
 /// Sends the heartbeat to every namespace of the plan in force until `shutdown`.
 pub async fn run(state: AgentState, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(INTERVAL);
+    let every = Duration::from_secs(state.config().agent.alive_secs);
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

@@ -6,6 +6,7 @@
 //! backoff; a batch the output refuses for good (bad data) is dropped and counted.
 
 pub mod file;
+pub mod influxdb;
 pub mod nsq;
 pub mod spool;
 pub mod stdout;
@@ -106,12 +107,7 @@ pub fn build(config: &Config) -> anyhow::Result<Box<dyn Output>> {
         )?),
         OutputKind::Stdout => Box::new(stdout::StdoutOutput::default()),
         OutputKind::Nsq => Box::new(nsq::NsqOutput::new(nsq::NsqSettings::from_config(config))),
-        OutputKind::Influxdb => {
-            anyhow::bail!(
-                "output.kind = \"{}\" is not built yet in this version",
-                config.output.kind
-            )
-        }
+        OutputKind::Influxdb => Box::new(influxdb::InfluxOutput::new(&config.output.url)?),
     })
 }
 

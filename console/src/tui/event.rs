@@ -48,6 +48,8 @@ impl Verb {
 }
 
 /// The answer of a network task.
+// Net travels boxed (`Event::Net(Box<Net>)`), so its variants' sizes cost nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Net {
     /// One refresh: status, then namespaces and plugins (those two only when status answered).

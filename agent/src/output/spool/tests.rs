@@ -1,0 +1,432 @@
+use std::time::Duration;
+
+use super::*;
+
+fn batch(ns: &str, i: usize) -> EncodedBatch {
+    EncodedBatch {
+        ns: ns.into(),
+        points: 2,
+        payload: format!("m,n={i} value={i} 1764000000\nm,n={i} value=0 1764000001\n").into_bytes(),
+    }
+}
+
+fn big(i: usize, size: usize) -> EncodedBatch {
+    let mut payload = format!("m value={i} 1764000000\n").into_bytes();
+    payload.resize(size, b'#');
+    EncodedBatch {
+        ns: "big".into(),
+        points: 1,
+        payload,
+    }
+}
+
+fn opts(segment_bytes: u64) -> SpoolOptions {
+    SpoolOptions {
+        segment_bytes,
+        cache_bytes: 1 << 20,
+        retry_every: Duration::ZERO,
+    }
+}
+
+async fn take(spool: &Spool) -> SpoolRecord {
+    tokio::time::timeout(Duration::from_secs(5), spool.next())
+        .await
+        .expect("a record is waiting")
+}
+
+/// Takes and acks everything, returning the payloads in order.
+async fn drain(spool: &Spool) -> Vec<EncodedBatch> {
+    let mut out = Vec::new();
+    while !spool.is_empty() {
+        let r = take(spool).await;
+        out.push((*r.batch).clone());
+        spool.ack(r.id);
+    }
+    out
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    segment::list_segments(dir)
+        .expect("list")
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect()
+}
+
+fn disk_usage(dir: &Path) -> u64 {
+    segment_files(dir)
+        .iter()
+        .map(|p| fs::metadata(p).map_or(0, |m| m.len()))
+        .sum()
+}
+
+#[tokio::test]
+async fn batches_come_out_in_order_across_segments_and_delivered_segments_are_removed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let spool = Spool::open_with(dir.path(), 1 << 20, opts(1024)).expect("open");
+    assert!(spool.stats().durable);
+    let sent: Vec<EncodedBatch> = (0..60).map(|i| batch("a", i)).collect();
+    for b in &sent {
+        spool.push(b.clone());
+    }
+    assert_eq!(spool.stats().batches, 60);
+    assert!(segment_files(dir.path()).len() > 3, "several segments");
+    assert_eq!(drain(&spool).await, sent);
+    let st = spool.stats();
+    assert_eq!((st.batches, st.bytes, st.dropped_batches), (0, 0, 0));
+    assert!(
+        segment_files(dir.path()).len() <= 1,
+        "only the open segment stays: {:?}",
+        segment_files(dir.path())
+    );
+}
+
+#[tokio::test]
+async fn next_is_cancel_safe_and_repeats_until_acked() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+    let waited = tokio::time::timeout(Duration::from_millis(50), spool.next()).await;
+    assert!(waited.is_err(), "nothing to hand out yet");
+    spool.push(batch("a", 1));
+    spool.push(batch("a", 2));
+    let first = take(&spool).await;
+    let again = take(&spool).await;
+    assert_eq!(first.id, again.id, "not acked: handed out again");
+    spool.ack(first.id + 1); // not the oldest: ignored
+    assert_eq!(spool.stats().batches, 2);
+    spool.ack(first.id);
+    assert_eq!(*take(&spool).await.batch, batch("a", 2));
+}
+
+#[tokio::test]
+async fn a_reopened_spool_delivers_what_was_not_acked_in_order() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sent: Vec<EncodedBatch> = (0..20).map(|i| batch("a", i)).collect();
+    {
+        let spool = Spool::open_with(dir.path(), 1 << 20, opts(2048)).expect("open");
+        for b in &sent {
+            spool.push(b.clone());
+        }
+        for _ in 0..7 {
+            let r = take(&spool).await;
+            spool.ack(r.id);
+        }
+        spool.sync();
+    }
+    let spool = Spool::open_with(dir.path(), 1 << 20, opts(2048)).expect("reopen");
+    assert_eq!(spool.stats().batches, 13);
+    assert_eq!(drain(&spool).await, sent[7..]);
+    spool.push(batch("b", 99));
+    spool.sync();
+    drop(spool);
+    let spool = Spool::open_with(dir.path(), 1 << 20, opts(2048)).expect("reopen");
+    assert_eq!(
+        drain(&spool).await,
+        [batch("b", 99)],
+        "acks survive a reopen; new ids follow the old ones"
+    );
+}
+
+#[tokio::test]
+async fn without_a_sync_a_reopen_redelivers_but_loses_nothing() {
+    // What a SIGKILL leaves: records written (page cache), ack position of the last sync.
+    let dir = tempfile::tempdir().expect("tmp");
+    let sent: Vec<EncodedBatch> = (0..10).map(|i| batch("a", i)).collect();
+    {
+        let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+        for b in &sent[..5] {
+            spool.push(b.clone());
+        }
+        for _ in 0..2 {
+            let r = take(&spool).await;
+            spool.ack(r.id);
+        }
+        spool.sync();
+        let r = take(&spool).await;
+        spool.ack(r.id); // delivered, but the ack is not stored yet
+        for b in &sent[5..] {
+            spool.push(b.clone());
+        }
+    }
+    let spool = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    assert_eq!(drain(&spool).await, sent[2..], "at least once, in order");
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_skipped_and_counted_and_everything_before_it_delivered() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sent: Vec<EncodedBatch> = (0..3).map(|i| batch("a", i)).collect();
+    {
+        let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+        for b in &sent {
+            spool.push(b.clone());
+        }
+    }
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 1);
+    let len = fs::metadata(&files[0]).expect("meta").len();
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(&files[0])
+        .expect("open segment");
+    f.set_len(len - 5).expect("cut the last record");
+    let spool = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    assert_eq!(
+        spool.stats().dropped_batches,
+        1,
+        "the torn record is counted"
+    );
+    assert_eq!(drain(&spool).await, sent[..2]);
+    // New records go to a new segment, never after the torn bytes.
+    spool.push(batch("a", 3));
+    drop(spool);
+    let spool = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    let again = drain(&spool).await;
+    assert!(again.ends_with(&[batch("a", 3)]), "{again:?}");
+}
+
+#[tokio::test]
+async fn a_corrupt_record_in_the_middle_is_skipped_and_the_others_delivered() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sent: Vec<EncodedBatch> = (0..3).map(|i| batch("a", i)).collect();
+    {
+        let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+        for b in &sent {
+            spool.push(b.clone());
+        }
+    }
+    let path = &segment_files(dir.path())[0];
+    let mut raw = fs::read(path).expect("read");
+    let second = (segment::HEADER_LEN + segment::record_len(&sent[0])) as usize;
+    let last = second + segment::record_len(&sent[1]) as usize - 1;
+    raw[last] ^= 0xff;
+    fs::write(path, raw).expect("write");
+    let spool = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    assert_eq!(spool.stats().dropped_batches, 1);
+    assert_eq!(drain(&spool).await, [sent[0].clone(), sent[2].clone()]);
+}
+
+#[tokio::test]
+async fn past_the_bound_the_oldest_segments_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let max = 64 * 1024;
+    let spool = Spool::open_with(dir.path(), max, opts(8 * 1024)).expect("open");
+    let sent: Vec<EncodedBatch> = (0..200).map(|i| big(i, 1000)).collect();
+    for b in &sent {
+        spool.push(b.clone());
+        assert!(disk_usage(dir.path()) <= max, "the bound holds on disk");
+    }
+    let st = spool.stats();
+    assert!(st.dropped_batches > 100, "{st:?}");
+    assert_eq!(st.dropped_points, st.dropped_batches, "one point each");
+    assert_eq!(st.batches + st.dropped_batches, 200);
+    let left = drain(&spool).await;
+    let first_left = 200 - left.len();
+    assert_eq!(
+        left,
+        sent[first_left..],
+        "the newest are kept, in order, without gaps"
+    );
+}
+
+#[tokio::test]
+async fn a_backlog_beyond_the_memory_cache_is_read_back_from_disk() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let no_cache = SpoolOptions {
+        cache_bytes: 0,
+        ..opts(4096)
+    };
+    let spool = Spool::open_with(dir.path(), 1 << 20, no_cache).expect("open");
+    let sent: Vec<EncodedBatch> = (0..100).map(|i| batch("a", i)).collect();
+    for b in &sent {
+        spool.push(b.clone());
+    }
+    assert_eq!(spool.lock().cached_bytes, 0);
+    assert_eq!(drain(&spool).await, sent);
+}
+
+#[tokio::test]
+async fn an_unusable_directory_falls_back_to_memory_and_recovers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let spool_dir = dir.path().join("spool");
+    // A file where the directory should be: unusable even for root.
+    fs::write(&spool_dir, "in the way").expect("file");
+    let spool = Spool::open_with(&spool_dir, 1 << 20, opts(4096)).expect("open never fails");
+    assert!(!spool.stats().durable);
+    let problem = spool.problem().expect("a problem is reported");
+    assert!(problem.contains("spool"), "{problem}");
+    spool.push(batch("a", 1));
+    assert!(!spool.stats().durable);
+    assert_eq!(*take(&spool).await.batch, batch("a", 1));
+
+    fs::remove_file(&spool_dir).expect("remove");
+    spool.push(batch("a", 2));
+    assert!(spool.stats().durable, "back on disk: {:?}", spool.problem());
+    assert_eq!(spool.problem(), None);
+    assert_eq!(
+        drain(&spool).await,
+        [batch("a", 1), batch("a", 2)],
+        "memory and disk batches stay in order"
+    );
+    spool.push(batch("a", 3));
+    drop(spool);
+    let spool = Spool::open_with(&spool_dir, 1 << 20, opts(4096)).expect("reopen");
+    assert!(spool.stats().durable);
+    let left = drain(&spool).await;
+    assert!(left.ends_with(&[batch("a", 3)]), "{left:?}");
+}
+
+#[tokio::test]
+async fn a_full_disk_falls_back_to_memory_and_recovers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let spool = Spool::open_with(dir.path(), 1 << 20, opts(4096)).expect("open");
+    // The next segment is a link to /dev/full: every write fails with ENOSPC.
+    let next = segment::segment_path(dir.path(), 1);
+    std::os::unix::fs::symlink("/dev/full", &next).expect("symlink");
+    spool.push(batch("a", 1));
+    assert!(!spool.stats().durable);
+    let problem = spool.problem().unwrap_or_default();
+    assert!(problem.contains("space"), "{problem}");
+    // The failed segment's name is cleaned up by the spool itself; space "returns".
+    let _ = fs::remove_file(&next);
+    assert!(!next.exists());
+    spool.push(batch("a", 2));
+    assert!(spool.stats().durable, "{:?}", spool.problem());
+    assert_eq!(drain(&spool).await, [batch("a", 1), batch("a", 2)]);
+}
+
+#[tokio::test]
+async fn the_memory_fallback_is_bounded_and_counts_what_it_drops() {
+    let spool = Spool::in_memory(4096);
+    for i in 0..20 {
+        spool.push(big(i, 1000));
+    }
+    let st = spool.stats();
+    assert!(!st.durable);
+    assert!(st.bytes <= 4096, "{st:?}");
+    assert_eq!(st.batches + st.dropped_batches, 20);
+    let left = drain(&spool).await;
+    assert_eq!(left.last(), Some(&big(19, 1000)));
+}
+
+#[tokio::test]
+async fn the_sync_task_stores_acks_and_stops_on_cancel() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(spool.clone().run_sync(stop.clone()));
+    spool.push(batch("a", 1));
+    spool.push(batch("a", 2));
+    let r = take(&spool).await;
+    spool.ack(r.id);
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops")
+        .expect("join");
+    assert_eq!(segment::read_acked(dir.path()), Ok(r.id));
+}
+
+/// An output that fails the first `fail` attempts, refuses batches whose payload says
+/// `refuse`, and records what it accepted.
+struct FlakyOutput {
+    fail: usize,
+    got: Arc<Mutex<Vec<EncodedBatch>>>,
+}
+
+impl crate::output::Output for FlakyOutput {
+    fn endpoint(&self) -> String {
+        "flaky".into()
+    }
+
+    fn deliver<'a>(
+        &'a mut self,
+        batch: &'a Arc<EncodedBatch>,
+    ) -> crate::output::BoxFuture<'a, Result<(), crate::output::DeliveryError>> {
+        Box::pin(async move {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(crate::output::DeliveryError::Retry("down".into()));
+            }
+            if batch.payload.starts_with(b"refuse") {
+                return Err(crate::output::DeliveryError::Reject("bad data".into()));
+            }
+            self.got.lock().expect("lock").push((**batch).clone());
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_delivery_loop_retries_counts_refusals_and_leaves_nothing_to_redeliver() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("tmp");
+    let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+    let refused = EncodedBatch {
+        ns: "a".into(),
+        points: 3,
+        payload: b"refuse me".to_vec(),
+    };
+    spool.push(batch("a", 0));
+    spool.push(refused);
+    spool.push(batch("b", 1));
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let stats = Arc::new(crate::output::OutputStats::default());
+    let drain = CancellationToken::new();
+    drain.cancel(); // deliver what is there, then stop
+    let output = Box::new(FlakyOutput {
+        fail: 3,
+        got: Arc::clone(&got),
+    });
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::output::run_delivery(
+            spool.clone(),
+            output,
+            Arc::clone(&stats),
+            drain,
+            Duration::from_secs(5),
+        ),
+    )
+    .await
+    .expect("delivery finishes");
+    assert_eq!(
+        *got.lock().expect("lock"),
+        [batch("a", 0), batch("b", 1)],
+        "retried until delivered, in order"
+    );
+    assert_eq!(stats.rejected_batches.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.rejected_points.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.delivered_points.load(Ordering::Relaxed), 4);
+    spool.sync();
+    drop(spool);
+    let spool = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    assert!(
+        spool.is_empty(),
+        "nothing is delivered twice after a clean stop"
+    );
+}
+
+#[tokio::test]
+async fn segments_are_fsynced_only_for_records_that_waited_a_round() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+    spool.push(batch("a", 1));
+    let r = take(&spool).await;
+    spool.ack(r.id);
+    spool.sync_round(false);
+    assert!(!spool.lock().dirty, "delivered records need no fsync");
+
+    spool.push(batch("a", 2));
+    spool.sync_round(false);
+    assert!(
+        spool.lock().dirty,
+        "just pushed: the output may take it first"
+    );
+    spool.sync_round(false);
+    assert!(!spool.lock().dirty, "waited a whole round: fsynced");
+
+    spool.push(batch("a", 3));
+    spool.sync();
+    assert!(!spool.lock().dirty, "shutdown fsyncs everything waiting");
+}

@@ -1,0 +1,474 @@
+//! The durable spool and the `influxdb` output, with the real agent binary and a real InfluxDB.
+//!
+//! The data is the agent's own heartbeat (`agent.alive_secs`): per namespace, every tick sends
+//! `agent.alive` and `agent.points.accepted`, whose value is the number of points the agent had
+//! accepted before that tick. With only the heartbeat running, namespace `k` of `n` receives the
+//! values `8 * (n * tick + k)`: a gap or a reordering in that sequence is a lost or reordered
+//! batch.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use support::influxdb::Influx;
+use support::{wait_until, AgentBuilder};
+
+/// Points per heartbeat and namespace (`collect::alive::metrics`).
+const PER_TICK: i64 = 8;
+
+fn registry(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("[[namespace]]\nname = \"{n}\"\n"))
+        .collect()
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// `agent.points.accepted` values of a line-protocol text, in file order (complete lines only:
+/// the agent may be writing the file while it is read).
+fn accepted_in_file(text: &str) -> Vec<i64> {
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .filter(|l| l.starts_with("agent.points.accepted,"))
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter_map(|f| f.strip_prefix("value="))
+        .filter_map(|v| v.parse::<f64>().ok())
+        .map(|v| v as i64)
+        .collect()
+}
+
+/// `agent.points.accepted` values stored in database `ns` up to `until` (epoch s), by time.
+fn accepted_in_influx(influx: &Influx, ns: &str, host: &str, until: i64) -> Vec<i64> {
+    influx
+        .rows(
+            ns,
+            &format!(
+                "SELECT value FROM \"agent.points.accepted\" WHERE host = '{host}' AND time <= {until}s"
+            ),
+        )
+        .iter()
+        .filter_map(|r| r.get(1).and_then(Value::as_f64))
+        .map(|v| v as i64)
+        .collect()
+}
+
+/// Asserts `values` is exactly namespace `k` of `n`'s heartbeat sequence from the first tick on.
+fn assert_every_tick_in_order(values: &[i64], k: i64, n: i64, what: &str) {
+    let expected: Vec<i64> = (0..values.len() as i64)
+        .map(|t| PER_TICK * (n * t + k))
+        .collect();
+    assert_eq!(
+        values, expected,
+        "{what}: a batch is missing or out of order"
+    );
+}
+
+#[test]
+fn influxdb_output_writes_points_that_query_back_by_database_measurement_tag_and_value() {
+    let influx = Influx::start();
+    let agent = AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-influx\"")
+        .config(&format!(
+            "[output]\nkind = \"influxdb\"\nurl = \"{}\"\nflush_ms = 100",
+            influx.url()
+        ))
+        .registry(&registry(&["e2e.influx"]))
+        .start();
+    let q = "SELECT value FROM \"agent.alive\" WHERE host = 'e2e-influx'";
+    let arrived = wait_until(Duration::from_secs(20), || {
+        !influx.rows("e2e.influx", q).is_empty()
+    });
+    assert!(
+        arrived,
+        "no agent.alive point in InfluxDB:\n{}\n{}",
+        agent.stderr(),
+        influx.log()
+    );
+    assert!(
+        influx.databases().contains(&"e2e.influx".to_owned()),
+        "the agent created the namespace's database"
+    );
+    let row = &influx.rows("e2e.influx", q)[0];
+    let ts = row[0].as_i64().unwrap_or(0);
+    assert!(
+        (now_secs() - ts).abs() < 60,
+        "timestamp in seconds: {row:?}"
+    );
+    assert_eq!(row[1].as_f64(), Some(1.0), "{row:?}");
+    // Tag filter really filters: another host has nothing.
+    assert!(influx
+        .rows(
+            "e2e.influx",
+            "SELECT value FROM \"agent.alive\" WHERE host = 'other'"
+        )
+        .is_empty());
+    let out = &agent.status()["output"];
+    assert_eq!(out["kind"], "influxdb");
+    assert_eq!(out["connected"], true, "{out}");
+    assert!(u(&out["delivered_points"]) >= PER_TICK as u64, "{out}");
+    assert_eq!(out["endpoint"], influx.url().as_str());
+}
+
+#[test]
+fn influxdb_refusing_a_batch_is_counted_and_not_retried() {
+    let influx = Influx::start();
+    // `agent.alive` is a string in this database already: the agent's float is a field type
+    // conflict, which InfluxDB answers with 400.
+    let http = reqwest::blocking::Client::new();
+    let created = http
+        .post(format!("{}/query", influx.url()))
+        .form(&[("q", "CREATE DATABASE \"e2e.refuse\"")])
+        .send()
+        .expect("create database");
+    assert!(created.status().is_success());
+    let seeded = http
+        .post(format!("{}/write?db=e2e.refuse&precision=s", influx.url()))
+        .body(format!(
+            "agent.alive,host=e2e-refuse value=\"text\" {}\n",
+            now_secs()
+        ))
+        .send()
+        .expect("write");
+    assert_eq!(seeded.status().as_u16(), 204);
+    let agent = AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-refuse\"\nalive_secs = 1")
+        .config(&format!(
+            "[output]\nkind = \"influxdb\"\nurl = \"{}\"\nflush_ms = 50",
+            influx.url()
+        ))
+        .registry(&registry(&["e2e.refuse", "e2e.fine"]))
+        .start();
+    let refused = wait_until(Duration::from_secs(20), || {
+        u(&agent.status()["output"]["dropped_batches"]) >= 2
+    });
+    let out = agent.status()["output"].clone();
+    assert!(refused, "refusals are counted: {out}\n{}", agent.stderr());
+    assert!(
+        u(&out["dropped_points"]) >= 2 * PER_TICK as u64,
+        "their points are counted: {out}"
+    );
+    assert!(
+        agent.stderr().contains("field type conflict"),
+        "the server's answer is logged:\n{}",
+        agent.stderr()
+    );
+    // Not retried forever: the spool moves on and the other namespace keeps arriving.
+    assert!(
+        wait_until(Duration::from_secs(20), || accepted_in_influx(
+            &influx,
+            "e2e.fine",
+            "e2e-refuse",
+            now_secs()
+        )
+        .len()
+            >= 3),
+        "delivery goes on after a refusal"
+    );
+    assert!(u(&agent.status()["output"]["spool_batches"]) <= 2);
+}
+
+#[test]
+fn influxdb_down_then_back_gets_every_point() {
+    let mut influx = Influx::start();
+    influx.stop();
+    let names = ["e2e.down.a", "e2e.down.b"];
+    let agent = AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-down\"\nalive_secs = 2")
+        .config(&format!(
+            "[output]\nkind = \"influxdb\"\nurl = \"{}\"\nflush_ms = 50",
+            influx.url()
+        ))
+        .registry(&registry(&names))
+        .start();
+    let spooled = wait_until(Duration::from_secs(30), || {
+        u(&agent.status()["output"]["spool_batches"]) >= 6
+    });
+    let status = agent.status();
+    assert!(spooled, "batches wait in the spool: {status}");
+    assert_eq!(status["output"]["connected"], false);
+    assert_eq!(status["output"]["spool_durable"], true);
+    let accepted_while_down = u(&status["pipeline"]["accepted"]) as i64;
+
+    influx.resume();
+    let drained = wait_until(Duration::from_secs(60), || {
+        u(&agent.status()["output"]["spool_batches"]) == 0
+            && accepted_in_influx(&influx, names[1], "e2e-down", now_secs()).len()
+                >= (accepted_while_down / PER_TICK / 2) as usize
+    });
+    assert!(drained, "backlog delivered:\n{}", agent.stderr());
+    let until = now_secs();
+    for (k, ns) in names.iter().enumerate() {
+        let values = accepted_in_influx(&influx, ns, "e2e-down", until);
+        assert_every_tick_in_order(&values, k as i64, 2, ns);
+        assert!(
+            values.len() as i64 >= accepted_while_down / PER_TICK / 2,
+            "{ns}: {values:?}, accepted while down {accepted_while_down}"
+        );
+    }
+}
+
+/// Starts an agent whose file output cannot write `ns` (a directory is in the way of
+/// `<ns>.lp`), so every batch waits in the spool.
+fn blocked_file_agent(names: &[&str], keys: &str, output: &str) -> support::Agent {
+    let dir = tempfile::tempdir().expect("tmp");
+    for ns in names {
+        std::fs::create_dir_all(dir.path().join("data/out").join(format!("{ns}.lp")))
+            .expect("block the output file");
+    }
+    AgentBuilder::new()
+        .agent_keys(keys)
+        .config(output)
+        .registry(&registry(names))
+        .start_in(dir)
+}
+
+fn unblock(agent: &support::Agent, names: &[&str]) {
+    for ns in names {
+        std::fs::remove_dir(agent.data_dir().join("out").join(format!("{ns}.lp")))
+            .expect("unblock the output file");
+    }
+}
+
+#[test]
+fn file_output_down_then_back_gets_every_batch_in_order_per_namespace() {
+    let names = ["e2e.order.a", "e2e.order.b", "e2e.order.c"];
+    let agent = blocked_file_agent(
+        &names,
+        "hostname = \"e2e-order\"\nalive_secs = 1",
+        "[output]\nflush_ms = 50",
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || u(
+            &agent.status()["output"]["spool_batches"]
+        ) >= 12),
+        "batches wait while the output fails: {}",
+        agent.status()
+    );
+    let status = agent.status();
+    assert_eq!(status["output"]["connected"], false, "{status}");
+    assert!(status["output"]["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("e2e.order")));
+    let waiting = u(&status["output"]["spool_batches"]) as usize;
+    unblock(&agent, &names);
+    assert!(
+        wait_until(Duration::from_secs(30), || accepted_in_file(
+            &agent.output_file(names[2])
+        )
+        .len()
+            > waiting / 3),
+        "backlog delivered:\n{}",
+        agent.stderr()
+    );
+    for (k, ns) in names.iter().enumerate() {
+        let values = accepted_in_file(&agent.output_file(ns));
+        assert_every_tick_in_order(&values, k as i64, 3, ns);
+    }
+}
+
+#[test]
+fn kill9_while_the_output_is_down_then_restart_delivers_everything_spooled() {
+    let mut influx = Influx::start();
+    influx.stop();
+    let ns = "e2e.kill";
+    let mut agent = AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-kill\"\nalive_secs = 2")
+        .config(&format!(
+            "[output]\nkind = \"influxdb\"\nurl = \"{}\"\nflush_ms = 50",
+            influx.url()
+        ))
+        .registry(&registry(&[ns]))
+        .start();
+    // Kill only once the batcher handed everything accepted to the spool (queued = 0); what
+    // sits in the batcher (at most flush_ms of points) is what a SIGKILL can lose.
+    let mut accepted = 0;
+    let ready = wait_until(Duration::from_secs(30), || {
+        let s = agent.status();
+        accepted = u(&s["pipeline"]["accepted"]) as i64;
+        u(&s["output"]["spool_batches"]) >= 4 && u(&s["pipeline"]["queued"]) == 0
+    });
+    assert!(ready, "spooled while down: {}", agent.status());
+    agent.kill9();
+    let killed_at = now_secs();
+    // The next run's own heartbeats restart at 0: keep them apart by time.
+    std::thread::sleep(Duration::from_millis(1100));
+    influx.resume();
+    let agent = agent.restart(false);
+    let all = wait_until(Duration::from_secs(60), || {
+        accepted_in_influx(&influx, ns, "e2e-kill", killed_at).len() as i64 >= accepted / PER_TICK
+    });
+    let values = accepted_in_influx(&influx, ns, "e2e-kill", killed_at);
+    assert!(
+        all,
+        "after the restart, {} of {} ticks arrived: {values:?}\n{}",
+        values.len(),
+        accepted / PER_TICK,
+        agent.stderr()
+    );
+    assert_every_tick_in_order(&values, 0, 1, ns);
+    assert!(
+        agent.stderr().contains("from a previous run"),
+        "the restart says it found a backlog:\n{}",
+        agent.stderr()
+    );
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn past_the_size_bound_the_oldest_batches_are_dropped_and_counted() {
+    let names: Vec<String> = (0..200).map(|i| format!("e2e.bound.{i:03}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let max = 1024 * 1024;
+    let agent = blocked_file_agent(
+        &names,
+        "hostname = \"e2e-bound\"\nalive_secs = 1",
+        &format!("[output]\nflush_ms = 50\nspool_max_bytes = {max}"),
+    );
+    let dropped = wait_until(Duration::from_secs(90), || {
+        u(&agent.status()["output"]["dropped_batches"]) > 0
+    });
+    let out = agent.status()["output"].clone();
+    assert!(dropped, "the bound was reached: {out}");
+    assert_eq!(
+        u(&out["dropped_points"]),
+        u(&out["dropped_batches"]) * PER_TICK as u64,
+        "points of dropped batches are counted: {out}"
+    );
+    assert!(u(&out["spool_bytes"]) <= max, "{out}");
+    let on_disk = dir_size(&agent.data_dir().join("spool"));
+    assert!(on_disk <= max + 4096, "spool files: {on_disk} bytes");
+    assert!(agent.stderr().contains("dropped its oldest segment"));
+
+    unblock(&agent, &names);
+    let first = names[0];
+    assert!(wait_until(Duration::from_secs(60), || {
+        u(&agent.status()["output"]["spool_batches"]) == 0 && !agent.output_file(first).is_empty()
+    }));
+    let values = accepted_in_file(&agent.output_file(first));
+    assert!(
+        values.first().is_some_and(|&v| v > 0),
+        "the oldest (first tick, value 0) was dropped: {:?}",
+        &values[..values.len().min(5)]
+    );
+    // What is left is contiguous: only the oldest were dropped.
+    let step = PER_TICK * names.len() as i64;
+    assert!(
+        values.windows(2).all(|w| w[1] - w[0] == step),
+        "no gaps after the dropped oldest: {values:?}"
+    );
+}
+
+#[test]
+fn an_unusable_spool_directory_runs_on_memory_shows_it_and_recovers() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+    // A file where the spool directory should be: unusable, even for root.
+    std::fs::write(dir.path().join("data/spool"), "in the way").expect("file");
+    let ns = "e2e.memory";
+    let agent = AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-memory\"\nalive_secs = 1")
+        .config("[output]\nflush_ms = 50")
+        .registry(&registry(&[ns]))
+        .start_in(dir);
+    let out = agent.status()["output"].clone();
+    assert_eq!(out["spool_durable"], false, "{out}");
+    assert!(
+        out["spool_problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("spool")),
+        "the reason is shown: {out}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || accepted_in_file(
+            &agent.output_file(ns)
+        )
+        .len()
+            >= 2),
+        "points still flow on memory buffering:\n{}",
+        agent.stderr()
+    );
+    assert!(agent.stderr().contains("buffering in memory"));
+
+    std::fs::remove_file(agent.data_dir().join("spool")).expect("make room");
+    let recovered = wait_until(Duration::from_secs(20), || {
+        agent.status()["output"]["spool_durable"] == true
+    });
+    assert!(recovered, "back on disk:\n{}", agent.stderr());
+    assert_eq!(agent.status()["output"]["spool_problem"], Value::Null);
+    assert!(agent.stderr().contains("Spool is on disk again."));
+    assert!(agent.data_dir().join("spool").is_dir());
+    let values = accepted_in_file(&agent.output_file(ns));
+    assert_every_tick_in_order(&values, 0, 1, ns);
+}
+
+#[test]
+fn stop_while_the_output_is_down_then_restart_delivers_everything_spooled() {
+    let ns = "e2e.stop";
+    let mut agent = blocked_file_agent(
+        &[ns],
+        "hostname = \"e2e-stop\"\nalive_secs = 1",
+        "[output]\nflush_ms = 50\ndrain_secs = 1",
+    );
+    assert!(wait_until(Duration::from_secs(30), || u(
+        &agent.status()["output"]["spool_batches"]
+    ) >= 3));
+    let spooled = u(&agent.status()["output"]["spool_batches"]) as usize;
+    assert!(agent.stop(), "clean stop:\n{}", agent.stderr());
+    assert!(
+        agent.stderr().contains("stays in the spool"),
+        "the stop says what it left:\n{}",
+        agent.stderr()
+    );
+    std::fs::remove_dir(agent.data_dir().join("out").join(format!("{ns}.lp")))
+        .expect("unblock the output file");
+    let agent = agent.restart(true);
+    assert!(
+        wait_until(Duration::from_secs(30), || accepted_in_file(
+            &agent.output_file(ns)
+        )
+        .len()
+            > 3),
+        "{}",
+        agent.stderr()
+    );
+    let values = accepted_in_file(&agent.output_file(ns));
+    // The first run's ticks (0, 8, 16, ...) come first, all of them; then the second run's
+    // counter starts again at 0.
+    let first_run: Vec<i64> = values
+        .iter()
+        .copied()
+        .take_while({
+            let mut last = -1;
+            move |&v| {
+                let up = v > last;
+                last = v;
+                up
+            }
+        })
+        .collect();
+    assert_every_tick_in_order(&first_run, 0, 1, ns);
+    assert!(
+        first_run.len() >= spooled,
+        "{spooled} batches were spooled at the stop; delivered {first_run:?} from {values:?}"
+    );
+}
