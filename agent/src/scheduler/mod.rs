@@ -150,6 +150,8 @@ pub trait Runner: Send + Sync + 'static {
 /// System families: one job each, sent to every namespace, at the family's default interval or
 /// the namespaces' override; when namespaces disagree the smallest wins (a namespace without an
 /// override wants the default), so every namespace gets its data at least as often as it asked.
+/// An interval of 0 turns the family off for that namespace (it is not sent there); a family no
+/// namespace wants makes no job.
 pub fn desired(plan: &Plan) -> HashMap<JobKey, JobSpec> {
     let mut jobs = system_jobs(plan);
     for (ns, nsp) in &plan.namespaces {
@@ -161,18 +163,22 @@ pub fn desired(plan: &Plan) -> HashMap<JobKey, JobSpec> {
 /// The system family jobs of a plan (none when the host has no namespace).
 fn system_jobs(plan: &Plan) -> HashMap<JobKey, JobSpec> {
     let mut jobs = HashMap::with_capacity(Family::ALL.len());
-    if plan.namespaces.is_empty() {
-        return jobs;
-    }
-    let namespaces: Arc<[String]> = plan.namespaces.keys().cloned().collect();
     for family in Family::ALL {
         let default = family.default_interval().as_secs();
-        let secs = plan
-            .namespaces
-            .values()
-            .map(|ns| ns.intervals.get(family.name()).copied().unwrap_or(default))
-            .min()
-            .unwrap_or(default);
+        let wanted = plan.namespaces.iter().filter_map(|(name, ns)| {
+            match ns.intervals.get(family.name()).copied().unwrap_or(default) {
+                0 => None,
+                secs => Some((name, secs)),
+            }
+        });
+        let (mut names, mut secs) = (Vec::new(), u64::MAX);
+        for (name, s) in wanted {
+            names.push(name.clone());
+            secs = secs.min(s);
+        }
+        if names.is_empty() {
+            continue;
+        }
         insert(
             &mut jobs,
             JobKey {
@@ -183,7 +189,7 @@ fn system_jobs(plan: &Plan) -> HashMap<JobKey, JobSpec> {
             secs,
             Work::System {
                 family,
-                namespaces: Arc::clone(&namespaces),
+                namespaces: names.into(),
             },
         );
     }
@@ -855,5 +861,40 @@ mod tests {
             panic!("MEM is a system job");
         };
         assert_eq!(&namespaces[..], ["a".to_owned(), "b".to_owned()]);
+    }
+
+    #[test]
+    fn an_interval_of_zero_turns_a_family_off_for_that_namespace() {
+        let mut p = Plan::clone(&plan(&[("a", port("web", 80, 5))]));
+        p.namespaces.insert(
+            "b".into(),
+            NamespacePlan {
+                intervals: [("CPU".to_owned(), 0)].into(),
+                ..NamespacePlan::default()
+            },
+        );
+        let system = |p: &Plan, family: &str| {
+            desired(p)
+                .remove(&JobKey {
+                    kind: JobKind::System,
+                    ns: String::new(),
+                    id: family.into(),
+                })
+                .map(|spec| match spec.work {
+                    Work::System { namespaces, .. } => {
+                        (spec.interval.as_secs(), namespaces.to_vec())
+                    }
+                    other => panic!("not a system job: {other:?}"),
+                })
+        };
+        assert_eq!(system(&p, "CPU"), Some((10, vec!["a".to_owned()])));
+        assert_eq!(
+            system(&p, "MEM"),
+            Some((10, vec!["a".to_owned(), "b".to_owned()]))
+        );
+        if let Some(a) = p.namespaces.get_mut("a") {
+            a.intervals.insert("CPU".into(), 0);
+        }
+        assert_eq!(system(&p, "CPU"), None, "no namespace wants CPU: no job");
     }
 }
