@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Idle agent budget (issue 3): system collectors at their defaults, three namespaces, file output;
 # resident memory and CPU over a window (default 120 s), read from /proc.
-# Baseline, run at the same time: the same binary with no namespace (runtime and API only), so
-# the ratio shows what the collectors and the pipeline add on this machine right now.
+# Baselines, run at the same time on the same machine:
+#   - the same binary with no namespace (runtime and API only), so the ratio shows what the
+#     collectors and the pipeline add;
+#   - collectd (Debian's collectd-core) with the equivalent plugins at 10 s writing CSV, the
+#     tool the issue names for scale (skipped when /usr/sbin/collectd is missing).
 #   bench/idle.sh [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +13,13 @@ secs=${1:-120}
 cargo build --release --quiet -p agent
 bin=$PWD/target/release/agent
 work=$(mktemp -d)
-trap 'for d in "$work"/*/; do "$bin" stop -f "$d/agent.toml" >/dev/null 2>&1 || true; done; rm -rf "$work"' EXIT
+collectd_pid=""
+cleanup() {
+  for d in "$work"/*/; do [ -f "$d/agent.toml" ] && "$bin" stop -f "$d/agent.toml" >/dev/null 2>&1 || true; done
+  [ -n "$collectd_pid" ] && kill "$collectd_pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
 start() { # name port namespaces...
   local dir=$work/$1 port=$2; shift 2
@@ -21,30 +30,61 @@ start() { # name port namespaces...
   "$bin" start -f "$dir/agent.toml" >/dev/null
   cat "$dir/data/agent.pid"
 }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
-base=$(start baseline 18601)
-agent=$(start agent 18602 idle.a idle.b idle.c)
+pids=("$(start baseline 18601)" "$(start agent 18602 idle.a idle.b idle.c)")
+names=("agent, no namespace" "agent, 3 namespaces")
+if [ -x /usr/sbin/collectd ]; then
+  mkdir -p "$work/collectd/csv"
+  cat >"$work/collectd/collectd.conf" <<CONF
+Hostname "idle-bench"
+Interval 10
+BaseDir "$work/collectd"
+PIDFile "$work/collectd/collectd.pid"
+PluginDir "/usr/lib/collectd"
+LoadPlugin cpu
+LoadPlugin memory
+LoadPlugin swap
+LoadPlugin disk
+LoadPlugin interface
+LoadPlugin df
+LoadPlugin load
+LoadPlugin processes
+LoadPlugin contextswitch
+LoadPlugin fhcount
+LoadPlugin uptime
+LoadPlugin csv
+<Plugin csv>
+  DataDir "$work/collectd/csv"
+</Plugin>
+CONF
+  /usr/sbin/collectd -f -C "$work/collectd/collectd.conf" >/dev/null 2>&1 &
+  collectd_pid=$!
+  pids+=("$collectd_pid")
+  names+=("collectd (baseline)")
+fi
 sleep 5 # past start-up
 hz=$(getconf CLK_TCK)
-b0=$(ticks "$base"); a0=$(ticks "$agent"); t0=$(date +%s.%N)
-max_b=0; max_a=0
+declare -a t0s maxrss anon file
+for i in "${!pids[@]}"; do t0s[$i]=$(awk '{print $14 + $15}' "/proc/${pids[$i]}/stat"); maxrss[$i]=0; done
+start_s=$(date +%s.%N)
 for _ in $(seq "$secs"); do
   sleep 1
-  r=$(rss_kib "$base"); ((r > max_b)) && max_b=$r
-  r=$(rss_kib "$agent"); ((r > max_a)) && max_a=$r
+  for i in "${!pids[@]}"; do
+    read -r r a f < <(awk '/^VmRSS/ {r=$2} /^RssAnon/ {a=$2} /^RssFile/ {f=$2} END {print r, a, f}' "/proc/${pids[$i]}/status")
+    if ((r > maxrss[i])); then maxrss[$i]=$r; anon[$i]=$a; file[$i]=$f; fi
+  done
 done
-b1=$(ticks "$base"); a1=$(ticks "$agent"); t1=$(date +%s.%N)
-python3 - "$hz" "$t0" "$t1" "$b0" "$b1" "$a0" "$a1" "$max_b" "$max_a" "$work/agent/data/out" <<'PY'
-import sys, os
-hz, t0, t1, b0, b1, a0, a1, mb, ma, out = sys.argv[1:]
-hz, wall = int(hz), float(t1) - float(t0)
-cpu = lambda a, b: (int(b) - int(a)) / hz / wall * 100
-lines = sum(sum(1 for _ in open(os.path.join(out, f))) for f in os.listdir(out))
-print(f"window {wall:.0f} s")
-print(f"baseline (no namespace): cpu {cpu(b0, b1):.3f} % of a core, max RSS {int(mb)/1024:.1f} MiB")
-print(f"agent (3 namespaces):    cpu {cpu(a0, a1):.3f} % of a core, max RSS {int(ma)/1024:.1f} MiB")
-print(f"ratio agent/baseline:    cpu {cpu(a0, a1) / max(cpu(b0, b1), 1e-9):.1f}x, RSS {int(ma)/int(mb):.2f}x")
-print(f"points written by the agent: {lines}")
+end_s=$(date +%s.%N)
+wall=$(python3 -c "print($end_s - $start_s)")
+printf 'window %.0f s, %s clock ticks per second\n' "$wall" "$hz"
+printf '%-22s %14s %14s %12s %12s\n' process "cpu % of core" "max RSS MiB" "anon MiB" "file MiB"
+for i in "${!pids[@]}"; do
+  t1=$(awk '{print $14 + $15}' "/proc/${pids[$i]}/stat")
+  python3 - "${names[$i]}" "${t0s[$i]}" "$t1" "$hz" "$wall" "${maxrss[$i]}" "${anon[$i]}" "${file[$i]}" <<'PY'
+import sys
+name, t0, t1, hz, wall, rss, anon, file = sys.argv[1:]
+cpu = (int(t1) - int(t0)) / int(hz) / float(wall) * 100
+print(f"{name:<22} {cpu:14.3f} {int(rss)/1024:14.1f} {int(anon)/1024:12.1f} {int(file)/1024:12.1f}")
 PY
+done
+echo "lines written by the 3-namespace agent: $(cat "$work"/agent/data/out/*.lp | wc -l)"

@@ -81,7 +81,12 @@ pub enum Scheduled {
     Disabled,
     /// Not (or no longer) in the plan.
     Unknown,
+    /// In the plan but its first clone has not finished: nothing to run yet (not a failure).
+    NotReady,
 }
+
+/// The problem an entry shows until its first clone finishes.
+const NOT_CLONED_YET: &str = "not cloned yet";
 
 /// Why a plugin call failed.
 #[derive(Debug, thiserror::Error)]
@@ -334,7 +339,7 @@ impl PluginManager {
                                 dir: self.inner.plugins_dir.join(ns).join(&project),
                                 project,
                                 commit: None,
-                                problem: Some("not cloned yet".to_owned()),
+                                problem: Some(NOT_CLONED_YET.to_owned()),
                                 busy: Arc::default(),
                                 last_run: None,
                             }
@@ -483,8 +488,15 @@ impl PluginManager {
     /// The scheduler's entry: runs the plugin if it is known, enabled and idle, with the
     /// timeout of its interval minus a margin, and ships its metrics and result point.
     pub async fn run_scheduled(&self, ns: &str, project: &str) -> Scheduled {
-        if self.with_entry(ns, project, |_| ()).is_none() {
-            return Scheduled::Unknown;
+        let pending = self.with_entry(ns, project, |e| {
+            e.commit.is_none() && e.problem.as_deref() == Some(NOT_CLONED_YET)
+        });
+        match pending {
+            None => return Scheduled::Unknown,
+            // The job starts with the plan, the clone may still be queued: a tick now would
+            // report a bogus `spawn` failure.
+            Some(true) => return Scheduled::NotReady,
+            Some(false) => {}
         }
         if !self.states().is_enabled(ns, project, now_secs()) {
             return Scheduled::Disabled;

@@ -926,3 +926,37 @@ async fn plugins_are_not_run_as_root_unless_the_config_says_so() {
         .expect("ran");
     assert_eq!((r.ok, r.stdout.as_str()), (true, "0\n"), "{r:?}");
 }
+
+#[tokio::test]
+async fn a_tick_before_the_first_clone_finishes_is_not_a_failure() {
+    let mut f = fixture(60);
+    let repo = f.repo("late", ECHO_V1);
+    let mut plan = Plan::default();
+    plan.namespaces.insert(
+        NS.to_owned(),
+        NamespacePlan {
+            plugins: vec![item(repo.url(), 30)],
+            ..NamespacePlan::default()
+        },
+    );
+    {
+        // One poll records the plugin and queues its clone (this test runtime is single-threaded,
+        // so the clone task has not started); dropping the sync leaves it uncloned.
+        let sync = f.manager.sync(&plan);
+        tokio::pin!(sync);
+        assert!(futures_util::poll!(sync.as_mut()).is_pending());
+    }
+    assert_eq!(
+        f.manager.run_scheduled(NS, "late").await,
+        Scheduled::NotReady
+    );
+    assert!(
+        f.points().is_empty(),
+        "a tick with nothing to run ships no failure point"
+    );
+    f.manager.sync(&plan).await;
+    assert!(matches!(
+        f.manager.run_scheduled(NS, "late").await,
+        Scheduled::Ran(r) if r.ok
+    ));
+}
