@@ -84,11 +84,20 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Stop { config, timeout } => {
+            let named = config.is_some();
             let pid_file = match config {
                 Some(path) => Config::load(&path)?.pid_file(),
                 None => daemon::find_running_pid_file()?,
             };
-            let pid = daemon::stop(&pid_file, Duration::from_secs(timeout))?;
+            let pid = daemon::stop(&pid_file, Duration::from_secs(timeout)).map_err(|e| {
+                if named {
+                    e
+                } else {
+                    anyhow::anyhow!(
+                        "{e:#} (the last agent this user started); to stop another one, name its config: agent stop -f <config>"
+                    )
+                }
+            })?;
             println!("agent (pid {pid}) stopped");
             Ok(())
         }

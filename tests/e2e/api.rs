@@ -3,10 +3,9 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{bin, free_port, wait_until, AgentBuilder};
+use support::{free_port, wait_until, AgentBuilder};
 
 const ONE_NS: &str = "[[namespace]]\nname = \"e2e.api\"\n";
 
@@ -108,7 +107,7 @@ fn non_loopback_listen_without_a_token_refuses_to_start() {
     let config = dir.path().join("agent.toml");
     let port = free_port();
     std::fs::write(&config, format!("[agent]\nlisten = \"0.0.0.0:{port}\"\n")).expect("config");
-    let out = Command::new(bin("agent"))
+    let out = support::agent_cmd()
         .args(["start", "--foreground", "-f"])
         .arg(&config)
         .output()

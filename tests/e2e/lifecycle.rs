@@ -1,9 +1,8 @@
 //! Starting, stopping and configuring the real agent binary.
 
-use std::process::Command;
 use std::time::Duration;
 
-use support::{bin, wait_until, AgentBuilder};
+use support::{wait_until, AgentBuilder};
 
 const ONE_NS: &str = "[[namespace]]\nname = \"e2e.life\"\n";
 
@@ -57,9 +56,15 @@ fn detached_start_refuses_a_second_start_and_stop_stops_it() {
     )
     .expect("config");
     std::fs::write(dir.path().join("registry.toml"), ONE_NS).expect("registry");
-    let agent = bin("agent");
+    // A runtime dir of its own: the "last started" pointer is this test's alone.
+    let runtime = tempfile::tempdir().expect("runtime dir");
+    let cmd = || {
+        let mut c = support::agent_cmd();
+        c.env("XDG_RUNTIME_DIR", runtime.path());
+        c
+    };
     let run = |args: &[&str]| {
-        Command::new(&agent)
+        cmd()
             .args(args)
             .arg("-f")
             .arg(&config)
@@ -87,6 +92,28 @@ fn detached_start_refuses_a_second_start_and_stop_stops_it() {
     let again = run(&["stop"]);
     assert!(!again.status.success(), "stopping a stopped agent fails");
     assert!(String::from_utf8_lossy(&again.stderr).contains("no agent is running"));
+
+    // Without -f, `stop` finds the agent this user started last, as the original agent did.
+    let restarted = run(&["start"]);
+    assert!(
+        restarted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restarted.stderr)
+    );
+    let bare_stop = cmd().arg("stop").output().expect("run agent stop");
+    assert!(
+        bare_stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bare_stop.stderr)
+    );
+    assert!(!dir.path().join("data/agent.pid").exists());
+    let nothing = cmd().arg("stop").output().expect("run agent stop");
+    assert!(!nothing.status.success());
+    assert!(
+        String::from_utf8_lossy(&nothing.stderr).contains("-f"),
+        "the message says how to name the agent: {}",
+        String::from_utf8_lossy(&nothing.stderr)
+    );
 }
 
 #[test]
@@ -95,7 +122,7 @@ fn malformed_config_is_refused_naming_the_key_and_file() {
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "[output]\nkind = \"nsq\"\nbatchsize = 5\n").expect("config");
     for cmd in ["check", "start"] {
-        let out = Command::new(bin("agent"))
+        let out = support::agent_cmd()
             .args(
                 [cmd, "--foreground", "-f"]
                     .iter()
@@ -112,7 +139,7 @@ fn malformed_config_is_refused_naming_the_key_and_file() {
         );
     }
     std::fs::write(&config, "[output]\nbatch_size = 0\nflush_ms = 0\n").expect("config");
-    let out = Command::new(bin("agent"))
+    let out = support::agent_cmd()
         .arg("check")
         .arg("-f")
         .arg(&config)

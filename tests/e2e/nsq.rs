@@ -6,11 +6,10 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::time::Duration;
 
 use support::nsq_peer::{NsqPeer, PeerOptions};
-use support::{bin, wait_until, Agent, AgentBuilder};
+use support::{wait_until, Agent, AgentBuilder};
 
 const POINTS_PER_TICK: u64 = 8;
 
@@ -34,11 +33,9 @@ fn nsq_agent(nsqd: &[String], extra: &str, registry: &str) -> Agent {
         .start()
 }
 
+/// Namespaces whose only data is the heartbeat, so tests can count points per tick.
 fn namespaces(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("[[namespace]]\nname = \"{n}\"\n"))
-        .collect()
+    support::quiet_namespaces(names)
 }
 
 /// Splits at `sep` not preceded by a backslash and not inside a double-quoted string.
@@ -448,7 +445,7 @@ fn agent_stop_delivers_every_accepted_point() {
     }));
     let accepted = status_u64(&agent, "pipeline", "accepted");
     assert_eq!(peer.total_lines(), 0, "nothing is flushed before flush_ms");
-    let stop = Command::new(bin("agent"))
+    let stop = support::agent_cmd()
         .args(["stop", "-f"])
         .arg(&agent.config_path)
         .output()

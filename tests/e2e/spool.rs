@@ -16,15 +16,8 @@ use support::{wait_until, AgentBuilder};
 /// Points per heartbeat and namespace (`collect::alive::metrics`).
 const PER_TICK: i64 = 8;
 
-/// Namespaces with the system families turned off, so the heartbeat is the only producer and
-/// `agent.points.accepted` advances by exactly `PER_TICK` per namespace and tick.
 fn registry(names: &[&str]) -> String {
-    const QUIET: &str =
-        "intervals = { CPU = 0, MEM = 0, DISK = 0, NET = 0, FS = 0, KERNEL = 0, TIME = 0 }";
-    names
-        .iter()
-        .map(|n| format!("[[namespace]]\nname = \"{n}\"\n{QUIET}\n"))
-        .collect()
+    support::quiet_namespaces(names)
 }
 
 fn u(v: &Value) -> u64 {
@@ -475,4 +468,41 @@ fn stop_while_the_output_is_down_then_restart_delivers_everything_spooled() {
         first_run.len() >= spooled,
         "{spooled} batches were spooled at the stop; delivered {first_run:?} from {values:?}"
     );
+}
+
+#[test]
+fn nsq_down_then_back_gets_every_point_in_order_per_namespace() {
+    let names = ["e2e.nsqdown.a", "e2e.nsqdown.b"];
+    let mut peer = support::nsq_peer::NsqPeer::stopped_on(
+        support::free_port(),
+        support::nsq_peer::PeerOptions::default(),
+    );
+    let agent = AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-nsqdown\"\nalive_secs = 1")
+        .config(&format!(
+            "[output]\nkind = \"nsq\"\nnsqd = [\"{}\"]\nflush_ms = 50",
+            peer.addr()
+        ))
+        .registry(&registry(&names))
+        .start();
+    assert!(
+        wait_until(Duration::from_secs(30), || u(
+            &agent.status()["output"]["spool_batches"]
+        ) >= 8),
+        "batches wait in the spool while nsqd is down: {}",
+        agent.status()
+    );
+    assert_eq!(agent.status()["output"]["connected"], false);
+    let waiting = u(&agent.status()["output"]["spool_batches"]) as usize;
+    peer.restart();
+    let delivered = |ns: &str| accepted_in_file(&(peer.lines(ns).join("\n") + "\n"));
+    assert!(
+        wait_until(Duration::from_secs(30), || delivered(names[1]).len()
+            > waiting / 2),
+        "backlog delivered after nsqd came back:\n{}",
+        agent.stderr()
+    );
+    for (k, ns) in names.iter().enumerate() {
+        assert_every_tick_in_order(&delivered(ns), k as i64, 2, ns);
+    }
 }

@@ -43,6 +43,32 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+/// A command running the `agent` binary with its own runtime directory, so the "last agent this
+/// user started" pointer the tests' agents write never replaces an operator's (which `agent stop`
+/// without `-f` reads).
+pub fn agent_cmd() -> Command {
+    static RUNTIME: OnceLock<PathBuf> = OnceLock::new();
+    let dir = RUNTIME.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("agent-e2e-runtime-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("test runtime dir");
+        d
+    });
+    let mut cmd = Command::new(bin("agent"));
+    cmd.env("XDG_RUNTIME_DIR", dir);
+    cmd
+}
+
+/// A file registry with the given namespaces and the system families turned off (interval 0),
+/// so the agent's heartbeat is their only data: tests can then count points and check order.
+pub fn quiet_namespaces(names: &[&str]) -> String {
+    const QUIET: &str =
+        "intervals = { CPU = 0, MEM = 0, DISK = 0, NET = 0, FS = 0, KERNEL = 0, TIME = 0 }";
+    names
+        .iter()
+        .map(|n| format!("[[namespace]]\nname = \"{n}\"\n{QUIET}\n"))
+        .collect()
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -154,7 +180,7 @@ pub struct Agent {
 impl Agent {
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("stderr.log")).expect("stderr log");
-        let child = Command::new(bin("agent"))
+        let child = agent_cmd()
             .args(["start", "--foreground", "-f"])
             .arg(&self.config_path)
             .stdin(Stdio::null())

@@ -1,6 +1,7 @@
 //! The agent's own heartbeat: `agent.alive` (value 1) per namespace every `agent.alive_secs` (10 s), plus the agent's
 //! own counters, so a namespace always receives something and the pipeline carries real data.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -48,13 +49,26 @@ pub async fn run(state: AgentState, shutdown: CancellationToken) {
     let every = Duration::from_secs(state.config().agent.alive_secs);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut plans = state.subscribe_plan();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
     loop {
-        tokio::select! {
+        // A namespace gets its first heartbeat as soon as the registry names it, not a tick later.
+        let only_new = tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+            _ = tick.tick() => false,
+            changed = plans.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                true
+            }
+        };
         let plan = state.plan();
-        for ns in plan.namespaces.keys() {
+        let targets = plan
+            .namespaces
+            .keys()
+            .filter(|ns| !only_new || !seen.contains(*ns));
+        for ns in targets {
             if state
                 .pipeline()
                 .submit_metrics(ns, metrics(&state), Rename::Keep)
@@ -64,6 +78,7 @@ pub async fn run(state: AgentState, shutdown: CancellationToken) {
                 return;
             }
         }
+        seen = plan.namespaces.keys().cloned().collect();
         debug!(namespaces = plan.namespaces.len(), "Sent heartbeat.");
     }
 }
