@@ -43,6 +43,27 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// `text` cut from the left to at most `max` characters, marked with `…`: the end of a path
+/// (the file, the namespace) is the part worth keeping.
+pub fn tail(text: &str, max: usize) -> String {
+    let n = text.chars().count();
+    if n <= max {
+        return text.to_owned();
+    }
+    let keep: String = text.chars().skip(n + 1 - max.max(1)).collect();
+    format!("…{keep}")
+}
+
+/// `n` and the noun, singular or plural: `1 namespace`, `2 namespaces`.
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// An optional text, or `-`.
 pub fn opt(value: &Option<String>) -> String {
     value.clone().unwrap_or_else(|| "-".to_owned())

@@ -150,6 +150,34 @@ fn overview_shows_status_output_registry_and_throughput() {
 }
 
 #[test]
+fn a_long_endpoint_is_cut_from_the_left_and_every_row_stays_in_its_box() {
+    let mut app = app();
+    if let Some(s) = app.status.as_mut() {
+        s.output.endpoint =
+            Some("/home/operator/checkouts/monitoring/agent/examples/data/out".into());
+        s.registry.location =
+            "/home/operator/checkouts/monitoring/agent/examples/registry.toml".into();
+    }
+    let screen = render(&app);
+    assert!(
+        screen.contains("dropped"),
+        "the last Output row is still shown:\n{screen}"
+    );
+    assert!(
+        screen.contains("failures"),
+        "the last Registry row is still shown:\n{screen}"
+    );
+    assert!(
+        screen.contains("…"),
+        "long paths are cut, marked with …:\n{screen}"
+    );
+    assert!(
+        screen.contains("data/out"),
+        "the end of the path is kept:\n{screen}"
+    );
+}
+
+#[test]
 fn namespaces_screen_counts_plugins_per_namespace() {
     let mut app = app();
     key(&mut app, KeyCode::Char('2'));

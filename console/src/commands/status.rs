@@ -3,7 +3,7 @@
 use shared::Client;
 
 use super::{exit, print_fields, print_json, CommandError};
-use crate::fmt::{age, bytes, duration, opt};
+use crate::fmt::{age, bytes, count, duration, opt};
 
 /// `agentctl status`.
 pub async fn status(client: &Client, json: bool) -> Result<i32, CommandError> {
@@ -24,11 +24,11 @@ pub async fn status(client: &Client, json: bool) -> Result<i32, CommandError> {
         (
             "registry",
             format!(
-                "{} {}; {} namespaces, {} items{}",
+                "{} {}; {}, {}{}",
                 r.source,
                 r.location,
-                r.namespaces,
-                r.items,
+                count(r.namespaces as u64, "namespace"),
+                count(r.items as u64, "item"),
                 if r.from_cache { " (from cache)" } else { "" }
             ),
         ),
@@ -138,9 +138,9 @@ pub async fn update(client: &Client, json: bool) -> Result<i32, CommandError> {
         print_json(&u)?;
     } else {
         println!(
-            "{}: {} namespaces; jobs started {}, stopped {}, unchanged {}",
+            "{}: {}; jobs started {}, stopped {}, unchanged {}",
             if u.ok { "refreshed" } else { "refresh FAILED" },
-            u.namespaces.len(),
+            count(u.namespaces.len() as u64, "namespace"),
             u.started,
             u.stopped,
             u.unchanged

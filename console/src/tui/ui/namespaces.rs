@@ -62,6 +62,9 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
         Row::new(["NAMESPACE", "PLUGINS", "DISABLED", "FAILING"])
             .style(Style::new().add_modifier(Modifier::BOLD)),
     )
-    .block(block.title_bottom(format!(" {} namespaces ", names.len())));
+    .block(block.title_bottom(format!(
+        " {} ",
+        crate::fmt::count(names.len() as u64, "namespace")
+    )));
     frame.render_widget(table, area);
 }

@@ -3,11 +3,11 @@
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Paragraph, Sparkline, Wrap};
+use ratatui::widgets::{Block, Paragraph, Sparkline};
 use ratatui::Frame;
 
 use super::{BAD, GOOD, LABEL};
-use crate::fmt::{age, bytes, duration, opt};
+use crate::fmt::{age, bytes, count, duration, opt, tail};
 use crate::tui::app::App;
 
 pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
@@ -89,7 +89,14 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
         registry,
         "Registry",
         vec![
-            kv("source", format!("{} {}", r.source, r.location)),
+            kv(
+                "source",
+                format!(
+                    "{} {}",
+                    r.source,
+                    tail(&r.location, room(registry, &r.source))
+                ),
+            ),
             Line::from(vec![
                 Span::styled(format!("{:<9}", "health"), LABEL),
                 reg_health,
@@ -97,9 +104,9 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
             kv(
                 "plan",
                 format!(
-                    "{} ns, {} items{}",
+                    "{} ns, {}{}",
                     r.namespaces,
-                    r.items,
+                    count(r.items as u64, "item"),
                     if r.from_cache { " (from cache)" } else { "" }
                 ),
             ),
@@ -116,7 +123,14 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
         output,
         "Output",
         vec![
-            kv("kind", format!("{} {}", o.kind, opt(&o.endpoint))),
+            kv(
+                "kind",
+                format!(
+                    "{} {}",
+                    o.kind,
+                    tail(&opt(&o.endpoint), room(output, &o.kind))
+                ),
+            ),
             Line::from(vec![
                 Span::styled(format!("{:<9}", "health"), LABEL),
                 out_health,
@@ -158,6 +172,11 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
     );
 }
 
+/// Characters left for a value after the borders, the label column and `prefix` and a space.
+fn room(area: Rect, prefix: &str) -> usize {
+    usize::from(area.width).saturating_sub(2 + 9 + prefix.chars().count() + 1)
+}
+
 fn kv(key: &str, value: String) -> Line<'static> {
     Line::from(vec![
         Span::styled(format!("{key:<9}"), LABEL),
@@ -167,9 +186,8 @@ fn kv(key: &str, value: String) -> Line<'static> {
 
 fn block(frame: &mut Frame, area: Rect, title: &str, lines: Vec<Line>) {
     frame.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: true })
-            .block(Block::bordered().title(format!(" {title} "))),
+        // No wrapping: a long value must not push the rows below it out of the box.
+        Paragraph::new(lines).block(Block::bordered().title(format!(" {title} "))),
         area,
     );
 }
