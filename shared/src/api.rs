@@ -120,7 +120,7 @@ pub struct RegistryStatus {
     pub last_success: Option<i64>,
     /// The last failure's reason, cleared by the next success.
     pub last_error: Option<String>,
-    /// Unix time of the last failure.
+    /// Unix time of the last failure; cleared, like `last_error`, by the next success.
     pub last_error_at: Option<i64>,
     /// Refreshes that failed since start.
     pub failures: u64,

@@ -187,6 +187,7 @@ impl RegistryService {
         self.state.registry().update(|h| {
             h.last_success = Some(now);
             h.last_error = None;
+            h.last_error_at = None;
             h.from_cache = false;
             h.problems = problems.clone();
         });
@@ -338,11 +339,13 @@ mod tests {
                 "{s:?}"
             );
             assert_eq!(state.plan().namespace_names(), ["a"], "the plan stays");
+            assert!(s.last_error_at.is_some());
         }
         std::fs::write(&registry, "[[namespace]]\nname = \"b\"\n").expect("write");
         assert!(service.refresh().await.applied.is_some());
         let s = status(&state);
         assert_eq!(s.last_error, None);
+        assert_eq!(s.last_error_at, None, "cleared with the error it dates");
         assert!(s.last_success.is_some());
         assert_eq!(s.problems, Vec::<String>::new());
     }
