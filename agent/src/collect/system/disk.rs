@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::{percent, rate, Out, Reader, SystemOptions};
+use super::{percent, rate, ByName, Out, Reader, SystemOptions};
 
 /// `/proc/diskstats` always counts 512-byte sectors, whatever the device's sector size.
 const SECTOR: u64 = 512;
@@ -27,8 +27,7 @@ pub(super) struct Sample {
 
 #[derive(Default)]
 pub(super) struct State {
-    prev: Option<Instant>,
-    devices: Vec<(String, Sample)>,
+    devices: ByName<Sample>,
     /// Whether a name is a whole disk; asked of sysfs once per name.
     whole: HashMap<String, bool>,
 }
@@ -43,38 +42,30 @@ pub(super) fn collect(
     let Some(text) = r.read(&o.proc_root.join("diskstats")) else {
         return;
     };
-    let secs = st.prev.map(|p| now.duration_since(p).as_secs_f64());
     let sys_block = o.sys_root.join("block");
-    let have_sys = !st.whole.is_empty() || sys_block.is_dir();
-    let mut next = Vec::with_capacity(st.devices.len());
-    for (name, cur) in parse(text) {
+    let State { devices, whole } = st;
+    let have_sys = !whole.is_empty() || sys_block.is_dir();
+    let current = parse(text).filter(|(name, cur)| {
         if o.skip_disk_prefixes
             .iter()
             .any(|p| name.starts_with(p.as_str()))
+            || *cur == Sample::default()
         {
-            continue;
+            return false;
         }
-        if cur == Sample::default() {
-            continue;
-        }
-        let whole = match st.whole.get(name) {
+        // Partitions' io is already in their disk's figures: whole disks only.
+        match whole.get(*name) {
             Some(w) => *w,
             None => {
                 let w = !have_sys || sys_block.join(name).exists();
-                st.whole.insert(name.to_owned(), w);
+                whole.insert((*name).to_owned(), w);
                 w
             }
-        };
-        if !whole {
-            continue;
         }
-        if let (Some(secs), Some((_, prev))) = (secs, st.devices.iter().find(|(n, _)| n == name)) {
-            emit(prev, &cur, secs, name, out);
-        }
-        next.push((name.to_owned(), cur));
-    }
-    st.devices = next;
-    st.prev = Some(now);
+    });
+    devices.advance(now, current, |prev, cur, secs, name| {
+        emit(prev, cur, secs, name, out);
+    });
 }
 
 /// Device name and counters per line; lines that do not parse are left out.

@@ -271,6 +271,45 @@ fn percent(part: f64, whole: f64) -> f64 {
     }
 }
 
+/// Counter samples by name (disk, interface) from the previous collection, so each name's rates
+/// come from its own last sample; a name seen for the first time emits nothing.
+pub(super) struct ByName<S> {
+    at: Option<Instant>,
+    samples: Vec<(String, S)>,
+}
+
+impl<S> Default for ByName<S> {
+    fn default() -> Self {
+        ByName {
+            at: None,
+            samples: Vec::new(),
+        }
+    }
+}
+
+impl<S> ByName<S> {
+    /// Keeps `current` as the samples for next time, calling `emit(previous, current, seconds,
+    /// name)` for every name that also had a sample last time.
+    pub(super) fn advance<'a>(
+        &mut self,
+        now: Instant,
+        current: impl Iterator<Item = (&'a str, S)>,
+        mut emit: impl FnMut(&S, &S, f64, &str),
+    ) {
+        let secs = self.at.map(|p| now.duration_since(p).as_secs_f64());
+        let mut next = Vec::with_capacity(self.samples.len());
+        for (name, cur) in current {
+            let prev = self.samples.iter().find(|(n, _)| n == name);
+            if let (Some(secs), Some((_, prev))) = (secs, prev) {
+                emit(prev, &cur, secs, name);
+            }
+            next.push((name.to_owned(), cur));
+        }
+        self.samples = next;
+        self.at = Some(now);
+    }
+}
+
 #[cfg(test)]
 mod live_tests;
 

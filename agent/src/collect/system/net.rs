@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::{rate, Out, Reader, SystemOptions};
+use super::{rate, ByName, Out, Reader, SystemOptions};
 
 /// Counters of one interface, in `/proc/net/dev` order of meaning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -19,8 +19,7 @@ pub(super) struct Sample {
 
 #[derive(Default)]
 pub(super) struct State {
-    prev: Option<Instant>,
-    ifaces: Vec<(String, Sample)>,
+    ifaces: ByName<Sample>,
 }
 
 /// Whether the options leave this interface out.
@@ -41,19 +40,10 @@ pub(super) fn collect(
     let Some(text) = r.read(&o.proc_root.join("net/dev")) else {
         return;
     };
-    let secs = st.prev.map(|p| now.duration_since(p).as_secs_f64());
-    let mut next = Vec::with_capacity(st.ifaces.len());
-    for (name, cur) in parse(text) {
-        if skipped(o, name) {
-            continue;
-        }
-        if let (Some(secs), Some((_, prev))) = (secs, st.ifaces.iter().find(|(n, _)| n == name)) {
-            emit(prev, &cur, secs, name, out);
-        }
-        next.push((name.to_owned(), cur));
-    }
-    st.ifaces = next;
-    st.prev = Some(now);
+    let current = parse(text).filter(|(name, _)| !skipped(o, name));
+    st.ifaces.advance(now, current, |prev, cur, secs, name| {
+        emit(prev, cur, secs, name, out);
+    });
 }
 
 /// Interface name and counters per line (the two header lines have no `:` and fall out).
