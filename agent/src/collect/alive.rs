@@ -78,6 +78,11 @@ pub async fn run(state: AgentState, shutdown: CancellationToken) {
                 return;
             }
         }
+        if only_new {
+            // A full period until the next heartbeat: two in the same second would share a
+            // timestamp, and InfluxDB keeps only the last point of a series per timestamp.
+            tick.reset();
+        }
         seen = plan.namespaces.keys().cloned().collect();
         debug!(namespaces = plan.namespaces.len(), "Sent heartbeat.");
     }
