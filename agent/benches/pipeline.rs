@@ -52,7 +52,10 @@ fn typical_metric(i: usize) -> Metric {
 
 fn encoding(c: &mut Criterion) {
     let points: Vec<Point> = (0..BATCH).map(typical_point).collect();
-    let encoded = lineproto::encode_batch(&points, usize::MAX).concat();
+    let encoded = lineproto::encode_batch(&points, usize::MAX)
+        .into_iter()
+        .flat_map(|m| m.payload)
+        .collect::<Vec<u8>>();
     let mut g = c.benchmark_group("encoding");
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("lineproto_1000_points", |b| {
@@ -146,7 +149,10 @@ fn pipeline(c: &mut Criterion) {
     let commands: Vec<Vec<u8>> = points
         .chunks(BATCH)
         .map(|c| {
-            let payload = lineproto::encode_batch(c, usize::MAX).concat();
+            let payload = lineproto::encode_batch(c, usize::MAX)
+                .into_iter()
+                .flat_map(|m| m.payload)
+                .collect::<Vec<u8>>();
             let mut cmd = Vec::new();
             nsq::encode_mpub("bench.raw", &[&payload], &mut cmd);
             cmd

@@ -45,31 +45,12 @@ pub fn encode(
         Format::Line => lineproto::encode_batch(points, max_message_bytes),
         Format::Json => json::encode_batch(ns, points, max_message_bytes),
     };
-    let count = |m: &[u8]| match format {
-        Format::Line => m.iter().filter(|&&b| b == b'\n').count() as u32,
-        Format::Json => 0,
-    };
-    if messages.len() == 1 {
-        return messages
-            .into_iter()
-            .map(|payload| EncodedBatch {
-                ns: ns.to_owned(),
-                points: points.len() as u32,
-                payload,
-            })
-            .collect();
-    }
-    // Split messages: count points per message (JSON splits are rare and counted by share).
-    let per = (points.len() / messages.len().max(1)) as u32;
     messages
         .into_iter()
-        .map(|payload| EncodedBatch {
+        .map(|m| EncodedBatch {
             ns: ns.to_owned(),
-            points: match format {
-                Format::Line => count(&payload),
-                Format::Json => per,
-            },
-            payload,
+            points: m.points,
+            payload: m.payload,
         })
         .collect()
 }

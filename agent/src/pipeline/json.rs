@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use shared::{Metric, Value};
 
-use super::{Parsed, Point};
+use super::{Message, Parsed, Point};
 
 /// A `/post` body that is not a JSON list at all (one bad element is only a rejection).
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +39,7 @@ struct JsonPoint<'a> {
 }
 
 /// Encodes the points of `ns` into JSON messages of at most `max_bytes` each.
-pub fn encode_batch(ns: &str, points: &[Point], max_bytes: usize) -> Vec<Vec<u8>> {
+pub fn encode_batch(ns: &str, points: &[Point], max_bytes: usize) -> Vec<Message> {
     let head = match serde_json::to_vec(ns) {
         Ok(ns) => [
             b"{\"database\":".as_slice(),
@@ -52,7 +52,7 @@ pub fn encode_batch(ns: &str, points: &[Point], max_bytes: usize) -> Vec<Vec<u8>
     const TAIL: &[u8] = b"]}";
     let mut messages = Vec::new();
     let mut cur = head.clone();
-    let mut empty = true;
+    let mut n: u32 = 0;
     let mut one = Vec::with_capacity(256);
     for p in points {
         one.clear();
@@ -69,20 +69,26 @@ pub fn encode_batch(ns: &str, points: &[Point], max_bytes: usize) -> Vec<Vec<u8>
         if serde_json::to_writer(&mut one, &jp).is_err() {
             continue;
         }
-        if !empty && cur.len() + 1 + one.len() + TAIL.len() > max_bytes {
+        if n > 0 && cur.len() + 1 + one.len() + TAIL.len() > max_bytes {
             cur.extend_from_slice(TAIL);
-            messages.push(std::mem::replace(&mut cur, head.clone()));
-            empty = true;
+            messages.push(Message {
+                payload: std::mem::replace(&mut cur, head.clone()),
+                points: n,
+            });
+            n = 0;
         }
-        if !empty {
+        if n > 0 {
             cur.push(b',');
         }
         cur.extend_from_slice(&one);
-        empty = false;
+        n += 1;
     }
-    if !empty {
+    if n > 0 {
         cur.extend_from_slice(TAIL);
-        messages.push(cur);
+        messages.push(Message {
+            payload: cur,
+            points: n,
+        });
     }
     messages
 }
@@ -145,7 +151,8 @@ mod tests {
     #[test]
     fn shape_matches_the_older_consumers() {
         let msgs = encode_batch("web.shop", &[point(1)], 1 << 20);
-        let v: serde_json::Value = serde_json::from_slice(&msgs[0]).expect("json");
+        assert_eq!(msgs[0].points, 1);
+        let v: serde_json::Value = serde_json::from_slice(&msgs[0].payload).expect("json");
         assert_eq!(
             v,
             serde_json::json!({
@@ -163,9 +170,11 @@ mod tests {
         assert!(msgs.len() > 1);
         let mut total = 0;
         for m in &msgs {
-            assert!(m.len() <= 4096);
-            let v: serde_json::Value = serde_json::from_slice(m).expect("each is json");
-            total += v["points"].as_array().map_or(0, Vec::len);
+            assert!(m.payload.len() <= 4096);
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).expect("each is json");
+            let n = v["points"].as_array().map_or(0, Vec::len);
+            assert_eq!(m.points as usize, n, "each message counts its own points");
+            total += n;
         }
         assert_eq!(total, 500);
     }

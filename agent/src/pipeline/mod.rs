@@ -31,6 +31,16 @@ pub struct Point {
     pub timestamp: i64,
 }
 
+/// One encoded message and the number of points it carries (the encoder knows; nothing counts
+/// them again afterwards).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Line protocol or JSON.
+    pub payload: Vec<u8>,
+    /// Points in the payload.
+    pub points: u32,
+}
+
 /// Points of one namespace handed to the batcher together.
 #[derive(Debug)]
 pub struct Submission {

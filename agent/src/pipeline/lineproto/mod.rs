@@ -11,7 +11,7 @@ pub mod parse;
 
 use shared::Value;
 
-use super::Point;
+use super::{Message, Point};
 
 /// Appends one point as a line (with its trailing newline) to `out`.
 pub fn encode_point(p: &Point, out: &mut Vec<u8>) {
@@ -58,19 +58,28 @@ pub fn encode_value(v: &Value, out: &mut Vec<u8>) {
 
 /// Encodes points into messages of at most `max_bytes` each (a point larger than that on its
 /// own still gets a message of its own; normalisation bounds points far below nsqd's limit).
-pub fn encode_batch(points: &[Point], max_bytes: usize) -> Vec<Vec<u8>> {
+pub fn encode_batch(points: &[Point], max_bytes: usize) -> Vec<Message> {
     let mut messages = Vec::new();
     let mut cur = Vec::with_capacity((points.len() * 96).min(max_bytes));
+    let mut n = 0;
     for p in points {
         let start = cur.len();
         encode_point(p, &mut cur);
         if cur.len() > max_bytes && start > 0 {
             let tail = cur.split_off(start);
-            messages.push(std::mem::replace(&mut cur, tail));
+            messages.push(Message {
+                payload: std::mem::replace(&mut cur, tail),
+                points: n,
+            });
+            n = 0;
         }
+        n += 1;
     }
     if !cur.is_empty() {
-        messages.push(cur);
+        messages.push(Message {
+            payload: cur,
+            points: n,
+        });
     }
     messages
 }
@@ -179,11 +188,18 @@ mod tests {
             .collect();
         let whole = encode_batch(&points, usize::MAX);
         assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].points, 1000);
         let messages = encode_batch(&points, 4096);
         assert!(messages.len() > 1);
-        assert!(messages
-            .iter()
-            .all(|m| m.len() <= 4096 && m.ends_with(b"\n")));
-        assert_eq!(messages.concat(), whole[0]);
+        for m in &messages {
+            assert!(m.payload.len() <= 4096 && m.payload.ends_with(b"\n"));
+            let lines = m.payload.iter().filter(|&&b| b == b'\n').count();
+            assert_eq!(
+                m.points as usize, lines,
+                "each message counts its own points"
+            );
+        }
+        let joined: Vec<u8> = messages.iter().flat_map(|m| m.payload.clone()).collect();
+        assert_eq!(joined, whole[0].payload);
     }
 }
