@@ -254,7 +254,7 @@ impl Default for OutputConfig {
 pub struct LogConfig {
     /// Directory of the agent's log file; default `{data_dir}/log`.
     pub dir: Option<PathBuf>,
-    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter (`agent=debug,info`).
+    /// `error`, `warn`, `info`, `debug`, `trace`, or `target=level` directives (`agent=debug,info`).
     pub level: String,
 }
 
@@ -465,11 +465,11 @@ impl Config {
             );
         }
 
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if crate::logging::filter(&self.log.level).is_err() {
             bad(
                 "log.level",
                 format!(
-                    "{:?} is not a level (error, warn, info, debug, trace) or a tracing filter",
+                    "{:?} is not a level (error, warn, info, debug, trace) or target=level directives",
                     self.log.level
                 ),
             );

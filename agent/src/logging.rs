@@ -5,9 +5,10 @@ use std::path::Path;
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::filter::{LevelFilter, ParseError, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{fmt, EnvFilter, Layer};
+use tracing_subscriber::{fmt, Layer};
 
 /// Log files kept (one per day).
 const KEEP_FILES: usize = 7;
@@ -17,6 +18,23 @@ const QUEUED_LINES: usize = 4096;
 
 /// File name prefix of the agent's log (`agent.2026-11-25.log`).
 pub const LOG_PREFIX: &str = "agent";
+
+/// Parses `log.level`: a level (`info`), or comma-separated `target=level` directives with an
+/// optional default (`info,agent::output=debug`). Span and field filters are not supported; the
+/// plain target filter needs no regex engine, which keeps the daemon small.
+pub fn filter(level: &str) -> Result<Targets, String> {
+    for directive in level.split(',').map(str::trim) {
+        if directive.is_empty() {
+            return Err("empty directive".into());
+        }
+        // A bare word would otherwise be read as a target name ("verbose" = trace for a target
+        // that does not exist, and nothing else logged).
+        if !directive.contains('=') && directive.parse::<LevelFilter>().is_err() {
+            return Err(format!("{directive:?} is not a level"));
+        }
+    }
+    level.trim().parse().map_err(|e: ParseError| e.to_string())
+}
 
 /// Installs the global subscriber; keep the guard alive until exit so the file gets flushed.
 pub fn init(dir: &Path, level: &str, to_stderr: bool) -> anyhow::Result<WorkerGuard> {
@@ -34,15 +52,16 @@ pub fn init(dir: &Path, level: &str, to_stderr: bool) -> anyhow::Result<WorkerGu
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .buffered_lines_limit(QUEUED_LINES)
         .finish(appender);
-    let filter = || EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        filter(level).unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
     let file_layer = fmt::layer()
         .with_ansi(false)
         .with_writer(writer)
-        .with_filter(filter());
+        .with_filter(filter.clone());
     let stderr_layer = to_stderr.then(|| {
         fmt::layer()
             .with_writer(std::io::stderr)
-            .with_filter(filter())
+            .with_filter(filter)
     });
     tracing_subscriber::registry()
         .with(file_layer)
@@ -50,4 +69,29 @@ pub fn init(dir: &Path, level: &str, to_stderr: bool) -> anyhow::Result<WorkerGu
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
     Ok(guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter;
+
+    #[test]
+    fn levels_and_target_directives_parse() {
+        for ok in [
+            "info",
+            "debug",
+            " warn ",
+            "info,agent::output=debug",
+            "agent=trace,hyper=off",
+        ] {
+            assert!(filter(ok).is_ok(), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn bare_words_and_bad_levels_are_refused() {
+        for bad in ["", "verbose", "info,loud", "agent=loud", "agent=debug,"] {
+            assert!(filter(bad).is_err(), "{bad:?}");
+        }
+    }
 }
