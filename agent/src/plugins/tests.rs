@@ -739,61 +739,87 @@ async fn http_check_reports_up_status_and_latency() {
     assert_eq!(metric(&refused, "up"), Some(0.0));
 }
 
-/// A TLS server on loopback with a fresh self-signed certificate valid for `days`, serving
-/// handshakes until the listener is dropped.
-fn tls_server(days: u32) -> u16 {
-    use openssl::asn1::Asn1Time;
-    use openssl::ec::{EcGroup, EcKey};
-    use openssl::hash::MessageDigest;
-    use openssl::nid::Nid;
-    use openssl::pkey::PKey;
-    use openssl::ssl::{SslAcceptor, SslMethod};
-    use openssl::x509::{X509NameBuilder, X509};
+/// A TLS server on loopback with a fresh self-signed certificate that expires `days` from now
+/// (negative: already expired), serving a few handshakes.
+fn tls_server(days: i64) -> u16 {
+    use rustls::pki_types::PrivateKeyDer;
 
-    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("curve");
-    let key = PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("pkey");
-    let mut name = X509NameBuilder::new().expect("name");
-    name.append_entry_by_text("CN", "localhost").expect("cn");
-    let name = name.build();
-    let mut cert = X509::builder().expect("x509");
-    cert.set_version(2).expect("version");
-    cert.set_subject_name(&name).expect("subject");
-    cert.set_issuer_name(&name).expect("issuer");
-    cert.set_pubkey(&key).expect("pubkey");
-    cert.set_not_before(&Asn1Time::days_from_now(0).expect("now"))
-        .expect("not before");
-    cert.set_not_after(&Asn1Time::days_from_now(days).expect("later"))
-        .expect("not after");
-    cert.sign(&key, MessageDigest::sha256()).expect("sign");
-    let cert = cert.build();
-    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
-    acceptor.set_private_key(&key).expect("key");
-    acceptor.set_certificate(&cert).expect("cert");
-    let acceptor = acceptor.build();
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    let now = now_secs() as i64;
+    let secs = |t: i64| Duration::from_secs(u64::try_from(t).expect("after 1970"));
+    params.not_before = epoch + secs(now - 40 * 86_400);
+    params.not_after = epoch + secs(now + days * 86_400);
+    let cert = params.self_signed(&key).expect("self-signed");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server config");
+    let config = Arc::new(config);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     std::thread::spawn(move || {
-        // Bounded: a test makes a handful of connections.
-        for stream in listener.incoming().take(4).flatten() {
-            let _ = acceptor.accept(stream);
+        // Bounded: a test makes a handful of connections, each given a few seconds.
+        for mut stream in listener.incoming().take(4).flatten() {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let Ok(mut conn) = rustls::ServerConnection::new(config.clone()) else {
+                continue;
+            };
+            while conn.is_handshaking() {
+                if conn.complete_io(&mut stream).is_err() {
+                    break;
+                }
+            }
+            let _ = conn.complete_io(&mut stream);
         }
     });
     port
 }
 
-#[tokio::test]
-async fn tls_cert_expiry_reports_days_left_of_a_known_certificate() {
-    let port = tls_server(30);
-    let ms = builtin::run(
+async fn tls_check(port: u16) -> Result<Vec<shared::Metric>, String> {
+    builtin::run(
         "tls_cert_expiry",
         &params(&[
             ("host", "127.0.0.1"),
             ("port", &port.to_string()),
             ("server_name", "localhost"),
+            ("timeout", "5"),
         ]),
     )
     .await
-    .expect("runs");
+}
+
+#[tokio::test]
+async fn tls_cert_expiry_reports_an_expired_certificate_as_negative_days() {
+    let ms = tls_check(tls_server(-3)).await.expect("runs");
+    let days = metric(&ms, "days_left").expect("days_left");
+    assert!((-3.01..=-2.99).contains(&days), "days_left = {days}");
+}
+
+#[tokio::test]
+async fn tls_cert_expiry_fails_clearly_on_a_server_that_does_not_speak_tls() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        if let Some(Ok(mut s)) = listener.incoming().next() {
+            let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let e = tls_check(port).await.expect_err("not TLS");
+    assert!(e.contains("TLS handshake with 127.0.0.1:"), "{e}");
+}
+
+#[tokio::test]
+async fn tls_cert_expiry_reports_days_left_of_a_known_certificate() {
+    let ms = tls_check(tls_server(30)).await.expect("runs");
     let days = metric(&ms, "days_left").expect("days_left");
     assert!((29.9..=30.01).contains(&days), "days_left = {days}");
     let at = metric(&ms, "expires_at").expect("expires_at");
