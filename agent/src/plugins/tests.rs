@@ -747,7 +747,7 @@ fn tls_server(days: i64) -> u16 {
     let key = rcgen::KeyPair::generate().expect("key");
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
     let epoch = rcgen::date_time_ymd(1970, 1, 1);
-    let now = now_secs() as i64;
+    let now = now_secs();
     let secs = |t: i64| Duration::from_secs(u64::try_from(t).expect("after 1970"));
     params.not_before = epoch + secs(now - 40 * 86_400);
     params.not_after = epoch + secs(now + days * 86_400);
