@@ -1,5 +1,6 @@
 //! Support for the end-to-end tests: starting the real binaries and the peers they talk to.
 
+pub mod githttp;
 pub mod gitrepo;
 pub mod influxdb;
 pub mod nsq_peer;

@@ -55,12 +55,27 @@ pub enum GitError {
     },
 }
 
+/// `addr` for messages and logs: a password in `scheme://user:password@host/...` is left out.
+pub fn redact_address(addr: &str) -> String {
+    let Some(start) = addr.find("://").map(|i| i + 3) else {
+        return addr.to_owned();
+    };
+    let end = addr[start..].find('/').map_or(addr.len(), |i| start + i);
+    let Some(at) = addr[start..end].rfind('@').map(|i| start + i) else {
+        return addr.to_owned();
+    };
+    match addr[start..at].find(':').map(|i| start + i) {
+        Some(colon) => format!("{}{}", &addr[..colon], &addr[at..]),
+        None => addr.to_owned(),
+    }
+}
+
 /// Refuses addresses that could make git run commands or read options: a leading `-`, and
 /// transport helpers written `<helper>::<address>` (`ext::sh -c ...`, `fd::`, ...).
 pub fn check_address(addr: &str) -> Result<(), GitError> {
     let refuse = |reason: &str| {
         Err(GitError::Address {
-            addr: addr.to_owned(),
+            addr: redact_address(addr),
             reason: reason.to_owned(),
         })
     };
@@ -162,13 +177,13 @@ fn register_transports() -> Result<(), String> {
                 ssh::SshTransport::new(cmd, t.stall_timeout),
             )
         };
-        for (prefix, is_http) in [
-            ("http://", true),
-            ("https://", true),
-            // libgit2 also looks up "ssh://" for scp-like `host:path` addresses.
-            ("ssh://", false),
-            ("ssh+git://", false),
-            ("git+ssh://", false),
+        // Schemes; libgit2 adds the "://". It also looks up "ssh" for scp-like `host:path`.
+        for (scheme, is_http) in [
+            ("http", true),
+            ("https", true),
+            ("ssh", false),
+            ("ssh+git", false),
+            ("git+ssh", false),
         ] {
             // SAFETY: git2 requires registration to be synchronised with the creation of
             // transports. This runs once, inside `OnceLock::get_or_init`, which blocks every
@@ -176,12 +191,12 @@ fn register_transports() -> Result<(), String> {
             #[allow(unsafe_code)]
             let done = unsafe {
                 if is_http {
-                    git2::transport::register(prefix, http)
+                    git2::transport::register(scheme, http)
                 } else {
-                    git2::transport::register(prefix, ssh)
+                    git2::transport::register(scheme, ssh)
                 }
             };
-            done.map_err(|e| format!("cannot register the {prefix} transport: {e}"))?;
+            done.map_err(|e| format!("cannot register the {scheme}:// transport: {e}"))?;
         }
         Ok(())
     })
@@ -280,7 +295,7 @@ fn clone_to(
 ) -> Result<String, GitError> {
     let git_err = |message: String| GitError::Git {
         op,
-        addr: addr.to_owned(),
+        addr: redact_address(addr),
         message,
     };
     register_transports().map_err(git_err)?;

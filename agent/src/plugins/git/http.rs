@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream};
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
 use reqwest::{Response, StatusCode, Url};
 
 const ADVERTISEMENT: &str = "application/x-git-upload-pack-advertisement";
@@ -47,6 +47,8 @@ impl Rt {
         }
     }
 
+    /// Runs `f` to completion. Build request futures inside `f`: reqwest arms its timers when
+    /// the future is created, which needs the runtime's context.
     fn block_on<F: Future>(&self, f: F) -> F::Output {
         match self {
             Rt::Caller(h) => h.block_on(f),
@@ -97,9 +99,8 @@ impl SmartHttp {
     /// A transport whose connects give up after `connect` and whose reads give up after
     /// `stall` without data.
     pub(super) fn new(connect: Duration, stall: Duration) -> Result<SmartHttp, git2::Error> {
-        let rt = Rt::pick().map_err(|e| {
-            git2::Error::from_str(&format!("cannot start a runtime for HTTP: {e}"))
-        })?;
+        let rt = Rt::pick()
+            .map_err(|e| git2::Error::from_str(&format!("cannot start a runtime for HTTP: {e}")))?;
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(connect)
@@ -188,7 +189,7 @@ impl Read for HttpStream {
                 return Ok(0);
             };
             let url = redacted(response.url());
-            match self.shared.rt.block_on(response.chunk()) {
+            match self.shared.rt.block_on(async { response.chunk().await }) {
                 Ok(Some(c)) => self.chunk = c,
                 Ok(None) => return Ok(0),
                 Err(e) => return Err(net_error(&url, &e)),
@@ -241,7 +242,7 @@ impl Shared {
                 .header(ACCEPT, "*/*");
             let response = self
                 .rt
-                .block_on(req.send())
+                .block_on(async { req.send().await })
                 .map_err(|e| net_error(&redacted(&url), &e))?;
             if response.status() == StatusCode::UNAUTHORIZED {
                 let asked = std::mem::replace(&mut self.session().helper_asked, true);
@@ -283,7 +284,7 @@ impl Shared {
             .body(body);
         let response = self
             .rt
-            .block_on(req.send())
+            .block_on(async { req.send().await })
             .map_err(|e| net_error(&redacted(&url), &e))?;
         self.check(response, RESULT)
     }
@@ -314,7 +315,7 @@ impl Shared {
                         for the agent's user"
                     .to_owned(),
                 404 => "; is the repository address right?".to_owned(),
-                300..=399 => match response.headers().get(reqwest::header::LOCATION) {
+                300..=399 if want == RESULT => match response.headers().get(LOCATION) {
                     Some(to) => format!(
                         "; it redirects to {:?}, and git does not follow redirects of its POST",
                         to.to_str().unwrap_or("?")

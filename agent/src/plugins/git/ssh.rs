@@ -219,25 +219,24 @@ fn parse_scp(addr: &str) -> Result<Target, String> {
         Some((u, r)) if !u.contains(':') && !u.contains('/') => (Some(u.to_owned()), r),
         _ => (None, addr),
     };
-    let (host, path) = if let Some(inner) = rest.strip_prefix('[') {
-        let (h, after) = inner
-            .split_once(']')
-            .ok_or_else(|| "unclosed '[' in the host".to_owned())?;
-        let path = after
-            .strip_prefix(':')
-            .ok_or_else(|| "expected ':' after ']'".to_owned())?;
-        (h, path)
-    } else {
-        match rest.split_once(':') {
-            Some((h, p)) if !h.contains('/') => (h, p),
-            _ => {
-                return Err(
+    let (host, path) =
+        if let Some(inner) = rest.strip_prefix('[') {
+            let (h, after) = inner
+                .split_once(']')
+                .ok_or_else(|| "unclosed '[' in the host".to_owned())?;
+            let path = after
+                .strip_prefix(':')
+                .ok_or_else(|| "expected ':' after ']'".to_owned())?;
+            (h, path)
+        } else {
+            match rest.split_once(':') {
+                Some((h, p)) if !h.contains('/') => (h, p),
+                _ => return Err(
                     "not an ssh address: a local path with ':' in it must be written file://..."
                         .to_owned(),
-                )
+                ),
             }
-        }
-    };
+        };
     Ok(Target {
         user,
         host: host.to_owned(),
@@ -594,7 +593,10 @@ mod tests {
         // The shell gives back exactly the path.
         let out = Command::new("sh")
             .arg("-c")
-            .arg(format!("printf %s {}", sq_quote("x'; touch /tmp/y; '$(id)!")))
+            .arg(format!(
+                "printf %s {}",
+                sq_quote("x'; touch /tmp/y; '$(id)!")
+            ))
             .output()
             .expect("sh");
         assert_eq!(
