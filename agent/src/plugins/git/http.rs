@@ -331,7 +331,9 @@ impl Shared {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if got != want {
+        // As git: the media type only, without parameters such as `; charset=...`.
+        let media = got.split(';').next().unwrap_or_default().trim();
+        if !media.eq_ignore_ascii_case(want) {
             return Err(io::Error::other(format!(
                 "{url}: not a git smart HTTP server (Content-Type {got:?}, expected {want}); \
                  dumb HTTP servers are not supported"

@@ -659,6 +659,41 @@ mod tests {
         );
     }
 
+    /// The transport checks the address itself, not only `check_address` before it.
+    #[test]
+    fn the_transport_refuses_an_option_like_host_without_starting_ssh() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("ran");
+        let program = dir.path().join("ssh");
+        std::fs::write(
+            &program,
+            format!("#!/bin/sh\ntouch '{}'\n", marker.display()),
+        )
+        .expect("script");
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let t = SshTransport::new(SshCommand::program(&program), Duration::from_secs(5));
+        for addr in [
+            "ssh://-oProxyCommand=touch%20x/r.git",
+            "-oProxyCommand=x@h:r.git",
+            "u@-oProxyCommand=x:r.git",
+        ] {
+            let e = t
+                .action(addr, Service::UploadPackLs)
+                .err()
+                .expect("refused");
+            assert!(e.message().contains("starts with '-'"), "{e}");
+        }
+        assert!(!marker.exists(), "ssh never started");
+        // The same program does run for a sane address (so the check above can fail).
+        let mut stream = t
+            .action("h:r.git", Service::UploadPackLs)
+            .ok()
+            .expect("started");
+        assert_eq!(stream.read(&mut [0u8; 16]).expect("clean exit"), 0);
+        assert!(marker.exists(), "the marker program runs");
+    }
+
     #[test]
     fn a_shell_command_gets_the_arguments_as_separate_words() {
         let c = SshCommand {
