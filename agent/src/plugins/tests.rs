@@ -1355,3 +1355,122 @@ fn an_update_through_ssh_moves_the_checkout_and_a_failed_one_keeps_it() {
     git::update_with(addr, None, &dest, &t).expect_err("remote gone");
     assert_eq!(git::head_commit(&dest).as_deref(), Some(u.new.as_str()));
 }
+
+/// OpenSSH's sshd on loopback with a throwaway host key and one authorized client key, killed
+/// on drop.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen (Debian: openssh-client)");
+    assert!(ok.success(), "ssh-keygen");
+}
+
+fn start_sshd() -> Sshd {
+    let sshd = Path::new("/usr/sbin/sshd");
+    assert!(
+        sshd.exists(),
+        "/usr/sbin/sshd is missing: install Debian's openssh-server for this test"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    keygen(&d.join("host_key"));
+    keygen(&d.join("client_key"));
+    std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).expect("authorized");
+    // sshd insists on its privilege separation directory when run as root.
+    if nix::unistd::geteuid().is_root() {
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+    }
+    let port = free_port();
+    let config = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+         AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
+         PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+         PermitRootLogin prohibit-password\n",
+        d = d.display()
+    );
+    std::fs::write(d.join("sshd_config"), config).expect("sshd_config");
+    let child = Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(d.join("sshd_config"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(d.join("sshd.log")).expect("log"))
+        .spawn()
+        .expect("start sshd");
+    let mut server = Sshd { child, port, dir };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return server;
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!(
+                "sshd exited ({status}): {}",
+                std::fs::read_to_string(server.dir.path().join("sshd.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("sshd not listening on {port}");
+}
+
+#[test]
+fn clones_and_updates_through_a_real_sshd_and_an_unknown_host_key_is_explained() {
+    let f = fixture(60);
+    let repo = f.repo("real-ssh", ECHO_V1);
+    let sshd = start_sshd();
+    let d = sshd.dir.path();
+    let host_key = std::fs::read_to_string(d.join("host_key.pub")).expect("host key");
+    let known = d.join("known_hosts");
+    std::fs::write(&known, format!("[127.0.0.1]:{} {host_key}", sshd.port)).expect("known");
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .expect("user")
+        .expect("user exists")
+        .name;
+    // The operator's setup, as it would be written in GIT_SSH_COMMAND.
+    let ssh = |known_hosts: &Path| git::Transports {
+        ssh: Some(git::SshCommand::shell(&format!(
+            "ssh -F /dev/null -i {}/client_key -o IdentitiesOnly=yes \
+             -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",
+            d.display(),
+            known_hosts.display()
+        ))),
+        ..git::Transports::default()
+    };
+    let addr = format!(
+        "ssh://{user}@127.0.0.1:{}{}",
+        sshd.port,
+        repo.bare.display()
+    );
+    let dest = f.dir.path().join("checkout");
+    let first = git::clone_into_with(&addr, None, &dest, &ssh(&known)).expect("clone over ssh");
+    assert_eq!(first, remote_head(&repo));
+    repo.push(ECHO_V2);
+    let u = git::update_with(&addr, None, &dest, &ssh(&known)).expect("update over ssh");
+    assert_eq!(u.new, remote_head(&repo));
+    assert_ne!(u.new, first);
+
+    let unknown = d.join("empty_known_hosts");
+    std::fs::write(&unknown, "").expect("empty");
+    let e = git::clone_into_with(&addr, None, &f.dir.path().join("x"), &ssh(&unknown))
+        .expect_err("unknown host key")
+        .to_string();
+    assert!(
+        e.contains("Host key verification failed") && e.contains("known_hosts"),
+        "{e}"
+    );
+}

@@ -69,6 +69,11 @@ impl SshCommand {
         SshCommand { run, openssh }
     }
 
+    /// A shell command line, as `GIT_SSH_COMMAND` holds one (`ssh -i /etc/agent/key`).
+    pub fn shell(cmd: &str) -> SshCommand {
+        Self::from_vars(|k| (k == "GIT_SSH_COMMAND").then(|| cmd.into()))
+    }
+
     /// A program run directly, as `GIT_SSH` names one.
     pub fn program(path: impl Into<OsString>) -> SshCommand {
         let path = path.into();
