@@ -691,10 +691,9 @@ mod tests {
         }
         assert!(!marker.exists(), "ssh never started");
         // The same program does run for a sane address (so the check above can fail).
-        let mut stream = t
-            .action("h:r.git", Service::UploadPackLs)
-            .ok()
-            .expect("started");
+        let Ok(mut stream) = t.action("h:r.git", Service::UploadPackLs) else {
+            panic!("the marker program did not start");
+        };
         assert_eq!(stream.read(&mut [0u8; 16]).expect("clean exit"), 0);
         assert!(marker.exists(), "the marker program runs");
     }
