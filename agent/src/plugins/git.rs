@@ -6,8 +6,10 @@
 //! checkout untouched and a run never sees a half-written one.
 //!
 //! libgit2 is built without TLS and ssh (no OpenSSL in the agent); `http://` and `https://` go
-//! through [`http`] (smart HTTP over reqwest with rustls) and ssh addresses through [`ssh`] (the
-//! system's OpenSSH client). `git://`, `file://` and local paths are libgit2's own.
+//! through `git/http.rs` (smart HTTP over reqwest with rustls) and ssh addresses through
+//! `git/ssh.rs` (the system's OpenSSH client). `git://`, `file://` and local paths are
+//! libgit2's own. The HTTP transport waits on the caller's tokio runtime, so these functions
+//! must not run on an async worker thread (`spawn_blocking` or a plain thread is right).
 
 mod http;
 mod ssh;

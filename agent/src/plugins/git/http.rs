@@ -192,7 +192,7 @@ impl Read for HttpStream {
             match self.shared.rt.block_on(async { response.chunk().await }) {
                 Ok(Some(c)) => self.chunk = c,
                 Ok(None) => return Ok(0),
-                Err(e) => return Err(net_error(&url, &e)),
+                Err(e) => return Err(net_error(&url, e)),
             }
         }
         let n = buf.len().min(self.chunk.len());
@@ -243,7 +243,7 @@ impl Shared {
             let response = self
                 .rt
                 .block_on(async { req.send().await })
-                .map_err(|e| net_error(&redacted(&url), &e))?;
+                .map_err(|e| net_error(&redacted(&url), e))?;
             if response.status() == StatusCode::UNAUTHORIZED {
                 let asked = std::mem::replace(&mut self.session().helper_asked, true);
                 if !asked {
@@ -285,7 +285,7 @@ impl Shared {
         let response = self
             .rt
             .block_on(async { req.send().await })
-            .map_err(|e| net_error(&redacted(&url), &e))?;
+            .map_err(|e| net_error(&redacted(&url), e))?;
         self.check(response, RESULT)
     }
 
@@ -314,7 +314,7 @@ impl Shared {
                         (https://user:token@host/...) or configure a git credential helper \
                         for the agent's user"
                     .to_owned(),
-                404 => "; is the repository address right?".to_owned(),
+                404 => "; check the repository address".to_owned(),
                 300..=399 if want == RESULT => match response.headers().get(LOCATION) {
                     Some(to) => format!(
                         "; it redirects to {:?}, and git does not follow redirects of its POST",
@@ -420,17 +420,20 @@ fn redacted(url: &Url) -> String {
     u.to_string()
 }
 
-fn net_error(url: &str, e: &reqwest::Error) -> io::Error {
+fn net_error(url: &str, e: reqwest::Error) -> io::Error {
     // reqwest's Display stops at the outermost layer ("error sending request"); the cause
-    // (connection refused, certificate, timeout) is what an operator needs.
+    // (connection refused, certificate, timeout) is what an operator needs. The URL is already
+    // in front.
+    let timeout = e.is_timeout();
+    let e = e.without_url();
     let mut msg = format!("{url}: {e}");
-    let mut source = std::error::Error::source(e);
+    let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
         msg.push_str(": ");
         msg.push_str(&s.to_string());
         source = s.source();
     }
-    if e.is_timeout() {
+    if timeout && !msg.contains("timed out") {
         msg.push_str(" (timed out)");
     }
     io::Error::other(msg)
