@@ -1151,6 +1151,17 @@ fn a_server_that_is_not_git_and_a_stalled_server_give_clear_errors() {
         "gave up in time"
     );
 
+    // https:// goes through the same transport, with rustls: a plain-HTTP port fails the TLS
+    // handshake (and is not an "unsupported URL protocol", as libgit2 without TLS would say).
+    let https = server.url().replace("http://", "https://");
+    let e = git::clone_into(&format!("{https}/x.git"), None, &dir.path().join("tls"))
+        .expect_err("no TLS there")
+        .to_string();
+    assert!(
+        e.contains(&format!("{https}/x.git/info/refs")) && !e.contains("unsupported"),
+        "{e}"
+    );
+
     // Nothing listens: the connection error names the address.
     let port = free_port();
     let e = git::clone_into(
