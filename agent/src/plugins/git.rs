@@ -189,7 +189,8 @@ fn register_transports() -> Result<(), String> {
         ] {
             // SAFETY: git2 requires registration to be synchronised with the creation of
             // transports. This runs once, inside `OnceLock::get_or_init`, which blocks every
-            // other caller, and every fetch in this module calls it before creating a remote.
+            // other caller, and every fetch in this module calls it before creating a remote
+            // (nothing else in the agent creates git remotes).
             #[allow(unsafe_code)]
             let done = unsafe {
                 if is_http {
