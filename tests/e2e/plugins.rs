@@ -4,7 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use support::gitrepo::BareRepo;
+use support::githttp::GitHttpServer;
+use support::gitrepo::{BareRepo, FakeSsh};
 use support::{wait_until, Agent, AgentBuilder};
 
 const NS: &str = "e2e.plugins";
@@ -189,4 +190,72 @@ fn periodic_plugins_and_builtins_run_on_the_scheduler_by_themselves() {
     let jobs = &agent.status()["jobs"];
     assert_eq!(jobs["plugins"], 1, "{jobs}");
     assert_eq!(jobs["builtins"], 1, "{jobs}");
+}
+
+/// The transports the agent uses now that libgit2 has no TLS and no ssh of its own, with the
+/// operator's setup coming from the environment as for git: an HTTP server that wants
+/// credentials gets them from git's credential helper in `$HOME/.gitconfig`, and ssh addresses
+/// run the program in `GIT_SSH_COMMAND`.
+#[test]
+fn plugins_fetch_over_http_with_credential_helpers_and_over_ssh_with_git_ssh_command() {
+    let remotes = tempfile::tempdir().expect("tmp");
+    let home = tempfile::tempdir().expect("home");
+    BareRepo::new(remotes.path(), "private", "echo private\n");
+    BareRepo::new(remotes.path(), "viassh", "echo via ssh\n");
+    let server = GitHttpServer::start(remotes.path());
+    server.require_auth("bob", "tok3n");
+    let hostport = server.url().trim_start_matches("http://").to_owned();
+    let creds = home.path().join("creds");
+    std::fs::write(&creds, format!("http://bob:tok3n@{hostport}\n")).expect("creds");
+    std::fs::write(
+        home.path().join(".gitconfig"),
+        format!(
+            "[credential]\n\thelper = store --file={}\n",
+            creds.display()
+        ),
+    )
+    .expect("gitconfig");
+    let ssh = FakeSsh::new(home.path(), remotes.path());
+
+    let http_url = format!("{}/private.git", server.url());
+    let ssh_url = "git@git.example.test:viassh.git".to_owned();
+    let agent = AgentBuilder::new()
+        .env("HOME", &home.path().display().to_string())
+        .env(
+            "GIT_SSH_COMMAND",
+            &format!("'{}' -o LogLevel=ERROR", ssh.program.display()),
+        )
+        .registry(&registry(&[(http_url.clone(), 0), (ssh_url.clone(), 0)]))
+        .start();
+    wait_cloned(&agent, 2);
+
+    for (repo, out) in [("private", "private\n"), ("viassh", "via ssh\n")] {
+        let (code, body) = agent.get(&format!("/plugins/run?ns={NS}&repo={repo}"));
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["result"]["stdout"], out, "{body}");
+    }
+    let requests = server.requests();
+    assert_eq!(
+        requests[0].authorization, None,
+        "asked without credentials first"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "POST" && r.authorization.is_some()),
+        "the helper's credentials were used: {requests:?}"
+    );
+    let runs = ssh.runs();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(
+        runs[0].1,
+        [
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+            "git@git.example.test",
+            "git-upload-pack 'viassh.git'"
+        ]
+    );
 }

@@ -65,3 +65,66 @@ impl BareRepo {
         format!("file://{}", self.bare.display())
     }
 }
+
+/// A stand-in for OpenSSH's `ssh`, like git's own test-fake-ssh: it records its arguments and
+/// its pid, then runs the remote command (its last argument) locally through `sh`, in a "remote
+/// home" directory that is also its `$HOME`. A destination containing `unreachable` fails like
+/// a refused connection, one containing `newhost` like an unknown host key under BatchMode.
+pub struct FakeSsh {
+    /// The program, named `ssh` so it is taken for OpenSSH's.
+    pub program: PathBuf,
+    /// Where each run appends its pid, arguments (one a line) and a `--` line.
+    pub log: PathBuf,
+}
+
+impl FakeSsh {
+    /// Writes the program into `<dir>/fake-ssh/ssh`, running commands in `home`.
+    pub fn new(dir: &Path, home: &Path) -> FakeSsh {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.join("fake-ssh");
+        std::fs::create_dir_all(&bin).expect("fake ssh dir");
+        let program = bin.join("ssh");
+        let log = bin.join("log");
+        let script = format!(
+            r#"#!/bin/sh
+log='{log}'
+echo "pid $$" >>"$log"
+for a in "$@"; do printf '%s\n' "$a" >>"$log"; done
+echo -- >>"$log"
+for a in "$@"; do
+  case "$a" in
+    *unreachable*) echo "ssh: connect to host $a port 22: Connection refused" >&2; exit 255;;
+    *newhost*) echo "No ED25519 host key is known for $a and you have requested strict checking." >&2
+               echo "Host key verification failed." >&2; exit 255;;
+  esac
+done
+eval "remote=\${{$#}}"
+cd '{home}' || exit 1
+HOME='{home}' exec sh -c "$remote"
+"#,
+            log = log.display(),
+            home = home.display(),
+        );
+        std::fs::write(&program, script).expect("write fake ssh");
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))
+            .expect("chmod fake ssh");
+        FakeSsh { program, log }
+    }
+
+    /// Each run so far: its pid and its arguments.
+    pub fn runs(&self) -> Vec<(u32, Vec<String>)> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut runs = Vec::new();
+        let mut current: Option<(u32, Vec<String>)> = None;
+        for line in log.lines() {
+            if let Some(pid) = line.strip_prefix("pid ") {
+                current = Some((pid.parse().expect("pid"), Vec::new()));
+            } else if line == "--" {
+                runs.extend(current.take());
+            } else if let Some((_, args)) = current.as_mut() {
+                args.push(line.to_owned());
+            }
+        }
+        runs
+    }
+}

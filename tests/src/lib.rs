@@ -1,5 +1,6 @@
 //! Support for the end-to-end tests: starting the real binaries and the peers they talk to.
 
+pub mod githttp;
 pub mod gitrepo;
 pub mod influxdb;
 pub mod nsq_peer;
@@ -98,6 +99,7 @@ pub struct AgentBuilder {
     agent_keys: String,
     sections: String,
     registry: String,
+    env: Vec<(String, String)>,
 }
 
 impl AgentBuilder {
@@ -124,6 +126,12 @@ impl AgentBuilder {
     pub fn config(mut self, toml: &str) -> Self {
         self.sections.push_str(toml);
         self.sections.push('\n');
+        self
+    }
+
+    /// An environment variable for the agent process (on top of the test's own environment).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
         self
     }
 
@@ -183,6 +191,7 @@ impl Agent {
         let child = agent_cmd()
             .args(["start", "--foreground", "-f"])
             .arg(&self.config_path)
+            .envs(self.builder.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

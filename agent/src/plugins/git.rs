@@ -4,11 +4,25 @@
 //! only ever replaced whole: a new clone is made in a temporary directory beside the old one and
 //! the two are swapped with one `renameat2(RENAME_EXCHANGE)`, so a failed update leaves the old
 //! checkout untouched and a run never sees a half-written one.
+//!
+//! libgit2 is built without TLS and ssh (no OpenSSL in the agent); `http://` and `https://` go
+//! through `git/http.rs` (smart HTTP over reqwest with rustls) and ssh addresses through
+//! `git/ssh.rs` (the system's OpenSSH client). `git://`, `file://` and local paths are
+//! libgit2's own. The HTTP transport waits on the caller's tokio runtime, so these functions
+//! must not run on an async worker thread (`spawn_blocking` or a plain thread is right).
 
+mod http;
+mod ssh;
+
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use git2::build::RepoBuilder;
-use git2::{Cred, CredentialType, FetchOptions, RemoteCallbacks, Repository};
+use git2::{FetchOptions, Repository};
+
+pub use ssh::SshCommand;
 
 /// Why a git operation on a plugin failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,12 +57,27 @@ pub enum GitError {
     },
 }
 
+/// `addr` for messages and logs: a password in `scheme://user:password@host/...` is left out.
+pub fn redact_address(addr: &str) -> String {
+    let Some(start) = addr.find("://").map(|i| i + 3) else {
+        return addr.to_owned();
+    };
+    let end = addr[start..].find('/').map_or(addr.len(), |i| start + i);
+    let Some(at) = addr[start..end].rfind('@').map(|i| start + i) else {
+        return addr.to_owned();
+    };
+    match addr[start..at].find(':').map(|i| start + i) {
+        Some(colon) => format!("{}{}", &addr[..colon], &addr[at..]),
+        None => addr.to_owned(),
+    }
+}
+
 /// Refuses addresses that could make git run commands or read options: a leading `-`, and
 /// transport helpers written `<helper>::<address>` (`ext::sh -c ...`, `fd::`, ...).
 pub fn check_address(addr: &str) -> Result<(), GitError> {
     let refuse = |reason: &str| {
         Err(GitError::Address {
-            addr: addr.to_owned(),
+            addr: redact_address(addr),
             reason: reason.to_owned(),
         })
     };
@@ -60,6 +89,11 @@ pub fn check_address(addr: &str) -> Result<(), GitError> {
     }
     if addr.chars().any(char::is_control) {
         return refuse("it contains control characters");
+    }
+    if ssh::is_ssh(addr) {
+        if let Err(reason) = ssh::parse_target(addr) {
+            return refuse(&reason);
+        }
     }
     if let Some(i) = addr.find("::") {
         let helper = &addr[..i];
@@ -76,9 +110,115 @@ pub fn check_address(addr: &str) -> Result<(), GitError> {
     Ok(())
 }
 
+/// How the network transports behave; the agent uses [`Transports::default`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transports {
+    /// The ssh program; `None` reads `GIT_SSH_COMMAND` / `GIT_SSH` at each fetch, as git does.
+    pub ssh: Option<SshCommand>,
+    /// How long an HTTP(S) connect may take.
+    pub connect_timeout: Duration,
+    /// How long an HTTP(S) or ssh read may wait for data before the fetch fails.
+    pub stall_timeout: Duration,
+}
+
+impl Default for Transports {
+    fn default() -> Self {
+        Transports {
+            ssh: None,
+            connect_timeout: CONNECT_TIMEOUT,
+            stall_timeout: STALL_TIMEOUT,
+        }
+    }
+}
+
+/// Connecting to an HTTP(S) git server.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// No data from the server for this long fails the fetch, so a stalled server cannot hold a
+/// plugin's update forever; servers send progress or keep-alives while they compute a pack.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+thread_local! {
+    /// The settings of the fetch running on this thread. libgit2 creates transports through one
+    /// process-wide registration, on the thread that fetches; this carries the caller's
+    /// settings to it without process-global state.
+    static CURRENT: RefCell<Option<Transports>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `t` as this thread's transport settings.
+fn with_transports<R>(t: &Transports, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Transports>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CURRENT.with(|c| *c.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(CURRENT.with(|c| c.borrow_mut().replace(t.clone())));
+    f()
+}
+
+fn current_transports() -> Transports {
+    CURRENT.with(|c| c.borrow().clone()).unwrap_or_default()
+}
+
+/// Registers the http(s) and ssh transports with libgit2, once per process.
+fn register_transports() -> Result<(), String> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let http = |remote: &git2::Remote<'_>| {
+            let t = current_transports();
+            let sub = http::SmartHttp::new(t.connect_timeout, t.stall_timeout)?;
+            // Stateless: each request is its own HTTP exchange.
+            git2::transport::Transport::smart(remote, true, sub)
+        };
+        let ssh = |remote: &git2::Remote<'_>| {
+            let t = current_transports();
+            let cmd = t.ssh.unwrap_or_else(SshCommand::from_env);
+            git2::transport::Transport::smart(
+                remote,
+                false,
+                ssh::SshTransport::new(cmd, t.stall_timeout),
+            )
+        };
+        // Schemes; libgit2 adds the "://". It also looks up "ssh" for scp-like `host:path`.
+        for (scheme, is_http) in [
+            ("http", true),
+            ("https", true),
+            ("ssh", false),
+            ("ssh+git", false),
+            ("git+ssh", false),
+        ] {
+            // SAFETY: git2 requires registration to be synchronised with the creation of
+            // transports. This runs once, inside `OnceLock::get_or_init`, which blocks every
+            // other caller, and every fetch in this module calls it before creating a remote
+            // (nothing else in the agent creates git remotes).
+            #[allow(unsafe_code)]
+            let done = unsafe {
+                if is_http {
+                    git2::transport::register(scheme, http)
+                } else {
+                    git2::transport::register(scheme, ssh)
+                }
+            };
+            done.map_err(|e| format!("cannot register the {scheme}:// transport: {e}"))?;
+        }
+        Ok(())
+    })
+    .clone()
+}
+
 /// Clones `addr` (its `branch`, or the remote's default branch) into `dest`, which must not
 /// exist. Returns the checked-out commit.
 pub fn clone_into(addr: &str, branch: Option<&str>, dest: &Path) -> Result<String, GitError> {
+    clone_into_with(addr, branch, dest, &Transports::default())
+}
+
+/// [`clone_into`] with explicit transport settings.
+pub fn clone_into_with(
+    addr: &str,
+    branch: Option<&str>,
+    dest: &Path,
+    transports: &Transports,
+) -> Result<String, GitError> {
     check_address(addr)?;
     let parent = parent_of(dest)?;
     std::fs::create_dir_all(&parent).map_err(|source| GitError::Io {
@@ -87,7 +227,7 @@ pub fn clone_into(addr: &str, branch: Option<&str>, dest: &Path) -> Result<Strin
         source,
     })?;
     let tmp = temp_beside(dest)?;
-    let commit = clone_to(addr, branch, tmp.path(), "clone")?;
+    let commit = clone_to(addr, branch, tmp.path(), "clone", transports)?;
     open_up(tmp.path())?;
     let staged = tmp.keep();
     if let Err(source) = std::fs::rename(&staged, dest) {
@@ -113,14 +253,24 @@ pub struct Updated {
 /// Fetches `addr` afresh and replaces the checkout at `dest` with the remote's latest commit of
 /// `branch` (or its default branch). On any failure the old checkout is left as it was.
 pub fn update(addr: &str, branch: Option<&str>, dest: &Path) -> Result<Updated, GitError> {
+    update_with(addr, branch, dest, &Transports::default())
+}
+
+/// [`update`] with explicit transport settings.
+pub fn update_with(
+    addr: &str,
+    branch: Option<&str>,
+    dest: &Path,
+    transports: &Transports,
+) -> Result<Updated, GitError> {
     check_address(addr)?;
     let old = head_commit(dest);
     if !dest.exists() {
-        let new = clone_into(addr, branch, dest)?;
+        let new = clone_into_with(addr, branch, dest, transports)?;
         return Ok(Updated { old, new });
     }
     let tmp = temp_beside(dest)?;
-    let new = clone_to(addr, branch, tmp.path(), "update")?;
+    let new = clone_to(addr, branch, tmp.path(), "update", transports)?;
     open_up(tmp.path())?;
     exchange(tmp.path(), dest).map_err(|source| GitError::Io {
         what: "cannot swap the updated clone into place at",
@@ -144,70 +294,28 @@ fn clone_to(
     branch: Option<&str>,
     dir: &Path,
     op: &'static str,
+    transports: &Transports,
 ) -> Result<String, GitError> {
-    let git_err = |e: git2::Error| GitError::Git {
+    let git_err = |message: String| GitError::Git {
         op,
-        addr: addr.to_owned(),
-        message: e.message().to_owned(),
+        addr: redact_address(addr),
+        message,
     };
-    let mut fetch = FetchOptions::new();
-    fetch.remote_callbacks(callbacks());
+    register_transports().map_err(git_err)?;
     let mut builder = RepoBuilder::new();
-    builder.fetch_options(fetch);
+    // Credentials are the transports' business: OpenSSH's own setup for ssh, the address or
+    // git's credential helpers for https.
+    builder.fetch_options(FetchOptions::new());
     if let Some(b) = branch {
         builder.branch(b);
     }
-    let repo = builder.clone(addr, dir).map_err(git_err)?;
+    let repo = with_transports(transports, || builder.clone(addr, dir))
+        .map_err(|e| git_err(e.message().to_owned()))?;
     let commit = repo
         .head()
         .and_then(|h| h.peel_to_commit())
-        .map_err(git_err)?;
+        .map_err(|e| git_err(e.message().to_owned()))?;
     Ok(commit.id().to_string())
-}
-
-/// Credentials for ssh: the ssh agent first, then the agent user's usual key files; for https
-/// git's credential helpers. Each method is tried once, so a refused key does not loop.
-fn callbacks() -> RemoteCallbacks<'static> {
-    let mut tried_agent = false;
-    let mut keys: Vec<PathBuf> = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .map(|home| {
-            ["id_ed25519", "id_ecdsa", "id_rsa"]
-                .iter()
-                .map(|k| home.join(".ssh").join(k))
-                .filter(|p| p.exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    let mut tried_helper = false;
-    let mut cb = RemoteCallbacks::new();
-    cb.credentials(move |url, username, allowed| {
-        let user = username.unwrap_or("git");
-        if allowed.contains(CredentialType::SSH_KEY) {
-            if !tried_agent {
-                tried_agent = true;
-                if let Ok(c) = Cred::ssh_key_from_agent(user) {
-                    return Ok(c);
-                }
-            }
-            if let Some(key) = keys.pop() {
-                return Cred::ssh_key(user, None, &key, None);
-            }
-        }
-        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) && !tried_helper {
-            tried_helper = true;
-            if let Ok(cfg) = git2::Config::open_default() {
-                return Cred::credential_helper(&cfg, url, username);
-            }
-        }
-        if allowed.contains(CredentialType::USERNAME) {
-            return Cred::username(user);
-        }
-        Err(git2::Error::from_str(
-            "no usable credentials (tried the ssh agent, ~/.ssh keys and git credential helpers)",
-        ))
-    });
-    cb
 }
 
 fn parent_of(dest: &Path) -> Result<PathBuf, GitError> {

@@ -689,7 +689,7 @@ impl PluginManager {
         .await
         .map_err(|e| git::GitError::Git {
             op: "update",
-            addr: repo.to_owned(),
+            addr: git::redact_address(repo),
             message: format!("task failed: {e}"),
         })?;
         let updated = match updated {

@@ -259,6 +259,22 @@ async fn clones_over_git_protocol_from_git_daemon() {
 }
 
 #[test]
+fn passwords_are_left_out_of_addresses_in_messages() {
+    assert_eq!(
+        git::redact_address("https://bob:s3cret@h:8443/x.git"),
+        "https://bob@h:8443/x.git"
+    );
+    for same in [
+        "https://bob@h/x.git",
+        "https://h/x@y.git",
+        "git@h:x.git",
+        "/srv/x",
+    ] {
+        assert_eq!(git::redact_address(same), same);
+    }
+}
+
+#[test]
 fn addresses_that_could_run_commands_are_refused_and_project_names_are_derived() {
     for bad in [
         "-uhelp",
@@ -266,6 +282,9 @@ fn addresses_that_could_run_commands_are_refused_and_project_names_are_derived()
         "ext::sh -c touch% /tmp/pwned",
         "fd::3",
         "transport+x::foo",
+        "ssh://-oProxyCommand=x/repo.git",
+        "git@-oProxyCommand=x:repo.git",
+        "ssh://host:22x/repo.git",
         "",
     ] {
         let e = git::check_address(bad).expect_err(bad);
@@ -985,4 +1004,510 @@ async fn a_tick_before_the_first_clone_finishes_is_not_a_failure() {
         f.manager.run_scheduled(NS, "late").await,
         Scheduled::Ran(r) if r.ok
     ));
+}
+
+// ---- Transports without OpenSSL: smart HTTP over reqwest, ssh through an ssh program ----
+
+use support::githttp::GitHttpServer;
+use support::gitrepo::FakeSsh;
+
+fn remotes(f: &Fixture) -> PathBuf {
+    f.dir.path().join("remotes")
+}
+
+/// The commit of `main` in a bare repository.
+fn remote_head(repo: &BareRepo) -> String {
+    let out = Command::new("git")
+        .args(["rev-parse", "main"])
+        .current_dir(&repo.bare)
+        .output()
+        .expect("git rev-parse");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn clones_and_updates_over_smart_http_and_a_failed_update_keeps_the_old_checkout() {
+    let mut f = fixture(60);
+    let repo = f.repo("http-plugin", ECHO_V1);
+    let server = GitHttpServer::start(&remotes(&f));
+    let url = format!("{}/http-plugin.git", server.url());
+    f.plan(vec![item(url.clone(), 0)]).await;
+    let r = f.call("http-plugin", 10, None).await;
+    assert!(r.ok && r.stdout.contains(":1}"), "{r:?}");
+    let seen: Vec<(String, String)> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect();
+    assert!(
+        seen.contains(&("GET".into(), "/http-plugin.git/info/refs".into()))
+            && seen.contains(&("POST".into(), "/http-plugin.git/git-upload-pack".into())),
+        "smart protocol requests: {seen:?}"
+    );
+
+    repo.push(ECHO_V2);
+    let a = f.manager.update(NS, &url).await.expect("update over http");
+    assert!(a.message.contains("updated from"), "{a:?}");
+    let r = f.call("http-plugin", 10, None).await;
+    assert!(r.ok && r.stdout.contains(":2}"), "{r:?}");
+
+    // The repository disappears from the server: a clear 404, and the old checkout still runs.
+    std::fs::rename(&repo.bare, repo.bare.with_extension("moved")).expect("hide remote");
+    let e = f
+        .manager
+        .update(NS, "http-plugin")
+        .await
+        .expect_err("repository gone")
+        .to_string();
+    assert!(
+        e.contains("HTTP 404") && e.contains("/http-plugin.git/info/refs"),
+        "{e}"
+    );
+    assert!(e.contains("previous checkout is kept"), "{e}");
+    let r = f.call("http-plugin", 10, None).await;
+    assert!(r.ok && r.stdout.contains(":2}"), "{r:?}");
+    f.points();
+}
+
+#[test]
+fn http_credentials_in_the_address_are_sent_and_a_refusal_is_explained() {
+    let dir = open_tempdir();
+    let repo = BareRepo::new(&dir.path().join("remotes"), "private", ECHO_V1);
+    let server = GitHttpServer::start(&dir.path().join("remotes"));
+    server.require_auth("bob", "s3cr:t");
+    let port = server.url().trim_start_matches("http://").to_owned();
+
+    // Percent-encoded in the address, sent as basic auth.
+    let good = format!("http://bob:s3cr%3At@{port}/private.git");
+    let commit = git::clone_into(&good, None, &dir.path().join("ok")).expect("clone with auth");
+    assert_eq!(commit, remote_head(&repo));
+    assert!(server
+        .requests()
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some("Basic Ym9iOnMzY3I6dA==")));
+
+    let e = git::clone_into(
+        &format!("http://{port}/private.git"),
+        None,
+        &dir.path().join("anon"),
+    )
+    .expect_err("no credentials")
+    .to_string();
+    assert!(
+        e.contains("HTTP 401") && e.contains("wants credentials"),
+        "{e}"
+    );
+    let e = git::clone_into(
+        &format!("http://bob:wrong@{port}/private.git"),
+        None,
+        &dir.path().join("wrong"),
+    )
+    .expect_err("wrong password")
+    .to_string();
+    assert!(e.contains("HTTP 401") && e.contains("refused"), "{e}");
+    assert!(!e.contains("wrong"), "no password in messages: {e}");
+    assert!(!dir.path().join("anon").exists() && !dir.path().join("wrong").exists());
+}
+
+#[test]
+fn a_redirected_repository_is_fetched_from_where_the_redirect_ends() {
+    let dir = open_tempdir();
+    let repo = BareRepo::new(&dir.path().join("remotes"), "moved", ECHO_V1);
+    let server = GitHttpServer::start(&dir.path().join("remotes"));
+    let url = format!("{}/moved/moved.git", server.url());
+    let commit = git::clone_into(&url, None, &dir.path().join("c")).expect("clone via redirect");
+    assert_eq!(commit, remote_head(&repo));
+    let seen: Vec<(String, String)> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.method, r.path))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("GET".into(), "/moved/moved.git/info/refs".into()),
+            ("GET".into(), "/moved.git/info/refs".into()),
+            // git's rule: the POST goes where the GET ended up.
+            ("POST".into(), "/moved.git/git-upload-pack".into()),
+        ]
+    );
+
+    // A redirect loop ends after a bounded number of hops, with an error.
+    let url = format!("{}/loop/moved.git", server.url());
+    let e = git::clone_into(&url, None, &dir.path().join("d"))
+        .expect_err("redirect loop")
+        .to_string();
+    assert!(e.contains("too many redirects"), "{e}");
+    let hops = server
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/loop/"))
+        .count();
+    assert!((2..=21).contains(&hops), "{hops} requests");
+}
+
+#[test]
+fn a_server_that_is_not_git_and_a_stalled_server_give_clear_errors() {
+    let dir = open_tempdir();
+    std::fs::create_dir_all(dir.path().join("remotes")).expect("remotes");
+    let server = GitHttpServer::start(&dir.path().join("remotes"));
+    let url = format!("{}/plain/site.git", server.url());
+    let e = git::clone_into(&url, None, &dir.path().join("a"))
+        .expect_err("not git")
+        .to_string();
+    assert!(
+        e.contains("not a git smart HTTP server")
+            && e.contains("text/html")
+            && e.contains("/plain/site.git/info/refs"),
+        "{e}"
+    );
+
+    let quick = git::Transports {
+        stall_timeout: Duration::from_secs(1),
+        ..git::Transports::default()
+    };
+    let url = format!("{}/stall/x.git", server.url());
+    let started = std::time::Instant::now();
+    let e = git::clone_into_with(&url, None, &dir.path().join("b"), &quick)
+        .expect_err("stalled")
+        .to_string();
+    assert!(e.contains("timed out") && e.contains("/stall/x.git"), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "gave up in time"
+    );
+
+    // https:// goes through the same transport, with rustls: a plain-HTTP port fails the TLS
+    // handshake (and is not an "unsupported URL protocol", as libgit2 without TLS would say).
+    let https = server.url().replace("http://", "https://");
+    let e = git::clone_into(&format!("{https}/x.git"), None, &dir.path().join("tls"))
+        .expect_err("no TLS there")
+        .to_string();
+    assert!(
+        e.contains(&format!("{https}/x.git/info/refs")) && !e.contains("unsupported"),
+        "{e}"
+    );
+
+    // Nothing listens: the connection error names the address.
+    let port = free_port();
+    let e = git::clone_into(
+        &format!("http://127.0.0.1:{port}/x.git"),
+        None,
+        &dir.path().join("c"),
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+}
+
+/// libgit2 calls the HTTP transport on the thread that clones: it blocks on the caller's
+/// runtime inside `spawn_blocking` (both flavours), and brings its own on a plain thread.
+#[test]
+fn the_http_transport_works_in_spawn_blocking_on_both_runtimes_and_on_a_plain_thread() {
+    let dir = open_tempdir();
+    let repo = BareRepo::new(&dir.path().join("remotes"), "rt", ECHO_V1);
+    let server = GitHttpServer::start(&dir.path().join("remotes"));
+    let url = format!("{}/rt.git", server.url());
+    let want = remote_head(&repo);
+    let clone = |name: &str| {
+        let (url, dest) = (url.clone(), dir.path().join(name));
+        move || git::clone_into(&url, None, &dest).expect("clone")
+    };
+
+    let current = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let got = current
+        .block_on(current.spawn_blocking(clone("current")))
+        .expect("join");
+    assert_eq!(got, want);
+
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let got = multi
+        .block_on(multi.spawn_blocking(clone("multi")))
+        .expect("join");
+    assert_eq!(got, want);
+
+    let got = std::thread::spawn(clone("plain")).join().expect("join");
+    assert_eq!(got, want);
+}
+
+fn fake_ssh(f: &Fixture) -> (FakeSsh, git::Transports) {
+    let ssh = FakeSsh::new(f.dir.path(), &remotes(f));
+    let t = git::Transports {
+        ssh: Some(git::SshCommand::program(&ssh.program)),
+        ..git::Transports::default()
+    };
+    (ssh, t)
+}
+
+fn reaped(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn ssh_addresses_run_upload_pack_through_ssh_with_gits_arguments() {
+    let f = fixture(60);
+    let repo = f.repo("over-ssh", ECHO_V1);
+    let want = remote_head(&repo);
+    let (ssh, t) = fake_ssh(&f);
+    let abs = repo.bare.display().to_string();
+    let cases = [
+        (
+            format!("ssh://git@git.example.test:2222{abs}"),
+            vec!["-o", "BatchMode=yes", "-p", "2222", "git@git.example.test"],
+            format!("git-upload-pack '{abs}'"),
+        ),
+        // scp-like, relative to the remote home.
+        (
+            "git.example.test:over-ssh.git".to_owned(),
+            vec!["-o", "BatchMode=yes", "git.example.test"],
+            "git-upload-pack 'over-ssh.git'".to_owned(),
+        ),
+        (
+            format!("deploy@git.example.test:{abs}"),
+            vec!["-o", "BatchMode=yes", "deploy@git.example.test"],
+            format!("git-upload-pack '{abs}'"),
+        ),
+        // `~` is the remote home; upload-pack expands it.
+        (
+            "ssh://git.example.test/~/over-ssh.git".to_owned(),
+            vec!["-o", "BatchMode=yes", "git.example.test"],
+            "git-upload-pack '~/over-ssh.git'".to_owned(),
+        ),
+    ];
+    for (i, (addr, opts, remote)) in cases.iter().enumerate() {
+        let dest = f.dir.path().join(format!("c{i}"));
+        let got = git::clone_into_with(addr, None, &dest, &t).expect(addr);
+        assert_eq!(got, want, "{addr}");
+        assert!(dest.join("plugin.sh").is_file(), "{addr}");
+        let runs = ssh.runs();
+        assert_eq!(runs.len(), i + 1, "one ssh per clone: {runs:?}");
+        let (pid, args) = &runs[i];
+        let mut expected: Vec<String> = opts.iter().map(|s| (*s).to_owned()).collect();
+        expected.push(remote.clone());
+        assert_eq!(args, &expected, "{addr}");
+        assert!(reaped(*pid), "ssh {pid} reaped after {addr}");
+    }
+}
+
+#[test]
+fn option_like_ssh_hosts_are_refused_and_ssh_never_runs() {
+    let f = fixture(60);
+    let (ssh, t) = fake_ssh(&f);
+    let pwned = f.dir.path().join("pwned");
+    for addr in [
+        format!("ssh://-oProxyCommand=touch%20{}/x.git", pwned.display()),
+        format!("ssh://-oProxyCommand=touch {}@host/x.git", pwned.display()),
+        "git@-oProxyCommand=touch%20pwned:x.git".to_owned(),
+    ] {
+        let e = git::clone_into_with(&addr, None, &f.dir.path().join("c"), &t)
+            .expect_err(&addr)
+            .to_string();
+        assert!(e.contains("starts with '-'"), "{e}");
+    }
+    assert!(ssh.runs().is_empty(), "ssh never started");
+    assert!(!pwned.exists());
+}
+
+#[test]
+fn a_failing_ssh_reports_its_exit_status_and_stderr_and_is_reaped() {
+    let f = fixture(60);
+    f.repo("x", ECHO_V1);
+    let (ssh, t) = fake_ssh(&f);
+    let e = git::clone_into_with(
+        "git@unreachable.test:x.git",
+        None,
+        &f.dir.path().join("a"),
+        &t,
+    )
+    .expect_err("connection refused")
+    .to_string();
+    assert!(
+        e.contains("ssh git@unreachable.test failed")
+            && e.contains("255")
+            && e.contains("Connection refused"),
+        "{e}"
+    );
+    let e = git::clone_into_with(
+        "ssh://newhost.test/x.git",
+        None,
+        &f.dir.path().join("b"),
+        &t,
+    )
+    .expect_err("unknown host key")
+    .to_string();
+    assert!(
+        e.contains("Host key verification failed") && e.contains("known_hosts"),
+        "{e}"
+    );
+    // upload-pack itself fails on the far side: its message comes through ssh's stderr.
+    let e = git::clone_into_with(
+        "host.test:no-such-repo.git",
+        None,
+        &f.dir.path().join("c"),
+        &t,
+    )
+    .expect_err("no such repository")
+    .to_string();
+    assert!(e.contains("no-such-repo.git"), "{e}");
+    let runs = ssh.runs();
+    assert_eq!(runs.len(), 3, "{runs:?}");
+    for (pid, _) in runs {
+        assert!(reaped(pid), "ssh {pid} reaped");
+    }
+    // ssh that cannot be started at all.
+    let missing = git::Transports {
+        ssh: Some(git::SshCommand::program(f.dir.path().join("no-ssh-here"))),
+        ..git::Transports::default()
+    };
+    let e = git::clone_into_with("host.test:x.git", None, &f.dir.path().join("d"), &missing)
+        .expect_err("no ssh program")
+        .to_string();
+    assert!(e.contains("cannot run ssh program"), "{e}");
+}
+
+#[test]
+fn an_update_through_ssh_moves_the_checkout_and_a_failed_one_keeps_it() {
+    let f = fixture(60);
+    let repo = f.repo("ssh-update", ECHO_V1);
+    let (_ssh, t) = fake_ssh(&f);
+    let addr = "git@git.example.test:ssh-update.git";
+    let dest = f.dir.path().join("checkout");
+    let first = git::clone_into_with(addr, None, &dest, &t).expect("clone");
+    repo.push(ECHO_V2);
+    let u = git::update_with(addr, None, &dest, &t).expect("update");
+    assert_eq!(u.old.as_deref(), Some(first.as_str()));
+    assert_eq!(u.new, remote_head(&repo));
+    assert_eq!(
+        std::fs::read_to_string(dest.join("plugin.sh")).expect("plugin.sh"),
+        ECHO_V2
+    );
+    std::fs::rename(&repo.bare, repo.bare.with_extension("moved")).expect("hide remote");
+    git::update_with(addr, None, &dest, &t).expect_err("remote gone");
+    assert_eq!(git::head_commit(&dest).as_deref(), Some(u.new.as_str()));
+}
+
+/// OpenSSH's sshd on loopback with a throwaway host key and one authorized client key, killed
+/// on drop.
+struct Sshd {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen (Debian: openssh-client)");
+    assert!(ok.success(), "ssh-keygen");
+}
+
+fn start_sshd() -> Sshd {
+    let sshd = Path::new("/usr/sbin/sshd");
+    assert!(
+        sshd.exists(),
+        "/usr/sbin/sshd is missing: install Debian's openssh-server for this test"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    keygen(&d.join("host_key"));
+    keygen(&d.join("client_key"));
+    std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).expect("authorized");
+    // sshd insists on its privilege separation directory when run as root.
+    if nix::unistd::geteuid().is_root() {
+        std::fs::create_dir_all("/run/sshd").expect("/run/sshd");
+    }
+    let port = free_port();
+    let config = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+         AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
+         PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+         PermitRootLogin prohibit-password\n",
+        d = d.display()
+    );
+    std::fs::write(d.join("sshd_config"), config).expect("sshd_config");
+    let child = Command::new(sshd)
+        .args(["-D", "-e", "-f"])
+        .arg(d.join("sshd_config"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(d.join("sshd.log")).expect("log"))
+        .spawn()
+        .expect("start sshd");
+    let mut server = Sshd { child, port, dir };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return server;
+        }
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!(
+                "sshd exited ({status}): {}",
+                std::fs::read_to_string(server.dir.path().join("sshd.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("sshd not listening on {port}");
+}
+
+#[test]
+fn clones_and_updates_through_a_real_sshd_and_an_unknown_host_key_is_explained() {
+    let f = fixture(60);
+    let repo = f.repo("real-ssh", ECHO_V1);
+    let sshd = start_sshd();
+    let d = sshd.dir.path();
+    let host_key = std::fs::read_to_string(d.join("host_key.pub")).expect("host key");
+    let known = d.join("known_hosts");
+    std::fs::write(&known, format!("[127.0.0.1]:{} {host_key}", sshd.port)).expect("known");
+    let user = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .expect("user")
+        .expect("user exists")
+        .name;
+    // The operator's setup, as it would be written in GIT_SSH_COMMAND.
+    let ssh = |known_hosts: &Path| git::Transports {
+        ssh: Some(git::SshCommand::shell(&format!(
+            "ssh -F /dev/null -i {}/client_key -o IdentitiesOnly=yes \
+             -o UserKnownHostsFile={} -o StrictHostKeyChecking=yes",
+            d.display(),
+            known_hosts.display()
+        ))),
+        ..git::Transports::default()
+    };
+    let addr = format!(
+        "ssh://{user}@127.0.0.1:{}{}",
+        sshd.port,
+        repo.bare.display()
+    );
+    let dest = f.dir.path().join("checkout");
+    let first = git::clone_into_with(&addr, None, &dest, &ssh(&known)).expect("clone over ssh");
+    assert_eq!(first, remote_head(&repo));
+    repo.push(ECHO_V2);
+    let u = git::update_with(&addr, None, &dest, &ssh(&known)).expect("update over ssh");
+    assert_eq!(u.new, remote_head(&repo));
+    assert_ne!(u.new, first);
+
+    let unknown = d.join("empty_known_hosts");
+    std::fs::write(&unknown, "").expect("empty");
+    let e = git::clone_into_with(&addr, None, &f.dir.path().join("x"), &ssh(&unknown))
+        .expect_err("unknown host key")
+        .to_string();
+    assert!(
+        e.contains("Host key verification failed") && e.contains("known_hosts"),
+        "{e}"
+    );
 }

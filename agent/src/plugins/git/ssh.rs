@@ -1,0 +1,716 @@
+//! `ssh://` and scp-like `[user@]host:path` addresses through the system's OpenSSH client, the
+//! way git and libgit2's `ssh_exec` backend do it: `ssh [-o BatchMode=yes] [-p port]
+//! [user@]host "git-upload-pack '<path>'"`, speaking the git protocol over its stdin and stdout.
+//! Keys, agent, `~/.ssh/config` and `known_hosts` are the operator's OpenSSH setup; `BatchMode`
+//! makes ssh fail instead of prompting (a password, an unknown host key), and its stderr ends up
+//! in the error.
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream};
+
+/// How much of ssh's stderr is kept for the error message.
+const STDERR_TAIL: usize = 4096;
+/// How long a finished ssh may take to exit (and close its stderr) before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// The ssh program, chosen as git chooses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshCommand {
+    run: Run,
+    /// Takes OpenSSH's `-o` and `-p`; otherwise only `[user@]host command` is passed.
+    openssh: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Run {
+    /// `GIT_SSH_COMMAND`: a shell command line; the arguments are appended as `"$@"`.
+    Shell(String),
+    /// `GIT_SSH`, or `ssh` from `PATH`: run directly.
+    Program(OsString),
+}
+
+impl SshCommand {
+    /// git's choice: `GIT_SSH_COMMAND` (run by `sh`), else `GIT_SSH` (a program), else `ssh`.
+    /// Whether it takes OpenSSH's options is guessed from the program's name (`ssh`) unless
+    /// `GIT_SSH_VARIANT` is `ssh` or `simple`.
+    pub fn from_env() -> SshCommand {
+        Self::from_vars(|k| std::env::var_os(k))
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<OsString>) -> SshCommand {
+        let set = |k| var(k).filter(|v| !v.is_empty());
+        let (run, name) = if let Some(cmd) = set("GIT_SSH_COMMAND") {
+            let cmd = cmd.to_string_lossy().into_owned();
+            let first = cmd
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .trim_matches(|c| c == '\'' || c == '"')
+                .to_owned();
+            (Run::Shell(cmd), first)
+        } else if let Some(prog) = set("GIT_SSH") {
+            let name = prog.to_string_lossy().into_owned();
+            (Run::Program(prog), name)
+        } else {
+            (Run::Program("ssh".into()), "ssh".to_owned())
+        };
+        let openssh = match set("GIT_SSH_VARIANT").as_deref().and_then(|v| v.to_str()) {
+            Some("ssh") => true,
+            Some("simple") => false,
+            _ => Path::new(&name).file_name().is_some_and(|n| n == "ssh"),
+        };
+        SshCommand { run, openssh }
+    }
+
+    /// A shell command line, as `GIT_SSH_COMMAND` holds one (`ssh -i /etc/agent/key`).
+    pub fn shell(cmd: &str) -> SshCommand {
+        Self::from_vars(|k| (k == "GIT_SSH_COMMAND").then(|| cmd.into()))
+    }
+
+    /// A program run directly, as `GIT_SSH` names one.
+    pub fn program(path: impl Into<OsString>) -> SshCommand {
+        let path = path.into();
+        let openssh = Path::new(&path).file_name().is_some_and(|n| n == "ssh");
+        SshCommand {
+            run: Run::Program(path),
+            openssh,
+        }
+    }
+
+    fn name(&self) -> String {
+        match &self.run {
+            Run::Shell(c) => c.clone(),
+            Run::Program(p) => p.to_string_lossy().into_owned(),
+        }
+    }
+
+    fn command(&self, args: &[String]) -> Command {
+        match &self.run {
+            Run::Shell(cmd) => {
+                // git's way: `sh -c '<cmd> "$@"' '<cmd>' args...`, so the command line may hold
+                // options and quotes while the arguments stay separate words.
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(format!("{cmd} \"$@\"")).arg(cmd).args(args);
+                c
+            }
+            Run::Program(p) => {
+                let mut c = Command::new(p);
+                c.args(args);
+                c
+            }
+        }
+    }
+}
+
+/// Where an ssh address points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Target {
+    user: Option<String>,
+    host: String,
+    port: Option<String>,
+    /// As `git-upload-pack` gets it: relative to the remote home, absolute, or `~[user]/...`.
+    path: String,
+}
+
+const URL_SCHEMES: [&str; 3] = ["ssh://", "ssh+git://", "git+ssh://"];
+
+/// Whether libgit2 would hand `addr` to the ssh transport: an ssh URL, or scp-like
+/// `[user@]host:path` (a `:` before any `/`, and no other scheme).
+pub(super) fn is_ssh(addr: &str) -> bool {
+    let lower = addr.to_ascii_lowercase();
+    if URL_SCHEMES.iter().any(|s| lower.starts_with(s)) {
+        return true;
+    }
+    if lower.contains("://") {
+        return false;
+    }
+    match (addr.find(':'), addr.find('/')) {
+        (Some(colon), Some(slash)) => colon < slash,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// Parses an ssh address with git's rules, refusing a host, user or path that ssh or
+/// upload-pack could read as an option.
+pub(super) fn parse_target(addr: &str) -> Result<Target, String> {
+    let lower = addr.to_ascii_lowercase();
+    let target = match URL_SCHEMES.iter().find(|s| lower.starts_with(*s)) {
+        Some(scheme) => parse_url(&addr[scheme.len()..])?,
+        None => parse_scp(addr)?,
+    };
+    if target.host.is_empty() {
+        return Err("no host".to_owned());
+    }
+    if target.host.starts_with('-') {
+        return Err(format!(
+            "ssh host {:?} starts with '-', which ssh would read as an option",
+            target.host
+        ));
+    }
+    if let Some(u) = target.user.as_deref() {
+        if u.starts_with('-') {
+            return Err(format!(
+                "ssh user {u:?} starts with '-', which ssh would read as an option"
+            ));
+        }
+    }
+    if let Some(p) = target.port.as_deref() {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("ssh port {p:?} is not a number"));
+        }
+    }
+    if target.path.is_empty() {
+        return Err("no repository path".to_owned());
+    }
+    if target.path.starts_with('-') {
+        return Err(format!(
+            "repository path {:?} starts with '-', which git-upload-pack would read as an option",
+            target.path
+        ));
+    }
+    Ok(target)
+}
+
+/// `[user@]host[:port]/path`; `/~/x` and `/~user/x` mean `~/x` and `~user/x`.
+fn parse_url(rest: &str) -> Result<Target, String> {
+    let Some(slash) = rest.find('/') else {
+        return Err("no repository path".to_owned());
+    };
+    let (authority, path) = rest.split_at(slash);
+    let path = if path.starts_with("/~") {
+        &path[1..]
+    } else {
+        path
+    };
+    let (user, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u.to_owned()), h),
+        None => (None, authority),
+    };
+    let (host, port) = if let Some(inner) = hostport.strip_prefix('[') {
+        let (h, after) = inner
+            .split_once(']')
+            .ok_or_else(|| "unclosed '[' in the host".to_owned())?;
+        match after.strip_prefix(':') {
+            Some(p) => (h, Some(p)),
+            None if after.is_empty() => (h, None),
+            None => return Err(format!("unexpected {after:?} after the host")),
+        }
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    Ok(Target {
+        user,
+        host: host.to_owned(),
+        port: port.map(str::to_owned),
+        path: path.to_owned(),
+    })
+}
+
+/// `[user@]host:path` or `[user@][host]:path`; the path is used as written (relative paths are
+/// relative to the remote user's home, as with git).
+fn parse_scp(addr: &str) -> Result<Target, String> {
+    let (user, rest) = match addr.split_once('@') {
+        Some((u, r)) if !u.contains(':') && !u.contains('/') => (Some(u.to_owned()), r),
+        _ => (None, addr),
+    };
+    let (host, path) =
+        if let Some(inner) = rest.strip_prefix('[') {
+            let (h, after) = inner
+                .split_once(']')
+                .ok_or_else(|| "unclosed '[' in the host".to_owned())?;
+            let path = after
+                .strip_prefix(':')
+                .ok_or_else(|| "expected ':' after ']'".to_owned())?;
+            (h, path)
+        } else {
+            match rest.split_once(':') {
+                Some((h, p)) if !h.contains('/') => (h, p),
+                _ => return Err(
+                    "not an ssh address: a local path with ':' in it must be written file://..."
+                        .to_owned(),
+                ),
+            }
+        };
+    Ok(Target {
+        user,
+        host: host.to_owned(),
+        port: None,
+        path: path.to_owned(),
+    })
+}
+
+impl Target {
+    fn destination(&self) -> String {
+        match &self.user {
+            Some(u) => format!("{u}@{}", self.host),
+            None => self.host.clone(),
+        }
+    }
+
+    /// ssh's arguments for running upload-pack on the far side.
+    fn args(&self, cmd: &SshCommand) -> Result<Vec<String>, String> {
+        let mut args = Vec::new();
+        if cmd.openssh {
+            args.extend(["-o".to_owned(), "BatchMode=yes".to_owned()]);
+        }
+        if let Some(port) = &self.port {
+            if !cmd.openssh {
+                return Err(format!(
+                    "cannot give port {port} to ssh program {:?}, which is not OpenSSH's ssh; \
+                     set GIT_SSH_VARIANT=ssh if it takes OpenSSH's options",
+                    cmd.name()
+                ));
+            }
+            args.extend(["-p".to_owned(), port.clone()]);
+        }
+        args.push(self.destination());
+        args.push(format!("git-upload-pack {}", sq_quote(&self.path)));
+        Ok(args)
+    }
+}
+
+/// Single-quotes `s` for the remote shell as git does (`'` and `!` closed out, the latter for
+/// csh users).
+fn sq_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('\'');
+    for c in s.chars() {
+        match c {
+            '\'' => out.push_str("'\\''"),
+            '!' => out.push_str("'\\!'"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// The subtransport: one ssh process per connection.
+pub(super) struct SshTransport {
+    cmd: SshCommand,
+    stall: Duration,
+}
+
+impl SshTransport {
+    /// Runs `cmd`; a read that waits longer than `stall` for data fails.
+    pub(super) fn new(cmd: SshCommand, stall: Duration) -> SshTransport {
+        SshTransport { cmd, stall }
+    }
+
+    fn open(&self, addr: &str) -> Result<SshStream, String> {
+        let target = parse_target(addr).map_err(|e| format!("ssh address {addr:?}: {e}"))?;
+        let args = target.args(&self.cmd)?;
+        let mut child = self
+            .cmd
+            .command(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                format!(
+                    "cannot run ssh program {:?}: {e} (install OpenSSH's client, or name one in \
+                     GIT_SSH_COMMAND)",
+                    self.cmd.name()
+                )
+            })?;
+        let (stdin, stdout, stderr) = match (child.stdin.take(), child.stdout.take()) {
+            (Some(i), Some(o)) => (i, o, child.stderr.take()),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("ssh started without pipes".to_owned());
+            }
+        };
+        // ssh's stderr is drained by a thread, so a chatty ssh never blocks on a full pipe;
+        // its tail is what the error shows.
+        let (tx, rx) = mpsc::channel();
+        if let Some(mut err) = stderr {
+            std::thread::spawn(move || {
+                let mut tail = Vec::new();
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = err.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.extend_from_slice(&buf[..n]);
+                    if tail.len() > STDERR_TAIL {
+                        tail.drain(..tail.len() - STDERR_TAIL);
+                    }
+                }
+                let _ = tx.send(tail);
+            });
+        }
+        Ok(SshStream {
+            child,
+            stdin: Some(stdin),
+            stdout,
+            stderr: rx,
+            who: format!("ssh {}", target.destination()),
+            stall: self.stall,
+        })
+    }
+}
+
+impl SmartSubtransport for SshTransport {
+    fn action(
+        &self,
+        url: &str,
+        action: Service,
+    ) -> Result<Box<dyn SmartSubtransportStream>, git2::Error> {
+        match action {
+            // libgit2 keeps using this stream for the upload-pack that follows (not stateless).
+            Service::UploadPackLs | Service::UploadPack => self
+                .open(url)
+                .map(|s| Box::new(s) as Box<dyn SmartSubtransportStream>)
+                .map_err(|e| git2::Error::from_str(&e)),
+            Service::ReceivePackLs | Service::ReceivePack => Err(git2::Error::from_str(
+                "pushing over ssh is not supported (the agent only fetches)",
+            )),
+        }
+    }
+
+    fn close(&self) -> Result<(), git2::Error> {
+        Ok(())
+    }
+}
+
+/// The running ssh; killed (if still running) and reaped when dropped.
+struct SshStream {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: ChildStdout,
+    stderr: mpsc::Receiver<Vec<u8>>,
+    who: String,
+    stall: Duration,
+}
+
+impl SshStream {
+    /// ssh's exit status once it is done (killed after a grace period if it lingers).
+    fn exit(&mut self) -> io::Result<ExitStatus> {
+        self.stdin = None;
+        let until = Instant::now() + EXIT_GRACE;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= until {
+                let _ = self.child.kill();
+                return self.child.wait();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The error for an ssh that stopped talking: its exit status and the end of its stderr.
+    fn failed(&mut self, cause: Option<io::Error>) -> io::Error {
+        let status = match self.exit() {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("exit status unknown: {e}"),
+        };
+        let tail = self
+            .stderr
+            .recv_timeout(Duration::from_secs(1))
+            .unwrap_or_default();
+        let tail = String::from_utf8_lossy(&tail);
+        let lines: Vec<&str> = tail
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let mut msg = format!("{} failed ({status})", self.who);
+        if let Some(e) = cause {
+            msg.push_str(&format!(": {e}"));
+        }
+        if !lines.is_empty() {
+            msg.push_str(": ");
+            msg.push_str(&lines[lines.len().saturating_sub(5)..].join(" / "));
+        }
+        if tail.contains("Host key verification failed") {
+            msg.push_str(
+                " (the host's key is not in the agent user's ~/.ssh/known_hosts; add it, \
+                 see docs/plugins.md)",
+            );
+        }
+        io::Error::other(msg)
+    }
+}
+
+impl Read for SshStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let ready = loop {
+            let mut fds = [nix::poll::PollFd::new(
+                self.stdout.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let timeout =
+                nix::poll::PollTimeout::try_from(self.stall).unwrap_or(nix::poll::PollTimeout::MAX);
+            match nix::poll::poll(&mut fds, timeout) {
+                Ok(n) => break n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(io::Error::from(e)),
+            }
+        };
+        if ready == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{}: no data for {} s; giving up",
+                    self.who,
+                    self.stall.as_secs_f32()
+                ),
+            ));
+        }
+        match self.stdout.read(buf) {
+            Ok(0) => match self.exit() {
+                Ok(s) if s.success() => Ok(0),
+                _ => Err(self.failed(None)),
+            },
+            Ok(n) => Ok(n),
+            Err(e) => Err(self.failed(Some(e))),
+        }
+    }
+}
+
+impl Write for SshStream {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let Some(stdin) = self.stdin.as_mut() else {
+            return Err(io::Error::other(format!("{}: already closed", self.who)));
+        };
+        match stdin.write(data) {
+            Ok(n) => Ok(n),
+            Err(e) => Err(self.failed(Some(e))),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.stdin.as_mut().map(Write::flush) {
+            Some(Err(e)) => Err(self.failed(Some(e))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for SshStream {
+    fn drop(&mut self) {
+        // Done or abandoned: the fetch is over either way, so ssh does not get to linger.
+        self.stdin = None;
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(user: Option<&str>, host: &str, port: Option<&str>, path: &str) -> Target {
+        Target {
+            user: user.map(str::to_owned),
+            host: host.to_owned(),
+            port: port.map(str::to_owned),
+            path: path.to_owned(),
+        }
+    }
+
+    #[test]
+    fn addresses_are_parsed_with_gits_rules() {
+        let cases = [
+            (
+                "ssh://git@host:2222/srv/x.git",
+                t(Some("git"), "host", Some("2222"), "/srv/x.git"),
+            ),
+            ("ssh://host/~/x.git", t(None, "host", None, "~/x.git")),
+            ("ssh://host/~bob/x.git", t(None, "host", None, "~bob/x.git")),
+            (
+                "git+ssh://u@[::1]:22/x",
+                t(Some("u"), "::1", Some("22"), "/x"),
+            ),
+            ("SSH+GIT://h/x", t(None, "h", None, "/x")),
+            (
+                "git@github.com:org/name.git",
+                t(Some("git"), "github.com", None, "org/name.git"),
+            ),
+            ("host:/abs/x.git", t(None, "host", None, "/abs/x.git")),
+            ("host:~/x.git", t(None, "host", None, "~/x.git")),
+            ("[::1]:x.git", t(None, "::1", None, "x.git")),
+        ];
+        for (addr, want) in cases {
+            assert!(is_ssh(addr), "{addr} is ssh");
+            assert_eq!(parse_target(addr), Ok(want), "{addr}");
+        }
+    }
+
+    #[test]
+    fn option_like_hosts_users_paths_and_bad_ports_are_refused() {
+        for bad in [
+            "ssh://-oProxyCommand=touch%20x/repo.git",
+            "ssh://git@-oProxyCommand=x/repo.git",
+            "ssh://-oProxyCommand=x@host/repo.git",
+            "git@-oProxyCommand=x:repo.git",
+            "-oProxyCommand=x@host:repo.git",
+            "host:-u.git",
+            "ssh://host:22x/x",
+            "ssh://host",
+            "ssh:///x",
+            "host:",
+            "/srv/a:b",
+        ] {
+            let e = parse_target(bad).expect_err(bad);
+            assert!(!e.is_empty(), "{bad}");
+        }
+        assert!(parse_target("ssh://-oProxyCommand=x/r")
+            .expect_err("refused")
+            .contains("'-'"));
+    }
+
+    #[test]
+    fn local_paths_and_other_schemes_are_not_ssh() {
+        for addr in [
+            "/srv/x",
+            "./x",
+            "/srv/a:b",
+            "file:///x",
+            "https://h/x",
+            "git://h/x",
+        ] {
+            assert!(!is_ssh(addr), "{addr}");
+        }
+    }
+
+    #[test]
+    fn paths_are_quoted_for_the_remote_shell() {
+        assert_eq!(sq_quote("a b"), "'a b'");
+        assert_eq!(sq_quote("it's!"), "'it'\\''s'\\!''");
+        // The shell gives back exactly the path.
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf %s {}",
+                sq_quote("x'; touch /tmp/y; '$(id)!")
+            ))
+            .output()
+            .expect("sh");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "x'; touch /tmp/y; '$(id)!"
+        );
+    }
+
+    #[test]
+    fn the_program_comes_from_git_ssh_command_then_git_ssh_then_ssh() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        let c = SshCommand::from_vars(vars(&[
+            ("GIT_SSH_COMMAND", "ssh -i /k/id"),
+            ("GIT_SSH", "/usr/bin/plink"),
+        ]));
+        assert_eq!(c.run, Run::Shell("ssh -i /k/id".into()));
+        assert!(c.openssh);
+        let c = SshCommand::from_vars(vars(&[("GIT_SSH", "/opt/wrap")]));
+        assert_eq!(c.run, Run::Program("/opt/wrap".into()));
+        assert!(!c.openssh);
+        let c = SshCommand::from_vars(vars(&[
+            ("GIT_SSH", "/opt/wrap"),
+            ("GIT_SSH_VARIANT", "ssh"),
+        ]));
+        assert!(c.openssh);
+        let c = SshCommand::from_vars(vars(&[("GIT_SSH_COMMAND", "")]));
+        assert_eq!(c, SshCommand::program("ssh"));
+        assert!(c.openssh);
+    }
+
+    #[test]
+    fn openssh_gets_batch_mode_and_the_port_and_a_simple_program_cannot_take_a_port() {
+        let target = parse_target("ssh://git@h:2222/~/x.git").expect("parses");
+        assert_eq!(
+            target.args(&SshCommand::program("/usr/bin/ssh")),
+            Ok(vec![
+                "-o".to_owned(),
+                "BatchMode=yes".to_owned(),
+                "-p".to_owned(),
+                "2222".to_owned(),
+                "git@h".to_owned(),
+                "git-upload-pack '~/x.git'".to_owned(),
+            ])
+        );
+        let e = target
+            .args(&SshCommand::program("/opt/wrap"))
+            .expect_err("no port for a simple program");
+        assert!(e.contains("GIT_SSH_VARIANT"), "{e}");
+        let plain = parse_target("h:x.git").expect("parses");
+        assert_eq!(
+            plain.args(&SshCommand::program("/opt/wrap")),
+            Ok(vec!["h".to_owned(), "git-upload-pack 'x.git'".to_owned()])
+        );
+    }
+
+    /// The transport checks the address itself, not only `check_address` before it.
+    #[test]
+    fn the_transport_refuses_an_option_like_host_without_starting_ssh() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("ran");
+        let program = dir.path().join("ssh");
+        std::fs::write(
+            &program,
+            format!("#!/bin/sh\ntouch '{}'\n", marker.display()),
+        )
+        .expect("script");
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let t = SshTransport::new(SshCommand::program(&program), Duration::from_secs(5));
+        for addr in [
+            "ssh://-oProxyCommand=touch%20x/r.git",
+            "-oProxyCommand=x@h:r.git",
+            "u@-oProxyCommand=x:r.git",
+        ] {
+            let e = t
+                .action(addr, Service::UploadPackLs)
+                .err()
+                .expect("refused");
+            assert!(e.message().contains("starts with '-'"), "{e}");
+        }
+        assert!(!marker.exists(), "ssh never started");
+        // The same program does run for a sane address (so the check above can fail).
+        let Ok(mut stream) = t.action("h:r.git", Service::UploadPackLs) else {
+            panic!("the marker program did not start");
+        };
+        assert_eq!(stream.read(&mut [0u8; 16]).expect("clean exit"), 0);
+        assert!(marker.exists(), "the marker program runs");
+    }
+
+    #[test]
+    fn a_shell_command_gets_the_arguments_as_separate_words() {
+        let c = SshCommand {
+            run: Run::Shell("printf '<%s>' pre".into()),
+            openssh: true,
+        };
+        let out = c
+            .command(&["a b".to_owned(), "git-upload-pack 'x'".to_owned()])
+            .output()
+            .expect("sh");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "<pre><a b><git-upload-pack 'x'>"
+        );
+    }
+}
