@@ -38,6 +38,13 @@ fn foreground_agent_writes_alive_points_to_the_file_output_and_drains_on_sigterm
         (1_000_000_000..10_000_000_000).contains(&ts),
         "timestamp in seconds: {line}"
     );
+    // Part of the idle-memory budget (docs/benchmarks.md, "Idle agent"): each of these costs
+    // 0.2-1.5 MiB of resident memory just by being mapped, and none of them is needed.
+    let pid = agent.pid().expect("running");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("maps");
+    for lib in ["/libm.so", "/libssl.so", "/libcrypto.so"] {
+        assert!(!maps.contains(lib), "the agent maps {lib}:\n{maps}");
+    }
     assert!(agent.stop(), "clean exit on SIGTERM:\n{}", agent.stderr());
     assert!(
         !agent.data_dir().join("agent.pid").exists(),
