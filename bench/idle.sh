@@ -77,14 +77,16 @@ done
 end_s=$(date +%s.%N)
 wall=$(python3 -c "print($end_s - $start_s)")
 printf 'window %.0f s, %s clock ticks per second\n' "$wall" "$hz"
-printf '%-22s %14s %14s %12s %12s\n' process "cpu % of core" "max RSS MiB" "anon MiB" "file MiB"
+printf '%-22s %14s %14s %12s %12s %14s\n' process "cpu % of core" "max RSS MiB" "anon MiB" "file MiB" "VmHWM MiB"
 for i in "${!pids[@]}"; do
   t1=$(awk '{print $14 + $15}' "/proc/${pids[$i]}/stat")
-  python3 - "${names[$i]}" "${t0s[$i]}" "$t1" "$hz" "$wall" "${maxrss[$i]}" "${anon[$i]}" "${file[$i]}" <<'PY'
+  # VmHWM: the kernel's peak RSS since exec, start-up included.
+  hwm=$(awk '/^VmHWM/ {print $2}' "/proc/${pids[$i]}/status")
+  python3 - "${names[$i]}" "${t0s[$i]}" "$t1" "$hz" "$wall" "${maxrss[$i]}" "${anon[$i]}" "${file[$i]}" "$hwm" <<'PY'
 import sys
-name, t0, t1, hz, wall, rss, anon, file = sys.argv[1:]
+name, t0, t1, hz, wall, rss, anon, file, hwm = sys.argv[1:]
 cpu = (int(t1) - int(t0)) / int(hz) / float(wall) * 100
-print(f"{name:<22} {cpu:14.3f} {int(rss)/1024:14.1f} {int(anon)/1024:12.1f} {int(file)/1024:12.1f}")
+print(f"{name:<22} {cpu:14.3f} {int(rss)/1024:14.1f} {int(anon)/1024:12.1f} {int(file)/1024:12.1f} {int(hwm)/1024:14.1f}")
 PY
 done
 echo "lines written by the 3-namespace agent: $(cat "$work"/agent/data/out/*.lp | wc -l)"
