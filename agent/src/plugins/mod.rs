@@ -296,7 +296,7 @@ impl PluginManager {
                     let refuse = |problem: String, project: String| PluginInfo {
                         ns: ns.clone(),
                         project,
-                        repo: item.git.clone(),
+                        repo: git::redact_address(&item.git),
                         interval: item.interval,
                         parameters: item.parameters.clone(),
                         enabled: false,
@@ -418,19 +418,22 @@ impl PluginManager {
             .map(f)
     }
 
-    /// Finds a plugin by namespace and `repo`, which may be the git address as in the registry
-    /// or the project name. Returns the project name.
+    /// Finds a plugin by namespace and `repo`, which may be the git address as in the registry,
+    /// the address as the API shows it (without a password), or the project name. Returns the
+    /// project name.
     pub fn resolve(&self, ns: &str, repo: &str) -> Result<String, PluginError> {
         let table = self.table();
-        let hit = table
-            .entries
-            .iter()
-            .find(|((n, p), e)| n == ns && (e.item.git == repo || p == repo));
+        let hit = table.entries.iter().find(|((n, p), e)| {
+            n == ns && (e.item.git == repo || git::redact_address(&e.item.git) == repo || p == repo)
+        });
         if let Some(((_, p), _)) = hit {
             return Ok(p.clone());
         }
         if let Some(r) = table.refused.iter().find(|r| {
-            r.ns == ns && (r.repo == repo || (!r.project.is_empty() && r.project == repo))
+            r.ns == ns
+                && (r.repo == repo
+                    || r.repo == git::redact_address(repo)
+                    || (!r.project.is_empty() && r.project == repo))
         }) {
             return Err(PluginError::Refused {
                 ns: ns.to_owned(),
@@ -809,7 +812,7 @@ fn entry_info(ns: &str, e: &Entry, states: &PluginStates, now: i64) -> PluginInf
     PluginInfo {
         ns: ns.to_owned(),
         project: e.project.clone(),
-        repo: e.item.git.clone(),
+        repo: git::redact_address(&e.item.git),
         interval: e.item.interval,
         parameters: e.item.parameters.clone(),
         enabled: disabled_until.is_none(),

@@ -274,6 +274,26 @@ fn passwords_are_left_out_of_addresses_in_messages() {
     }
 }
 
+#[tokio::test]
+async fn the_plugin_list_never_shows_a_password_and_every_form_of_the_address_finds_the_plugin() {
+    let f = fixture(60);
+    let port = free_port();
+    let addr = format!("http://bob:s3cret@127.0.0.1:{port}/secret-plugin.git");
+    // Nothing listens there: the clone fails, the plugin is listed with its problem.
+    f.plan(vec![item(addr.clone(), 30)]).await;
+    let listed = f.manager.list();
+    assert_eq!(listed.plugins.len(), 1, "{listed:?}");
+    let shown = listed.plugins[0].repo.clone();
+    assert_eq!(
+        shown,
+        format!("http://bob@127.0.0.1:{port}/secret-plugin.git")
+    );
+    assert!(!format!("{listed:?}").contains("s3cret"), "{listed:?}");
+    for form in [addr.as_str(), shown.as_str(), "secret-plugin"] {
+        assert_eq!(f.manager.resolve(NS, form).expect(form), "secret-plugin");
+    }
+}
+
 #[test]
 fn addresses_that_could_run_commands_are_refused_and_project_names_are_derived() {
     for bad in [
