@@ -50,6 +50,9 @@ struct Fixture {
     namespaces: BTreeMap<String, Value>,
     behaviour: Option<Behaviour>,
     requests: Vec<Request>,
+    /// Resource requests being answered now, and the most there ever were at once.
+    resources_in_flight: usize,
+    most_resources_in_flight: usize,
 }
 
 type Shared = Arc<Mutex<Fixture>>;
@@ -147,6 +150,11 @@ impl RegistryServer {
         }
     }
 
+    /// The most `GET /api/v1/agent/resource` requests that were being answered at the same time.
+    pub fn most_concurrent_resource_requests(&self) -> usize {
+        self.with(|f| f.most_resources_in_flight)
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut Fixture) -> T) -> T {
         let mut guard = self.fixture.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut guard)
@@ -235,6 +243,7 @@ async fn answer_resource(
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
     let behaviour = record(&fixture, Method::GET, &uri, b"");
+    let _in_flight = InFlight::enter(&fixture);
     if let Some(r) = misbehave(behaviour).await {
         return r;
     }
@@ -250,6 +259,25 @@ async fn answer_resource(
         Some(items) => axum::Json(json!({"httpstatus": 200, "data": items})).into_response(),
         None => axum::Json(json!({"httpstatus": 404, "msg": "no such ns", "data": null}))
             .into_response(),
+    }
+}
+
+/// Counts a resource request as in flight until dropped (also when the server drops the answer).
+struct InFlight(Shared);
+
+impl InFlight {
+    fn enter(fixture: &Shared) -> InFlight {
+        let mut f = fixture.lock().unwrap_or_else(|p| p.into_inner());
+        f.resources_in_flight += 1;
+        f.most_resources_in_flight = f.most_resources_in_flight.max(f.resources_in_flight);
+        InFlight(Arc::clone(fixture))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f.resources_in_flight -= 1;
     }
 }
 

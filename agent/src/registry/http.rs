@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -98,6 +100,9 @@ struct Envelope<T> {
     msg: Option<Json>,
 }
 
+/// Namespaces whose items are fetched at the same time.
+const NAMESPACES_AT_ONCE: usize = 4;
+
 impl HttpSource {
     /// A source for the registry at `base`; each call may take at most `timeout`.
     pub fn new(base: &str, hostname: &str, timeout: Duration) -> Result<Self, RegistryError> {
@@ -135,20 +140,29 @@ impl HttpSource {
         let namespaces: BTreeMap<String, Json> = self
             .call(self.client.post(&url).json(&identity), &url)
             .await?;
+        // A few namespaces at a time: a host in many namespaces behind a slow registry would
+        // otherwise wait for each in turn, while a burst of one request per namespace could
+        // flood the registry when a whole fleet refreshes. `buffered` keeps the registry's order.
+        let url = format!("{}{RESOURCE_PATH}", self.base);
+        let mut answers = futures_util::stream::iter(namespaces.into_keys())
+            .map(|ns: String| {
+                let request = self
+                    .client
+                    .get(&url)
+                    .query(&[("ns", ns.as_str()), ("type", "collect")]);
+                let shown = format!("{url}?ns={ns}");
+                async move {
+                    let items: Vec<Json> = self.call(request, &shown).await?;
+                    Ok::<_, RegistryError>((ns, items))
+                }
+            })
+            .buffered(NAMESPACES_AT_ONCE);
         let mut fetched = Fetched::default();
-        for ns in namespaces.keys() {
-            let url = format!("{}{RESOURCE_PATH}", self.base);
-            let items: Vec<Json> = self
-                .call(
-                    self.client
-                        .get(&url)
-                        .query(&[("ns", ns.as_str()), ("type", "collect")]),
-                    &format!("{url}?ns={ns}"),
-                )
-                .await?;
-            let (plan, problems) = convert_items(ns, &items);
+        while let Some(answer) = answers.next().await {
+            let (ns, items) = answer?;
+            let (plan, problems) = convert_items(&ns, &items);
             fetched.problems.extend(problems);
-            fetched.plan.namespaces.insert(ns.clone(), plan);
+            fetched.plan.namespaces.insert(ns, plan);
         }
         Ok(fetched)
     }
@@ -347,6 +361,28 @@ mod tests {
             panic!("test items must be a list");
         };
         convert_items("web.shop", &items)
+    }
+
+    #[tokio::test]
+    async fn namespaces_are_fetched_a_few_at_a_time_and_all_arrive() {
+        use support::registry_server::{Behaviour, RegistryServer};
+        let server = RegistryServer::start();
+        let names: Vec<String> = (0..10).map(|i| format!("fleet.ns{i:02}")).collect();
+        for ns in &names {
+            server.set_namespace(ns, json!([]));
+        }
+        // Slow enough that requests sent together are answered together.
+        server.set_behaviour(Behaviour::Slow(Duration::from_millis(300)));
+        let source =
+            HttpSource::new(&server.url(), "host", Duration::from_secs(10)).expect("source");
+        let fetched = source.fetch().await.expect("fetch");
+        let got: Vec<&String> = fetched.plan.namespaces.keys().collect();
+        assert_eq!(got, names.iter().collect::<Vec<_>>());
+        let most = server.most_concurrent_resource_requests();
+        assert!(
+            (2..=NAMESPACES_AT_ONCE).contains(&most),
+            "{most} namespace requests at once"
+        );
     }
 
     #[test]
