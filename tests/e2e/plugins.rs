@@ -329,6 +329,8 @@ fn https_plugins_and_http_check_trust_the_ca_in_ssl_cert_file() {
         agent.output_file(NS)
     );
     assert_eq!(server.tls_failures(), Vec::<String>::new());
+    // A good file draws no warning about the roots.
+    assert!(!agent.stderr().contains("TLS roots"), "{}", agent.stderr());
 }
 
 /// Without `SSL_CERT_FILE` the agent trusts only the system's roots, which never signed the test
@@ -390,4 +392,52 @@ fn https_servers_signed_by_an_unknown_ca_are_refused_with_the_system_roots() {
         failures.iter().any(|f| f.contains("UnknownCA")),
         "{failures:?}"
     );
+}
+
+/// `SSL_CERT_DIR` replaces the system's roots too: every file in the directory is read (no
+/// `openssl rehash` links needed), here the test CA's PEM alone.
+#[test]
+fn https_plugins_trust_the_cas_in_ssl_cert_dir() {
+    let remotes = tempfile::tempdir().expect("tmp");
+    BareRepo::new(remotes.path(), "secure", "echo via dir\n");
+    let server = GitHttpServer::start_tls(remotes.path());
+    let ca_file = server.ca_file();
+    let ca_dir = ca_file.parent().expect("the CA's directory");
+    let agent = AgentBuilder::new()
+        .env_remove("SSL_CERT_FILE")
+        .env("SSL_CERT_DIR", &ca_dir.display().to_string())
+        .registry(&registry(&[(format!("{}/secure.git", server.url()), 0)]))
+        .start();
+    wait_cloned(&agent, 1);
+    let (code, body) = agent.get(&format!("/plugins/run?ns={NS}&repo=secure"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["result"]["stdout"], "via dir\n", "{body}");
+}
+
+/// reqwest builds its clients on whatever of `SSL_CERT_FILE` it could read, so a misspelt path
+/// leaves no root at all; the agent names the file in a warning at start-up, since the https
+/// failures themselves only say "UnknownIssuer".
+#[test]
+fn an_unreadable_ssl_cert_file_is_named_in_a_warning_at_start_up() {
+    let remotes = tempfile::tempdir().expect("tmp");
+    BareRepo::new(remotes.path(), "secure", "echo hi\n");
+    let server = GitHttpServer::start_tls(remotes.path());
+    let agent = AgentBuilder::new()
+        .env("SSL_CERT_FILE", "/nonexistent/ca.pem")
+        .env_remove("SSL_CERT_DIR")
+        .registry(&registry(&[(format!("{}/secure.git", server.url()), 0)]))
+        .start();
+    let warned = wait_until(Duration::from_secs(10), || {
+        let log = agent.stderr();
+        log.contains("TLS roots from SSL_CERT_FILE / SSL_CERT_DIR are not all usable")
+            && log.contains("/nonexistent/ca.pem")
+            && log.contains("hold no certificate")
+    });
+    assert!(warned, "{}", agent.stderr());
+    let refused = wait_until(Duration::from_secs(30), || {
+        agent.get("/plugins/list").1["plugins"][0]["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("UnknownIssuer"))
+    });
+    assert!(refused, "{}", agent.get("/plugins/list").1);
 }
