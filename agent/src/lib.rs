@@ -14,6 +14,7 @@ pub mod plugins;
 pub mod registry;
 pub mod scheduler;
 pub mod state;
+pub mod trust;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -132,6 +133,7 @@ pub async fn run(
 
     info!(%addr, host = %host, output = %config.output.kind, "Agent started.");
     ready(addr);
+    trust::warn_about_env_roots().await;
 
     shutdown.cancelled().await;
     info!("Shutting down: stopping producers.");

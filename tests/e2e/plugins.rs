@@ -259,3 +259,185 @@ fn plugins_fetch_over_http_with_credential_helpers_and_over_ssh_with_git_ssh_com
         ]
     );
 }
+
+/// A registry with one periodic plugin at `git` and an `http_check` of `check_url`, both every
+/// second.
+fn https_registry(git: &str, check_url: &str) -> String {
+    format!(
+        "[[namespace]]\nname = \"{NS}\"\n\
+         plugins = [{{ git = \"{git}\", interval = 1 }}]\n\
+         builtins = [{{ name = \"http_check\", interval = 1, params = {{ url = \"{check_url}\" }} }}]\n"
+    )
+}
+
+/// The agent's trust store is whatever `SSL_CERT_FILE` names when it is set: with the test CA
+/// there, the real binary clones, runs and updates a plugin from an `https://localhost` git
+/// server and `http_check` sees the server up, both through verified TLS handshakes.
+#[test]
+fn https_plugins_and_http_check_trust_the_ca_in_ssl_cert_file() {
+    let remotes = tempfile::tempdir().expect("tmp");
+    let repo = BareRepo::new(
+        remotes.path(),
+        "secure",
+        "echo '[{\"name\":\"gen\",\"value\":1}]'\n",
+    );
+    let server = GitHttpServer::start_tls(remotes.path());
+    let git_url = format!("{}/secure.git", server.url());
+    assert!(git_url.starts_with("https://localhost:"), "{git_url}");
+    let check_url = format!("{}/plain/health", server.url());
+    let agent = AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-host\"")
+        .config("[output]\nflush_ms = 100")
+        .env("SSL_CERT_FILE", &server.ca_file().display().to_string())
+        .env_remove("SSL_CERT_DIR")
+        .registry(&https_registry(&git_url, &check_url))
+        .start();
+    wait_cloned(&agent, 1);
+    let first = agent.get("/plugins/list").1["plugins"][0]["commit"].clone();
+
+    let ran = wait_until(Duration::from_secs(20), || {
+        let out = agent.output_file(NS);
+        out.contains("PLUGIN.secure.gen,host=e2e-host value=1.0 ")
+            && out.contains(&format!(
+                "PLUGIN.http_check.up,host=e2e-host,url={check_url} value=1.0 "
+            ))
+            && out.contains(&format!(
+                "PLUGIN.http_check.status,host=e2e-host,url={check_url} value=200.0 "
+            ))
+    });
+    assert!(
+        ran,
+        "points missing from the output:\n{}\n{}",
+        agent.output_file(NS),
+        agent.stderr()
+    );
+
+    repo.push("echo '[{\"name\":\"gen\",\"value\":2}]'\n");
+    let (code, body) = agent.get(&format!("/plugins/update?ns={NS}&repo=secure"));
+    assert_eq!(code, 200, "{body}");
+    let (_, list) = agent.get("/plugins/list");
+    let now = &list["plugins"][0]["commit"];
+    assert!(now.is_string() && *now != first, "{first} -> {list}");
+    let updated = wait_until(Duration::from_secs(20), || {
+        agent
+            .output_file(NS)
+            .contains("PLUGIN.secure.gen,host=e2e-host value=2.0 ")
+    });
+    assert!(
+        updated,
+        "no run of the new commit:\n{}",
+        agent.output_file(NS)
+    );
+    assert_eq!(server.tls_failures(), Vec::<String>::new());
+    // A good file draws no warning about the roots.
+    assert!(!agent.stderr().contains("TLS roots"), "{}", agent.stderr());
+}
+
+/// Without `SSL_CERT_FILE` the agent trusts only the system's roots, which never signed the test
+/// CA: the clone and the update fail naming the certificate, and `http_check` reports the server
+/// down with no status.
+#[test]
+fn https_servers_signed_by_an_unknown_ca_are_refused_with_the_system_roots() {
+    let remotes = tempfile::tempdir().expect("tmp");
+    BareRepo::new(
+        remotes.path(),
+        "secure",
+        "echo '[{\"name\":\"gen\",\"value\":1}]'\n",
+    );
+    let server = GitHttpServer::start_tls(remotes.path());
+    let check_url = format!("{}/plain/health", server.url());
+    let agent = AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-host\"")
+        .config("[output]\nflush_ms = 100")
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .registry(&https_registry(
+            &format!("{}/secure.git", server.url()),
+            &check_url,
+        ))
+        .start();
+
+    // rustls' verdict, at the end of reqwest's chain of causes.
+    let refusal = "invalid peer certificate: UnknownIssuer";
+    let problem = || {
+        agent.get("/plugins/list").1["plugins"][0]["problem"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let refused = wait_until(Duration::from_secs(30), || problem().contains(refusal));
+    assert!(refused, "problem: {:?}\n{}", problem(), agent.stderr());
+    let (code, body) = agent.get(&format!("/plugins/update?ns={NS}&repo=secure"));
+    assert_eq!(code, 502, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains(refusal)),
+        "{body}"
+    );
+
+    let down = wait_until(Duration::from_secs(20), || {
+        let out = agent.output_file(NS);
+        out.contains(&format!(
+            "PLUGIN.http_check.up,host=e2e-host,url={check_url} value=0.0 "
+        )) && out.contains(&format!(
+            "PLUGIN.http_check.status,host=e2e-host,url={check_url} value=0.0 "
+        ))
+    });
+    assert!(down, "http_check points:\n{}", agent.output_file(NS));
+    let out = agent.output_file(NS);
+    assert!(!out.contains("PLUGIN.http_check.latency_ms"), "{out}");
+    assert!(!out.contains("PLUGIN.secure."), "{out}");
+    // The handshakes reached the server, and the client is the one that ended them.
+    let failures = server.tls_failures();
+    assert!(
+        failures.iter().any(|f| f.contains("UnknownCA")),
+        "{failures:?}"
+    );
+}
+
+/// `SSL_CERT_DIR` replaces the system's roots too: every file in the directory is read (no
+/// `openssl rehash` links needed), here the test CA's PEM alone.
+#[test]
+fn https_plugins_trust_the_cas_in_ssl_cert_dir() {
+    let remotes = tempfile::tempdir().expect("tmp");
+    BareRepo::new(remotes.path(), "secure", "echo via dir\n");
+    let server = GitHttpServer::start_tls(remotes.path());
+    let ca_file = server.ca_file();
+    let ca_dir = ca_file.parent().expect("the CA's directory");
+    let agent = AgentBuilder::new()
+        .env_remove("SSL_CERT_FILE")
+        .env("SSL_CERT_DIR", &ca_dir.display().to_string())
+        .registry(&registry(&[(format!("{}/secure.git", server.url()), 0)]))
+        .start();
+    wait_cloned(&agent, 1);
+    let (code, body) = agent.get(&format!("/plugins/run?ns={NS}&repo=secure"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["result"]["stdout"], "via dir\n", "{body}");
+}
+
+/// reqwest builds its clients on whatever of `SSL_CERT_FILE` it could read, so a misspelt path
+/// leaves no root at all; the agent names the file in a warning at start-up, since the https
+/// failures themselves only say "UnknownIssuer".
+#[test]
+fn an_unreadable_ssl_cert_file_is_named_in_a_warning_at_start_up() {
+    let remotes = tempfile::tempdir().expect("tmp");
+    BareRepo::new(remotes.path(), "secure", "echo hi\n");
+    let server = GitHttpServer::start_tls(remotes.path());
+    let agent = AgentBuilder::new()
+        .env("SSL_CERT_FILE", "/nonexistent/ca.pem")
+        .env_remove("SSL_CERT_DIR")
+        .registry(&registry(&[(format!("{}/secure.git", server.url()), 0)]))
+        .start();
+    let warned = wait_until(Duration::from_secs(10), || {
+        let log = agent.stderr();
+        log.contains("TLS roots from SSL_CERT_FILE / SSL_CERT_DIR are not all usable")
+            && log.contains("/nonexistent/ca.pem")
+            && log.contains("hold no certificate")
+    });
+    assert!(warned, "{}", agent.stderr());
+    let refused = wait_until(Duration::from_secs(30), || {
+        agent.get("/plugins/list").1["plugins"][0]["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("UnknownIssuer"))
+    });
+    assert!(refused, "{}", agent.get("/plugins/list").1);
+}

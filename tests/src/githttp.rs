@@ -6,6 +6,10 @@
 //! - `/loop/...` redirects to itself;
 //! - `/plain/...` answers `200 text/html` (a web server that is not a git server);
 //! - `/stall/...` never answers (a stalled server).
+//!
+//! [`GitHttpServer::start_tls`] serves the same over HTTPS, with a certificate for `localhost`
+//! and 127.0.0.1 signed by a throwaway CA whose PEM file a client can trust
+//! (`SSL_CERT_FILE`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +39,8 @@ struct Fixture {
     /// `Basic base64(user:pass)` the server demands, when set.
     auth: Option<String>,
     requests: Vec<Request>,
+    /// Why TLS handshakes failed (HTTPS mode), e.g. the client's alert refusing the certificate.
+    tls_failures: Vec<String>,
 }
 
 struct Shared {
@@ -48,12 +54,137 @@ pub struct GitHttpServer {
     shared: Arc<Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The CA's files, in HTTPS mode.
+    tls: Option<TestCa>,
+}
+
+/// A throwaway CA and the server certificate it signed.
+struct TestCa {
+    dir: tempfile::TempDir,
+    server: Arc<rustls::ServerConfig>,
+}
+
+impl TestCa {
+    fn new() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.distinguished_name
+            .push(DnType::CommonName, "e2e throwaway CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = ca.self_signed(&ca_key).expect("CA certificate");
+        let key = KeyPair::generate().expect("server key");
+        let mut leaf = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("server params");
+        leaf.distinguished_name
+            .push(DnType::CommonName, "localhost");
+        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let leaf = leaf
+            .signed_by(&key, &ca, &ca_key)
+            .expect("server certificate");
+        let dir = tempfile::tempdir().expect("CA dir");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write CA PEM");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone(), ca.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .expect("server TLS config");
+        TestCa {
+            dir,
+            server: Arc::new(server),
+        }
+    }
+
+    fn pem_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+/// Accepted connections after their TLS handshake. Handshakes run in their own tasks so a client
+/// that stalls or refuses the certificate never holds up the next one.
+struct TlsListener {
+    addr: SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<(TlsStream, SocketAddr)>,
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+impl TlsListener {
+    fn new(
+        listener: tokio::net::TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let addr = listener.local_addr().expect("addr");
+        let (tx, ready) = tokio::sync::mpsc::channel(16);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            while let Ok((tcp, peer)) = listener.accept().await {
+                let (acceptor, tx, shared) = (acceptor.clone(), tx.clone(), Arc::clone(&shared));
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(tcp),
+                    );
+                    match handshake.await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => lock(&shared).tls_failures.push(e.to_string()),
+                        Err(_) => lock(&shared)
+                            .tls_failures
+                            .push("handshake timed out".to_owned()),
+                    }
+                });
+            }
+        });
+        TlsListener { addr, ready }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(conn) => conn,
+            // The accepting task ended (the runtime is shutting down): nothing more comes.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
+
+fn lock(shared: &Shared) -> std::sync::MutexGuard<'_, Fixture> {
+    shared.fixture.lock().expect("fixture lock")
 }
 
 impl GitHttpServer {
     /// Serves the bare repositories under `root` (`<root>/<name>.git` is `/<name>.git`) on a
     /// free loopback port.
     pub fn start(root: &Path) -> Self {
+        Self::serve(root, None)
+    }
+
+    /// Like [`GitHttpServer::start`], over HTTPS with a fresh CA (see [`GitHttpServer::ca_file`]).
+    pub fn start_tls(root: &Path) -> Self {
+        Self::serve(root, Some(TestCa::new()))
+    }
+
+    fn serve(root: &Path, tls: Option<TestCa>) -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind git http server");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
@@ -65,6 +196,8 @@ impl GitHttpServer {
             .fallback(answer)
             .with_state(Arc::clone(&shared));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = tls.as_ref().map(|ca| Arc::clone(&ca.server));
+        let for_tls = Arc::clone(&shared);
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -72,9 +205,18 @@ impl GitHttpServer {
                 .expect("git http runtime");
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                tokio::select! {
-                    _ = axum::serve(listener, app) => {}
-                    _ = stopped => {}
+                match config {
+                    None => tokio::select! {
+                        _ = axum::serve(listener, app) => {}
+                        _ = stopped => {}
+                    },
+                    Some(config) => {
+                        let listener = TlsListener::new(listener, config, for_tls);
+                        tokio::select! {
+                            _ = axum::serve(listener, app) => {}
+                            _ = stopped => {}
+                        }
+                    }
                 }
             });
         });
@@ -83,12 +225,28 @@ impl GitHttpServer {
             shared,
             stop: Some(stop),
             thread: Some(thread),
+            tls,
         }
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, or in HTTPS mode `https://localhost:<port>` (the name the
+    /// certificate is for).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.tls {
+            None => format!("http://{}", self.addr),
+            Some(_) => format!("https://localhost:{}", self.addr.port()),
+        }
+    }
+
+    /// The PEM file of the CA that signed the server's certificate (HTTPS mode only).
+    pub fn ca_file(&self) -> PathBuf {
+        self.tls.as_ref().expect("an HTTPS server").pem_path()
+    }
+
+    /// Why TLS handshakes failed so far (HTTPS mode): e.g. a client's alert refusing the
+    /// certificate.
+    pub fn tls_failures(&self) -> Vec<String> {
+        self.with(|f| f.tls_failures.clone())
     }
 
     /// From now on, every request needs basic auth with `user` and `pass`.
@@ -103,7 +261,7 @@ impl GitHttpServer {
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Fixture) -> R) -> R {
-        f(&mut self.shared.fixture.lock().expect("fixture lock"))
+        f(&mut lock(&self.shared))
     }
 }
 

@@ -100,6 +100,7 @@ pub struct AgentBuilder {
     sections: String,
     registry: String,
     env: Vec<(String, String)>,
+    env_removed: Vec<String>,
 }
 
 impl AgentBuilder {
@@ -132,6 +133,12 @@ impl AgentBuilder {
     /// An environment variable for the agent process (on top of the test's own environment).
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// A variable of the test's own environment the agent must not inherit.
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.env_removed.push(key.to_owned());
         self
     }
 
@@ -188,7 +195,11 @@ pub struct Agent {
 impl Agent {
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("stderr.log")).expect("stderr log");
-        let child = agent_cmd()
+        let mut cmd = agent_cmd();
+        for key in &self.builder.env_removed {
+            cmd.env_remove(key);
+        }
+        let child = cmd
             .args(["start", "--foreground", "-f"])
             .arg(&self.config_path)
             .envs(self.builder.env.iter().map(|(k, v)| (k, v)))
