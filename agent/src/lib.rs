@@ -7,6 +7,7 @@ pub mod api;
 pub mod collect;
 pub mod config;
 pub mod daemon;
+pub mod error_chain;
 pub mod logging;
 pub mod output;
 pub mod pipeline;

@@ -140,14 +140,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
 }
 
 fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = err.source();
-    }
-    false
+    crate::error_chain::sources(e).any(|err| err.is::<http_body_util::LengthLimitError>())
 }
 
 /// `Content-Type: text/plain` (any parameters) means line protocol; anything else is JSON.

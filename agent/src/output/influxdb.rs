@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
+
+use crate::error_chain::error_chain;
 use tracing::info;
 
 use super::{BoxFuture, DeliveryError, EncodedBatch, Output};
@@ -127,18 +129,6 @@ fn snippet(body: &str) -> String {
         Some((at, _)) => format!("{}...", &body[..at]),
         None => body.to_owned(),
     }
-}
-
-/// reqwest's top-level message hides the cause ("error sending request"); name it.
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 impl Output for InfluxOutput {

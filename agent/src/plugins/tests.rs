@@ -744,6 +744,7 @@ async fn http_check_reports_up_status_and_latency() {
     assert_eq!(metric(&ok, "up"), Some(1.0));
     assert_eq!(metric(&ok, "status"), Some(200.0));
     assert!(metric(&ok, "latency_ms").is_some_and(|l| l >= 0.0));
+    assert_eq!(result_tag(&ok), "ok");
     let down = builtin::run("http_check", &params(&[("url", &format!("{base}/down"))]))
         .await
         .expect("runs");
@@ -751,6 +752,7 @@ async fn http_check_reports_up_status_and_latency() {
         (metric(&down, "up"), metric(&down, "status")),
         (Some(0.0), Some(503.0))
     );
+    assert_eq!(result_tag(&down), "unexpected_status");
     let expected = builtin::run(
         "http_check",
         &params(&[("url", &format!("{base}/down")), ("expect_status", "503")]),
@@ -768,6 +770,7 @@ async fn http_check_reports_up_status_and_latency() {
         (metric(&slow, "up"), metric(&slow, "status")),
         (Some(0.0), Some(0.0))
     );
+    assert_eq!(result_tag(&slow), "timeout");
     stop.cancel();
     let refused = builtin::run(
         "http_check",
@@ -776,6 +779,29 @@ async fn http_check_reports_up_status_and_latency() {
     .await
     .expect("runs");
     assert_eq!(metric(&refused, "up"), Some(0.0));
+    assert_eq!(result_tag(&refused), "connection_failed");
+    // A self-signed certificate is not in the trust store.
+    let untrusted = builtin::run(
+        "http_check",
+        &params(&[("url", &format!("https://localhost:{}/", tls_server(30)))]),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(
+        (metric(&untrusted, "up"), metric(&untrusted, "status")),
+        (Some(0.0), Some(0.0))
+    );
+    assert_eq!(result_tag(&untrusted), "tls_error");
+}
+
+/// The `result` tag every http_check metric carries; the same on all of them.
+fn result_tag(ms: &[shared::Metric]) -> String {
+    let tags: Vec<&str> = ms
+        .iter()
+        .map(|m| m.tags.get("result").map_or("", String::as_str))
+        .collect();
+    assert!(tags.windows(2).all(|w| w[0] == w[1]), "{ms:?}");
+    tags.first().copied().unwrap_or_default().to_owned()
 }
 
 /// A TLS server on loopback with a fresh self-signed certificate that expires `days` from now

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 use crate::collect::system::Family;
+use crate::error_chain::error_chain;
 
 use super::{BuiltinItem, Fetched, NamespacePlan, PluginItem, PortItem, ProcItem, RegistryError};
 
@@ -216,18 +217,6 @@ impl HttpSource {
         }
         Ok(envelope.data.unwrap_or_default())
     }
-}
-
-/// reqwest's top-level message hides the cause ("error sending request"); the chain says it.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 fn snippet(text: &str) -> String {

@@ -426,13 +426,7 @@ fn net_error(url: &str, e: reqwest::Error) -> io::Error {
     // in front.
     let timeout = e.is_timeout();
     let e = e.without_url();
-    let mut msg = format!("{url}: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
+    let mut msg = format!("{url}: {}", crate::error_chain::error_chain(&e));
     if timeout && !msg.contains("timed out") {
         msg.push_str(" (timed out)");
     }
