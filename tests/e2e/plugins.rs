@@ -299,10 +299,10 @@ fn https_plugins_and_http_check_trust_the_ca_in_ssl_cert_file() {
         let out = agent.output_file(NS);
         out.contains("PLUGIN.secure.gen,host=e2e-host value=1.0 ")
             && out.contains(&format!(
-                "PLUGIN.http_check.up,host=e2e-host,url={check_url} value=1.0 "
+                "PLUGIN.http_check.up,host=e2e-host,result=ok,url={check_url} value=1.0 "
             ))
             && out.contains(&format!(
-                "PLUGIN.http_check.status,host=e2e-host,url={check_url} value=200.0 "
+                "PLUGIN.http_check.status,host=e2e-host,result=ok,url={check_url} value=200.0 "
             ))
     });
     assert!(
@@ -377,9 +377,9 @@ fn https_servers_signed_by_an_unknown_ca_are_refused_with_the_system_roots() {
     let down = wait_until(Duration::from_secs(20), || {
         let out = agent.output_file(NS);
         out.contains(&format!(
-            "PLUGIN.http_check.up,host=e2e-host,url={check_url} value=0.0 "
+            "PLUGIN.http_check.up,host=e2e-host,result=tls_error,url={check_url} value=0.0 "
         )) && out.contains(&format!(
-            "PLUGIN.http_check.status,host=e2e-host,url={check_url} value=0.0 "
+            "PLUGIN.http_check.status,host=e2e-host,result=tls_error,url={check_url} value=0.0 "
         ))
     });
     assert!(down, "http_check points:\n{}", agent.output_file(NS));
