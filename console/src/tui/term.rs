@@ -47,6 +47,11 @@ fn release_mouse() {
 
 impl Drop for Term {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The panic hook gave the terminal back before printing the message; leaving the
+            // alternate screen a second time would move the cursor back over that message.
+            return;
+        }
         if self.mouse {
             release_mouse();
         }
