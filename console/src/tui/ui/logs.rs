@@ -245,3 +245,42 @@ fn view(
         rows: out,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wrapped(line: &str, width: usize) -> Vec<&str> {
+        rows(line, width, true).collect()
+    }
+
+    #[test]
+    fn wrapping_keeps_every_character_and_respects_wide_ones() {
+        assert_eq!(wrapped("abcdefg", 3), ["abc", "def", "g"]);
+        assert_eq!(wrapped("", 3), [""], "an empty line still takes a row");
+        // A double-width character that would straddle the edge moves to the next row.
+        assert_eq!(wrapped("ab日本", 3), ["ab", "日", "本"]);
+        // Wider than the view: a row of its own rather than a loop that never advances.
+        assert_eq!(wrapped("日x", 1), ["日", "x"]);
+        assert_eq!(rows("abcdefg", 3, false).collect::<Vec<_>>(), ["abcdefg"]);
+    }
+
+    #[test]
+    fn scrolling_stops_when_the_first_line_reaches_the_top() {
+        let lines: VecDeque<String> = ["aaaaaa", "b", "c", "d"].map(String::from).into();
+        // Wrapped at 3 columns the first line takes 2 rows: with 3 rows, "b" is the lowest
+        // bottom line that still fills the view.
+        assert_eq!(log_scroll_max(&lines, 3, 3, true), 2);
+        assert_eq!(log_scroll_max(&lines, 3, 3, false), 1);
+        assert_eq!(log_scroll_max(&lines, 3, 10, true), 0, "everything fits");
+        let v = view(&lines, 0, 3, 3, true);
+        assert_eq!((v.first, v.end), (1, 4));
+        let v = view(&lines, 2, 3, 3, true);
+        let rows: Vec<&str> = v.rows.iter().map(|r| r.1).collect();
+        assert_eq!(
+            rows,
+            ["aaa", "aaa", "b"],
+            "the top view starts with the first line whole"
+        );
+    }
+}
