@@ -4,7 +4,7 @@
 //! previous frame), against the baseline of drawing an empty frame in the same run.
 //! Run: `cargo bench -p agentctl --bench render`.
 
-use agentctl::tui::app::{App, Feed, Tab};
+use agentctl::tui::app::{self, App, Feed, Tab};
 use agentctl::tui::conn::Conn;
 use agentctl::tui::ui;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -80,6 +80,47 @@ fn bench(c: &mut Criterion) {
         app.tab = tab;
         group.bench_function(name, |b| {
             b.iter(|| small.draw(|f| ui::draw(f, &app)).map(|_| ()).expect("draw"))
+        });
+    }
+    // Logs: a full buffer of 10,000 lines, every third one long enough to wrap 3 times; only
+    // the lines in view are wrapped, so this follows the terminal's size too.
+    let mut logs = app_with_plugins(0);
+    logs.tab = Tab::Logs;
+    logs.logs.path = Some("/var/lib/agent/log/agent.2025-11-24.log".into());
+    logs.logs.lines = (0..app::LOG_LINES_KEPT)
+        .map(|i| {
+            if i % 3 == 0 {
+                format!(
+                    "2025-11-24T16:00:00Z ERROR agent: {} line {i}",
+                    "failed; ".repeat(25)
+                )
+            } else {
+                format!("2025-11-24T16:00:00Z  INFO agent: tick {i}")
+            }
+        })
+        .collect();
+    for (name, w, h, scroll, query) in [
+        ("logs_10000_wrapped_following_80x24", 80, 24, 0, None),
+        ("logs_10000_wrapped_middle_200x60", 200, 60, 5_000, None),
+        // The hit count in the status line matches every kept line, each frame.
+        (
+            "logs_10000_wrapped_searched_80x24",
+            80,
+            24,
+            0,
+            Some("error"),
+        ),
+    ] {
+        logs.logs.scroll = scroll;
+        logs.logs.query = query.map(str::to_owned);
+        let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("terminal");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                terminal
+                    .draw(|f| ui::draw(f, &logs))
+                    .map(|_| ())
+                    .expect("draw")
+            })
         });
     }
     group.finish();

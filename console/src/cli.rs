@@ -17,6 +17,10 @@ pub struct Cli {
     /// Print the agent's answer as JSON (one object per line) instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Terminal UI: leave the mouse to the terminal (its own text selection) instead of
+    /// clicks and wheel scrolling; with capture on, shift-drag selects text in most terminals.
+    #[arg(long)]
+    pub no_mouse: bool,
     /// What to do; none opens the terminal UI.
     #[command(subcommand)]
     pub command: Option<Command>,

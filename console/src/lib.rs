@@ -25,7 +25,7 @@ pub fn run(cli: Cli) -> i32 {
     let client = shared::Client::new(&cli.addr, cli.token.clone());
     match cli.command {
         Some(command) => runtime.block_on(commands::run(&client, command, cli.json)),
-        None => match runtime.block_on(tui::run(client)) {
+        None => match runtime.block_on(tui::run(client, !cli.no_mouse)) {
             Ok(()) => commands::exit::OK,
             Err(e) => {
                 eprintln!("agentctl: {e:#}");

@@ -6,7 +6,9 @@ use agentctl::tui::conn::Conn;
 use agentctl::tui::event::{Event, Net, Verb};
 use agentctl::tui::ui;
 use ratatui::backend::TestBackend;
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::crossterm::event::{
+    KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
+};
 use ratatui::Terminal;
 use shared::api::{
     JobCounts, LogChunk, OutputStatus, PipelineStatus, PluginCounts, PluginInfo, RegistryStatus,
@@ -440,4 +442,295 @@ fn the_screen_redraws_cleanly_at_other_sizes() {
         let text = terminal.backend().to_string();
         assert!(text.contains("1 Overview"), "tabs at {w}x{h}:\n{text}");
     }
+}
+
+/// The Logs screen at 80x24 following `lines` of a file (all read in one answer).
+fn following(lines: &[String]) -> App {
+    let mut app = app();
+    sized(&mut app);
+    key(&mut app, KeyCode::Char('4'));
+    key(&mut app, KeyCode::Char('o'));
+    let path = app.suggested_log();
+    key(&mut app, KeyCode::Enter);
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let size = lines.iter().map(|l| l.len() as u64 + 1).sum();
+    app.update(Event::Net(Box::new(chunk(&path, 0, &refs, size))));
+    assert_eq!(app.logs.lines.len(), lines.len());
+    app
+}
+
+/// Log lines `tick N`, with the line numbered `long` being 200 characters ending in an error.
+fn log_lines(n: usize, long: usize) -> Vec<String> {
+    (1..=n)
+        .map(|i| {
+            if i == long {
+                format!(
+                    "2025-11-24T16:00:{i:02}Z ERROR agent: output nsq: {} connection refused",
+                    "publish to 127.0.0.1:4150 failed after retries; ".repeat(3)
+                )
+            } else {
+                format!("2025-11-24T16:00:{i:02}Z  INFO agent: tick {i}")
+            }
+        })
+        .collect()
+}
+
+fn render_buffer(app: &App) -> ratatui::buffer::Buffer {
+    let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("test terminal");
+    terminal
+        .draw(|frame| ui::draw(frame, app))
+        .expect("draw into the test backend");
+    terminal.backend().buffer().clone()
+}
+
+fn row_text(buf: &ratatui::buffer::Buffer, y: u16) -> String {
+    (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect()
+}
+
+#[test]
+fn a_long_log_line_wraps_and_keeps_its_search_highlight() {
+    let mut app = following(&log_lines(12, 10));
+    key(&mut app, KeyCode::Char('/'));
+    keys(&mut app, "refused");
+    key(&mut app, KeyCode::Enter);
+    let screen = render(&app);
+    assert!(
+        screen.contains("connection refused"),
+        "the end of the long line is on screen:\n{screen}"
+    );
+    insta::assert_snapshot!(screen);
+    // Every row the long line wraps onto is highlighted, and no other row is.
+    let buf = render_buffer(&app);
+    let highlighted: Vec<u16> = (4..22)
+        .filter(|&y| buf[(1, y)].bg == ratatui::style::Color::Yellow)
+        .collect();
+    let wrapped: Vec<u16> = (4..22)
+        .filter(|&y| {
+            let t = row_text(&buf, y);
+            t.contains("ERROR") || t.contains("publish") || t.contains("refused")
+        })
+        .collect();
+    assert!(wrapped.len() >= 3, "the long line takes several rows");
+    assert_eq!(highlighted, wrapped);
+}
+
+#[test]
+fn w_cuts_long_lines_at_the_edge_and_w_again_wraps_them() {
+    let mut app = following(&log_lines(12, 10));
+    key(&mut app, KeyCode::Char('w'));
+    assert!(app.logs.cut);
+    let screen = render(&app);
+    assert!(!screen.contains("connection refused"), "{screen}");
+    insta::assert_snapshot!(screen);
+    key(&mut app, KeyCode::Char('w'));
+    assert!(render(&app).contains("connection refused"));
+}
+
+#[test]
+fn following_the_end_shows_the_last_line_whole_when_lines_wrap() {
+    // Every line wraps onto 3 rows: 17 rows of text show 5 whole lines and the end of another.
+    let lines: Vec<String> = (1..=40)
+        .map(|i| format!("line {i:02} {} end of line {i:02}", "x".repeat(150)))
+        .collect();
+    let mut app = following(&lines);
+    let screen = render(&app);
+    insta::assert_snapshot!(screen);
+    let buf = render_buffer(&app);
+    assert!(
+        row_text(&buf, 20).contains("end of line 40"),
+        "the newest line ends on the last text row:\n{screen}"
+    );
+    // One line up is one log line up, whatever it wraps to: no jump.
+    key(&mut app, KeyCode::Char('k'));
+    assert!(row_text(&render_buffer(&app), 20).contains("end of line 39"));
+    // Three lines per wheel notch.
+    app.update(mouse(MouseEventKind::ScrollUp, 40, 10));
+    assert!(row_text(&render_buffer(&app), 20).contains("end of line 36"));
+    // g: the first line at the top, whole; G follows the end again.
+    key(&mut app, KeyCode::Char('g'));
+    let buf = render_buffer(&app);
+    assert!(
+        row_text(&buf, 4).contains("│line 01 xxx"),
+        "{}",
+        render(&app)
+    );
+    let max = app.logs.scroll;
+    key(&mut app, KeyCode::Char('k'));
+    assert_eq!(app.logs.scroll, max, "no scrolling past the first line");
+    key(&mut app, KeyCode::Char('G'));
+    assert!(row_text(&render_buffer(&app), 20).contains("end of line 40"));
+}
+
+fn mouse(kind: MouseEventKind, column: u16, row: u16) -> Event {
+    Event::Mouse(MouseEvent {
+        kind,
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    })
+}
+
+fn click(app: &mut App, column: u16, row: u16) {
+    app.update(mouse(MouseEventKind::Down(MouseButton::Left), column, row));
+}
+
+/// The console is 80x24, like the test terminal, so clicks land where `render` draws.
+fn sized(app: &mut App) {
+    app.update(Event::Resize {
+        width: 80,
+        height: 24,
+    });
+}
+
+#[test]
+fn a_click_on_a_tab_title_switches_to_it() {
+    let mut app = app();
+    sized(&mut app);
+    let tabs = row_text(&render_buffer(&app), 1);
+    // Screen columns, not byte offsets: the divider is a multi-byte character.
+    let column = |byte: usize| tabs[..byte].chars().count() as u16;
+    for tab in [Tab::Logs, Tab::Namespaces, Tab::Plugins, Tab::Overview] {
+        let label = format!("{} {}", tab.index() + 1, tab.title());
+        let start = column(tabs.find(&label).expect("the title is drawn"));
+        // Both ends of the title, found on the rendered screen.
+        for x in [start, start + label.len() as u16 - 1] {
+            app.tab = Tab::Overview;
+            click(&mut app, x, 1);
+            assert_eq!(app.tab, tab, "click at column {x} of {tabs:?}");
+        }
+    }
+    // The divider between two titles and the empty end of the bar belong to no tab.
+    let divider = column(tabs.find('│').expect("a divider"));
+    app.tab = Tab::Plugins;
+    click(&mut app, divider, 1);
+    click(&mut app, 79, 1);
+    assert_eq!(app.tab, Tab::Plugins);
+}
+
+#[test]
+fn a_click_on_a_row_selects_it() {
+    let mut app = app();
+    sized(&mut app);
+    key(&mut app, KeyCode::Char('3'));
+    let buf = render_buffer(&app);
+    let y = (0..24)
+        .find(|&y| row_text(&buf, y).contains("nginx-stats"))
+        .expect("the row is drawn");
+    click(&mut app, 30, y);
+    assert_eq!(
+        app.selected_plugin().map(|p| p.project.as_str()),
+        Some("nginx-stats")
+    );
+    // A click on the header row or the border selects nothing.
+    let header = (0..24)
+        .find(|&y| row_text(&render_buffer(&app), y).contains("NAMESPACE"))
+        .expect("the header is drawn");
+    click(&mut app, 30, header);
+    click(&mut app, 30, header - 1);
+    assert_eq!(app.plugins_view.selected, 2);
+
+    key(&mut app, KeyCode::Char('2'));
+    let buf = render_buffer(&app);
+    let y = (0..24)
+        .find(|&y| row_text(&buf, y).contains("web.shop"))
+        .expect("the row is drawn");
+    click(&mut app, 5, y);
+    assert_eq!(app.ns_selected, 1);
+    // Below the last row: nothing there to select.
+    click(&mut app, 5, y + 1);
+    assert_eq!(app.ns_selected, 1);
+}
+
+#[test]
+fn a_click_lands_on_the_same_rows_under_the_disconnected_banner() {
+    let mut app = app();
+    sized(&mut app);
+    app.conn = Conn::Disconnected {
+        reason: "cannot reach the agent: connection refused".into(),
+        attempt: 1,
+        retry_at: NOW + 2,
+        last_ok: Some(NOW - 5),
+    };
+    key(&mut app, KeyCode::Char('3'));
+    let buf = render_buffer(&app);
+    let y = (0..24)
+        .find(|&y| row_text(&buf, y).contains("disk-check"))
+        .expect("the row is drawn");
+    click(&mut app, 30, y);
+    assert_eq!(
+        app.selected_plugin().map(|p| p.project.as_str()),
+        Some("disk-check")
+    );
+}
+
+#[test]
+fn the_wheel_scrolls_the_list_or_log_shown_three_lines_a_notch() {
+    let mut app = app();
+    sized(&mut app);
+    let many: Vec<PluginInfo> = (0..20)
+        .map(|i| plugin("web.shop", &format!("p{i:02}"), 30))
+        .collect();
+    app.plugins = Feed::Ready(many);
+    key(&mut app, KeyCode::Char('3'));
+    app.update(mouse(MouseEventKind::ScrollDown, 10, 10));
+    assert_eq!(app.plugins_view.selected, 3);
+    app.update(mouse(MouseEventKind::ScrollDown, 10, 10));
+    app.update(mouse(MouseEventKind::ScrollUp, 10, 10));
+    assert_eq!(app.plugins_view.selected, 3);
+    for _ in 0..10 {
+        app.update(mouse(MouseEventKind::ScrollDown, 10, 10));
+    }
+    assert_eq!(app.plugins_view.selected, 19, "stops at the last plugin");
+    // A click on a row of the scrolled table selects the plugin drawn there.
+    let buf = render_buffer(&app);
+    let y = (0..24)
+        .find(|&y| row_text(&buf, y).contains("p12"))
+        .expect("the row is drawn");
+    click(&mut app, 30, y);
+    assert_eq!(app.plugins_view.selected, 12);
+    // The opened detail scrolls instead of the selection.
+    key(&mut app, KeyCode::Enter);
+    app.update(mouse(MouseEventKind::ScrollDown, 10, 10));
+    assert_eq!(
+        (app.plugins_view.selected, app.plugins_view.detail_scroll),
+        (12, 3)
+    );
+
+    key(&mut app, KeyCode::Char('2'));
+    app.update(mouse(MouseEventKind::ScrollDown, 10, 10));
+    assert_eq!(app.ns_selected, 1, "two namespaces: stops at the second");
+
+    let mut app = following(&log_lines(100, 0));
+    app.update(mouse(MouseEventKind::ScrollUp, 10, 10));
+    app.update(mouse(MouseEventKind::ScrollUp, 10, 10));
+    assert_eq!(app.logs.scroll, 6);
+    app.update(mouse(MouseEventKind::ScrollDown, 10, 10));
+    assert_eq!(app.logs.scroll, 3);
+    for _ in 0..50 {
+        app.update(mouse(MouseEventKind::ScrollUp, 10, 10));
+    }
+    assert_eq!(
+        app.logs.scroll,
+        100 - 17,
+        "stops with the first line at the top"
+    );
+}
+
+#[test]
+fn a_click_closes_help_and_leaves_a_confirmation_alone() {
+    let mut app = app();
+    sized(&mut app);
+    key(&mut app, KeyCode::Char('?'));
+    app.update(mouse(MouseEventKind::ScrollDown, 10, 10));
+    assert!(app.help, "the wheel leaves help open");
+    click(&mut app, 40, 10);
+    assert!(!app.help);
+    assert_eq!(app.tab, Tab::Overview);
+
+    key(&mut app, KeyCode::Char('3'));
+    key(&mut app, KeyCode::Char('d'));
+    // On the Logs tab title: neither switches nor answers the prompt.
+    click(&mut app, 47, 1);
+    assert!(app.confirm.is_some());
+    assert_eq!(app.tab, Tab::Plugins);
 }

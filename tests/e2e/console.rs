@@ -305,6 +305,30 @@ impl Tmux {
         text(&out.stdout).trim().to_owned()
     }
 
+    /// `1 1` while the program in the pane has asked for mouse reports (any tracking mode,
+    /// and the SGR encoding), else `0 0`.
+    fn mouse_reporting(&self) -> String {
+        let out = self.cmd(&[
+            "display-message",
+            "-p",
+            "-t",
+            "ctl",
+            "#{mouse_any_flag} #{mouse_sgr_flag}",
+        ]);
+        text(&out.stdout).trim().to_owned()
+    }
+
+    /// Sends what a terminal sends for a mouse `button` (0 left, 64/65 wheel up/down) at the
+    /// 0-based `column`, `row`: an SGR report, as the terminal would once the program asked for
+    /// them. (`send-keys -M` only replays tmux's own mouse events, so the bytes go in literally.)
+    fn mouse(&self, button: u8, column: usize, row: usize) {
+        let (x, y) = (column + 1, row + 1);
+        self.keys(&["-l", &format!("\x1b[<{button};{x};{y}M")]);
+        if button < 64 {
+            self.keys(&["-l", &format!("\x1b[<{button};{x};{y}m")]);
+        }
+    }
+
     /// Waits (bounded) until the pane shows `needle`; the screen for the failure message.
     fn wait_for(&self, needle: &str) -> Result<String, String> {
         let mut last = String::new();
@@ -457,4 +481,89 @@ fn the_tui_runs_a_plugin_and_shows_its_output() {
         agent.get("/plugins/list").1["plugins"][0]["enabled"] == serde_json::json!(true)
     });
     assert!(enabled, "enable from the TUI:\n{}", tmux.screen());
+}
+
+#[test]
+fn the_tui_takes_clicks_and_the_wheel_wraps_long_lines_and_gives_the_mouse_back() {
+    assert!(
+        Tmux::available(),
+        "tmux is not installed; the TUI end-to-end tests need it (apt-get install tmux)"
+    );
+    let agent = agent();
+    // A file in the agent's log dir: 60 short lines, then one long line whose end matters.
+    let long = format!(
+        "{}the-end-of-the-long-line",
+        "publish to 127.0.0.1:4150 failed after retries; ".repeat(4)
+    );
+    let mut body: String = (1..=60).map(|i| format!("short line {i}\n")).collect();
+    body.push_str(&long);
+    body.push('\n');
+    let file = agent.data_dir().join("log").join("e2e-long.log");
+    std::fs::write(&file, body).expect("write the log file");
+
+    let command = format!(
+        "{} --addr {}; echo agentctl-exited-$?; sleep 60",
+        bin("agentctl").display(),
+        agent.addr
+    );
+    let tmux = Tmux::start(&command);
+    let check = |r: Result<String, String>| r.unwrap_or_else(|e| panic!("{e}"));
+    let screen = check(tmux.wait_for("● connected"));
+    assert_eq!(
+        tmux.mouse_reporting(),
+        "1 1",
+        "the UI asked for mouse reports"
+    );
+
+    // A click on a tab title, at the column the pane shows it.
+    let tabs = screen.lines().nth(1).expect("the tab bar").to_owned();
+    let column = |title: &str| {
+        let byte = tabs
+            .find(title)
+            .unwrap_or_else(|| panic!("{title} in {tabs:?}"));
+        tabs[..byte].chars().count() + 2
+    };
+    tmux.mouse(0, column("2 Namespaces"), 1);
+    check(tmux.wait_for("NAMESPACE"));
+    tmux.mouse(0, column("4 Logs"), 1);
+    check(tmux.wait_for("No file. Press"));
+
+    // Open the file: the prompt starts with the agent's log, which is erased first.
+    tmux.keys(&["o"]);
+    check(tmux.wait_for("file: "));
+    tmux.keys(&["-N", "300", "BSpace"]);
+    tmux.keys(&["-l", &file.display().to_string()]);
+    tmux.keys(&["Enter"]);
+    // Following the end: the long line wraps, so its end is on screen.
+    let screen = check(tmux.wait_for("the-end-of-the-long-line"));
+    assert!(screen.contains("wrapped"), "{screen}");
+
+    // The wheel scrolls the log, three lines a notch.
+    tmux.mouse(64, 40, 10);
+    check(tmux.wait_for("↑3"));
+    tmux.mouse(64, 40, 10);
+    check(tmux.wait_for("↑6"));
+    tmux.mouse(65, 40, 10);
+    check(tmux.wait_for("↑3"));
+    tmux.keys(&["G"]);
+
+    // w cuts long lines at the edge: the end is gone, the mode says so.
+    tmux.keys(&["w"]);
+    let screen = check(tmux.wait_for("cut (w wraps)"));
+    assert!(!screen.contains("the-end-of-the-long-line"), "{screen}");
+
+    tmux.keys(&["q"]);
+    check(tmux.wait_for("agentctl-exited-0"));
+    assert_eq!(tmux.alternate_screen(), "0", "the terminal is given back");
+    assert_eq!(tmux.mouse_reporting(), "0 0", "and the mouse too");
+    drop(tmux);
+
+    // --no-mouse leaves the mouse to the terminal.
+    let tmux = Tmux::start(&format!(
+        "{} --addr {} --no-mouse",
+        bin("agentctl").display(),
+        agent.addr
+    ));
+    check(tmux.wait_for("● connected"));
+    assert_eq!(tmux.mouse_reporting(), "0 0");
 }

@@ -5,12 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
+use ratatui::layout::Rect;
 use shared::api::{LogChunk, PluginInfo, RunResponse, RunResult, Status};
 use shared::ClientError;
 
 use super::conn::Conn;
 use super::event::{Event, Net, Verb};
+use super::ui;
 
 /// Throughput samples kept for the sparkline (one per refresh, about 2 minutes).
 pub const THROUGHPUT_SAMPLES: usize = 60;
@@ -20,6 +22,8 @@ pub const LOG_LINES_KEPT: usize = 10_000;
 pub const LOG_BATCH: u64 = 500;
 /// When a file is opened, start this many bytes before its end rather than at its start.
 pub const LOG_TAIL_BYTES: u64 = 64 * 1024;
+/// Lines (or list rows) one wheel notch scrolls, as in most terminal programs.
+pub const WHEEL_LINES: usize = 3;
 
 /// The screens, in tab order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +42,7 @@ impl Tab {
     /// All tabs in order.
     pub const ALL: [Tab; 4] = [Tab::Overview, Tab::Namespaces, Tab::Plugins, Tab::Logs];
 
-    /// The tab's title.
+    /// The tab's title, without its number.
     pub fn title(self) -> &'static str {
         match self {
             Tab::Overview => "Overview",
@@ -48,7 +52,8 @@ impl Tab {
         }
     }
 
-    fn index(self) -> usize {
+    /// Its place in [`Tab::ALL`].
+    pub fn index(self) -> usize {
         Tab::ALL.iter().position(|t| *t == self).unwrap_or(0)
     }
 }
@@ -162,6 +167,9 @@ pub struct LogsView {
     pub scroll: usize,
     /// The search term, matched case-insensitively.
     pub query: Option<String>,
+    /// Long lines are cut at the right edge instead of wrapped (`w` toggles; wrapping is the
+    /// default because the end of a long line is often the error).
+    pub cut: bool,
     /// Why reading stopped, if it did.
     pub error: Option<String>,
 }
@@ -182,6 +190,11 @@ pub struct App {
     pub addr: String,
     /// The tab shown.
     pub tab: Tab,
+    /// The terminal's size, from the last resize: mouse clicks are hit-tested against the same
+    /// layout `ui::draw` uses at this size.
+    pub area: Rect,
+    /// The selected row of the Namespaces screen.
+    pub ns_selected: usize,
     /// Unix seconds, from the last tick (so drawing never reads the clock).
     pub now: i64,
     /// The connection.
@@ -222,6 +235,8 @@ impl App {
         App {
             addr: addr.to_owned(),
             tab: Tab::Overview,
+            area: Rect::default(),
+            ns_selected: 0,
             now,
             conn: Conn::Connecting,
             refresh_sent: None,
@@ -245,7 +260,11 @@ impl App {
     pub fn update(&mut self, event: Event) -> Option<Action> {
         match event {
             Event::Key(key) => self.on_key(key),
-            Event::Resize => None,
+            Event::Mouse(m) => self.on_mouse(m),
+            Event::Resize { width, height } => {
+                self.area = Rect::new(0, 0, width, height);
+                None
+            }
             Event::Tick { now } => {
                 self.now = now;
                 self.on_tick()
@@ -258,6 +277,14 @@ impl App {
     pub fn plugin_list(&self) -> &[PluginInfo] {
         match &self.plugins {
             Feed::Ready(p) => p,
+            _ => &[],
+        }
+    }
+
+    /// The namespaces listed, empty when none are known.
+    pub fn namespace_list(&self) -> &[String] {
+        match &self.namespaces {
+            Feed::Ready(n) => n,
             _ => &[],
         }
     }
@@ -367,6 +394,9 @@ impl App {
                 }
                 if let Some(ns) = namespaces {
                     self.namespaces = feed(ns, &self.addr);
+                    self.ns_selected = self
+                        .ns_selected
+                        .min(self.namespace_list().len().saturating_sub(1));
                 }
                 if let Some(p) = plugins {
                     self.plugins = feed(p.map(|l| l.plugins), &self.addr);
@@ -575,8 +605,88 @@ impl App {
         match self.tab {
             Tab::Plugins => self.on_plugins_key(key),
             Tab::Logs => self.on_logs_key(key),
-            Tab::Overview | Tab::Namespaces => None,
+            Tab::Namespaces => {
+                let last = self.namespace_list().len().saturating_sub(1);
+                self.ns_selected = list_key(key.code, self.ns_selected, last);
+                None
+            }
+            Tab::Overview => None,
         }
+    }
+
+    /// A left click switches tab or selects a row; the wheel scrolls what is shown.
+    fn on_mouse(&mut self, m: MouseEvent) -> Option<Action> {
+        if self.help {
+            // Like any key: a click closes the overlay, the wheel leaves it open.
+            self.help = !matches!(m.kind, MouseEventKind::Down(_));
+            return None;
+        }
+        if self.confirm.is_some() {
+            // A stray click must neither confirm nor cancel: the prompt wants y or n.
+            return None;
+        }
+        let notch = match m.kind {
+            MouseEventKind::ScrollUp => Some(true),
+            MouseEventKind::ScrollDown => Some(false),
+            _ => None,
+        };
+        if let Some(up) = notch {
+            self.wheel(up);
+            return None;
+        }
+        match ui::target_at(self, m.column, m.row)? {
+            ui::Target::Tab(tab) => self.tab = tab,
+            ui::Target::Row(i) => match self.tab {
+                Tab::Namespaces => self.ns_selected = i,
+                Tab::Plugins => self.plugins_view.selected = i,
+                Tab::Overview | Tab::Logs => {}
+            },
+        }
+        None
+    }
+
+    /// One wheel notch on whatever list or log the screen shows.
+    fn wheel(&mut self, up: bool) {
+        let step = |v: usize, max: usize| {
+            if up {
+                v.saturating_sub(WHEEL_LINES)
+            } else {
+                (v + WHEEL_LINES).min(max)
+            }
+        };
+        match self.tab {
+            Tab::Overview => {}
+            Tab::Namespaces => {
+                let last = self.namespace_list().len().saturating_sub(1);
+                self.ns_selected = step(self.ns_selected, last);
+            }
+            Tab::Plugins if self.plugins_view.detail_open => {
+                let v = &mut self.plugins_view;
+                v.detail_scroll = step(usize::from(v.detail_scroll), usize::from(u16::MAX))
+                    .try_into()
+                    .unwrap_or(u16::MAX);
+            }
+            Tab::Plugins => {
+                let last = self.plugin_list().len().saturating_sub(1);
+                self.plugins_view.selected = step(self.plugins_view.selected, last);
+            }
+            Tab::Logs => {
+                // Logs scroll counts lines up from the newest, so "up" adds.
+                let max = self.log_scroll_max();
+                let s = self.logs.scroll;
+                self.logs.scroll = if up {
+                    (s + WHEEL_LINES).min(max)
+                } else {
+                    s.saturating_sub(WHEEL_LINES)
+                };
+            }
+        }
+    }
+
+    /// How far the log view scrolls up: until the first line is at the top of the view.
+    pub fn log_scroll_max(&self) -> usize {
+        let (width, height) = ui::log_text_size(self);
+        ui::log_scroll_max(&self.logs.lines, width, height, !self.logs.cut)
     }
 
     fn on_plugins_key(&mut self, key: KeyEvent) -> Option<Action> {
@@ -597,14 +707,19 @@ impl App {
             }
             return None;
         }
-        let last = n.saturating_sub(1);
         match key.code {
-            KeyCode::Down | KeyCode::Char('j') => v.selected = (v.selected + 1).min(last),
-            KeyCode::Up | KeyCode::Char('k') => v.selected = v.selected.saturating_sub(1),
-            KeyCode::PageDown => v.selected = (v.selected + 10).min(last),
-            KeyCode::PageUp => v.selected = v.selected.saturating_sub(10),
-            KeyCode::Home | KeyCode::Char('g') => v.selected = 0,
-            KeyCode::End | KeyCode::Char('G') => v.selected = last,
+            KeyCode::Down
+            | KeyCode::Char('j')
+            | KeyCode::Up
+            | KeyCode::Char('k')
+            | KeyCode::PageDown
+            | KeyCode::PageUp
+            | KeyCode::Home
+            | KeyCode::Char('g')
+            | KeyCode::End
+            | KeyCode::Char('G') => {
+                v.selected = list_key(key.code, v.selected, n.saturating_sub(1))
+            }
             KeyCode::Enter if n > 0 => {
                 v.detail_open = true;
                 v.detail_scroll = 0;
@@ -668,8 +783,8 @@ impl App {
     }
 
     fn on_logs_key(&mut self, key: KeyEvent) -> Option<Action> {
+        let max = self.log_scroll_max();
         let l = &mut self.logs;
-        let n = l.lines.len();
         match key.code {
             KeyCode::Char('o') | KeyCode::Enter if l.input.is_none() => {
                 let start = l.path.clone().unwrap_or_else(|| self.suggested_log());
@@ -680,11 +795,12 @@ impl App {
                 l.paused = !l.paused;
                 return self.log_read();
             }
-            KeyCode::Up | KeyCode::Char('k') => l.scroll = (l.scroll + 1).min(n),
+            KeyCode::Char('w') => l.cut = !l.cut,
+            KeyCode::Up | KeyCode::Char('k') => l.scroll = (l.scroll + 1).min(max),
             KeyCode::Down | KeyCode::Char('j') => l.scroll = l.scroll.saturating_sub(1),
-            KeyCode::PageUp => l.scroll = (l.scroll + 10).min(n),
+            KeyCode::PageUp => l.scroll = (l.scroll + 10).min(max),
             KeyCode::PageDown => l.scroll = l.scroll.saturating_sub(10),
-            KeyCode::Home | KeyCode::Char('g') => l.scroll = n,
+            KeyCode::Home | KeyCode::Char('g') => l.scroll = max,
             KeyCode::End | KeyCode::Char('G') => l.scroll = 0,
             KeyCode::Char('n') => self.jump_match(true),
             KeyCode::Char('N') => self.jump_match(false),
@@ -708,7 +824,7 @@ impl App {
             matches.iter().find(|&&i| i > bottom)
         };
         match target {
-            Some(&i) => self.logs.scroll = n - 1 - i,
+            Some(&i) => self.logs.scroll = (n - 1 - i).min(self.log_scroll_max()),
             None => self.flash("no more matches".into(), false),
         }
     }
@@ -733,7 +849,7 @@ impl App {
                         // Show the newest match at the bottom of the view.
                         let n = self.logs.lines.len();
                         match self.log_matches().last() {
-                            Some(&i) => self.logs.scroll = n - 1 - i,
+                            Some(&i) => self.logs.scroll = (n - 1 - i).min(self.log_scroll_max()),
                             None if self.logs.query.is_some() => {
                                 self.flash("no line matches".into(), false)
                             }
@@ -751,6 +867,7 @@ impl App {
     fn open_log(&mut self, path: String) -> Option<Action> {
         self.logs = LogsView {
             path: Some(path),
+            cut: self.logs.cut,
             ..LogsView::default()
         };
         self.log_read()
@@ -778,6 +895,19 @@ fn short_reason(e: &ClientError) -> String {
         }
         ClientError::Api { status, message } => format!("status failed ({status}): {message}"),
         ClientError::Decode { reason, .. } => format!("unexpected status answer: {reason}"),
+    }
+}
+
+/// j/k, PgUp/PgDn, g/G (and Home/End) on a list of `last + 1` rows.
+fn list_key(code: KeyCode, selected: usize, last: usize) -> usize {
+    match code {
+        KeyCode::Down | KeyCode::Char('j') => (selected + 1).min(last),
+        KeyCode::Up | KeyCode::Char('k') => selected.saturating_sub(1),
+        KeyCode::PageDown => (selected + 10).min(last),
+        KeyCode::PageUp => selected.saturating_sub(10),
+        KeyCode::Home | KeyCode::Char('g') => 0,
+        KeyCode::End | KeyCode::Char('G') => last,
+        _ => selected,
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use ratatui::crossterm::event::{self as ct, KeyEvent, KeyEventKind};
+use ratatui::crossterm::event::{
+    self as ct, KeyEvent, KeyEventKind, MouseButton, MouseEvent, MouseEventKind,
+};
 use shared::api::{ActionResponse, LogChunk, PluginList, RunResponse, Status};
 use shared::ClientError;
 use tokio::sync::mpsc;
@@ -14,8 +16,15 @@ use tokio_util::sync::CancellationToken;
 pub enum Event {
     /// A key press.
     Key(KeyEvent),
-    /// The terminal changed size (the next draw adapts).
-    Resize,
+    /// A click or a wheel notch (only those: motion is dropped by the input thread).
+    Mouse(MouseEvent),
+    /// The terminal changed size (the next draw adapts; mouse hit-testing needs it).
+    Resize {
+        /// Columns.
+        width: u16,
+        /// Rows.
+        height: u16,
+    },
     /// The clock, once a second.
     Tick {
         /// Unix seconds.
@@ -95,7 +104,7 @@ pub enum Net {
 }
 
 /// Reads terminal events on a thread of its own (crossterm's reader blocks) and forwards key
-/// presses and resizes; polls at most 4 times a second to notice `cancel`.
+/// presses, clicks, wheel notches and resizes; polls at most 4 times a second to notice `cancel`.
 pub fn spawn_input(tx: mpsc::Sender<Event>, cancel: CancellationToken) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("agentctl-input".into())
@@ -108,7 +117,8 @@ pub fn spawn_input(tx: mpsc::Sender<Event>, cancel: CancellationToken) -> std::i
                 }
                 let event = match ct::read() {
                     Ok(ct::Event::Key(k)) if k.kind != KeyEventKind::Release => Event::Key(k),
-                    Ok(ct::Event::Resize(..)) => Event::Resize,
+                    Ok(ct::Event::Mouse(m)) if wanted(&m) => Event::Mouse(m),
+                    Ok(ct::Event::Resize(width, height)) => Event::Resize { width, height },
                     Ok(_) => continue,
                     Err(_) => break,
                 };
@@ -118,4 +128,15 @@ pub fn spawn_input(tx: mpsc::Sender<Event>, cancel: CancellationToken) -> std::i
             }
         })
         .map(|_| ())
+}
+
+/// Mouse capture reports every motion and release too; only presses of the left button and the
+/// wheel do anything, and dropping the rest here keeps a moving mouse from waking the loop.
+fn wanted(m: &MouseEvent) -> bool {
+    matches!(
+        m.kind,
+        MouseEventKind::Down(MouseButton::Left)
+            | MouseEventKind::ScrollUp
+            | MouseEventKind::ScrollDown
+    )
 }

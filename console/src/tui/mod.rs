@@ -22,13 +22,20 @@ use event::{Event, Net, Verb};
 /// costs one small redraw a second.
 pub const TICK: Duration = Duration::from_secs(1);
 
-/// Runs the TUI on the real terminal until the user quits.
-pub async fn run(client: Client) -> anyhow::Result<()> {
-    let mut term = term::Term::enter()?;
+/// Runs the TUI on the real terminal until the user quits; `mouse` captures the mouse (clicks
+/// and wheel) at the cost of the terminal's own text selection (shift-drag still selects).
+pub async fn run(client: Client, mouse: bool) -> anyhow::Result<()> {
+    let mut term = term::Term::enter(mouse)?;
     let cancel = CancellationToken::new();
     let (tx, rx) = mpsc::channel(256);
     event::spawn_input(tx.clone(), cancel.clone())?;
     let mut app = App::new(client.addr(), crate::fmt::unix_now());
+    // Later sizes come with resize events; clicks are placed against this one until then.
+    let size = term.terminal().size()?;
+    app.update(Event::Resize {
+        width: size.width,
+        height: size.height,
+    });
     let result = run_loop(term.terminal(), &mut app, rx, tx, client, cancel.clone()).await;
     cancel.cancel();
     drop(term);

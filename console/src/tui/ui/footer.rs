@@ -47,6 +47,7 @@ pub(super) fn draw(frame: &mut Frame, app: &App, flash: Rect, hints: Rect) {
                 ("j/k", "scroll"),
                 ("/", "search"),
                 ("n/N", "next"),
+                ("w", if app.logs.cut { "wrap" } else { "cut" }),
                 ("?", "help"),
             ],
             Tab::Overview | Tab::Namespaces => &[

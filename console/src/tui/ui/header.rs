@@ -5,11 +5,36 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Tabs};
 use ratatui::Frame;
+use unicode_width::UnicodeWidthStr;
 
 use super::{BAD, GOOD};
 use crate::fmt::{age, duration};
 use crate::tui::app::{App, Tab};
 use crate::tui::conn::Conn;
+
+/// Around each tab title, and between two tabs.
+const PAD: &str = " ";
+const DIVIDER: &str = "│";
+
+/// A tab's title as the tab bar shows it: its key, then its name.
+fn label(tab: Tab) -> String {
+    format!("{} {}", tab.index() + 1, tab.title())
+}
+
+/// The tab whose title (with its padding) is drawn at column `x`: the `Tabs` widget lays
+/// them out left to right as pad, title, pad, divider.
+pub(super) fn tab_at(area: Rect, x: u16) -> Option<Tab> {
+    let pad = PAD.width() as u16;
+    let mut left = area.x;
+    for tab in Tab::ALL {
+        let right = left + pad + label(tab).width() as u16 + pad;
+        if (left..right.min(area.right())).contains(&x) {
+            return Some(tab);
+        }
+        left = right + DIVIDER.width() as u16;
+    }
+    None
+}
 
 pub(super) fn draw(frame: &mut Frame, app: &App, head: Rect, tabs: Rect, banner: Rect) {
     let mut left = vec![Span::styled(
@@ -38,16 +63,12 @@ pub(super) fn draw(frame: &mut Frame, app: &App, head: Rect, tabs: Rect, banner:
     frame.render_widget(Paragraph::new(Line::from(left)), head);
     frame.render_widget(Paragraph::new(Line::from(right)).right_aligned(), head);
 
-    let titles = Tab::ALL
-        .iter()
-        .enumerate()
-        .map(|(i, t)| format!("{} {}", i + 1, t.title()));
-    let selected = Tab::ALL.iter().position(|t| *t == app.tab).unwrap_or(0);
     frame.render_widget(
-        Tabs::new(titles)
-            .select(selected)
+        Tabs::new(Tab::ALL.map(label))
+            .select(app.tab.index())
             .highlight_style(Style::new().fg(Color::Black).bg(Color::Cyan))
-            .padding(" ", " "),
+            .padding(PAD, PAD)
+            .divider(DIVIDER),
         tabs,
     );
 

@@ -24,6 +24,11 @@ const KEYS: &[(&str, &str)] = &[
     ("Space", "pause / resume following"),
     ("j/k, PgUp/PgDn, g/G", "scroll; G follows the end"),
     ("/, n, N", "search; older / newer match"),
+    ("w", "wrap long lines (default) or cut them"),
+    ("", ""),
+    ("Mouse", ""),
+    ("click", "a tab to switch, a row to select it"),
+    ("wheel", "scroll 3 lines (shift-drag selects text)"),
 ];
 
 pub(super) fn draw(frame: &mut Frame) {

@@ -12,7 +12,9 @@ use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Style};
 use ratatui::Frame;
 
-use super::app::{App, Tab};
+use super::app::{App, Feed, Tab};
+
+pub use logs::log_scroll_max;
 
 /// Style of labels in key/value lists.
 pub(crate) const LABEL: Style = Style::new().fg(Color::Cyan);
@@ -21,18 +23,106 @@ pub(crate) const BAD: Style = Style::new().fg(Color::Red);
 /// Style of things that are fine.
 pub(crate) const GOOD: Style = Style::new().fg(Color::Green);
 
-/// Draws the whole screen for `app`.
-pub fn draw(frame: &mut Frame, app: &App) {
-    let down = app.conn.is_down();
+/// Where the parts of the screen are: drawing and mouse hit-testing both place things by it.
+struct Areas {
+    head: Rect,
+    tabs: Rect,
+    banner: Rect,
+    body: Rect,
+    flash: Rect,
+    hints: Rect,
+}
+
+fn areas(area: Rect, app: &App) -> Areas {
     let [head, tabs, banner, body, flash, hints] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
-        Constraint::Length(u16::from(down)),
+        Constraint::Length(u16::from(app.conn.is_down())),
         Constraint::Min(1),
         Constraint::Length(1),
         Constraint::Length(1),
     ])
-    .areas(frame.area());
+    .areas(area);
+    Areas {
+        head,
+        tabs,
+        banner,
+        body,
+        flash,
+        hints,
+    }
+}
+
+/// What a click landed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A tab's title.
+    Tab(Tab),
+    /// A row of the Namespaces or Plugins list (its index in the list).
+    Row(usize),
+}
+
+/// What is drawn at column `x`, row `y` of a screen of `app.area`, if it can be clicked.
+pub fn target_at(app: &App, x: u16, y: u16) -> Option<Target> {
+    let a = areas(app.area, app);
+    if y == a.tabs.y && a.tabs.height > 0 {
+        return header::tab_at(a.tabs, x).map(Target::Tab);
+    }
+    if !a.body.contains((x, y).into()) {
+        return None;
+    }
+    match app.tab {
+        Tab::Namespaces if matches!(app.namespaces, Feed::Ready(_)) => {
+            let n = app.namespace_list().len();
+            row_at(a.body, app.ns_selected, n, y).map(Target::Row)
+        }
+        Tab::Plugins if !app.plugins_view.detail_open && matches!(app.plugins, Feed::Ready(_)) => {
+            let n = app.plugin_list().len();
+            let table = plugins::table_area(a.body);
+            row_at(table, app.plugins_view.selected, n, y).map(Target::Row)
+        }
+        _ => None,
+    }
+}
+
+/// Columns and rows of the Logs screen's text, at `app.area`.
+pub fn log_text_size(app: &App) -> (usize, usize) {
+    let t = logs::text_area(areas(app.area, app).body);
+    (usize::from(t.width), usize::from(t.height))
+}
+
+/// Rows of data a bordered table with a header line shows in `area`.
+pub(crate) fn table_rows(area: Rect) -> usize {
+    usize::from(area.height.saturating_sub(3).max(1))
+}
+
+/// The first row shown of a list that keeps `selected` in view in `visible` rows.
+pub(crate) fn first_shown(selected: usize, visible: usize) -> usize {
+    selected.saturating_sub(visible.saturating_sub(1))
+}
+
+/// The list index drawn on screen row `y` of a bordered table with a header line in `area`.
+fn row_at(area: Rect, selected: usize, len: usize, y: u16) -> Option<usize> {
+    let top = area.y + 2;
+    if y < top || y >= area.bottom().saturating_sub(1) {
+        return None;
+    }
+    let i =
+        first_shown(selected.min(len.saturating_sub(1)), table_rows(area)) + usize::from(y - top);
+    (i < len).then_some(i)
+}
+
+/// Draws the whole screen for `app`.
+pub fn draw(frame: &mut Frame, app: &App) {
+    let down = app.conn.is_down();
+    let Areas {
+        head,
+        tabs,
+        banner,
+        body,
+        flash,
+        hints,
+    } = areas(frame.area(), app);
     header::draw(frame, app, head, tabs, banner);
     match app.tab {
         Tab::Overview => overview::draw(frame, app, body),

@@ -5,6 +5,7 @@ use ratatui::style::{Modifier, Style};
 use ratatui::widgets::{Block, Paragraph, Row, Table};
 use ratatui::Frame;
 
+use super::{first_shown, table_rows};
 use crate::tui::app::{App, Feed};
 
 pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
@@ -33,22 +34,35 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
     }
     let plugins = app.plugin_list();
     let known = matches!(app.plugins, Feed::Ready(_));
-    let rows = names.iter().map(|ns| {
-        let mine: Vec<_> = plugins.iter().filter(|p| &p.ns == ns).collect();
-        let count = |f: &dyn Fn(&&shared::api::PluginInfo) -> bool| {
-            if known {
-                mine.iter().filter(|p| f(p)).count().to_string()
+    let selected = app.ns_selected.min(names.len() - 1);
+    let first = first_shown(selected, table_rows(area));
+    // Only the visible window is built, as on the Plugins screen.
+    let rows = names
+        .iter()
+        .enumerate()
+        .skip(first)
+        .take(table_rows(area))
+        .map(|(i, ns)| {
+            let mine: Vec<_> = plugins.iter().filter(|p| &p.ns == ns).collect();
+            let count = |f: &dyn Fn(&&shared::api::PluginInfo) -> bool| {
+                if known {
+                    mine.iter().filter(|p| f(p)).count().to_string()
+                } else {
+                    "-".to_owned()
+                }
+            };
+            let row = Row::new(vec![
+                ns.clone(),
+                count(&|_| true),
+                count(&|p| !p.enabled),
+                count(&|p| p.last_run.as_ref().is_some_and(|r| !r.ok)),
+            ]);
+            if i == selected {
+                row.style(Style::new().add_modifier(Modifier::REVERSED))
             } else {
-                "-".to_owned()
+                row
             }
-        };
-        Row::new(vec![
-            ns.clone(),
-            count(&|_| true),
-            count(&|p| !p.enabled),
-            count(&|p| p.last_run.as_ref().is_some_and(|r| !r.ok)),
-        ])
-    });
+        });
     let table = Table::new(
         rows,
         [

@@ -8,7 +8,7 @@ use ratatui::widgets::{Block, Clear, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 use shared::api::PluginInfo;
 
-use super::{centered, BAD, GOOD, LABEL};
+use super::{centered, first_shown, table_rows, BAD, GOOD, LABEL};
 use crate::commands::plugins::{interval, state};
 use crate::fmt::{age, run_summary};
 use crate::tui::app::{App, Confirm, Feed};
@@ -60,10 +60,18 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
         );
         return;
     }
-    let [table_area, detail_area] =
-        Layout::vertical([Constraint::Min(4), Constraint::Length(DETAIL_HEIGHT)]).areas(area);
+    let [table_area, detail_area] = split(area);
     table(frame, app, list, selected, table_area);
     detail(frame, app, &list[selected], detail_area, 0);
+}
+
+fn split(area: Rect) -> [Rect; 2] {
+    Layout::vertical([Constraint::Min(4), Constraint::Length(DETAIL_HEIGHT)]).areas(area)
+}
+
+/// Where the table is drawn when the detail pane is under it.
+pub(super) fn table_area(body: Rect) -> Rect {
+    split(body)[0]
 }
 
 fn message(frame: &mut Frame, area: Rect, text: String) {
@@ -77,8 +85,8 @@ fn message(frame: &mut Frame, area: Rect, text: String) {
 
 /// Only the visible window of rows is built, so a long list costs what a screenful costs.
 fn table(frame: &mut Frame, app: &App, list: &[PluginInfo], selected: usize, area: Rect) {
-    let visible = area.height.saturating_sub(3).max(1) as usize;
-    let first = selected.saturating_sub(visible - 1);
+    let visible = table_rows(area);
+    let first = first_shown(selected, visible);
     let rows = list
         .iter()
         .enumerate()
