@@ -281,6 +281,15 @@ impl Tmux {
         tmux
     }
 
+    /// `agentctl --addr ADDR ARGS` in a new pane. When it exits the pane stays and shows
+    /// `agentctl-exited-<code>`, so the terminal it gave back can be inspected.
+    fn agentctl(addr: &str, args: &str) -> Tmux {
+        Tmux::start(&format!(
+            "{} --addr {addr} {args}; echo agentctl-exited-$?; sleep 60",
+            bin("agentctl").display()
+        ))
+    }
+
     fn cmd(&self, args: &[&str]) -> Output {
         Command::new("tmux")
             .args(["-L", &self.socket])
@@ -329,18 +338,16 @@ impl Tmux {
         }
     }
 
-    /// Waits (bounded) until the pane shows `needle`; the screen for the failure message.
-    fn wait_for(&self, needle: &str) -> Result<String, String> {
+    /// Waits (bounded) until the pane shows `needle` and returns the screen; fails the test
+    /// with the last screen when it does not appear.
+    fn wait_for(&self, needle: &str) -> String {
         let mut last = String::new();
         let seen = wait_until(Duration::from_secs(15), || {
             last = self.screen();
             last.contains(needle)
         });
-        if seen {
-            Ok(last)
-        } else {
-            Err(format!("{needle:?} did not appear; the screen:\n{last}"))
-        }
+        assert!(seen, "{needle:?} did not appear; the screen:\n{last}");
+        last
     }
 }
 
@@ -363,61 +370,49 @@ fn the_tui_in_a_real_terminal_navigates_and_reconnects() {
         .config("[output]\nflush_ms = 100")
         .registry(REGISTRY)
         .start();
-    // After agentctl exits, the pane stays (sleep) so the restored terminal can be inspected.
-    let command = format!(
-        "{} --addr {}; echo agentctl-exited-$?; sleep 60",
-        bin("agentctl").display(),
-        agent.addr
-    );
-    let tmux = Tmux::start(&command);
-    let check = |r: Result<String, String>| r.unwrap_or_else(|e| panic!("{e}"));
+    let tmux = Tmux::agentctl(&agent.addr, "");
 
-    let screen = check(tmux.wait_for("● connected"));
-    check(tmux.wait_for("e2e-console · agent 0.1.0"));
+    let screen = tmux.wait_for("● connected");
+    tmux.wait_for("e2e-console · agent 0.1.0");
     assert_eq!(
         tmux.alternate_screen(),
         "1",
         "the UI runs on the alternate screen"
     );
     assert!(screen.contains("1 Overview"), "{screen}");
-    check(tmux.wait_for("Delivered points/s"));
+    tmux.wait_for("Delivered points/s");
 
     tmux.keys(&["2"]);
-    check(tmux.wait_for("NAMESPACE"));
-    check(tmux.wait_for(NS));
+    tmux.wait_for("NAMESPACE");
+    tmux.wait_for(NS);
 
-    // Plugins: what this agent offers. Without the plugins API the screen says so plainly;
-    // the run assertion is completed once the plugins endpoints are merged.
+    // Plugins: this registry lists none, and the screen says so (running one: the next test).
     tmux.keys(&["3"]);
-    let screen = check(tmux.wait_for("┌ Plugins"));
-    assert!(
-        screen.contains("does not offer the plugins API yet") || screen.contains("No plugins"),
-        "{screen}"
-    );
+    tmux.wait_for("No plugins: the registry lists none");
 
     // Logs: the suggestion is the agent's own log for today.
     tmux.keys(&["4", "o"]);
     let log_dir = agent.data_dir().join("log");
-    check(tmux.wait_for(&format!("file: {}", log_dir.display())));
+    tmux.wait_for(&format!("file: {}", log_dir.display()));
     tmux.keys(&["Enter"]);
-    check(tmux.wait_for("following"));
+    tmux.wait_for("following");
 
     tmux.keys(&["?"]);
-    check(tmux.wait_for("Help: keys"));
+    tmux.wait_for("Help: keys");
     tmux.keys(&["Escape"]);
 
     // The agent goes away: a banner, the last data kept; it comes back: connected again.
     tmux.keys(&["1"]);
     agent.kill9();
-    let screen = check(tmux.wait_for("✖ disconnected"));
+    let screen = tmux.wait_for("✖ disconnected");
     assert!(screen.contains("cannot reach the agent"), "{screen}");
     assert!(screen.contains("e2e-console"), "last data stays: {screen}");
     let agent = agent.restart(false);
     assert_eq!(agent.addr, format!("127.0.0.1:{port}"));
-    check(tmux.wait_for("● connected"));
+    tmux.wait_for("● connected");
 
     tmux.keys(&["q"]);
-    check(tmux.wait_for("agentctl-exited-0"));
+    tmux.wait_for("agentctl-exited-0");
     assert_eq!(tmux.alternate_screen(), "0", "the terminal is given back");
 }
 
@@ -449,29 +444,24 @@ fn the_tui_runs_a_plugin_and_shows_its_output() {
     });
     assert!(cloned, "plugin not cloned:\n{}", agent.stderr());
 
-    let tmux = Tmux::start(&format!(
-        "{} --addr {}",
-        bin("agentctl").display(),
-        agent.addr
-    ));
-    let check = |r: Result<String, String>| r.unwrap_or_else(|e| panic!("{e}"));
-    check(tmux.wait_for("● connected"));
+    let tmux = Tmux::agentctl(&agent.addr, "");
+    tmux.wait_for("● connected");
     tmux.keys(&["3"]);
-    check(tmux.wait_for("hello"));
-    check(tmux.wait_for("on demand"));
+    tmux.wait_for("hello");
+    tmux.wait_for("on demand");
 
     tmux.keys(&["r"]);
-    check(tmux.wait_for(&format!("{NS}/hello: ran, ok:")));
+    tmux.wait_for(&format!("{NS}/hello: ran, ok:"));
     tmux.keys(&["Enter"]);
-    let screen = check(tmux.wait_for("hello from hello"));
+    let screen = tmux.wait_for("hello from hello");
     assert!(screen.contains("a warning"), "stderr shown: {screen}");
     tmux.keys(&["Escape"]);
 
     // Disable asks first; the table then shows the new state; enable needs no prompt.
     tmux.keys(&["d"]);
-    check(tmux.wait_for("Disable e2e.console/hello?"));
+    tmux.wait_for("Disable e2e.console/hello?");
     tmux.keys(&["y"]);
-    check(tmux.wait_for("disabled"));
+    tmux.wait_for("disabled");
     assert_eq!(
         agent.get("/plugins/list").1["plugins"][0]["enabled"],
         serde_json::json!(false)
@@ -501,14 +491,8 @@ fn the_tui_takes_clicks_and_the_wheel_wraps_long_lines_and_gives_the_mouse_back(
     let file = agent.data_dir().join("log").join("e2e-long.log");
     std::fs::write(&file, body).expect("write the log file");
 
-    let command = format!(
-        "{} --addr {}; echo agentctl-exited-$?; sleep 60",
-        bin("agentctl").display(),
-        agent.addr
-    );
-    let tmux = Tmux::start(&command);
-    let check = |r: Result<String, String>| r.unwrap_or_else(|e| panic!("{e}"));
-    let screen = check(tmux.wait_for("● connected"));
+    let tmux = Tmux::agentctl(&agent.addr, "");
+    let screen = tmux.wait_for("● connected");
     assert_eq!(
         tmux.mouse_reporting(),
         "1 1",
@@ -524,46 +508,42 @@ fn the_tui_takes_clicks_and_the_wheel_wraps_long_lines_and_gives_the_mouse_back(
         tabs[..byte].chars().count() + 2
     };
     tmux.mouse(0, column("2 Namespaces"), 1);
-    check(tmux.wait_for("NAMESPACE"));
+    tmux.wait_for("NAMESPACE");
     tmux.mouse(0, column("4 Logs"), 1);
-    check(tmux.wait_for("No file. Press"));
+    tmux.wait_for("No file. Press");
 
     // Open the file: the prompt starts with the agent's log, which is erased first.
     tmux.keys(&["o"]);
-    check(tmux.wait_for("file: "));
+    tmux.wait_for("file: ");
     tmux.keys(&["-N", "300", "BSpace"]);
     tmux.keys(&["-l", &file.display().to_string()]);
     tmux.keys(&["Enter"]);
     // Following the end: the long line wraps, so its end is on screen.
-    let screen = check(tmux.wait_for("the-end-of-the-long-line"));
+    let screen = tmux.wait_for("the-end-of-the-long-line");
     assert!(screen.contains("wrapped"), "{screen}");
 
     // The wheel scrolls the log, three lines a notch.
     tmux.mouse(64, 40, 10);
-    check(tmux.wait_for("↑3"));
+    tmux.wait_for("↑3");
     tmux.mouse(64, 40, 10);
-    check(tmux.wait_for("↑6"));
+    tmux.wait_for("↑6");
     tmux.mouse(65, 40, 10);
-    check(tmux.wait_for("↑3"));
+    tmux.wait_for("↑3");
     tmux.keys(&["G"]);
 
     // w cuts long lines at the edge: the end is gone, the mode says so.
     tmux.keys(&["w"]);
-    let screen = check(tmux.wait_for("cut (w wraps)"));
+    let screen = tmux.wait_for("cut (w wraps)");
     assert!(!screen.contains("the-end-of-the-long-line"), "{screen}");
 
     tmux.keys(&["q"]);
-    check(tmux.wait_for("agentctl-exited-0"));
+    tmux.wait_for("agentctl-exited-0");
     assert_eq!(tmux.alternate_screen(), "0", "the terminal is given back");
     assert_eq!(tmux.mouse_reporting(), "0 0", "and the mouse too");
     drop(tmux);
 
     // --no-mouse leaves the mouse to the terminal.
-    let tmux = Tmux::start(&format!(
-        "{} --addr {} --no-mouse",
-        bin("agentctl").display(),
-        agent.addr
-    ));
-    check(tmux.wait_for("● connected"));
+    let tmux = Tmux::agentctl(&agent.addr, "--no-mouse");
+    tmux.wait_for("● connected");
     assert_eq!(tmux.mouse_reporting(), "0 0");
 }
