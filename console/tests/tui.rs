@@ -152,6 +152,25 @@ fn overview_shows_status_output_registry_and_throughput() {
 }
 
 #[test]
+fn skipped_registry_entries_show_on_the_overview() {
+    let mut app = app();
+    let before = render(&app);
+    assert!(before.contains("│skipped  none"), "{before}");
+    if let Some(s) = app.status.as_mut() {
+        s.registry.problems = vec![
+            "namespace \"bad ns\": ' ' is not allowed".into(),
+            "namespace \"web.shop\": item 4 skipped: unknown measurement_type \"SNMP\"".into(),
+        ];
+        s.registry.skipped_total = 5;
+    }
+    let screen = render(&app);
+    assert!(
+        screen.contains("│skipped  2 problems (agentctl status)"),
+        "{screen}"
+    );
+}
+
+#[test]
 fn a_long_endpoint_is_cut_from_the_left_and_every_row_stays_in_its_box() {
     let mut app = app();
     if let Some(s) = app.status.as_mut() {

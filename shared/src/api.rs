@@ -133,6 +133,10 @@ pub struct RegistryStatus {
     /// Items skipped from the last answer, each with its reason.
     #[serde(default)]
     pub problems: Vec<String>,
+    /// Skipped entries since start, each counted once when it appears (as it is logged), not
+    /// on every refresh that still has it.
+    #[serde(default)]
+    pub skipped_total: u64,
 }
 
 /// Pipeline part of [`Status`].

@@ -375,6 +375,11 @@ fn http_registry_happy_path_with_periodic_refresh() {
     assert!(wait_until(Duration::from_secs(15), || posts(&server) >= now + 3));
     let logged = agent.stderr().matches("unknown measurement_type").count();
     assert_eq!(logged, 1, "{}", agent.stderr());
+    assert_eq!(
+        agent.status()["registry"]["skipped_total"],
+        2,
+        "counted as logged: once each"
+    );
 }
 
 #[test]
@@ -461,6 +466,80 @@ fn a_failing_registry_keeps_the_plan_running_and_shows_the_error() {
     let reg = agent.status()["registry"].clone();
     assert_eq!(reg["last_error"], Value::Null, "{reg}");
     assert_eq!(reg["from_cache"], false, "{reg}");
+}
+
+#[test]
+fn a_namespace_whose_call_fails_keeps_running_and_the_others_still_refresh() {
+    let (_l, port) = listener();
+    let server = RegistryServer::start();
+    server.set_namespace("e2e.p1", json!([port_item("web", port)]));
+    server.set_namespace("e2e.p2", json!([port_item("db", port)]));
+    let agent = http_agent(&server, 3600).start();
+    assert!(
+        wait_until(Duration::from_secs(15), || port_points(
+            &agent, "e2e.p2", "db", port
+        ) > 0),
+        "{}",
+        agent.stderr()
+    );
+
+    // p2's own call fails while p1 changes and p3 appears (its call failing too).
+    server.set_namespace_behaviour("e2e.p2", Behaviour::HttpError(500));
+    server.set_namespace(
+        "e2e.p1",
+        json!([port_item("web", port), port_item("api", port)]),
+    );
+    server.set_namespace("e2e.p3", json!([port_item("cache", port)]));
+    server.set_namespace_behaviour("e2e.p3", Behaviour::StatusError(500));
+    let (code, body) = agent.get("/update");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(namespaces(&agent), ["e2e.p1", "e2e.p2"], "p3 waits");
+    let problems = strings(&body["problems"]);
+    assert!(
+        problems.iter().any(|p| p.starts_with("namespace \"e2e.p2\": not refreshed")
+            && p.contains("HTTP 500")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("namespace \"e2e.p3\": not started")
+                && p.contains("httpstatus 500")),
+        "{problems:?}"
+    );
+    let reg = agent.status()["registry"].clone();
+    assert_eq!(strings(&reg["problems"]), problems, "{reg}");
+    assert_eq!(
+        reg["last_error"],
+        Value::Null,
+        "the registry answered: {reg}"
+    );
+    assert_eq!(reg["items"], 3, "p1's two checks and p2's one: {reg}");
+    let before = port_points(&agent, "e2e.p2", "db", port);
+    assert!(
+        wait_until(Duration::from_secs(15), || port_points(
+            &agent, "e2e.p1", "api", port
+        ) > 0
+            && port_points(&agent, "e2e.p2", "db", port) > before),
+        "p1's new check runs and p2's keeps running:\n{}",
+        agent.stderr()
+    );
+
+    // Every namespace failing is the registry failing: the refresh fails, nothing changes.
+    server.set_namespace_behaviour("e2e.p1", Behaviour::HttpError(503));
+    server.set_namespace_behaviour("e2e.p2", Behaviour::HttpError(503));
+    let (code, body) = agent.get("/update");
+    assert_eq!(code, 502, "{body}");
+    assert_eq!(namespaces(&agent), ["e2e.p1", "e2e.p2"]);
+
+    // Answering again: p3 starts and the problems are gone.
+    for ns in ["e2e.p1", "e2e.p2", "e2e.p3"] {
+        server.set_namespace_behaviour(ns, Behaviour::Plan);
+    }
+    let (code, body) = agent.get("/update");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(namespaces(&agent), ["e2e.p1", "e2e.p2", "e2e.p3"]);
+    assert_eq!(strings(&body["problems"]), Vec::<String>::new(), "{body}");
 }
 
 #[test]

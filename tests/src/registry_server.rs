@@ -49,6 +49,8 @@ pub struct Request {
 struct Fixture {
     namespaces: BTreeMap<String, Value>,
     behaviour: Option<Behaviour>,
+    /// Misbehaviour of one namespace's resource call only.
+    namespace_behaviour: BTreeMap<String, Behaviour>,
     requests: Vec<Request>,
     /// Resource requests being answered now, and the most there ever were at once.
     resources_in_flight: usize,
@@ -133,6 +135,14 @@ impl RegistryServer {
     /// Changes how the server answers from now on.
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         self.with(|f| f.behaviour = Some(behaviour));
+    }
+
+    /// Changes how one namespace's resource call answers from now on (the namespace call and
+    /// the other namespaces follow [`Self::set_behaviour`]); `Behaviour::Plan` puts it back.
+    pub fn set_namespace_behaviour(&self, ns: &str, behaviour: Behaviour) {
+        self.with(|f| {
+            f.namespace_behaviour.insert(ns.to_owned(), behaviour);
+        });
     }
 
     /// Every request so far.
@@ -242,7 +252,13 @@ async fn answer_resource(
     uri: Uri,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
-    let behaviour = record(&fixture, Method::GET, &uri, b"");
+    let mut behaviour = record(&fixture, Method::GET, &uri, b"");
+    if let Some(own) = query.get("ns").and_then(|ns| {
+        let f = fixture.lock().unwrap_or_else(|p| p.into_inner());
+        f.namespace_behaviour.get(ns).cloned()
+    }) {
+        behaviour = own;
+    }
     let _in_flight = InFlight::enter(&fixture);
     if let Some(r) = misbehave(behaviour).await {
         return r;

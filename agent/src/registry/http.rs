@@ -153,19 +153,32 @@ impl HttpSource {
                     .query(&[("ns", ns.as_str()), ("type", "collect")]);
                 let shown = format!("{url}?ns={ns}");
                 async move {
-                    let items: Vec<Json> = self.call(request, &shown).await?;
-                    Ok::<_, RegistryError>((ns, items))
+                    let items: Result<Vec<Json>, _> = self.call(request, &shown).await;
+                    (ns, items)
                 }
             })
             .buffered(NAMESPACES_AT_ONCE);
         let mut fetched = Fetched::default();
-        while let Some(answer) = answers.next().await {
-            let (ns, items) = answer?;
-            let (plan, problems) = convert_items(&ns, &items);
-            fetched.problems.extend(problems);
-            fetched.plan.namespaces.insert(ns, plan);
+        let mut first_error = None;
+        while let Some((ns, answer)) = answers.next().await {
+            match answer {
+                Ok(items) => {
+                    let (plan, problems) = convert_items(&ns, &items);
+                    fetched.problems.extend(problems);
+                    fetched.plan.namespaces.insert(ns, plan);
+                }
+                Err(e) => {
+                    fetched.unavailable.insert(ns, e.to_string());
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(fetched)
+        // One namespace that fails is that namespace's problem; all of them failing is the
+        // registry's, and fails the refresh like a failed namespace call.
+        match first_error {
+            Some(e) if fetched.plan.namespaces.is_empty() => Err(e),
+            _ => Ok(fetched),
+        }
     }
 
     /// Sends a request and unwraps the envelope; `shown` names the call in errors.
@@ -371,6 +384,40 @@ mod tests {
         assert!(
             (2..=NAMESPACES_AT_ONCE).contains(&most),
             "{most} namespace requests at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_namespace_whose_call_fails_is_unavailable_and_all_failing_is_an_error() {
+        use support::registry_server::{Behaviour, RegistryServer};
+        let server = RegistryServer::start();
+        server.set_namespace(
+            "ok.ns",
+            json!([{"measurement_type": "CPU", "interval": "5"}]),
+        );
+        server.set_namespace("bad.ns", json!([]));
+        server.set_namespace_behaviour("bad.ns", Behaviour::BadJson);
+        let source =
+            HttpSource::new(&server.url(), "host", Duration::from_secs(5)).expect("source");
+        let fetched = source.fetch().await.expect("one namespace answered");
+        assert_eq!(fetched.plan.namespace_names(), ["ok.ns"]);
+        assert_eq!(
+            fetched.unavailable.keys().collect::<Vec<_>>(),
+            ["bad.ns"],
+            "{fetched:?}"
+        );
+        assert!(
+            fetched.unavailable["bad.ns"].contains("ns=bad.ns")
+                && fetched.unavailable["bad.ns"].contains("not the registry protocol"),
+            "{fetched:?}"
+        );
+
+        server.set_namespace_behaviour("ok.ns", Behaviour::HttpError(503));
+        let e = source.fetch().await.expect_err("no namespace answered");
+        assert!(
+            e.to_string().contains("HTTP 503")
+                || e.to_string().contains("not the registry protocol"),
+            "{e}"
         );
     }
 

@@ -49,6 +49,34 @@ pub struct Fetched {
     pub plan: Plan,
     /// One line per entry the source skipped while reading.
     pub problems: Vec<String>,
+    /// Namespaces the source named but could not describe (their own call failed), with the
+    /// reason. They keep what they ran before: see [`Fetched::keep_unavailable`].
+    pub unavailable: BTreeMap<String, String>,
+}
+
+impl Fetched {
+    /// Puts each unavailable namespace's items from `in_force` into `checked` (the validated
+    /// answer), so one namespace whose call fails neither stops nor blocks the others, and
+    /// reports each in `problems`.
+    pub fn keep_unavailable(
+        unavailable: &BTreeMap<String, String>,
+        in_force: &Plan,
+        checked: &mut Checked,
+    ) {
+        for (ns, reason) in unavailable {
+            match in_force.namespaces.get(ns) {
+                Some(items) => {
+                    checked.plan.namespaces.insert(ns.clone(), items.clone());
+                    checked.problems.push(format!(
+                        "namespace {ns:?}: not refreshed, its items in force keep running: {reason}"
+                    ));
+                }
+                None => checked.problems.push(format!(
+                    "namespace {ns:?}: not started until the registry describes it: {reason}"
+                )),
+            }
+        }
+    }
 }
 
 /// Where the plan comes from: one interface over the file and the lodastack protocol.
@@ -92,6 +120,7 @@ impl Source {
                 Ok(Fetched {
                     plan: loaded.plan,
                     problems: loaded.problems,
+                    unavailable: BTreeMap::new(),
                 })
             }
             Source::Http(h) => h.fetch().await,

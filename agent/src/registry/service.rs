@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{cache, validate, Plan, RegistryError, Source};
+use super::{cache, validate, Fetched, Plan, RegistryError, Source};
 use crate::pipeline::normalize::now_secs;
 use crate::state::AgentState;
 
@@ -52,6 +52,7 @@ struct Health {
     failures: u64,
     from_cache: bool,
     problems: Vec<String>,
+    skipped_total: u64,
 }
 
 impl RegistryHandle {
@@ -64,6 +65,7 @@ impl RegistryHandle {
         status.failures = h.failures;
         status.from_cache = h.from_cache;
         status.problems = h.problems;
+        status.skipped_total = h.skipped_total;
     }
 
     /// Asks the service to refresh now and waits for the outcome.
@@ -176,7 +178,8 @@ impl RegistryService {
             Ok(f) => f,
             Err(e) => return self.failed(e),
         };
-        let checked = validate(fetched.plan, &self.state.config().output.topic);
+        let mut checked = validate(fetched.plan, &self.state.config().output.topic);
+        Fetched::keep_unavailable(&fetched.unavailable, &self.state.plan(), &mut checked);
         let mut problems = fetched.problems;
         problems.extend(checked.problems);
         self.report_problems(&problems);
@@ -245,11 +248,15 @@ impl RegistryService {
         }
     }
 
+    /// Logs and counts the problems that were not in the previous answer.
     fn report_problems(&mut self, problems: &[String]) {
         let now: BTreeSet<String> = problems.iter().cloned().collect();
+        let mut new = 0;
         for p in now.difference(&self.reported_problems) {
             warn!(problem = %p, "Registry entry skipped.");
+            new += 1;
         }
+        self.state.registry().update(|h| h.skipped_total += new);
         if now.is_empty() && !self.reported_problems.is_empty() {
             info!("The registry's answer has no more problems.");
         }
@@ -318,12 +325,25 @@ mod tests {
         assert!(first.applied.is_some());
         assert_eq!(state.plan().namespace_names(), ["a"]);
         assert_eq!(first.problems.len(), 1, "port 0: {:?}", first.problems);
+        assert_eq!(status(&state).skipped_total, 1);
         assert!(dir.path().join("data/registry-cache.json").exists());
         let again = service.refresh().await;
         assert!(
             again.applied.is_none(),
             "an unchanged answer changes nothing"
         );
+        assert_eq!(
+            status(&state).skipped_total,
+            1,
+            "a lasting problem is counted once"
+        );
+        std::fs::write(
+            &registry,
+            "[[namespace]]\nname = \"a\"\nports = [{ name = \"x\", port = 0 }, { name = \"y\", port = 0 }]\n",
+        )
+        .expect("write");
+        assert_eq!(service.refresh().await.problems.len(), 2);
+        assert_eq!(status(&state).skipped_total, 2, "only the new one is added");
 
         std::fs::write(&registry, "[[namespace]]\nname = 5\n").expect("write");
         for n in 1..=2 {

@@ -43,6 +43,14 @@ pub async fn status(client: &Client, json: bool) -> Result<i32, CommandError> {
             format!("{} ({} failures)", opt(&r.last_error), r.failures),
         ),
         (
+            "skipped",
+            format!(
+                "{} now, {} since start",
+                count(r.problems.len() as u64, "problem"),
+                r.skipped_total
+            ),
+        ),
+        (
             "output",
             format!(
                 "{} {} {}",
@@ -111,6 +119,9 @@ pub async fn status(client: &Client, json: bool) -> Result<i32, CommandError> {
             ),
         ),
     ]);
+    for p in &r.problems {
+        println!("  skipped: {p}");
+    }
     Ok(exit::OK)
 }
 

@@ -111,6 +111,20 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
                 ),
             ),
             kv("failures", r.failures.to_string()),
+            if r.problems.is_empty() {
+                kv("skipped", "none".to_owned())
+            } else {
+                Line::from(vec![
+                    Span::styled(format!("{:<9}", "skipped"), LABEL),
+                    Span::styled(
+                        format!(
+                            "{} (agentctl status)",
+                            count(r.problems.len() as u64, "problem")
+                        ),
+                        BAD,
+                    ),
+                ])
+            },
         ],
     );
     let out_health = if o.connected {
