@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::collect::system;
+
 /// Why a configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -51,6 +53,8 @@ pub struct Config {
     pub output: OutputConfig,
     /// `[log]`: the agent's own log.
     pub log: LogConfig,
+    /// `[system]`: what the system collectors leave out.
+    pub system: SystemConfig,
     /// The file this was read from (absent for the embedded defaults).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -267,6 +271,40 @@ impl Default for LogConfig {
     }
 }
 
+/// `[system]`: devices the system collectors leave out. Each entry is a name or a prefix ending
+/// in `*`; an empty list leaves nothing out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SystemConfig {
+    /// Network interfaces left out (NET).
+    pub skip_interfaces: Vec<String>,
+    /// Block devices left out (DISK).
+    pub skip_disks: Vec<String>,
+    /// Filesystem types left out (FS).
+    pub skip_fstypes: Vec<String>,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        SystemConfig {
+            skip_interfaces: system::DEFAULT_SKIP_INTERFACES.map(String::from).to_vec(),
+            skip_disks: system::DEFAULT_SKIP_DISKS.map(String::from).to_vec(),
+            skip_fstypes: system::DEFAULT_SKIP_FSTYPES.map(String::from).to_vec(),
+        }
+    }
+}
+
+impl SystemConfig {
+    /// The collectors' options for these lists.
+    pub fn options(&self) -> system::SystemOptions {
+        system::SystemOptions::with_skips(
+            &self.skip_interfaces,
+            &self.skip_disks,
+            &self.skip_fstypes,
+        )
+    }
+}
+
 impl Config {
     /// Reads, parses, resolves and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -392,6 +430,18 @@ impl Config {
         }
         if self.registry.timeout_secs == 0 {
             bad("registry.timeout_secs", "must be at least 1".into());
+        }
+
+        for (key, patterns) in [
+            ("system.skip_interfaces", &self.system.skip_interfaces),
+            ("system.skip_disks", &self.system.skip_disks),
+            ("system.skip_fstypes", &self.system.skip_fstypes),
+        ] {
+            for p in patterns {
+                if let Err(e) = system::check_pattern(p) {
+                    bad(key, e);
+                }
+            }
         }
 
         let out = &self.output;
@@ -572,6 +622,53 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("/etc/agent.toml"), "{msg}");
         assert!(msg.contains("kindd"), "{msg}");
+    }
+
+    #[test]
+    fn system_skip_lists_default_replace_and_are_checked() {
+        let c = parse("").expect("defaults");
+        let o = c.system.options();
+        assert!(system::name_matches(&o.skip_interfaces, "lo"));
+        assert!(system::name_matches(&o.skip_interfaces, "veth1a2b"));
+        assert!(!system::name_matches(&o.skip_interfaces, "eth0"));
+        assert!(system::name_matches(&o.skip_disks, "loop3"));
+        assert!(system::name_matches(&o.skip_fstypes, "tmpfs"));
+
+        let c = parse("[system]\nskip_interfaces = [\"cali*\", \"tun0\"]\nskip_fstypes = []\n")
+            .expect("valid lists");
+        let o = c.system.options();
+        assert!(
+            !system::name_matches(&o.skip_interfaces, "lo"),
+            "replaced, not added"
+        );
+        assert!(system::name_matches(&o.skip_interfaces, "cali12"));
+        assert!(system::name_matches(&o.skip_interfaces, "tun0"));
+        assert!(
+            !system::name_matches(&o.skip_interfaces, "tun01"),
+            "a name is whole"
+        );
+        assert!(!system::name_matches(&o.skip_fstypes, "tmpfs"));
+        assert!(
+            system::name_matches(&o.skip_disks, "ram0"),
+            "untouched list keeps its default"
+        );
+
+        let ConfigError::Invalid { problems, .. } =
+            parse("[system]\nskip_interfaces = [\"\", \"*eth\"]\nskip_disks = [\"sd a\"]\n")
+                .expect_err("bad patterns")
+        else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("system.skip_interfaces: an empty pattern"));
+        assert!(
+            problems[1].contains("'*' may only end a pattern"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[2].starts_with("system.skip_disks: \"sd a\""),
+            "{problems:?}"
+        );
     }
 
     #[test]

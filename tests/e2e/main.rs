@@ -9,3 +9,4 @@ mod nsq;
 mod plugins;
 mod registry;
 mod spool;
+mod system;

@@ -9,7 +9,7 @@ use tracing::{debug, warn};
 use super::{JobKey, JobSpec, Runner, Work};
 use crate::collect::port;
 use crate::collect::proc::ProcCollector;
-use crate::collect::system::{Family, SystemCollector, SystemOptions};
+use crate::collect::system::{Family, SystemCollector};
 use crate::output::BoxFuture;
 use crate::pipeline::Rename;
 use crate::plugins::Scheduled;
@@ -28,9 +28,10 @@ pub struct AgentRunner {
 impl AgentRunner {
     /// A runner sending to the state's pipeline.
     pub fn new(state: AgentState) -> Self {
+        let system = SystemCollector::new(state.config().system.options());
         AgentRunner {
             state,
-            system: Arc::new(Mutex::new(SystemCollector::new(SystemOptions::default()))),
+            system: Arc::new(Mutex::new(system)),
             procs: Arc::default(),
         }
     }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::{percent, rate, ByName, Out, Reader, SystemOptions};
+use super::{name_matches, percent, rate, ByName, Out, Reader, SystemOptions};
 
 /// `/proc/diskstats` always counts 512-byte sectors, whatever the device's sector size.
 const SECTOR: u64 = 512;
@@ -46,11 +46,7 @@ pub(super) fn collect(
     let State { devices, whole } = st;
     let have_sys = !whole.is_empty() || sys_block.is_dir();
     let current = parse(text).filter(|(name, cur)| {
-        if o.skip_disk_prefixes
-            .iter()
-            .any(|p| name.starts_with(p.as_str()))
-            || *cur == Sample::default()
-        {
+        if name_matches(&o.skip_disks, name) || *cur == Sample::default() {
             return false;
         }
         // Partitions' io is already in their disk's figures: whole disks only.

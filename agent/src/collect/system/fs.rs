@@ -6,15 +6,25 @@
 //! filesystem under them), read-only images (`squashfs`, `iso9660`, always full)), and any
 //! filesystem that reports zero blocks. A mount point listed twice is reported once, for the
 //! mount that is on top, and not at all when that one is of a skipped type.
+//!
+//! `statvfs` on a network filesystem whose server is gone can block for ever, so for those types
+//! ([`may_hang`]) it runs on a thread of its own and is given up after
+//! [`SystemOptions::statvfs_timeout`]; the mount is then left out until that call returns, so a
+//! dead server costs one waiting thread, not the FS family (nor the families collected after it).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::sys::statvfs::statvfs;
 
-use super::{percent, Out, Reader, SystemOptions};
+use super::{name_matches, percent, Out, Reader, SystemOptions};
 
 /// Filesystem types skipped by default.
-pub(super) const DEFAULT_SKIP_FSTYPES: [&str; 32] = [
+pub const DEFAULT_SKIP_FSTYPES: [&str; 32] = [
     "proc",
     "sysfs",
     "devtmpfs",
@@ -57,38 +67,136 @@ pub(super) struct Mount<'a> {
     pub fstype: &'a str,
 }
 
-pub(super) fn collect(r: &mut Reader, o: &SystemOptions, out: &mut Out) {
+pub(super) fn collect(r: &mut Reader, o: &SystemOptions, st: &mut State, out: &mut Out) {
     let Some(text) = r.read(&o.proc_root.join("self/mounts")) else {
         return;
     };
     let mounts: Vec<Mount<'_>> = parse(text).collect();
-    let mut failed = Vec::new();
+    // Logged after the loop because `text` borrows the reader's buffer.
+    let mut outcomes = Vec::new();
     for (i, m) in mounts.iter().enumerate() {
         // A later mount on the same point hides this one, whatever its type: statvfs sees the top.
         if mounts[i + 1..].iter().any(|later| later.point == m.point) {
             continue;
         }
-        if o.skip_fstypes.iter().any(|t| t == m.fstype) {
+        if name_matches(&o.skip_fstypes, m.fstype) {
             continue;
         }
-        match statvfs(m.point.as_ref()) {
-            Ok(s) => {
-                let frsize = s.fragment_size();
-                let stat = Stat {
-                    blocks: s.blocks() * frsize,
-                    free: s.blocks_free() * frsize,
-                    avail: s.blocks_available() * frsize,
-                    files: s.files(),
-                    files_free: s.files_free(),
-                };
-                emit(m, &stat, out);
-            }
-            Err(e) => failed.push((m.point.clone().into_owned(), e)),
+        let outcome = if may_hang(m.fstype) {
+            let point = m.point.to_string();
+            st.stat_within(&m.point, o.statvfs_timeout, move || stat(&point))
+        } else {
+            Outcome::Done(stat(&m.point))
+        };
+        if let Outcome::Done(Ok(s)) = &outcome {
+            emit(m, s, out);
+        }
+        outcomes.push((m.point.clone().into_owned(), outcome));
+    }
+    for (point, outcome) in outcomes {
+        let path = Path::new(&point);
+        match outcome {
+            Outcome::Done(Ok(_)) => r.recovered(path),
+            Outcome::Done(Err(e)) => r.failed(path, &e),
+            Outcome::TimedOut => r.failed(
+                path,
+                &format!(
+                    "statvfs did not return within {:?} (a network filesystem whose server does not answer?); the mount is left out until it does",
+                    o.statvfs_timeout
+                ),
+            ),
+            Outcome::StillHung => {}
         }
     }
-    // Logged after the loop because `text` borrows the reader's buffer.
-    for (point, e) in failed {
-        r.failed(std::path::Path::new(&point), &e);
+}
+
+/// Filesystem types whose `statvfs` waits on a server or a user-space daemon that may never
+/// answer.
+pub(super) fn may_hang(fstype: &str) -> bool {
+    fstype.starts_with("fuse")
+        || matches!(
+            fstype,
+            "nfs"
+                | "nfs4"
+                | "cifs"
+                | "smb3"
+                | "smbfs"
+                | "ceph"
+                | "glusterfs"
+                | "9p"
+                | "afs"
+                | "lustre"
+                | "gpfs"
+                | "beegfs"
+                | "ocfs2"
+                | "gfs2"
+        )
+}
+
+fn stat(point: &str) -> nix::Result<Stat> {
+    statvfs(point).map(|s| {
+        let frsize = s.fragment_size();
+        Stat {
+            blocks: s.blocks() * frsize,
+            free: s.blocks_free() * frsize,
+            avail: s.blocks_available() * frsize,
+            files: s.files(),
+            files_free: s.files_free(),
+        }
+    })
+}
+
+/// What became of one mount's `statvfs`.
+#[derive(Debug)]
+pub(super) enum Outcome {
+    /// It returned.
+    Done(nix::Result<Stat>),
+    /// It did not return in time; it goes on in its thread and the mount waits for it.
+    TimedOut,
+    /// An earlier call that timed out has still not returned; no new one was made.
+    StillHung,
+}
+
+/// `statvfs` calls that did not return in time, by mount point; each still has its thread.
+#[derive(Default)]
+pub(super) struct State {
+    hung: BTreeMap<String, mpsc::Receiver<nix::Result<Stat>>>,
+}
+
+impl State {
+    /// Runs `stat` on a thread of its own and waits at most `timeout` for it. While an earlier
+    /// call for `point` has not returned, makes no new one: at most one thread per hung mount.
+    pub(super) fn stat_within(
+        &mut self,
+        point: &str,
+        timeout: Duration,
+        stat: impl FnOnce() -> nix::Result<Stat> + Send + 'static,
+    ) -> Outcome {
+        if let Some(earlier) = self.hung.get(point) {
+            if let Err(mpsc::TryRecvError::Empty) = earlier.try_recv() {
+                return Outcome::StillHung;
+            }
+            // It returned at last (its figures are old now): ask again.
+            self.hung.remove(point);
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name("statvfs".into())
+            .spawn(move || {
+                // The collector may have stopped waiting; then nobody needs the answer.
+                let _ = tx.send(stat());
+            });
+        if spawned.is_err() {
+            return Outcome::Done(Err(Errno::EAGAIN));
+        }
+        match rx.recv_timeout(timeout) {
+            Ok(result) => Outcome::Done(result),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.hung.insert(point.to_owned(), rx);
+                Outcome::TimedOut
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Outcome::Done(Err(Errno::EIO)),
+        }
     }
 }
 
@@ -231,6 +339,80 @@ mod tests {
         let tags = &out.metrics[0].tags;
         assert_eq!(tags.get("mount").map(String::as_str), Some("/"));
         assert_eq!(tags.get("fstype").map(String::as_str), Some("ext4"));
+    }
+
+    #[test]
+    fn a_statvfs_that_hangs_is_given_up_and_not_repeated_until_it_returns() {
+        let mut st = State::default();
+        let (release, released) = mpsc::channel::<()>();
+        let started = std::time::Instant::now();
+        let outcome = st.stat_within("/mnt/nfs", Duration::from_millis(50), move || {
+            let _ = released.recv_timeout(Duration::from_secs(30));
+            Ok(Stat::default())
+        });
+        assert!(matches!(outcome, Outcome::TimedOut), "{outcome:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "it did not wait"
+        );
+        let outcome = st.stat_within("/mnt/nfs", Duration::from_millis(50), || {
+            panic!("no second call while the first hangs")
+        });
+        assert!(matches!(outcome, Outcome::StillHung), "{outcome:?}");
+        let other = st.stat_within("/mnt/other", Duration::from_secs(5), || {
+            Ok(Stat {
+                blocks: 1,
+                ..Stat::default()
+            })
+        });
+        assert!(
+            matches!(other, Outcome::Done(Ok(Stat { blocks: 1, .. }))),
+            "other mounts go on: {other:?}"
+        );
+
+        // The hung call returns: the next collection asks again.
+        release.send(()).expect("release");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let outcome = loop {
+            let o = st.stat_within("/mnt/nfs", Duration::from_secs(5), || {
+                Ok(Stat {
+                    blocks: 7,
+                    ..Stat::default()
+                })
+            });
+            if !matches!(o, Outcome::StillHung) || std::time::Instant::now() > deadline {
+                break o;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert!(
+            matches!(outcome, Outcome::Done(Ok(Stat { blocks: 7, .. }))),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn network_filesystems_are_measured_on_a_thread_of_their_own() {
+        assert!(may_hang("nfs4") && may_hang("cifs") && may_hang("fuse.sshfs"));
+        assert!(!may_hang("ext4") && !may_hang("xfs"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("self")).expect("mkdir");
+        let opts = SystemOptions {
+            proc_root: dir.path().to_owned(),
+            ..SystemOptions::default()
+        };
+        let mut c = super::super::SystemCollector::new(opts);
+        std::fs::write(
+            dir.path().join("self/mounts"),
+            format!("server:/export {} nfs4 rw 0 0\n", dir.path().display()),
+        )
+        .expect("w");
+        let m = c.collect(super::super::Family::Fs);
+        assert!(
+            m.iter().any(|m| m.name == "fs.total"
+                && m.tags.get("fstype").map(String::as_str) == Some("nfs4")),
+            "{m:?}"
+        );
     }
 
     #[test]

@@ -196,7 +196,7 @@ fn fs_usage_matches_statvfs_and_skips_pseudo_filesystems() {
 #[test]
 fn net_rates_account_for_loopback_traffic() {
     let opts = SystemOptions {
-        skip_loopback: false,
+        skip_interfaces: Vec::new(),
         ..SystemOptions::default()
     };
     let mut c = SystemCollector::new(opts);

@@ -95,29 +95,73 @@ pub struct SystemOptions {
     pub proc_root: PathBuf,
     /// Where sysfs is mounted (used to tell whole disks from partitions).
     pub sys_root: PathBuf,
-    /// Leave out the loopback interface `lo`.
-    pub skip_loopback: bool,
-    /// Interfaces whose name starts with one of these are left out (container and bridge plumbing).
-    pub skip_iface_prefixes: Vec<String>,
-    /// Block devices whose name starts with one of these are left out.
-    pub skip_disk_prefixes: Vec<String>,
-    /// Filesystem types that are not storage and are left out.
+    /// Network interfaces left out: names, or prefixes ending in `*` ([`name_matches`]).
+    pub skip_interfaces: Vec<String>,
+    /// Block devices left out, as names or prefixes.
+    pub skip_disks: Vec<String>,
+    /// Filesystem types left out, as names or prefixes.
     pub skip_fstypes: Vec<String>,
+    /// How long a network filesystem's `statvfs` may take before its mount is left out.
+    pub statvfs_timeout: Duration,
 }
+
+/// Interfaces left out by default: loopback, and container and bridge plumbing whose traffic is
+/// also seen on a real interface.
+pub const DEFAULT_SKIP_INTERFACES: [&str; 5] = ["lo", "veth*", "docker*", "br-*", "virbr*"];
+
+/// Block devices left out by default: loop devices and RAM disks.
+pub const DEFAULT_SKIP_DISKS: [&str; 2] = ["loop*", "ram*"];
+
+pub use fs::DEFAULT_SKIP_FSTYPES;
 
 impl Default for SystemOptions {
     fn default() -> Self {
+        SystemOptions::with_skips(
+            &DEFAULT_SKIP_INTERFACES.map(String::from),
+            &DEFAULT_SKIP_DISKS.map(String::from),
+            &DEFAULT_SKIP_FSTYPES.map(String::from),
+        )
+    }
+}
+
+impl SystemOptions {
+    /// Reads the real `/proc` and `/sys`, leaving out what the three pattern lists match.
+    pub fn with_skips(interfaces: &[String], disks: &[String], fstypes: &[String]) -> Self {
         SystemOptions {
             proc_root: PathBuf::from("/proc"),
             sys_root: PathBuf::from("/sys"),
-            skip_loopback: true,
-            skip_iface_prefixes: ["veth", "docker", "br-", "virbr"]
-                .map(String::from)
-                .to_vec(),
-            skip_disk_prefixes: ["loop", "ram"].map(String::from).to_vec(),
-            skip_fstypes: fs::DEFAULT_SKIP_FSTYPES.map(String::from).to_vec(),
+            skip_interfaces: interfaces.to_vec(),
+            skip_disks: disks.to_vec(),
+            skip_fstypes: fstypes.to_vec(),
+            statvfs_timeout: Duration::from_secs(5),
         }
     }
+}
+
+/// Whether `name` matches one of `patterns`: a pattern is a whole name, or a prefix followed by
+/// `*` (`veth*`).
+pub fn name_matches(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == p,
+    })
+}
+
+/// Why `pattern` cannot be a skip pattern, if it cannot: empty, blank inside, or a `*`
+/// anywhere but at the end.
+pub fn check_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err("an empty pattern matches nothing; remove it".into());
+    }
+    if pattern.chars().any(char::is_whitespace) {
+        return Err(format!("{pattern:?}: names have no spaces"));
+    }
+    if pattern.trim_end_matches('*').contains('*') || pattern.ends_with("**") {
+        return Err(format!(
+            "{pattern:?}: '*' may only end a pattern (a prefix, like \"veth*\")"
+        ));
+    }
+    Ok(())
 }
 
 /// Holds the previous counter samples per family so rates can be derived. Blocking (reads /proc):
@@ -128,6 +172,7 @@ pub struct SystemCollector {
     cpu: cpu::State,
     disk: disk::State,
     net: net::State,
+    fs: fs::State,
     kernel: kernel::State,
 }
 
@@ -140,6 +185,7 @@ impl SystemCollector {
             cpu: cpu::State::default(),
             disk: disk::State::default(),
             net: net::State::default(),
+            fs: fs::State::default(),
             kernel: kernel::State::default(),
         }
     }
@@ -161,7 +207,7 @@ impl SystemCollector {
             Family::Mem => mem::collect(r, o, &mut out),
             Family::Disk => disk::collect(r, o, &mut self.disk, now, &mut out),
             Family::Net => net::collect(r, o, &mut self.net, now, &mut out),
-            Family::Fs => fs::collect(r, o, &mut out),
+            Family::Fs => fs::collect(r, o, &mut self.fs, &mut out),
             Family::Kernel => kernel::collect(r, o, &mut self.kernel, now, &mut out),
             Family::Time => time::collect(r, &mut out),
         }

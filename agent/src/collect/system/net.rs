@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use super::{rate, ByName, Out, Reader, SystemOptions};
+use super::{name_matches, rate, ByName, Out, Reader, SystemOptions};
 
 /// Counters of one interface, in `/proc/net/dev` order of meaning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,10 +24,7 @@ pub(super) struct State {
 
 /// Whether the options leave this interface out.
 pub(super) fn skipped(o: &SystemOptions, iface: &str) -> bool {
-    (o.skip_loopback && iface == "lo")
-        || o.skip_iface_prefixes
-            .iter()
-            .any(|p| iface.starts_with(p.as_str()))
+    name_matches(&o.skip_interfaces, iface)
 }
 
 pub(super) fn collect(
