@@ -755,6 +755,47 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn jobs_started_together_first_run_at_random_points_of_their_interval() {
+        let (mut s, rec, _) = scheduler(Duration::ZERO);
+        let items: Vec<(&str, PortItem)> =
+            (0..50).map(|i| ("a", port("p", 1000 + i, 10))).collect();
+        let start = Instant::now();
+        s.reconcile(&plan(&items));
+        tokio::time::sleep(Duration::from_millis(9_999)).await;
+        let mut offsets: Vec<u128> = (0..50)
+            .map(|i| {
+                let times = rec.times(&format!("p:{}@127.0.0.1", 1000 + i));
+                assert_eq!(
+                    times.len(),
+                    1,
+                    "one run within the first interval: {times:?}"
+                );
+                (times[0] - start).as_millis()
+            })
+            .collect();
+        offsets.sort_unstable();
+        offsets.dedup();
+        // 50 uniform draws from 10,000 ms: all in one half, or fewer than 40 distinct, would
+        // happen less than once in 10^14 runs; a fixed or missing offset makes it every time.
+        assert!(offsets.len() >= 40, "spread: {offsets:?}");
+        assert!(
+            offsets[0] < 5_000 && offsets[offsets.len() - 1] >= 5_000,
+            "{offsets:?}"
+        );
+        // After the random first tick, each keeps its own phase.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        for i in 0..50 {
+            let times = rec.times(&format!("p:{}@127.0.0.1", 1000 + i));
+            assert!(
+                gaps(&times).iter().all(|g| *g == 10_000),
+                "{:?}",
+                gaps(&times)
+            );
+        }
+        assert!(s.shutdown(Duration::from_secs(1)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_changed_interval_takes_effect_from_the_last_tick() {
         let (mut s, rec, _) = scheduler(Duration::ZERO);
         s.reconcile(&plan(&[("a", port("web", 80, 10))]));
