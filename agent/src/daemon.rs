@@ -184,11 +184,17 @@ pub fn stop(pid_file: &Path, timeout: Duration) -> anyhow::Result<i32> {
 /// Finds the pid file `agent stop` without arguments should use.
 pub fn find_running_pid_file() -> anyhow::Result<PathBuf> {
     let pointer = pointer_file().context("no runtime directory")?;
-    let text = fs::read_to_string(&pointer).with_context(|| {
-        format!(
-            "no agent started by this user is recorded ({} is missing); pass -f <config> to name it",
-            pointer.display()
-        )
-    })?;
-    Ok(PathBuf::from(text.trim()))
+    match fs::read_to_string(&pointer) {
+        Ok(text) => Ok(PathBuf::from(text.trim())),
+        // The pointer goes when its agent stops.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "no agent started by this user is running; to stop another one, name its config: agent stop -f <config>"
+        ),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "cannot read {}, where the last agent this user started is recorded; name its config: agent stop -f <config>",
+                pointer.display()
+            )
+        }),
+    }
 }

@@ -71,17 +71,34 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Check { config } => {
             let c = Config::load(&config)?;
-            println!(
-                "{}: ok (registry {} {}, output {})",
-                config.display(),
-                c.registry.source,
-                match c.registry.source {
-                    agent::config::RegistrySource::File => c.registry.path.display().to_string(),
-                    agent::config::RegistrySource::Http => c.registry.url.clone(),
-                },
-                c.output.kind
-            );
-            Ok(())
+            println!("{}: ok (output {})", config.display(), c.output.kind);
+            match agent::registry::check_file(&c) {
+                None => {
+                    println!(
+                        "registry http {}: not asked (only a running agent asks it; GET /update)",
+                        c.registry.url
+                    );
+                    Ok(())
+                }
+                Some(Err(e)) => Err(anyhow::anyhow!("{e}")),
+                Some(Ok(checked)) if checked.problems.is_empty() => {
+                    println!(
+                        "registry file {}: ok ({} namespaces, {} items)",
+                        c.registry.path.display(),
+                        checked.plan.namespaces.len(),
+                        checked.plan.item_count()
+                    );
+                    Ok(())
+                }
+                Some(Ok(checked)) => Err(anyhow::anyhow!(
+                    "registry file {}: {} problem(s); a refresh would skip them and run the rest ({} namespaces, {} items):\n  - {}",
+                    c.registry.path.display(),
+                    checked.problems.len(),
+                    checked.plan.namespaces.len(),
+                    checked.plan.item_count(),
+                    checked.problems.join("\n  - ")
+                )),
+            }
         }
         Cmd::Stop { config, timeout } => {
             let named = config.is_some();

@@ -171,6 +171,31 @@ fn skipped_registry_entries_show_on_the_overview() {
 }
 
 #[test]
+fn a_failing_registry_shows_its_reason_wrapped_in_the_registry_box() {
+    let mut app = app();
+    if let Some(s) = app.status.as_mut() {
+        s.registry.last_error = Some(
+            "registry file /etc/agent/registry.toml: namespace[1].ports[0].port: invalid type: string \"22\"".into(),
+        );
+        s.registry.last_error_at = Some(NOW - 5);
+        s.registry.failures = 4;
+    }
+    let screen = render(&app);
+    assert!(
+        screen.contains("│health   failing, 5s ago (4 failures):"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("│registry file /etc/agent/registry.toml│"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("│: namespace[1].ports[0].port: invalid │"),
+        "{screen}"
+    );
+}
+
+#[test]
 fn a_long_endpoint_is_cut_from_the_left_and_every_row_stays_in_its_box() {
     let mut app = app();
     if let Some(s) = app.status.as_mut() {

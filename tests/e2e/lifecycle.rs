@@ -116,11 +116,62 @@ fn detached_start_refuses_a_second_start_and_stop_stops_it() {
     assert!(!dir.path().join("data/agent.pid").exists());
     let nothing = cmd().arg("stop").output().expect("run agent stop");
     assert!(!nothing.status.success());
+    let said = String::from_utf8_lossy(&nothing.stderr);
     assert!(
-        String::from_utf8_lossy(&nothing.stderr).contains("-f"),
-        "the message says how to name the agent: {}",
-        String::from_utf8_lossy(&nothing.stderr)
+        said.contains("no agent started by this user is running") && said.contains("-f"),
+        "the message says how to name the agent: {said}"
     );
+    assert!(!said.contains("os error"), "no raw errno: {said}");
+}
+
+#[test]
+fn check_reads_the_registry_file_too() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "").expect("config");
+    let registry = dir.path().join("registry.toml");
+    let check = || {
+        let out = support::agent_cmd()
+            .arg("check")
+            .arg("-f")
+            .arg(&config)
+            .output()
+            .expect("run");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    std::fs::write(
+        &registry,
+        "[[namespace]]\nname = \"web.shop\"\nports = [{ name = \"ssh\", port = 22 }]\n",
+    )
+    .expect("registry");
+    let (ok, text) = check();
+    assert!(ok, "{text}");
+    assert!(text.contains("ok (1 namespaces, 1 items)"), "{text}");
+
+    std::fs::write(
+        &registry,
+        "[[namespace]]\nname = \"bad ns\"\n[[namespace]]\nname = \"web.shop\"\nports = [{ name = \"ssh\", port = 0 }]\n",
+    )
+    .expect("registry");
+    let (ok, text) = check();
+    assert!(!ok, "problems fail the check: {text}");
+    assert!(text.contains("2 problem(s)"), "{text}");
+    assert!(text.contains("\"bad ns\""), "{text}");
+    assert!(text.contains("port check"), "{text}");
+
+    std::fs::write(
+        &registry,
+        "[[namespace]]\nname = \"a\"\nports = [{ name = \"x\", port = \"22\" }]\n",
+    )
+    .expect("registry");
+    let (ok, text) = check();
+    assert!(!ok, "{text}");
+    assert!(text.contains("namespace[0].ports[0].port"), "{text}");
 }
 
 #[test]

@@ -293,6 +293,24 @@ pub fn project_name(git: &str) -> Result<String, String> {
     Ok(last.to_owned())
 }
 
+/// Reads the configured registry file and validates it as a refresh would, for `agent check`:
+/// what would run, with every problem a refresh would report. `None` for the http source,
+/// which is only asked by a running agent.
+pub fn check_file(config: &Config) -> Option<Result<Checked, RegistryError>> {
+    if config.registry.source != RegistrySource::File {
+        return None;
+    }
+    Some(
+        file::load(&config.registry.path)
+            .map(|loaded| {
+                let mut checked = validate(loaded.plan, &config.output.topic);
+                checked.problems.splice(0..0, loaded.problems);
+                checked
+            })
+            .map_err(RegistryError::File),
+    )
+}
+
 /// The usable part of a plan, and why the rest was skipped.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Checked {

@@ -33,7 +33,7 @@ pub async fn status(client: &Client, json: bool) -> Result<i32, CommandError> {
             ),
         ),
         (
-            "last refresh",
+            "last success",
             r.last_success
                 .map(|t| age(now, t))
                 .unwrap_or_else(|| "never".into()),

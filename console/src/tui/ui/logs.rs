@@ -121,13 +121,13 @@ pub(super) fn text_area(area: Rect) -> Rect {
 /// The rows of text one log line takes: pieces of at most `width` columns when wrapping
 /// (broken at any character: a log line is data, and every character of it stays visible),
 /// else the whole line, which the paragraph cuts at the edge.
-struct Rows<'a> {
+pub(super) struct Rows<'a> {
     rest: Option<&'a str>,
     width: usize,
     wrap: bool,
 }
 
-fn rows(line: &str, width: usize, wrap: bool) -> Rows<'_> {
+pub(super) fn rows(line: &str, width: usize, wrap: bool) -> Rows<'_> {
     Rows {
         rest: Some(line),
         width: width.max(1),

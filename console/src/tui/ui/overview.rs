@@ -80,53 +80,70 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
         ],
     );
     let reg_health = match (&r.last_error, r.last_success) {
-        (Some(e), _) => Span::styled(format!("failing: {e}"), BAD),
+        (Some(_), _) => Span::styled(
+            format!(
+                "failing{} ({}):",
+                r.last_error_at
+                    .map(|t| format!(", {}", age(now, t)))
+                    .unwrap_or_default(),
+                count(r.failures, "failure")
+            ),
+            BAD,
+        ),
         (None, Some(t)) => Span::styled(format!("ok, {}", age(now, t)), GOOD),
         (None, None) => Span::raw("not refreshed yet"),
     };
-    block(
-        frame,
-        registry,
-        "Registry",
-        vec![
-            kv(
-                "source",
-                format!(
-                    "{} {}",
-                    r.source,
-                    tail(&r.location, room(registry, &r.source))
-                ),
+    let mut lines = vec![
+        kv(
+            "source",
+            format!(
+                "{} {}",
+                r.source,
+                tail(&r.location, room(registry, &r.source))
             ),
+        ),
+        Line::from(vec![
+            Span::styled(format!("{:<9}", "health"), LABEL),
+            reg_health,
+        ]),
+        kv(
+            "plan",
+            format!(
+                "{} ns, {}{}",
+                r.namespaces,
+                count(r.items as u64, "item"),
+                if r.from_cache { " (from cache)" } else { "" }
+            ),
+        ),
+        if r.problems.is_empty() {
+            kv("skipped", "none".to_owned())
+        } else {
             Line::from(vec![
-                Span::styled(format!("{:<9}", "health"), LABEL),
-                reg_health,
-            ]),
-            kv(
-                "plan",
-                format!(
-                    "{} ns, {}{}",
-                    r.namespaces,
-                    count(r.items as u64, "item"),
-                    if r.from_cache { " (from cache)" } else { "" }
-                ),
-            ),
-            kv("failures", r.failures.to_string()),
-            if r.problems.is_empty() {
-                kv("skipped", "none".to_owned())
-            } else {
-                Line::from(vec![
-                    Span::styled(format!("{:<9}", "skipped"), LABEL),
-                    Span::styled(
-                        format!(
-                            "{} (agentctl status)",
-                            count(r.problems.len() as u64, "problem")
-                        ),
-                        BAD,
+                Span::styled(format!("{:<9}", "skipped"), LABEL),
+                Span::styled(
+                    format!(
+                        "{} (agentctl status)",
+                        count(r.problems.len() as u64, "problem")
                     ),
-                ])
-            },
-        ],
-    );
+                    BAD,
+                ),
+            ])
+        },
+    ];
+    if r.last_error.is_none() {
+        lines.insert(3, kv("failures", r.failures.to_string()));
+    }
+    // The reason fills the rows left in the box, wrapped: it is what the operator needs.
+    if let Some(e) = &r.last_error {
+        let width = usize::from(registry.width.saturating_sub(2));
+        let left = usize::from(registry.height.saturating_sub(2)).saturating_sub(lines.len());
+        lines.extend(
+            super::logs::rows(e, width, true)
+                .take(left)
+                .map(|row| Line::styled(row.to_owned(), BAD)),
+        );
+    }
+    block(frame, registry, "Registry", lines);
     let out_health = if o.connected {
         Span::styled("connected", GOOD)
     } else {
