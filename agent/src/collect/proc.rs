@@ -410,6 +410,89 @@ mod tests {
         assert_eq!(value(&c.collect(&by_path), "procnum"), Some(0.0));
     }
 
+    /// A copy of `program` under a name no other process has, in `dir`.
+    fn private_copy(program: &str, dir: &Path, what: &str) -> String {
+        let bin = dir.join(format!("collect-{what}-{}", std::process::id()));
+        std::fs::copy(program, &bin).expect("copy the program");
+        bin.to_str().expect("utf-8 path").to_owned()
+    }
+
+    /// A directory on a filesystem that accounts `write_bytes` (not tmpfs, which has no
+    /// storage to send bytes to).
+    fn disk_backed_tempdir() -> tempfile::TempDir {
+        let tmp = std::env::temp_dir();
+        let on_tmpfs = nix::sys::statfs::statfs(&tmp)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+        if on_tmpfs {
+            tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("tempdir")
+        } else {
+            tempfile::tempdir().expect("tempdir")
+        }
+    }
+
+    #[test]
+    fn values_agree_with_what_the_kernel_says_and_rates_are_per_second() {
+        let dir = disk_backed_tempdir();
+        let sleeper = private_copy("/bin/sleep", dir.path(), "still");
+        let bash_busy = private_copy("/bin/bash", dir.path(), "busy");
+        let bash_writer = private_copy("/bin/bash", dir.path(), "writer");
+        let still = start(std::process::Command::new(&sleeper).arg("30"));
+        let _busy =
+            start(std::process::Command::new(&bash_busy).args(["-c", "while :; do :; done"]));
+        // About 10 MiB/s written by bash itself (printf is a builtin), into one 1 MiB file.
+        let out = dir.path().join("written");
+        let _writer = start(std::process::Command::new(&bash_writer).args([
+            "-c",
+            "while :; do printf '%01048576d' 0 > \"$1\"; sleep 0.1; done",
+            "writer",
+            out.to_str().expect("utf-8 path"),
+        ]));
+
+        let mut c = ProcCollector::new();
+        let (still_it, busy_it, writer_it) = (item(&sleeper), item(&bash_busy), item(&bash_writer));
+        collect_until(&mut c, &still_it, 1.0);
+        collect_until(&mut c, &busy_it, 1.0);
+        collect_until(&mut c, &writer_it, 1.0);
+        std::thread::sleep(std::time::Duration::from_secs(2));
+
+        // Gauges: what /proc says of the same process at the same moment.
+        let m = c.collect(&still_it);
+        let pid = still.0.id();
+        let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).expect("statm");
+        let resident: f64 = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .expect("resident pages");
+        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .expect("page size") as f64;
+        assert_eq!(value(&m, "mem"), Some(resident * page), "{m:?}");
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .expect("fd dir")
+            .count();
+        assert_eq!(value(&m, "fdnum"), Some(fds as f64), "{m:?}");
+        let idle = value(&m, "cpu").expect("cpu");
+        assert!(idle < 5.0, "sleep uses (almost) no CPU: {m:?}");
+        assert_eq!(value(&m, "io.write"), Some(0.0), "{m:?}");
+
+        // A process spinning on one core: close to 100 (percent of a core, not a fraction
+        // and not clock ticks); at least a tenth of a core even on a loaded machine.
+        let cpu = value(&c.collect(&busy_it), "cpu").expect("cpu");
+        assert!(
+            (10.0..=105.0).contains(&cpu),
+            "busy loop: {cpu} % of a core"
+        );
+
+        // Writing ~10 MiB/s: bytes per second, so well over a MiB (not per interval, not KiB).
+        let written = value(&c.collect(&writer_it), "io.write").expect("io.write");
+        assert!(
+            (1024.0 * 1024.0..64.0 * 1024.0 * 1024.0).contains(&written),
+            "writer: {written} bytes/s"
+        );
+    }
+
     #[test]
     fn a_script_matches_by_its_path_as_argv1() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -168,6 +168,34 @@ mod tests {
     }
 
     #[test]
+    fn every_column_lands_in_its_own_metric() {
+        // Deltas 1..=10 ticks per column, in /proc/stat order; the total leaves guest out
+        // (already in user and nice), so it is 1+2+...+8 = 36 ticks.
+        let a = parse("cpu  0 0 0 0 0 0 0 0 0 0\n").next().expect("line").1;
+        let b = parse("cpu  1 2 3 4 5 6 7 8 9 10\n").next().expect("line").1;
+        let mut out = Out::new();
+        emit(&a, &b, "cpu-total", &mut out);
+        let pct = |ticks: f64| ticks / 36.0 * 100.0;
+        for (name, ticks) in [
+            ("cpu.user", 1.0),
+            ("cpu.nice", 2.0),
+            ("cpu.system", 3.0),
+            ("cpu.idle", 4.0),
+            ("cpu.iowait", 5.0),
+            ("cpu.irq", 6.0),
+            ("cpu.softirq", 7.0),
+            ("cpu.steal", 8.0),
+            ("cpu.guest", 19.0),
+        ] {
+            assert_eq!(value(&out, name, "cpu-total"), Some(pct(ticks)), "{name}");
+        }
+        assert_eq!(
+            value(&out, "cpu.usage", "cpu-total"),
+            Some(100.0 - pct(4.0) - pct(5.0))
+        );
+    }
+
+    #[test]
     fn first_sample_and_backwards_counters_emit_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let opts = SystemOptions {
