@@ -30,6 +30,8 @@ pub enum Behaviour {
     WrongTypes,
     /// The protocol, after sleeping this long (past the agent's timeout).
     Slow(Duration),
+    /// HTTP 200 with a body of this many bytes (a JSON string that never ends in time).
+    Oversized(usize),
 }
 
 /// One request the server received.
@@ -222,6 +224,13 @@ async fn misbehave(behaviour: Behaviour) -> Option<Response> {
             (
                 [("content-type", "application/json")],
                 "{\"httpstatus\": 200, \"data\": [",
+            )
+                .into_response(),
+        ),
+        Behaviour::Oversized(n) => Some(
+            (
+                [("content-type", "application/json")],
+                format!("{{\"httpstatus\": 200, \"data\": \"{}\"}}", "x".repeat(n)),
             )
                 .into_response(),
         ),

@@ -37,6 +37,9 @@ const SERIAL_FILE: &str = "/sys/class/dmi/id/product_serial";
 /// How much of a bad answer is quoted in an error.
 const SNIPPET: usize = 200;
 
+/// The largest answer read from the registry (tens of thousands of items fit).
+const MAX_ANSWER_BYTES: usize = 16 << 20;
+
 /// This host, as the registry knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
@@ -199,9 +202,19 @@ impl HttpSource {
             url: shown.to_owned(),
             reason,
         };
-        let resp = request.send().await.map_err(unreachable)?;
+        let mut resp = request.send().await.map_err(unreachable)?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(unreachable)?;
+        // Bounded: a registry that streams without end must not take the agent's memory.
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(bad(format!(
+                    "the answer is larger than {} MiB; not read",
+                    MAX_ANSWER_BYTES >> 20
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
             return Err(bad(format!(
                 "answered HTTP {status}: {}",
@@ -419,6 +432,17 @@ mod tests {
                 || e.to_string().contains("not the registry protocol"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_answer_past_the_bound_is_refused_not_read_whole() {
+        use support::registry_server::{Behaviour, RegistryServer};
+        let server = RegistryServer::start();
+        server.set_behaviour(Behaviour::Oversized(MAX_ANSWER_BYTES + 1));
+        let source =
+            HttpSource::new(&server.url(), "host", Duration::from_secs(20)).expect("source");
+        let e = source.fetch().await.expect_err("too large");
+        assert!(e.to_string().contains("larger than 16 MiB"), "{e}");
     }
 
     #[test]
