@@ -93,9 +93,9 @@ pub fn load(path: &Path) -> Result<Loaded, String> {
 /// Parses TOML; an error is one line (it goes to the log) naming the key and where it is.
 fn parse_toml(text: &str) -> Result<RegistryFile, String> {
     serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
-        let key = e.path().to_string();
+        let key = key_prefix(e.path());
         let e = e.into_inner();
-        let mut msg = format!("{key}: {}", e.message().trim_end());
+        let mut msg = format!("{key}{}", e.message().trim_end());
         if let Some(span) = e.span() {
             let (line, column) = line_column(text, span.start);
             msg.push_str(&format!(" (line {line}, column {column})"));
@@ -108,7 +108,22 @@ fn parse_toml(text: &str) -> Result<RegistryFile, String> {
 /// Parses JSON; an error names the key, and serde_json says the line and column.
 fn parse_json(text: &str) -> Result<RegistryFile, String> {
     let mut de = serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        // A syntax error has no key to name (the path would end in `?`).
+        let key = match e.inner().classify() {
+            serde_json::error::Category::Data => key_prefix(e.path()),
+            _ => String::new(),
+        };
+        format!("{key}{}", e.inner())
+    })
+}
+
+/// `namespace[1].ports[0].port: `, or nothing for an error not inside any key.
+fn key_prefix(path: &serde_path_to_error::Path) -> String {
+    match path.to_string() {
+        p if p == "." || p.is_empty() => String::new(),
+        p => format!("{p}: "),
+    }
 }
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -198,7 +213,10 @@ mod tests {
             "r.toml",
             "[[namespace]]\nname = \"a\"\nthis is = = not toml [\n",
         );
-        assert!(err.contains("line 3"), "{err}");
+        assert!(
+            err.contains(": expected `.`, `=` (line 3, column 6)"),
+            "{err}"
+        );
         assert!(!err.contains('\n'), "one line for the log: {err}");
 
         let err = error_of(
@@ -207,6 +225,11 @@ mod tests {
         );
         assert!(err.contains("namespace[0].ports[0].port"), "{err}");
         assert!(err.contains("line 1 column"), "{err}");
+        let err = error_of("r.json", r#"{"namespace": [{"name": "x""#);
+        assert!(
+            err.ends_with("r.json: EOF while parsing an object at line 1 column 27"),
+            "a syntax error names no key: {err}"
+        );
     }
 
     #[test]
