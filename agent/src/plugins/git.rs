@@ -110,6 +110,42 @@ pub fn check_address(addr: &str) -> Result<(), GitError> {
     Ok(())
 }
 
+/// What our transports hand to libgit2 when a read or write fails, with a message that is safe
+/// to hand it: see [`for_libgit2`].
+pub(super) fn io_for_libgit2(e: std::io::Error) -> std::io::Error {
+    let msg = e.to_string();
+    match for_libgit2(&msg) {
+        std::borrow::Cow::Borrowed(_) => e,
+        std::borrow::Cow::Owned(clean) => std::io::Error::new(e.kind(), clean),
+    }
+}
+
+/// A `git2::Error` from our transports, with a message that is safe to hand to libgit2.
+pub(super) fn git2_error(msg: &str) -> git2::Error {
+    git2::Error::from_str(&for_libgit2(msg))
+}
+
+/// Every message our transports give libgit2 goes through here. libgit2 keeps messages as C
+/// strings, and git2 0.20 makes one out of a transport's I/O error with
+/// `CString::new(..).unwrap()` in an `extern "C"` function, outside its panic guard: a NUL byte
+/// would abort the whole agent. A remote decides much of what is in these messages (ssh's
+/// stderr, names in a server's certificate), so control characters are written as escapes:
+/// no NUL, and no terminal escape sequences in logs either.
+fn for_libgit2(msg: &str) -> std::borrow::Cow<'_, str> {
+    if !msg.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(msg);
+    }
+    let mut out = String::with_capacity(msg.len() + 8);
+    for c in msg.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// How the network transports behave; the agent uses [`Transports::default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transports {

@@ -1557,3 +1557,35 @@ fn clones_and_updates_through_a_real_sshd_and_an_unknown_host_key_is_explained()
         "{e}"
     );
 }
+
+/// An executable shell script `<dir>/bin/<name>`.
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let path = bin.join(name);
+    std::fs::write(&path, body).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// The remote decides what ssh prints on stderr, NUL bytes and terminal escapes included. git2
+/// turns a transport's error into a C string with `unwrap()` where a panic aborts the process:
+/// the clone must fail with the message, escaped, and the agent live on.
+#[test]
+fn a_nul_byte_in_sshs_stderr_fails_the_clone_with_an_escaped_message() {
+    let dir = open_tempdir();
+    let ssh = script(
+        dir.path(),
+        "ssh",
+        "#!/bin/sh\nprintf 'bad\\000news \\033[2J\\n' >&2\nexit 1\n",
+    );
+    let t = git::Transports {
+        ssh: Some(git::SshCommand::program(&ssh)),
+        ..git::Transports::default()
+    };
+    let e = git::clone_into_with("h:x.git", None, &dir.path().join("c"), &t)
+        .expect_err("ssh failed")
+        .to_string();
+    assert!(e.contains("bad\\u{0}news \\u{1b}[2J"), "{e}");
+    assert!(!e.contains('\0') && !e.contains('\x1b'), "{e:?}");
+}

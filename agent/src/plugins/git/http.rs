@@ -100,7 +100,7 @@ impl SmartHttp {
     /// `stall` without data.
     pub(super) fn new(connect: Duration, stall: Duration) -> Result<SmartHttp, git2::Error> {
         let rt = Rt::pick()
-            .map_err(|e| git2::Error::from_str(&format!("cannot start a runtime for HTTP: {e}")))?;
+            .map_err(|e| super::git2_error(&format!("cannot start a runtime for HTTP: {e}")))?;
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(connect)
@@ -121,7 +121,7 @@ impl SmartHttp {
                 }
             }))
             .build()
-            .map_err(|e| git2::Error::from_str(&format!("cannot build an HTTP client: {e}")))?;
+            .map_err(|e| super::git2_error(&format!("cannot build an HTTP client: {e}")))?;
         Ok(SmartHttp {
             shared: Arc::new(Shared {
                 client,
@@ -151,7 +151,7 @@ impl SmartSubtransport for SmartHttp {
                 response: None,
                 chunk: Bytes::new(),
             })),
-            Service::ReceivePackLs | Service::ReceivePack => Err(git2::Error::from_str(
+            Service::ReceivePackLs | Service::ReceivePack => Err(super::git2_error(
                 "pushing over HTTP is not supported (the agent only fetches)",
             )),
         }
@@ -173,8 +173,25 @@ struct HttpStream {
     chunk: Bytes,
 }
 
+// libgit2 gets every error through `io_for_libgit2`: see there why.
 impl Read for HttpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_response(buf).map_err(super::io_for_libgit2)
+    }
+}
+
+impl Write for HttpStream {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_request(data).map_err(super::io_for_libgit2)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl HttpStream {
+    fn read_response(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.response.is_none() {
             let response = match self.service {
                 Service::UploadPackLs => self.shared.advertisement(&self.url)?,
@@ -199,10 +216,8 @@ impl Read for HttpStream {
         buf[..n].copy_from_slice(&self.chunk.split_to(n));
         Ok(n)
     }
-}
 
-impl Write for HttpStream {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+    fn write_request(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.service != Service::UploadPack || self.response.is_some() {
             return Err(io::Error::other(
                 "libgit2 wrote to an HTTP stream that takes no request body",
@@ -210,10 +225,6 @@ impl Write for HttpStream {
         }
         self.request.extend_from_slice(data);
         Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

@@ -374,8 +374,8 @@ impl SmartSubtransport for SshTransport {
             Service::UploadPackLs | Service::UploadPack => self
                 .open(url)
                 .map(|s| Box::new(s) as Box<dyn SmartSubtransportStream>)
-                .map_err(|e| git2::Error::from_str(&e)),
-            Service::ReceivePackLs | Service::ReceivePack => Err(git2::Error::from_str(
+                .map_err(|e| super::git2_error(&e)),
+            Service::ReceivePackLs | Service::ReceivePack => Err(super::git2_error(
                 "pushing over ssh is not supported (the agent only fetches)",
             )),
         }
@@ -447,8 +447,25 @@ impl SshStream {
     }
 }
 
+// libgit2 gets every error through `io_for_libgit2`: see there why.
 impl Read for SshStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_stdout(buf).map_err(super::io_for_libgit2)
+    }
+}
+
+impl Write for SshStream {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_stdin(data).map_err(super::io_for_libgit2)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_stdin().map_err(super::io_for_libgit2)
+    }
+}
+
+impl SshStream {
+    fn read_stdout(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let ready = loop {
             let mut fds = [nix::poll::PollFd::new(
                 self.stdout.as_fd(),
@@ -481,10 +498,8 @@ impl Read for SshStream {
             Err(e) => Err(self.failed(Some(e))),
         }
     }
-}
 
-impl Write for SshStream {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+    fn write_stdin(&mut self, data: &[u8]) -> io::Result<usize> {
         let Some(stdin) = self.stdin.as_mut() else {
             return Err(io::Error::other(format!("{}: already closed", self.who)));
         };
@@ -494,7 +509,7 @@ impl Write for SshStream {
         }
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush_stdin(&mut self) -> io::Result<()> {
         match self.stdin.as_mut().map(Write::flush) {
             Some(Err(e)) => Err(self.failed(Some(e))),
             _ => Ok(()),
