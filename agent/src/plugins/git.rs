@@ -11,6 +11,7 @@
 //! libgit2's own. The HTTP transport waits on the caller's tokio runtime, so these functions
 //! must not run on an async worker thread (`spawn_blocking` or a plain thread is right).
 
+mod group;
 mod http;
 mod ssh;
 

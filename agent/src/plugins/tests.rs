@@ -1589,3 +1589,91 @@ fn a_nul_byte_in_sshs_stderr_fails_the_clone_with_an_escaped_message() {
     assert!(e.contains("bad\\u{0}news \\u{1b}[2J"), "{e}");
     assert!(!e.contains('\0') && !e.contains('\x1b'), "{e:?}");
 }
+
+/// Whether `pid` is a live process (a zombie waiting for its reaper is not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            != Some("Z")
+    })
+}
+
+fn pid_in(file: &Path) -> i32 {
+    std::fs::read_to_string(file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid")
+}
+
+/// ssh runs in a process group of its own: a stalled one is stopped together with what it
+/// started (here a `sleep`, as a wrapper's or a ProxyCommand's child would be), and the error
+/// says how it ended and what it said on stderr.
+#[test]
+fn a_stalled_ssh_is_stopped_with_what_it_started_and_the_error_shows_its_stderr() {
+    let dir = open_tempdir();
+    let sleeper = dir.path().join("sleeper.pid");
+    let ssh = script(
+        dir.path(),
+        "ssh",
+        &format!(
+            "#!/bin/sh\necho 'debug1: via the jump host' >&2\nsleep 30 &\necho $! > '{}'\nwait\n",
+            sleeper.display()
+        ),
+    );
+    let t = git::Transports {
+        ssh: Some(git::SshCommand::program(&ssh)),
+        stall_timeout: Duration::from_secs(1),
+        ..git::Transports::default()
+    };
+    let started = std::time::Instant::now();
+    let e = git::clone_into_with("h:x.git", None, &dir.path().join("c"), &t)
+        .expect_err("stalled")
+        .to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "gave up in time"
+    );
+    assert!(
+        e.contains("ssh h sent no data for 1 s and was stopped")
+            && e.contains("SIGTERM")
+            && e.contains("debug1: via the jump host"),
+        "{e}"
+    );
+    assert!(!alive(pid_in(&sleeper)), "ssh's child was stopped with it");
+}
+
+/// After a fetch, ssh gets its stdin closed and a moment to exit by itself (no kill in the
+/// middle of its goodbye to the server); what it leaves running in its group is then ended.
+#[test]
+fn ssh_exits_by_itself_after_a_fetch_and_what_its_wrapper_left_running_is_ended() {
+    let f = fixture(60);
+    let repo = f.repo("wrapped", ECHO_V1);
+    let (ssh, _) = fake_ssh(&f);
+    let log = f.dir.path().join("wrapper.log");
+    let sleeper = f.dir.path().join("sleeper.pid");
+    // A GIT_SSH_COMMAND wrapper: starts a helper in the background, runs ssh, then takes its
+    // time to finish.
+    let wrapper = format!(
+        "w() {{ sleep 30 & echo $! > '{pid}'; '{ssh}' \"$@\"; rc=$?; sleep 0.3; \
+         echo clean-exit-$rc >> '{log}'; exit $rc; }}; w",
+        pid = sleeper.display(),
+        ssh = ssh.program.display(),
+        log = log.display(),
+    );
+    let t = git::Transports {
+        ssh: Some(git::SshCommand::shell(&wrapper)),
+        ..git::Transports::default()
+    };
+    let got = git::clone_into_with("h:wrapped.git", None, &f.dir.path().join("c"), &t)
+        .expect("clone through the wrapper");
+    assert_eq!(got, remote_head(&repo));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        "clean-exit-0\n",
+        "the wrapper finished by itself"
+    );
+    assert!(!alive(pid_in(&sleeper)), "its background child was ended");
+}

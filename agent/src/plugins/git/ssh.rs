@@ -9,16 +9,19 @@ use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream};
 
+use super::group::Group;
+
 /// How much of ssh's stderr is kept for the error message.
 const STDERR_TAIL: usize = 4096;
-/// How long a finished ssh may take to exit (and close its stderr) before it is killed.
-const EXIT_GRACE: Duration = Duration::from_secs(5);
+/// How long ssh may take to exit by itself once the fetch is done with it (its stdin closed), or
+/// once it closed its stdout, before its process group is stopped.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// The ssh program, chosen as git chooses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,27 +314,23 @@ impl SshTransport {
     fn open(&self, addr: &str) -> Result<SshStream, String> {
         let target = parse_target(addr).map_err(|e| format!("ssh address {addr:?}: {e}"))?;
         let args = target.args(&self.cmd)?;
-        let mut child = self
-            .cmd
-            .command(&args)
-            .stdin(Stdio::piped())
+        let mut cmd = self.cmd.command(&args);
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot run ssh program {:?}: {e} (install OpenSSH's client, or name one in \
-                     GIT_SSH_COMMAND)",
-                    self.cmd.name()
-                )
-            })?;
+            .stderr(Stdio::piped());
+        // A group of its own: ending ssh also ends what it started (wrapper, ProxyCommand).
+        let mut group = Group::spawn(&mut cmd).map_err(|e| {
+            format!(
+                "cannot run ssh program {:?}: {e} (install OpenSSH's client, or name one in \
+                 GIT_SSH_COMMAND)",
+                self.cmd.name()
+            )
+        })?;
+        let child = group.child();
         let (stdin, stdout, stderr) = match (child.stdin.take(), child.stdout.take()) {
             (Some(i), Some(o)) => (i, o, child.stderr.take()),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("ssh started without pipes".to_owned());
-            }
+            // Dropping the group ends it.
+            _ => return Err("ssh started without pipes".to_owned()),
         };
         // ssh's stderr is drained by a thread, so a chatty ssh never blocks on a full pipe;
         // its tail is what the error shows.
@@ -340,11 +339,13 @@ impl SshTransport {
             std::thread::spawn(move || {
                 let mut tail = Vec::new();
                 let mut buf = [0u8; 1024];
-                while let Ok(n) = err.read(&mut buf) {
-                    if n == 0 {
-                        break;
+                loop {
+                    match err.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => tail.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
                     }
-                    tail.extend_from_slice(&buf[..n]);
                     if tail.len() > STDERR_TAIL {
                         tail.drain(..tail.len() - STDERR_TAIL);
                     }
@@ -353,7 +354,7 @@ impl SshTransport {
             });
         }
         Ok(SshStream {
-            child,
+            group,
             stdin: Some(stdin),
             stdout,
             stderr: rx,
@@ -386,9 +387,9 @@ impl SmartSubtransport for SshTransport {
     }
 }
 
-/// The running ssh; killed (if still running) and reaped when dropped.
+/// The running ssh; when dropped, its stdin is closed and its process group ended.
 struct SshStream {
-    child: Child,
+    group: Group,
     stdin: Option<ChildStdin>,
     stdout: ChildStdout,
     stderr: mpsc::Receiver<Vec<u8>>,
@@ -397,25 +398,17 @@ struct SshStream {
 }
 
 impl SshStream {
-    /// ssh's exit status once it is done (killed after a grace period if it lingers).
-    fn exit(&mut self) -> io::Result<ExitStatus> {
+    /// ssh's exit status: it gets `grace` to exit by itself, then its process group is
+    /// stopped.
+    fn exit(&mut self, grace: Duration) -> io::Result<ExitStatus> {
         self.stdin = None;
-        let until = Instant::now() + EXIT_GRACE;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() >= until {
-                let _ = self.child.kill();
-                return self.child.wait();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.group.end(grace)
     }
 
-    /// The error for an ssh that stopped talking: its exit status and the end of its stderr.
-    fn failed(&mut self, cause: Option<io::Error>) -> io::Error {
-        let status = match self.exit() {
+    /// The error for an ssh that stopped talking or was stopped: `what` happened, then how ssh
+    /// ended and the end of its stderr.
+    fn failed(&mut self, kind: io::ErrorKind, what: String, grace: Duration) -> io::Error {
+        let status = match self.exit(grace) {
             Ok(s) => s.to_string(),
             Err(e) => format!("exit status unknown: {e}"),
         };
@@ -429,10 +422,7 @@ impl SshStream {
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect();
-        let mut msg = format!("{} failed ({status})", self.who);
-        if let Some(e) = cause {
-            msg.push_str(&format!(": {e}"));
-        }
+        let mut msg = format!("{what} ({status})");
         if !lines.is_empty() {
             msg.push_str(": ");
             msg.push_str(&lines[lines.len().saturating_sub(5)..].join(" / "));
@@ -443,7 +433,7 @@ impl SshStream {
                  see docs/plugins.md)",
             );
         }
-        io::Error::other(msg)
+        io::Error::new(kind, msg)
     }
 }
 
@@ -480,22 +470,24 @@ impl SshStream {
             }
         };
         if ready == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "{}: no data for {} s; giving up",
-                    self.who,
-                    self.stall.as_secs_f32()
-                ),
-            ));
+            let what = format!(
+                "{} sent no data for {} s and was stopped",
+                self.who,
+                self.stall.as_secs_f32()
+            );
+            return Err(self.failed(io::ErrorKind::TimedOut, what, Duration::ZERO));
         }
         match self.stdout.read(buf) {
-            Ok(0) => match self.exit() {
+            Ok(0) => match self.exit(EXIT_GRACE) {
                 Ok(s) if s.success() => Ok(0),
-                _ => Err(self.failed(None)),
+                _ => Err(self.failed(
+                    io::ErrorKind::Other,
+                    format!("{} failed", self.who),
+                    EXIT_GRACE,
+                )),
             },
             Ok(n) => Ok(n),
-            Err(e) => Err(self.failed(Some(e))),
+            Err(e) => Err(self.failed(e.kind(), format!("{} failed: {e}", self.who), EXIT_GRACE)),
         }
     }
 
@@ -505,13 +497,15 @@ impl SshStream {
         };
         match stdin.write(data) {
             Ok(n) => Ok(n),
-            Err(e) => Err(self.failed(Some(e))),
+            Err(e) => Err(self.failed(e.kind(), format!("{} failed: {e}", self.who), EXIT_GRACE)),
         }
     }
 
     fn flush_stdin(&mut self) -> io::Result<()> {
         match self.stdin.as_mut().map(Write::flush) {
-            Some(Err(e)) => Err(self.failed(Some(e))),
+            Some(Err(e)) => {
+                Err(self.failed(e.kind(), format!("{} failed: {e}", self.who), EXIT_GRACE))
+            }
             _ => Ok(()),
         }
     }
@@ -519,12 +513,9 @@ impl SshStream {
 
 impl Drop for SshStream {
     fn drop(&mut self) {
-        // Done or abandoned: the fetch is over either way, so ssh does not get to linger.
-        self.stdin = None;
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        // Done or abandoned, the fetch is over: with its stdin closed ssh normally exits at
+        // once (and cleanly); after a short grace it is stopped, with what it started.
+        let _ = self.exit(EXIT_GRACE);
     }
 }
 
