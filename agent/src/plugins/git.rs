@@ -73,8 +73,33 @@ pub fn redact_address(addr: &str) -> String {
     }
 }
 
-/// Refuses addresses that could make git run commands or read options: a leading `-`, and
-/// transport helpers written `<helper>::<address>` (`ext::sh -c ...`, `fd::`, ...).
+/// The URL schemes the agent fetches from (as libgit2, case-insensitive).
+const SCHEMES: [&str; 7] = ["https", "http", "ssh", "ssh+git", "git+ssh", "git", "file"];
+/// What the agent takes, for messages.
+const SUPPORTED: &str =
+    "use https://, http://, ssh://, git://, file://, scp-like [user@]host:path, \
+                         or a local path";
+
+/// The scheme of `scheme://...`, as written; `None` when `addr` does not start with one (an
+/// scp-like address or a local path).
+pub(super) fn url_scheme(addr: &str) -> Option<&str> {
+    let (scheme, _) = addr.split_once("://")?;
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some(scheme)
+}
+
+/// Whether `scheme` names one of the URL schemes the agent fetches from.
+fn supported_scheme(scheme: &str) -> bool {
+    SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(scheme))
+}
+
+/// Refuses addresses the agent does not fetch from and those that could make git run commands
+/// or read options: a leading `-`, transport helpers written `<helper>::<address>`
+/// (`ext::sh -c ...`, `fd::`, ...), and schemes other than [`SCHEMES`], which libgit2 would
+/// hand to the ssh transport (it takes any address with a `:` it has no transport for for an
+/// ssh one: `ftp://h/x` would become `ssh ftp`).
 pub fn check_address(addr: &str) -> Result<(), GitError> {
     let refuse = |reason: &str| {
         Err(GitError::Address {
@@ -91,11 +116,6 @@ pub fn check_address(addr: &str) -> Result<(), GitError> {
     if addr.chars().any(char::is_control) {
         return refuse("it contains control characters");
     }
-    if ssh::is_ssh(addr) {
-        if let Err(reason) = ssh::parse_target(addr) {
-            return refuse(&reason);
-        }
-    }
     if let Some(i) = addr.find("::") {
         let helper = &addr[..i];
         if !helper.is_empty()
@@ -104,9 +124,23 @@ pub fn check_address(addr: &str) -> Result<(), GitError> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_'))
         {
             return refuse(&format!(
-                "'{helper}::' names a git transport helper, which can run commands; use https://, ssh://, git@host:path, git://, file:// or a local path"
+                "'{helper}::' names a git transport helper, which can run commands; {SUPPORTED}"
             ));
         }
+    }
+    if let Some(scheme) = url_scheme(addr) {
+        if !supported_scheme(scheme) {
+            return refuse(&format!("'{scheme}://' is not supported; {SUPPORTED}"));
+        }
+    }
+    if ssh::is_ssh(addr) {
+        if let Err(reason) = ssh::parse_target(addr) {
+            return refuse(&reason);
+        }
+    } else if url_scheme(addr).is_none() && addr.contains(':') {
+        return refuse(
+            "a local path with ':' in it would be taken for an ssh address; write it file://...",
+        );
     }
     Ok(())
 }

@@ -1677,3 +1677,38 @@ fn ssh_exits_by_itself_after_a_fetch_and_what_its_wrapper_left_running_is_ended(
     );
     assert!(!alive(pid_in(&sleeper)), "its background child was ended");
 }
+
+/// libgit2 hands every address with a ':' it has no transport for to the ssh transport:
+/// `ftp://files.example/x.git` would have run `ssh ftp "git-upload-pack '//files.example/x.git'"`.
+/// Such addresses are refused, saying what is supported, and ssh never runs.
+#[test]
+fn addresses_of_other_kinds_are_refused_saying_what_is_supported_and_ssh_never_runs() {
+    let f = fixture(60);
+    let (ssh, t) = fake_ssh(&f);
+    for (addr, why) in [
+        ("ftp://files.example/x.git", "'ftp://' is not supported"),
+        ("svn+ssh://h/x", "'svn+ssh://' is not supported"),
+        ("http:/h/x.git", "a '/' is missing after 'http:'"),
+        ("/srv/a:b/x.git", "write it file://"),
+    ] {
+        let e = git::clone_into_with(addr, None, &f.dir.path().join("c"), &t)
+            .expect_err(addr)
+            .to_string();
+        assert!(e.contains("refused") && e.contains(why), "{addr}: {e}");
+        if why.contains("not supported") {
+            assert!(
+                e.contains("use https://, http://, ssh://, git://, file://, scp-like"),
+                "{e}"
+            );
+        }
+    }
+    assert!(ssh.runs().is_empty(), "ssh never started: {:?}", ssh.runs());
+    for good in [
+        "HTTPS://h/x.git",
+        "ssh://h:/x.git",
+        "git+ssh://h/x.git",
+        "h:x://y.git",
+    ] {
+        git::check_address(good).expect(good);
+    }
+}

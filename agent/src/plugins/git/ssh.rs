@@ -122,17 +122,23 @@ pub(super) struct Target {
     path: String,
 }
 
-const URL_SCHEMES: [&str; 3] = ["ssh://", "ssh+git://", "git+ssh://"];
+const URL_SCHEMES: [&str; 3] = ["ssh", "ssh+git", "git+ssh"];
 
-/// Whether libgit2 would hand `addr` to the ssh transport: an ssh URL, or scp-like
-/// `[user@]host:path` (a `:` before any `/`, and no other scheme).
+/// URL schemes, for telling `http:/h/x` (a URL missing a `/`) from an scp-like address.
+const SCHEME_NAMES: [&str; 12] = [
+    "http", "https", "ssh", "ssh+git", "git+ssh", "git", "file", "ftp", "ftps", "rsync", "svn",
+    "svn+ssh",
+];
+
+fn is_ssh_scheme(scheme: &str) -> bool {
+    URL_SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(scheme))
+}
+
+/// Whether `addr` is an ssh address: an ssh URL, or scp-like `[user@]host:path` (a `:` before
+/// any `/`, and no `scheme://`).
 pub(super) fn is_ssh(addr: &str) -> bool {
-    let lower = addr.to_ascii_lowercase();
-    if URL_SCHEMES.iter().any(|s| lower.starts_with(s)) {
-        return true;
-    }
-    if lower.contains("://") {
-        return false;
+    if let Some(scheme) = super::url_scheme(addr) {
+        return is_ssh_scheme(scheme);
     }
     match (addr.find(':'), addr.find('/')) {
         (Some(colon), Some(slash)) => colon < slash,
@@ -142,11 +148,12 @@ pub(super) fn is_ssh(addr: &str) -> bool {
 }
 
 /// Parses an ssh address with git's rules, refusing a host, user or path that ssh or
-/// upload-pack could read as an option.
+/// upload-pack could read as an option, and addresses of other kinds: libgit2 hands this
+/// transport every address with a `:` that it has no other transport for.
 pub(super) fn parse_target(addr: &str) -> Result<Target, String> {
-    let lower = addr.to_ascii_lowercase();
-    let target = match URL_SCHEMES.iter().find(|s| lower.starts_with(*s)) {
-        Some(scheme) => parse_url(&addr[scheme.len()..])?,
+    let target = match super::url_scheme(addr) {
+        Some(scheme) if is_ssh_scheme(scheme) => parse_url(&addr[scheme.len() + 3..])?,
+        Some(scheme) => return Err(format!("'{scheme}://' is not an ssh address")),
         None => parse_scp(addr)?,
     };
     if target.host.is_empty() {
@@ -166,7 +173,7 @@ pub(super) fn parse_target(addr: &str) -> Result<Target, String> {
         }
     }
     if let Some(p) = target.port.as_deref() {
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        if !p.bytes().all(|b| b.is_ascii_digit()) {
             return Err(format!("ssh port {p:?} is not a number"));
         }
     }
@@ -212,6 +219,8 @@ fn parse_url(rest: &str) -> Result<Target, String> {
             None => (hostport, None),
         }
     };
+    // As git: `ssh://host:/x` is the default port.
+    let port = port.filter(|p| !p.is_empty());
     Ok(Target {
         user,
         host: host.to_owned(),
@@ -245,6 +254,12 @@ fn parse_scp(addr: &str) -> Result<Target, String> {
                 ),
             }
         };
+    if path.starts_with('/') && SCHEME_NAMES.iter().any(|s| s.eq_ignore_ascii_case(host)) {
+        return Err(format!(
+            "{host:?} is a URL scheme, not an ssh host: a '/' is missing after '{host}:' \
+             (for a host of that name write ssh://{host}/...)"
+        ));
+    }
     Ok(Target {
         user,
         host: host.to_owned(),
@@ -553,6 +568,11 @@ mod tests {
             ("host:/abs/x.git", t(None, "host", None, "/abs/x.git")),
             ("host:~/x.git", t(None, "host", None, "~/x.git")),
             ("[::1]:x.git", t(None, "::1", None, "x.git")),
+            // An empty port is the default one, as for git.
+            ("ssh://h:/x.git", t(None, "h", None, "/x.git")),
+            ("ssh://[::1]:/x.git", t(None, "::1", None, "/x.git")),
+            // Only a word before "://" is a scheme.
+            ("h:x://y", t(None, "h", None, "x://y")),
         ];
         for (addr, want) in cases {
             assert!(is_ssh(addr), "{addr} is ssh");
@@ -561,26 +581,49 @@ mod tests {
     }
 
     #[test]
-    fn option_like_hosts_users_paths_and_bad_ports_are_refused() {
-        for bad in [
-            "ssh://-oProxyCommand=touch%20x/repo.git",
-            "ssh://git@-oProxyCommand=x/repo.git",
-            "ssh://-oProxyCommand=x@host/repo.git",
-            "git@-oProxyCommand=x:repo.git",
-            "-oProxyCommand=x@host:repo.git",
-            "host:-u.git",
-            "ssh://host:22x/x",
-            "ssh://host",
-            "ssh:///x",
-            "host:",
-            "/srv/a:b",
+    fn option_like_hosts_users_paths_bad_ports_and_other_kinds_are_refused() {
+        for (bad, why) in [
+            (
+                "ssh://-oProxyCommand=touch%20x/repo.git",
+                "ssh host \"-oProxyCommand=touch%20x\" starts with '-'",
+            ),
+            (
+                "ssh://git@-oProxyCommand=x/repo.git",
+                "ssh host \"-oProxyCommand=x\" starts with '-'",
+            ),
+            (
+                "ssh://-oProxyCommand=x@host/repo.git",
+                "ssh user \"-oProxyCommand=x\" starts with '-'",
+            ),
+            (
+                "git@-oProxyCommand=x:repo.git",
+                "ssh host \"-oProxyCommand=x\" starts with '-'",
+            ),
+            (
+                "-oProxyCommand=x@host:repo.git",
+                "ssh user \"-oProxyCommand=x\" starts with '-'",
+            ),
+            ("host:-u.git", "repository path \"-u.git\" starts with '-'"),
+            ("ssh://host:22x/x", "ssh port \"22x\" is not a number"),
+            ("ssh://host", "no repository path"),
+            ("ssh:///x", "no host"),
+            ("host:", "no repository path"),
+            (
+                "/srv/a:b",
+                "a local path with ':' in it must be written file://",
+            ),
+            (
+                "ftp://files.example/x.git",
+                "'ftp://' is not an ssh address",
+            ),
+            ("svn+ssh://h/x", "'svn+ssh://' is not an ssh address"),
+            ("https://h/x.git", "'https://' is not an ssh address"),
+            ("http:/h/x.git", "a '/' is missing after 'http:'"),
+            ("FILE:/srv/x.git", "a '/' is missing after 'FILE:'"),
         ] {
             let e = parse_target(bad).expect_err(bad);
-            assert!(!e.is_empty(), "{bad}");
+            assert!(e.contains(why), "{bad}: {e}");
         }
-        assert!(parse_target("ssh://-oProxyCommand=x/r")
-            .expect_err("refused")
-            .contains("'-'"));
     }
 
     #[test]
@@ -592,6 +635,8 @@ mod tests {
             "file:///x",
             "https://h/x",
             "git://h/x",
+            "ftp://h/x",
+            "svn+ssh://h/x",
         ] {
             assert!(!is_ssh(addr), "{addr}");
         }
@@ -684,16 +729,22 @@ mod tests {
         .expect("script");
         std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let t = SshTransport::new(SshCommand::program(&program), Duration::from_secs(5));
-        for addr in [
-            "ssh://-oProxyCommand=touch%20x/r.git",
-            "-oProxyCommand=x@h:r.git",
-            "u@-oProxyCommand=x:r.git",
+        for (addr, why) in [
+            ("ssh://-oProxyCommand=touch%20x/r.git", "starts with '-'"),
+            ("-oProxyCommand=x@h:r.git", "starts with '-'"),
+            ("u@-oProxyCommand=x:r.git", "starts with '-'"),
+            // libgit2 hands this transport any address with a ':' it has no transport for.
+            (
+                "ftp://files.example/x.git",
+                "'ftp://' is not an ssh address",
+            ),
+            ("http:/h/x.git", "a '/' is missing"),
         ] {
             let e = t
                 .action(addr, Service::UploadPackLs)
                 .err()
                 .expect("refused");
-            assert!(e.message().contains("starts with '-'"), "{e}");
+            assert!(e.message().contains(why), "{addr}: {e}");
         }
         assert!(!marker.exists(), "ssh never started");
         // The same program does run for a sane address (so the check above can fail).
