@@ -58,19 +58,31 @@ pub enum GitError {
     },
 }
 
-/// `addr` for messages and logs: a password in `scheme://user:password@host/...` is left out.
+/// `addr` as every message, log line and API answer shows it: the credentials of
+/// `scheme://user:password@host/...` are hidden. The password becomes `***`
+/// (`https://bob:***@h/x.git`), and so does a user name given alone, which is often a token
+/// (`https://<token>@github.com/...` shows as `https://***@github.com/...`); only ssh URLs keep
+/// a lone user, the remote account (they take no password).
+///
+/// Where the credentials end is read generously: at the address's last `@`. git and curl end
+/// the host at the first `/`, `?` or `#` and only look for an `@` before it, so for them
+/// `https://bob:pa/ss@h/x.git` (a password with an unencoded `/`) is host `bob` with a bad
+/// port; the fetch fails, and its message must not show the password either. The price is
+/// that an `@` in a repository path (`https://h/@team/x.git`) hides what comes before it; it
+/// can be written `%40`.
 pub fn redact_address(addr: &str) -> String {
     let Some(start) = addr.find("://").map(|i| i + 3) else {
         return addr.to_owned();
     };
-    let end = addr[start..].find('/').map_or(addr.len(), |i| start + i);
-    let Some(at) = addr[start..end].rfind('@').map(|i| start + i) else {
+    let Some(at) = addr[start..].rfind('@').map(|i| start + i) else {
         return addr.to_owned();
     };
-    match addr[start..at].find(':').map(|i| start + i) {
-        Some(colon) => format!("{}{}", &addr[..colon], &addr[at..]),
-        None => addr.to_owned(),
-    }
+    let shown = match addr[start..at].split_once(':') {
+        Some((user, _password)) => format!("{user}:***"),
+        None if ssh::is_ssh(addr) => addr[start..at].to_owned(),
+        None => "***".to_owned(),
+    };
+    format!("{}{shown}{}", &addr[..start], &addr[at..])
 }
 
 /// The URL schemes the agent fetches from (as libgit2, case-insensitive).

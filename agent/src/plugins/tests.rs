@@ -259,19 +259,72 @@ async fn clones_over_git_protocol_from_git_daemon() {
 }
 
 #[test]
-fn passwords_are_left_out_of_addresses_in_messages() {
-    assert_eq!(
-        git::redact_address("https://bob:s3cret@h:8443/x.git"),
-        "https://bob@h:8443/x.git"
-    );
-    for same in [
-        "https://bob@h/x.git",
-        "https://h/x@y.git",
-        "git@h:x.git",
-        "/srv/x",
+fn credentials_are_left_out_of_addresses_in_messages() {
+    for (addr, shown) in [
+        (
+            "https://bob:s3cret@h:8443/x.git",
+            "https://bob:***@h:8443/x.git",
+        ),
+        // A user name alone is often a token.
+        (
+            "https://ghp_T0KEN@github.com/o/r.git",
+            "https://***@github.com/o/r.git",
+        ),
+        // Unencoded '/', '#', '?', '@' in the password: hidden up to the last '@'.
+        ("https://bob:pa/ss@h/x.git", "https://bob:***@h/x.git"),
+        ("https://bob:pa#s@s@h/x.git", "https://bob:***@h/x.git"),
+        ("https://bob:pa?ss@h/x.git", "https://bob:***@h/x.git"),
+        // ssh URLs keep the account; ssh takes no password, but none is shown either.
+        ("ssh://git@h/x.git", "ssh://git@h/x.git"),
+        ("ssh://git:s3cret@h/x.git", "ssh://git:***@h/x.git"),
+        // An '@' in the path hides what is before it (it may as well be a password's).
+        ("https://h/team@x.git", "https://***@x.git"),
     ] {
+        assert_eq!(git::redact_address(addr), shown, "{addr}");
+    }
+    for same in ["https://h/x.git", "git@h:x.git", "/srv/x@y"] {
         assert_eq!(git::redact_address(same), same);
     }
+}
+
+/// The messages users and logs get, not just the redaction function: each failure path of an
+/// address with credentials in it.
+#[test]
+fn clone_errors_never_show_credentials() {
+    let dir = open_tempdir();
+    let (ssh, t) = {
+        std::fs::create_dir_all(dir.path().join("remotes")).expect("remotes");
+        let ssh = FakeSsh::new(dir.path(), &dir.path().join("remotes"));
+        let t = git::Transports {
+            ssh: Some(git::SshCommand::program(&ssh.program)),
+            ..git::Transports::default()
+        };
+        (ssh, t)
+    };
+    let port = free_port();
+    for addr in [
+        // Unencoded characters in the password: the URL does not parse.
+        "https://bob:S3#cret@h.invalid/x.git".to_owned(),
+        "https://bob:S3?cret@h.invalid/x.git".to_owned(),
+        "https://bob:S3/cret@h.invalid/x.git".to_owned(),
+        // A bad port, and a good address where nothing listens.
+        "http://bob:S3cret@127.0.0.1:99999/x.git".to_owned(),
+        format!("http://bob:S3cret@127.0.0.1:{port}/x.git"),
+        // A token as the user name.
+        format!("http://S3cretToken@127.0.0.1:{port}/x.git"),
+        // ssh takes no password: refused, never passed to ssh.
+        "ssh://bob:S3cret@h.invalid/x.git".to_owned(),
+    ] {
+        let e = git::clone_into_with(&addr, None, &dir.path().join("c"), &t)
+            .expect_err(&addr)
+            .to_string();
+        assert!(!e.contains("S3") && !e.contains("cret"), "{addr}: {e}");
+        assert!(e.contains("***@"), "{addr}: {e}");
+        if addr.starts_with("ssh") {
+            assert!(e.contains("takes no password"), "{e}");
+        }
+    }
+    assert!(ssh.runs().is_empty(), "ssh never ran: {:?}", ssh.runs());
 }
 
 #[tokio::test]
@@ -286,12 +339,38 @@ async fn the_plugin_list_never_shows_a_password_and_every_form_of_the_address_fi
     let shown = listed.plugins[0].repo.clone();
     assert_eq!(
         shown,
-        format!("http://bob@127.0.0.1:{port}/secret-plugin.git")
+        format!("http://bob:***@127.0.0.1:{port}/secret-plugin.git")
     );
     assert!(!format!("{listed:?}").contains("s3cret"), "{listed:?}");
     for form in [addr.as_str(), shown.as_str(), "secret-plugin"] {
         assert_eq!(f.manager.resolve(NS, form).expect(form), "secret-plugin");
     }
+
+    // Refused items: a token as the user, a second item of the same name (whose problem names
+    // the first), an address without a repository name. None shows a credential.
+    f.plan(vec![
+        item(addr.clone(), 30),
+        item(
+            format!("http://T0KEN@127.0.0.1:{port}/secret-plugin.git"),
+            30,
+        ),
+        item("https://ann:An0ther@h.invalid/".to_owned(), 30),
+        item("ftp://ann:An0ther@h.invalid/x.git".to_owned(), 30),
+    ])
+    .await;
+    let listed = f.manager.list();
+    let text = format!("{listed:?}");
+    assert_eq!(listed.plugins.len(), 4, "{text}");
+    for secret in ["s3cret", "T0KEN", "An0ther"] {
+        assert!(!text.contains(secret), "{secret}: {text}");
+    }
+    assert!(
+        text.contains(&format!("http://***@127.0.0.1:{port}/secret-plugin.git"))
+            && text.contains("already used")
+            && text.contains("does not end in a repository name")
+            && text.contains("'ftp://' is not supported"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -355,7 +355,13 @@ impl Shared {
 }
 
 fn parse(s: &str) -> io::Result<Url> {
-    Url::parse(s).map_err(|e| io::Error::other(format!("bad URL {s:?}: {e}")))
+    Url::parse(s).map_err(|e| {
+        io::Error::other(format!(
+            "bad URL {}: {e} (characters such as '/', '?', '#' and '@' in a user name or \
+             password must be percent-encoded)",
+            super::redact_address(s)
+        ))
+    })
 }
 
 /// The repository URL without user and password (and without a trailing `/`), and the
@@ -424,11 +430,9 @@ fn helper_credentials(url: &Url, user: Option<String>) -> Option<Creds> {
     })
 }
 
-/// `url` for messages: never the password.
+/// `url` for messages: never the credentials.
 fn redacted(url: &Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_password(None);
-    u.to_string()
+    super::redact_address(url.as_str())
 }
 
 fn net_error(url: &str, e: reqwest::Error) -> io::Error {
@@ -468,8 +472,21 @@ mod tests {
     }
 
     #[test]
-    fn messages_never_show_the_password() {
+    fn messages_never_show_the_credentials() {
         let u = Url::parse("https://bob:secret@h/x.git").expect("url");
-        assert_eq!(redacted(&u), "https://bob@h/x.git");
+        assert_eq!(redacted(&u), "https://bob:***@h/x.git");
+        // Unencoded characters in the password, a bad port, a bad host: Url refuses them all,
+        // and its error must not show the password.
+        for bad in [
+            "https://bob:S3#cret@h/x.git",
+            "https://bob:S3?cret@h/x.git",
+            "https://bob:S3/cret@h/x.git",
+            "http://bob:S3cret@127.0.0.1:99999/x.git",
+            "https://bob:S3cret@h%zz/x.git",
+        ] {
+            let e = parse(bad).expect_err(bad).to_string();
+            assert!(e.contains("bad URL") && e.contains("bob:***@"), "{e}");
+            assert!(!e.contains("S3") && !e.contains("cret"), "{e}");
+        }
     }
 }

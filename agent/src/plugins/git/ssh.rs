@@ -201,6 +201,15 @@ fn parse_url(rest: &str) -> Result<Target, String> {
         path
     };
     let (user, hostport) = match authority.rsplit_once('@') {
+        // ssh would take `user:password` for a user name (and OpenSSH never takes a password
+        // from its command line): refused rather than passed on in ssh's arguments.
+        Some((u, _)) if u.contains(':') => {
+            return Err(
+                "an ssh address takes no password: ssh authenticates with the agent \
+                        user's keys (see docs/plugins.md); remove ':password' from the address"
+                    .to_owned(),
+            )
+        }
         Some((u, h)) => (Some(u.to_owned()), h),
         None => (None, authority),
     };
@@ -327,7 +336,8 @@ impl SshTransport {
     }
 
     fn open(&self, addr: &str) -> Result<SshStream, String> {
-        let target = parse_target(addr).map_err(|e| format!("ssh address {addr:?}: {e}"))?;
+        let target = parse_target(addr)
+            .map_err(|e| format!("ssh address {}: {e}", super::redact_address(addr)))?;
         let args = target.args(&self.cmd)?;
         let mut cmd = self.cmd.command(&args);
         cmd.stdin(Stdio::piped())
