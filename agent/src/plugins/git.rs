@@ -11,6 +11,7 @@
 //! libgit2's own. The HTTP transport waits on the caller's tokio runtime, so these functions
 //! must not run on an async worker thread (`spawn_blocking` or a plain thread is right).
 
+mod credential;
 mod group;
 mod http;
 mod ssh;
@@ -202,6 +203,9 @@ pub struct Transports {
     pub connect_timeout: Duration,
     /// How long an HTTP(S) or ssh read may wait for data before the fetch fails.
     pub stall_timeout: Duration,
+    /// Variables added to the agent's environment for git's credential helpers (`git
+    /// credential fill`); tests point `HOME` and `XDG_CONFIG_HOME` at a scratch directory.
+    pub credential_env: Vec<(String, String)>,
 }
 
 impl Default for Transports {
@@ -210,6 +214,7 @@ impl Default for Transports {
             ssh: None,
             connect_timeout: CONNECT_TIMEOUT,
             stall_timeout: STALL_TIMEOUT,
+            credential_env: Vec::new(),
         }
     }
 }
@@ -249,7 +254,7 @@ fn register_transports() -> Result<(), String> {
     DONE.get_or_init(|| {
         let http = |remote: &git2::Remote<'_>| {
             let t = current_transports();
-            let sub = http::SmartHttp::new(t.connect_timeout, t.stall_timeout)?;
+            let sub = http::SmartHttp::new(t.connect_timeout, t.stall_timeout, t.credential_env)?;
             // Stateless: each request is its own HTTP exchange.
             git2::transport::Transport::smart(remote, true, sub)
         };

@@ -1211,10 +1211,12 @@ fn http_credentials_in_the_address_are_sent_and_a_refusal_is_explained() {
         .iter()
         .all(|r| r.authorization.as_deref() == Some("Basic Ym9iOnMzY3I6dA==")));
 
-    let e = git::clone_into(
+    // No helper configured: the developer's own git config must not count.
+    let e = git::clone_into_with(
         &format!("http://{port}/private.git"),
         None,
         &dir.path().join("anon"),
+        &git_home(dir.path(), ""),
     )
     .expect_err("no credentials")
     .to_string();
@@ -1232,6 +1234,84 @@ fn http_credentials_in_the_address_are_sent_and_a_refusal_is_explained() {
     assert!(e.contains("HTTP 401") && e.contains("refused"), "{e}");
     assert!(!e.contains("wrong"), "no password in messages: {e}");
     assert!(!dir.path().join("anon").exists() && !dir.path().join("wrong").exists());
+}
+
+/// Transports whose credential helpers see `gitconfig` as the user's only git configuration
+/// (in `<dir>/home`), never the developer's.
+fn git_home(dir: &Path, gitconfig: &str) -> git::Transports {
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    std::fs::write(home.join(".gitconfig"), gitconfig).expect("gitconfig");
+    let home = home.display().to_string();
+    git::Transports {
+        credential_env: vec![
+            ("HOME".to_owned(), home.clone()),
+            ("XDG_CONFIG_HOME".to_owned(), home),
+            ("GIT_CONFIG_NOSYSTEM".to_owned(), "1".to_owned()),
+        ],
+        ..git::Transports::default()
+    }
+}
+
+/// git's credential helpers are asked as git asks them: for this host and port (an IP address
+/// too), with the repository's path when `credential.useHttpPath` is set. A credential stored
+/// for another host is never sent.
+#[test]
+fn credential_helpers_are_asked_for_this_host_and_a_credential_for_another_is_not_sent() {
+    let dir = open_tempdir();
+    let repo = BareRepo::new(&dir.path().join("remotes").join("ops"), "x", ECHO_V1);
+    let server = GitHttpServer::start(&dir.path().join("remotes"));
+    server.require_auth("bob", "tok3n");
+    let hostport = server.url().trim_start_matches("http://").to_owned();
+    let url = format!("{}/ops/x.git", server.url());
+
+    // credential-store holds a credential for another host only.
+    let store = dir.path().join("store");
+    std::fs::write(
+        &store,
+        "http://alice:OTHER_HOST_SECRET@git.internal.example
+",
+    )
+    .expect("store");
+    let t = git_home(
+        dir.path(),
+        &format!(
+            "[credential]\n\thelper = store --file={}\n",
+            store.display()
+        ),
+    );
+    let e = git::clone_into_with(&url, None, &dir.path().join("a"), &t)
+        .expect_err("no credential for this host")
+        .to_string();
+    assert!(
+        e.contains("HTTP 401") && e.contains("wants credentials"),
+        "{e}"
+    );
+    let sent: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.authorization)
+        .collect();
+    assert!(sent.is_empty(), "no credential was sent: {sent:?}");
+
+    // A helper that writes down what it is asked: host with port, and the repository's path
+    // (not .../info/refs) with useHttpPath.
+    let asked = dir.path().join("asked");
+    let t = git_home(
+        dir.path(),
+        &format!(
+            "[credential]\n\tuseHttpPath = true\n\thelper = \"!f() {{ cat >> '{}'; \
+             echo username=bob; echo password=tok3n; }}; f\"\n",
+            asked.display()
+        ),
+    );
+    let got = git::clone_into_with(&url, None, &dir.path().join("b"), &t).expect("clone");
+    assert_eq!(got, remote_head(&repo));
+    let asked = std::fs::read_to_string(&asked).expect("the helper was asked");
+    assert!(
+        asked.starts_with(&format!("protocol=http\nhost={hostport}\npath=ops/x.git\n")),
+        "{asked}"
+    );
 }
 
 #[test]

@@ -88,6 +88,8 @@ struct Shared {
     client: reqwest::Client,
     rt: Rt,
     session: Mutex<Session>,
+    /// Added to the environment of `git credential fill`.
+    credential_env: Vec<(String, String)>,
 }
 
 /// The subtransport libgit2 creates per remote connection.
@@ -97,8 +99,13 @@ pub(super) struct SmartHttp {
 
 impl SmartHttp {
     /// A transport whose connects give up after `connect` and whose reads give up after
-    /// `stall` without data.
-    pub(super) fn new(connect: Duration, stall: Duration) -> Result<SmartHttp, git2::Error> {
+    /// `stall` without data; `credential_env` is added to the environment of git's
+    /// credential helpers.
+    pub(super) fn new(
+        connect: Duration,
+        stall: Duration,
+        credential_env: Vec<(String, String)>,
+    ) -> Result<SmartHttp, git2::Error> {
         let rt = Rt::pick()
             .map_err(|e| super::git2_error(&format!("cannot start a runtime for HTTP: {e}")))?;
         let client = reqwest::Client::builder()
@@ -131,6 +138,7 @@ impl SmartHttp {
                     creds: None,
                     helper_asked: false,
                 }),
+                credential_env,
             }),
         })
     }
@@ -258,7 +266,7 @@ impl Shared {
             if response.status() == StatusCode::UNAUTHORIZED {
                 let asked = std::mem::replace(&mut self.session().helper_asked, true);
                 if !asked {
-                    if let Some(c) = helper_credentials(response.url(), self.user()) {
+                    if let Some(c) = self.helper_credentials(response.url()) {
                         self.session().creds = Some(c);
                         url = response.url().clone();
                         continue;
@@ -302,6 +310,28 @@ impl Shared {
 
     fn user(&self) -> Option<String> {
         self.session().creds.as_ref().map(|c| c.user.clone())
+    }
+
+    /// Asks git's credential helpers for the repository whose ref advertisement at `url` wants
+    /// credentials; they are sent to that origin only.
+    fn helper_credentials(&self, url: &Url) -> Option<Creds> {
+        let mut repo = url.clone();
+        repo.set_query(None);
+        if let Some(base) = repo.path().strip_suffix(INFO_REFS).map(str::to_owned) {
+            repo.set_path(&base);
+        }
+        let user = self.user();
+        let filled = super::credential::fill(
+            &repo,
+            user.as_deref(),
+            &self.credential_env,
+            super::credential::TIMEOUT,
+        )?;
+        Some(Creds {
+            origin: origin(url),
+            user: filled.username,
+            pass: Some(filled.password),
+        })
     }
 
     /// Adds basic auth when there are credentials for `url`'s origin (never to another host).
@@ -393,7 +423,7 @@ fn split_credentials(remote: &str) -> io::Result<(String, Option<Creds>)> {
     Ok((url.as_str().trim_end_matches('/').to_owned(), creds))
 }
 
-fn percent_decode(s: &str) -> Result<String, ()> {
+pub(super) fn percent_decode(s: &str) -> Result<String, ()> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -409,25 +439,6 @@ fn percent_decode(s: &str) -> Result<String, ()> {
         }
     }
     String::from_utf8(out).map_err(|_| ())
-}
-
-/// Asks git's credential helpers (`credential.helper` in the agent user's git config) for
-/// `url`'s credentials.
-fn helper_credentials(url: &Url, user: Option<String>) -> Option<Creds> {
-    let config = git2::Config::open_default().ok()?;
-    let mut target = url.clone();
-    target.set_query(None);
-    let mut helper = git2::CredentialHelper::new(target.as_str());
-    helper.config(&config);
-    if let Some(u) = user.as_deref() {
-        helper.username(Some(u));
-    }
-    let (user, pass) = helper.execute()?;
-    Some(Creds {
-        origin: origin(url),
-        user,
-        pass: Some(pass),
-    })
 }
 
 /// `url` for messages: never the credentials.
