@@ -219,10 +219,11 @@ impl Default for Transports {
     }
 }
 
-/// Connecting to an HTTP(S) git server.
+/// Connecting to a git server (HTTP(S), and `git://`, whose limit is process-wide).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// No data from the server for this long fails the fetch, so a stalled server cannot hold a
 /// plugin's update forever; servers send progress or keep-alives while they compute a pack.
+/// `git://` connections always use this value (libgit2 keeps it process-wide).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 thread_local! {
@@ -248,10 +249,23 @@ fn current_transports() -> Transports {
     CURRENT.with(|c| c.borrow().clone()).unwrap_or_default()
 }
 
-/// Registers the http(s) and ssh transports with libgit2, once per process.
+/// Registers the http(s) and ssh transports with libgit2 and sets the timeouts of libgit2's own
+/// sockets, once per process.
 fn register_transports() -> Result<(), String> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
+        // `git://` goes through libgit2's own sockets, which wait forever unless told
+        // otherwise, and only process-wide: the same limits as the other transports' defaults.
+        let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: these set two plain C ints that libgit2 reads when it opens a socket. This
+        // runs once, inside `OnceLock::get_or_init`, before any fetch of this module (the only
+        // code in the agent that makes libgit2 open sockets), so nothing reads them meanwhile.
+        #[allow(unsafe_code)]
+        let timeouts = unsafe {
+            git2::opts::set_server_connect_timeout_in_milliseconds(ms(CONNECT_TIMEOUT))
+                .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(ms(STALL_TIMEOUT)))
+        };
+        timeouts.map_err(|e| format!("cannot set the timeouts of git:// connections: {e}"))?;
         let http = |remote: &git2::Remote<'_>| {
             let t = current_transports();
             let sub = http::SmartHttp::new(t.connect_timeout, t.stall_timeout, t.credential_env)?;

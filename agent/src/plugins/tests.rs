@@ -1871,3 +1871,42 @@ fn addresses_of_other_kinds_are_refused_saying_what_is_supported_and_ssh_never_r
         git::check_address(good).expect(good);
     }
 }
+
+/// `git://` goes through libgit2's own sockets, which wait forever unless given a timeout: a
+/// server that accepts and never answers fails the clone after the stall timeout. (That
+/// timeout is process-wide in libgit2, so this test waits the real one.)
+#[test]
+fn a_git_protocol_server_that_never_answers_fails_the_clone_after_the_stall_timeout() {
+    let dir = open_tempdir();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // Accepts, keeps every connection open, says nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let dest = dir.path().join("c");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = std::time::Instant::now();
+    std::thread::spawn(move || {
+        let _ = tx.send(git::clone_into(
+            &format!("git://127.0.0.1:{port}/x.git"),
+            None,
+            &dest,
+        ));
+    });
+    let bound = git::STALL_TIMEOUT + Duration::from_secs(30);
+    let result = rx.recv_timeout(bound).unwrap_or_else(|_| {
+        panic!("the clone from a silent git:// server was still waiting after {bound:?}")
+    });
+    let e = result.expect_err("nothing was served").to_string();
+    assert!(e.contains("timed out"), "{e}");
+    // It was that timeout, not another one.
+    let waited = started.elapsed();
+    assert!(
+        waited + Duration::from_secs(1) >= git::STALL_TIMEOUT,
+        "{waited:?}"
+    );
+}
