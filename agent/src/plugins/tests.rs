@@ -1405,6 +1405,43 @@ fn a_server_that_is_not_git_and_a_stalled_server_give_clear_errors() {
     assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
 }
 
+/// The HTTP client decodes no compressed bodies, so it asks for none (and, as git, for no
+/// cached ref advertisement); a server or proxy that compresses anyway gets a clear error,
+/// not a protocol error from libgit2.
+#[test]
+fn http_requests_ask_for_no_compression_and_a_compressed_answer_is_explained() {
+    let dir = open_tempdir();
+    BareRepo::new(&dir.path().join("remotes"), "plain", ECHO_V1);
+    let server = GitHttpServer::start(&dir.path().join("remotes"));
+    git::clone_into(
+        &format!("{}/plain.git", server.url()),
+        None,
+        &dir.path().join("a"),
+    )
+    .expect("clone");
+    let requests = server.requests();
+    assert!(requests.len() >= 2, "{requests:?}");
+    for r in &requests {
+        let h = |k: &str| r.headers.get(k).map(String::as_str);
+        assert_eq!(h("accept-encoding"), Some("identity"), "{r:?}");
+        if r.method == "GET" {
+            assert_eq!(h("pragma"), Some("no-cache"), "{r:?}");
+        }
+    }
+
+    let e = git::clone_into(
+        &format!("{}/gzip/x.git", server.url()),
+        None,
+        &dir.path().join("b"),
+    )
+    .expect_err("compressed")
+    .to_string();
+    assert!(
+        e.contains("Content-Encoding \"gzip\"") && e.contains("/gzip/x.git/info/refs"),
+        "{e}"
+    );
+}
+
 /// libgit2 calls the HTTP transport on the thread that clones: it blocks on the caller's
 /// runtime inside `spawn_blocking` (both flavours), and brings its own on a plain thread.
 #[test]

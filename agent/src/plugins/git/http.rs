@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
+use reqwest::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, PRAGMA};
 use reqwest::{Response, StatusCode, Url};
 
 const ADVERTISEMENT: &str = "application/x-git-upload-pack-advertisement";
@@ -29,6 +29,9 @@ const QUERY: &str = "service=git-upload-pack";
 const USER_AGENT: &str = concat!("git/2.0 (agent ", env!("CARGO_PKG_VERSION"), ")");
 /// As many redirects as git lets curl follow.
 const MAX_REDIRECTS: usize = 20;
+/// The HTTP client decodes no compressed bodies (reqwest without its gzip feature), so it asks
+/// for none; git itself offers `deflate, gzip`.
+const NO_COMPRESSION: &str = "identity";
 
 /// Where async work runs: the caller's runtime, or one of our own on a thread without one.
 enum Rt {
@@ -256,9 +259,12 @@ impl Shared {
             }
         }
         loop {
+            // As git: no cached ref advertisement from a proxy.
             let req = self
                 .authorize(self.client.get(url.clone()), &url)
-                .header(ACCEPT, "*/*");
+                .header(ACCEPT, "*/*")
+                .header(ACCEPT_ENCODING, NO_COMPRESSION)
+                .header(PRAGMA, "no-cache");
             let response = self
                 .rt
                 .block_on(async { req.send().await })
@@ -300,6 +306,7 @@ impl Shared {
             .authorize(self.client.post(url.clone()), &url)
             .header(CONTENT_TYPE, REQUEST)
             .header(ACCEPT, RESULT)
+            .header(ACCEPT_ENCODING, NO_COMPRESSION)
             .body(body);
         let response = self
             .rt
@@ -380,6 +387,17 @@ impl Shared {
                  dumb HTTP servers are not supported"
             )));
         }
+        // libgit2 would get compressed bytes and fail with a protocol error that says nothing.
+        if let Some(coding) = response.headers().get(CONTENT_ENCODING) {
+            let coding = coding.to_str().unwrap_or("?");
+            if !coding.trim().eq_ignore_ascii_case(NO_COMPRESSION) {
+                return Err(io::Error::other(format!(
+                    "{url}: the server sent a compressed answer (Content-Encoding {coding:?}) \
+                     although the agent asked for none (Accept-Encoding: identity) and cannot \
+                     decode it; a proxy in between may be compressing"
+                )));
+            }
+        }
         Ok(response)
     }
 }
@@ -429,7 +447,11 @@ pub(super) fn percent_decode(s: &str) -> Result<String, ()> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
+            // Two hex digits exactly: `from_str_radix` alone would also take a sign (`%+4`).
             let hex = b.get(i + 1..i + 3).ok_or(())?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return Err(());
+            }
             let hex = std::str::from_utf8(hex).map_err(|_| ())?;
             out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
             i += 3;
@@ -480,6 +502,14 @@ mod tests {
         assert_eq!(base, "http://h/x.git");
         assert!(creds.is_none());
         assert!(split_credentials("https://bob:%zz@h/x").is_err());
+    }
+
+    #[test]
+    fn percent_decoding_takes_two_hex_digits_only() {
+        assert_eq!(percent_decode("a%41%c3%a9"), Ok("aAé".to_owned()));
+        for bad in ["%+4", "%-1", "%4", "%", "%g0", "% 1"] {
+            assert_eq!(percent_decode(bad), Err(()), "{bad}");
+        }
     }
 
     #[test]
