@@ -314,13 +314,14 @@ fn clone_errors_never_show_credentials() {
         format!("http://S3cretToken@127.0.0.1:{port}/x.git"),
         // ssh takes no password: refused, never passed to ssh.
         "ssh://bob:S3cret@h.invalid/x.git".to_owned(),
+        "ssh://bob:S3/cret@h.invalid/x.git".to_owned(),
     ] {
         let e = git::clone_into_with(&addr, None, &dir.path().join("c"), &t)
             .expect_err(&addr)
             .to_string();
         assert!(!e.contains("S3") && !e.contains("cret"), "{addr}: {e}");
         assert!(e.contains("***@"), "{addr}: {e}");
-        if addr.starts_with("ssh") {
+        if addr.starts_with("ssh://bob:S3cret") {
             assert!(e.contains("takes no password"), "{e}");
         }
     }

@@ -173,8 +173,10 @@ pub(super) fn parse_target(addr: &str) -> Result<Target, String> {
         }
     }
     if let Some(p) = target.port.as_deref() {
+        // Not quoted: in `ssh://bob:pa/ss@h/x` (a password with an unencoded '/'), it is
+        // part of the password.
         if !p.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("ssh port {p:?} is not a number"));
+            return Err("the ssh port is not a number".to_owned());
         }
     }
     if target.path.is_empty() {
@@ -188,6 +190,9 @@ pub(super) fn parse_target(addr: &str) -> Result<Target, String> {
     }
     Ok(target)
 }
+
+const NO_PASSWORD: &str = "an ssh address takes no password: ssh authenticates with the agent \
+                           user's keys (see docs/plugins.md); remove ':password' from the address";
 
 /// `[user@]host[:port]/path`; `/~/x` and `/~user/x` mean `~/x` and `~user/x`.
 fn parse_url(rest: &str) -> Result<Target, String> {
@@ -203,13 +208,7 @@ fn parse_url(rest: &str) -> Result<Target, String> {
     let (user, hostport) = match authority.rsplit_once('@') {
         // ssh would take `user:password` for a user name (and OpenSSH never takes a password
         // from its command line): refused rather than passed on in ssh's arguments.
-        Some((u, _)) if u.contains(':') => {
-            return Err(
-                "an ssh address takes no password: ssh authenticates with the agent \
-                        user's keys (see docs/plugins.md); remove ':password' from the address"
-                    .to_owned(),
-            )
-        }
+        Some((u, _)) if u.contains(':') => return Err(NO_PASSWORD.to_owned()),
         Some((u, h)) => (Some(u.to_owned()), h),
         None => (None, authority),
     };
@@ -614,7 +613,7 @@ mod tests {
                 "ssh user \"-oProxyCommand=x\" starts with '-'",
             ),
             ("host:-u.git", "repository path \"-u.git\" starts with '-'"),
-            ("ssh://host:22x/x", "ssh port \"22x\" is not a number"),
+            ("ssh://host:22x/x", "the ssh port is not a number"),
             ("ssh://host", "no repository path"),
             ("ssh:///x", "no host"),
             ("host:", "no repository path"),
