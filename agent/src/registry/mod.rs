@@ -240,9 +240,14 @@ pub fn project_name(git: &str) -> Result<String, String> {
             "git address {shown:?} uses a transport helper (`<helper>::`), which can run commands"
         ));
     }
-    // A URL's host is not a repository name: only its path counts.
+    // A URL's host is not a repository name: only its path counts. Credentials are skipped
+    // up to the last '@', as `redact_address` reads them, so no part of a password (one with
+    // an unencoded '/') is taken for the name and quoted below.
     let path = match addr.split_once("://") {
-        Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p),
+        Some((_, rest)) => {
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+            rest.split_once('/').map_or("", |(_, p)| p)
+        }
         None => addr,
     };
     let path = path.trim_end_matches('/');
@@ -463,6 +468,20 @@ mod tests {
             let err = project_name(git).expect_err(git);
             assert!(err.contains(why), "{git}: {err}");
         }
+        // Messages never quote credentials, not even a piece of a password with an
+        // unencoded '/' that could pass for a path.
+        for git in [
+            "https://bob:S3cret@host/",
+            "https://bob:S3/cret@host/",
+            "https://T0KEN@host/ops/a b.git",
+        ] {
+            let err = project_name(git).expect_err(git);
+            assert!(
+                !err.contains("S3") && !err.contains("cret") && !err.contains("T0KEN"),
+                "{err}"
+            );
+        }
+        assert_eq!(project_name("https://h/@team/x.git").as_deref(), Ok("x"));
     }
 
     fn ns_with(f: impl FnOnce(&mut NamespacePlan)) -> NamespacePlan {
