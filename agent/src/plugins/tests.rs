@@ -1225,10 +1225,11 @@ fn http_credentials_in_the_address_are_sent_and_a_refusal_is_explained() {
         e.contains("HTTP 401") && e.contains("wants credentials"),
         "{e}"
     );
-    let e = git::clone_into(
+    let e = git::clone_into_with(
         &format!("http://bob:wrong@{port}/private.git"),
         None,
         &dir.path().join("wrong"),
+        &git_home(dir.path(), ""),
     )
     .expect_err("wrong password")
     .to_string();
