@@ -219,8 +219,11 @@ fn plugins_fetch_over_http_with_credential_helpers_and_over_ssh_with_git_ssh_com
 
     let http_url = format!("{}/private.git", server.url());
     let ssh_url = "git@git.example.test:viassh.git".to_owned();
+    // The agent's git configuration is the one in `home`, never the developer's.
     let agent = AgentBuilder::new()
         .env("HOME", &home.path().display().to_string())
+        .env("XDG_CONFIG_HOME", &home.path().display().to_string())
+        .env("GIT_CONFIG_NOSYSTEM", "1")
         .env(
             "GIT_SSH_COMMAND",
             &format!("'{}' -o LogLevel=ERROR", ssh.program.display()),

@@ -5,7 +5,8 @@
 //! - `/moved/<repo>...` answers `301` to `/<repo>...` (a repository that moved);
 //! - `/loop/...` redirects to itself;
 //! - `/plain/...` answers `200 text/html` (a web server that is not a git server);
-//! - `/stall/...` never answers (a stalled server).
+//! - `/stall/...` never answers (a stalled server);
+//! - `/gzip/...` answers a ref advertisement compressed with gzip whatever the client asked.
 //!
 //! [`GitHttpServer::start_tls`] serves the same over HTTPS, with a certificate for `localhost`
 //! and 127.0.0.1 signed by a throwaway CA whose PEM file a client can trust
@@ -32,6 +33,8 @@ pub struct Request {
     pub path: String,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
+    /// Every header, names in lower case.
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Default)]
@@ -303,6 +306,13 @@ async fn answer(
             method: method.to_string(),
             path: path.clone(),
             authorization: authorization.clone(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| {
+                    let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                    (k.as_str().to_owned(), v)
+                })
+                .collect(),
         });
         f.auth.clone()
     };
@@ -337,6 +347,21 @@ async fn answer(
             &[("content-type", "text/html")],
             "<html><body>Welcome to our website</body></html>\n",
         );
+    }
+    if path.starts_with("/gzip/") {
+        // The gzip header and an empty deflate block: the content hardly matters.
+        return Response::builder()
+            .status(StatusCode::OK)
+            .header(
+                "content-type",
+                "application/x-git-upload-pack-advertisement",
+            )
+            .header("content-encoding", "gzip")
+            .body(Body::from(
+                b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+                    .to_vec(),
+            ))
+            .expect("response");
     }
     if path.starts_with("/stall/") {
         std::future::pending::<()>().await;

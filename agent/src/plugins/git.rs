@@ -11,6 +11,8 @@
 //! libgit2's own. The HTTP transport waits on the caller's tokio runtime, so these functions
 //! must not run on an async worker thread (`spawn_blocking` or a plain thread is right).
 
+mod credential;
+mod group;
 mod http;
 mod ssh;
 
@@ -57,23 +59,60 @@ pub enum GitError {
     },
 }
 
-/// `addr` for messages and logs: a password in `scheme://user:password@host/...` is left out.
+/// `addr` as every message, log line and API answer shows it: the credentials of
+/// `scheme://user:password@host/...` are hidden. The password becomes `***`
+/// (`https://bob:***@h/x.git`), and so does a user name given alone, which is often a token
+/// (`https://<token>@github.com/...` shows as `https://***@github.com/...`); only ssh URLs keep
+/// a lone user, the remote account (they take no password).
+///
+/// Where the credentials end is read generously: at the address's last `@`. git and curl end
+/// the host at the first `/`, `?` or `#` and only look for an `@` before it, so for them
+/// `https://bob:pa/ss@h/x.git` (a password with an unencoded `/`) is host `bob` with a bad
+/// port; the fetch fails, and its message must not show the password either. The price is
+/// that an `@` in a repository path (`https://h/@team/x.git`) hides what comes before it; it
+/// can be written `%40`.
 pub fn redact_address(addr: &str) -> String {
     let Some(start) = addr.find("://").map(|i| i + 3) else {
         return addr.to_owned();
     };
-    let end = addr[start..].find('/').map_or(addr.len(), |i| start + i);
-    let Some(at) = addr[start..end].rfind('@').map(|i| start + i) else {
+    let Some(at) = addr[start..].rfind('@').map(|i| start + i) else {
         return addr.to_owned();
     };
-    match addr[start..at].find(':').map(|i| start + i) {
-        Some(colon) => format!("{}{}", &addr[..colon], &addr[at..]),
-        None => addr.to_owned(),
-    }
+    let shown = match addr[start..at].split_once(':') {
+        Some((user, _password)) => format!("{user}:***"),
+        None if ssh::is_ssh(addr) => addr[start..at].to_owned(),
+        None => "***".to_owned(),
+    };
+    format!("{}{shown}{}", &addr[..start], &addr[at..])
 }
 
-/// Refuses addresses that could make git run commands or read options: a leading `-`, and
-/// transport helpers written `<helper>::<address>` (`ext::sh -c ...`, `fd::`, ...).
+/// The URL schemes the agent fetches from (as libgit2, case-insensitive).
+const SCHEMES: [&str; 7] = ["https", "http", "ssh", "ssh+git", "git+ssh", "git", "file"];
+/// What the agent takes, for messages.
+const SUPPORTED: &str =
+    "use https://, http://, ssh://, git://, file://, scp-like [user@]host:path, \
+                         or a local path";
+
+/// The scheme of `scheme://...`, as written; `None` when `addr` does not start with one (an
+/// scp-like address or a local path).
+pub(super) fn url_scheme(addr: &str) -> Option<&str> {
+    let (scheme, _) = addr.split_once("://")?;
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some(scheme)
+}
+
+/// Whether `scheme` names one of the URL schemes the agent fetches from.
+fn supported_scheme(scheme: &str) -> bool {
+    SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(scheme))
+}
+
+/// Refuses addresses the agent does not fetch from and those that could make git run commands
+/// or read options: a leading `-`, transport helpers written `<helper>::<address>`
+/// (`ext::sh -c ...`, `fd::`, ...), and schemes other than [`SCHEMES`], which libgit2 would
+/// hand to the ssh transport (it takes any address with a `:` it has no transport for for an
+/// ssh one: `ftp://h/x` would become `ssh ftp`).
 pub fn check_address(addr: &str) -> Result<(), GitError> {
     let refuse = |reason: &str| {
         Err(GitError::Address {
@@ -90,11 +129,6 @@ pub fn check_address(addr: &str) -> Result<(), GitError> {
     if addr.chars().any(char::is_control) {
         return refuse("it contains control characters");
     }
-    if ssh::is_ssh(addr) {
-        if let Err(reason) = ssh::parse_target(addr) {
-            return refuse(&reason);
-        }
-    }
     if let Some(i) = addr.find("::") {
         let helper = &addr[..i];
         if !helper.is_empty()
@@ -103,11 +137,61 @@ pub fn check_address(addr: &str) -> Result<(), GitError> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_'))
         {
             return refuse(&format!(
-                "'{helper}::' names a git transport helper, which can run commands; use https://, ssh://, git@host:path, git://, file:// or a local path"
+                "'{helper}::' names a git transport helper, which can run commands; {SUPPORTED}"
             ));
         }
     }
+    if let Some(scheme) = url_scheme(addr) {
+        if !supported_scheme(scheme) {
+            return refuse(&format!("'{scheme}://' is not supported; {SUPPORTED}"));
+        }
+    }
+    if ssh::is_ssh(addr) {
+        if let Err(reason) = ssh::parse_target(addr) {
+            return refuse(&reason);
+        }
+    } else if url_scheme(addr).is_none() && addr.contains(':') {
+        return refuse(
+            "a local path with ':' in it would be taken for an ssh address; write it file://...",
+        );
+    }
     Ok(())
+}
+
+/// What our transports hand to libgit2 when a read or write fails, with a message that is safe
+/// to hand it: see [`for_libgit2`].
+pub(super) fn io_for_libgit2(e: std::io::Error) -> std::io::Error {
+    let msg = e.to_string();
+    match for_libgit2(&msg) {
+        std::borrow::Cow::Borrowed(_) => e,
+        std::borrow::Cow::Owned(clean) => std::io::Error::new(e.kind(), clean),
+    }
+}
+
+/// A `git2::Error` from our transports, with a message that is safe to hand to libgit2.
+pub(super) fn git2_error(msg: &str) -> git2::Error {
+    git2::Error::from_str(&for_libgit2(msg))
+}
+
+/// Every message our transports give libgit2 goes through here. libgit2 keeps messages as C
+/// strings, and git2 0.20 makes one out of a transport's I/O error with
+/// `CString::new(..).unwrap()` in an `extern "C"` function, outside its panic guard: a NUL byte
+/// would abort the whole agent. A remote decides much of what is in these messages (ssh's
+/// stderr, names in a server's certificate), so control characters are written as escapes:
+/// no NUL, and no terminal escape sequences in logs either.
+fn for_libgit2(msg: &str) -> std::borrow::Cow<'_, str> {
+    if !msg.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(msg);
+    }
+    let mut out = String::with_capacity(msg.len() + 8);
+    for c in msg.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// How the network transports behave; the agent uses [`Transports::default`].
@@ -119,6 +203,9 @@ pub struct Transports {
     pub connect_timeout: Duration,
     /// How long an HTTP(S) or ssh read may wait for data before the fetch fails.
     pub stall_timeout: Duration,
+    /// Variables added to the agent's environment for git's credential helpers (`git
+    /// credential fill`); tests point `HOME` and `XDG_CONFIG_HOME` at a scratch directory.
+    pub credential_env: Vec<(String, String)>,
 }
 
 impl Default for Transports {
@@ -127,14 +214,16 @@ impl Default for Transports {
             ssh: None,
             connect_timeout: CONNECT_TIMEOUT,
             stall_timeout: STALL_TIMEOUT,
+            credential_env: Vec::new(),
         }
     }
 }
 
-/// Connecting to an HTTP(S) git server.
+/// Connecting to a git server (HTTP(S), and `git://`, whose limit is process-wide).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// No data from the server for this long fails the fetch, so a stalled server cannot hold a
 /// plugin's update forever; servers send progress or keep-alives while they compute a pack.
+/// `git://` connections always use this value (libgit2 keeps it process-wide).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 thread_local! {
@@ -160,13 +249,26 @@ fn current_transports() -> Transports {
     CURRENT.with(|c| c.borrow().clone()).unwrap_or_default()
 }
 
-/// Registers the http(s) and ssh transports with libgit2, once per process.
+/// Registers the http(s) and ssh transports with libgit2 and sets the timeouts of libgit2's own
+/// sockets, once per process.
 fn register_transports() -> Result<(), String> {
     static DONE: OnceLock<Result<(), String>> = OnceLock::new();
     DONE.get_or_init(|| {
+        // `git://` goes through libgit2's own sockets, which wait forever unless told
+        // otherwise, and only process-wide: the same limits as the other transports' defaults.
+        let ms = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: these set two plain C ints that libgit2 reads when it opens a socket. This
+        // runs once, inside `OnceLock::get_or_init`, before any fetch of this module (the only
+        // code in the agent that makes libgit2 open sockets), so nothing reads them meanwhile.
+        #[allow(unsafe_code)]
+        let timeouts = unsafe {
+            git2::opts::set_server_connect_timeout_in_milliseconds(ms(CONNECT_TIMEOUT))
+                .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(ms(STALL_TIMEOUT)))
+        };
+        timeouts.map_err(|e| format!("cannot set the timeouts of git:// connections: {e}"))?;
         let http = |remote: &git2::Remote<'_>| {
             let t = current_transports();
-            let sub = http::SmartHttp::new(t.connect_timeout, t.stall_timeout)?;
+            let sub = http::SmartHttp::new(t.connect_timeout, t.stall_timeout, t.credential_env)?;
             // Stateless: each request is its own HTTP exchange.
             git2::transport::Transport::smart(remote, true, sub)
         };

@@ -291,7 +291,7 @@ impl PluginManager {
             let mut old = std::mem::take(&mut table.entries);
             let mut refused = Vec::new();
             for (ns, nsplan) in &plan.namespaces {
-                let mut used: BTreeMap<String, &str> = BTreeMap::new();
+                let mut used: BTreeMap<String, String> = BTreeMap::new();
                 for item in &nsplan.plugins {
                     let refuse = |problem: String, project: String| PluginInfo {
                         ns: ns.clone(),
@@ -321,7 +321,7 @@ impl PluginManager {
                         refused.push(refuse(problem, project));
                         continue;
                     }
-                    used.insert(project.clone(), &item.git);
+                    used.insert(project.clone(), git::redact_address(&item.git));
                     let key = (ns.clone(), project.clone());
                     let entry = match old.remove(&key) {
                         Some(mut e) => {

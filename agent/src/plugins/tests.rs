@@ -259,19 +259,73 @@ async fn clones_over_git_protocol_from_git_daemon() {
 }
 
 #[test]
-fn passwords_are_left_out_of_addresses_in_messages() {
-    assert_eq!(
-        git::redact_address("https://bob:s3cret@h:8443/x.git"),
-        "https://bob@h:8443/x.git"
-    );
-    for same in [
-        "https://bob@h/x.git",
-        "https://h/x@y.git",
-        "git@h:x.git",
-        "/srv/x",
+fn credentials_are_left_out_of_addresses_in_messages() {
+    for (addr, shown) in [
+        (
+            "https://bob:s3cret@h:8443/x.git",
+            "https://bob:***@h:8443/x.git",
+        ),
+        // A user name alone is often a token.
+        (
+            "https://ghp_T0KEN@github.com/o/r.git",
+            "https://***@github.com/o/r.git",
+        ),
+        // Unencoded '/', '#', '?', '@' in the password: hidden up to the last '@'.
+        ("https://bob:pa/ss@h/x.git", "https://bob:***@h/x.git"),
+        ("https://bob:pa#s@s@h/x.git", "https://bob:***@h/x.git"),
+        ("https://bob:pa?ss@h/x.git", "https://bob:***@h/x.git"),
+        // ssh URLs keep the account; ssh takes no password, but none is shown either.
+        ("ssh://git@h/x.git", "ssh://git@h/x.git"),
+        ("ssh://git:s3cret@h/x.git", "ssh://git:***@h/x.git"),
+        // An '@' in the path hides what is before it (it may as well be a password's).
+        ("https://h/team@x.git", "https://***@x.git"),
     ] {
+        assert_eq!(git::redact_address(addr), shown, "{addr}");
+    }
+    for same in ["https://h/x.git", "git@h:x.git", "/srv/x@y"] {
         assert_eq!(git::redact_address(same), same);
     }
+}
+
+/// The messages users and logs get, not just the redaction function: each failure path of an
+/// address with credentials in it.
+#[test]
+fn clone_errors_never_show_credentials() {
+    let dir = open_tempdir();
+    let (ssh, t) = {
+        std::fs::create_dir_all(dir.path().join("remotes")).expect("remotes");
+        let ssh = FakeSsh::new(dir.path(), &dir.path().join("remotes"));
+        let t = git::Transports {
+            ssh: Some(git::SshCommand::program(&ssh.program)),
+            ..git::Transports::default()
+        };
+        (ssh, t)
+    };
+    let port = free_port();
+    for addr in [
+        // Unencoded characters in the password: the URL does not parse.
+        "https://bob:S3#cret@h.invalid/x.git".to_owned(),
+        "https://bob:S3?cret@h.invalid/x.git".to_owned(),
+        "https://bob:S3/cret@h.invalid/x.git".to_owned(),
+        // A bad port, and a good address where nothing listens.
+        "http://bob:S3cret@127.0.0.1:99999/x.git".to_owned(),
+        format!("http://bob:S3cret@127.0.0.1:{port}/x.git"),
+        // A token as the user name.
+        format!("http://S3cretToken@127.0.0.1:{port}/x.git"),
+        // ssh takes no password: refused, never passed to ssh.
+        "ssh://bob:S3cret@h.invalid/x.git".to_owned(),
+        "ssh://bob:S3/cret@h.invalid/x.git".to_owned(),
+    ] {
+        let e = git::clone_into_with(&addr, None, &dir.path().join("c"), &t)
+            .expect_err(&addr)
+            .to_string();
+        assert!(!e.contains("S3") && !e.contains("cret"), "{addr}: {e}");
+        assert!(e.contains("***@"), "{addr}: {e}");
+        if addr.starts_with("ssh://bob:S3cret") {
+            assert!(e.contains("takes no password"), "{e}");
+        }
+    }
+    assert!(ssh.runs().is_empty(), "ssh never ran: {:?}", ssh.runs());
 }
 
 #[tokio::test]
@@ -286,12 +340,38 @@ async fn the_plugin_list_never_shows_a_password_and_every_form_of_the_address_fi
     let shown = listed.plugins[0].repo.clone();
     assert_eq!(
         shown,
-        format!("http://bob@127.0.0.1:{port}/secret-plugin.git")
+        format!("http://bob:***@127.0.0.1:{port}/secret-plugin.git")
     );
     assert!(!format!("{listed:?}").contains("s3cret"), "{listed:?}");
     for form in [addr.as_str(), shown.as_str(), "secret-plugin"] {
         assert_eq!(f.manager.resolve(NS, form).expect(form), "secret-plugin");
     }
+
+    // Refused items: a token as the user, a second item of the same name (whose problem names
+    // the first), an address without a repository name. None shows a credential.
+    f.plan(vec![
+        item(addr.clone(), 30),
+        item(
+            format!("http://T0KEN@127.0.0.1:{port}/secret-plugin.git"),
+            30,
+        ),
+        item("https://ann:An0ther@h.invalid/".to_owned(), 30),
+        item("ftp://ann:An0ther@h.invalid/x.git".to_owned(), 30),
+    ])
+    .await;
+    let listed = f.manager.list();
+    let text = format!("{listed:?}");
+    assert_eq!(listed.plugins.len(), 4, "{text}");
+    for secret in ["s3cret", "T0KEN", "An0ther"] {
+        assert!(!text.contains(secret), "{secret}: {text}");
+    }
+    assert!(
+        text.contains(&format!("http://***@127.0.0.1:{port}/secret-plugin.git"))
+            && text.contains("already used")
+            && text.contains("does not end in a repository name")
+            && text.contains("'ftp://' is not supported"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -1132,10 +1212,12 @@ fn http_credentials_in_the_address_are_sent_and_a_refusal_is_explained() {
         .iter()
         .all(|r| r.authorization.as_deref() == Some("Basic Ym9iOnMzY3I6dA==")));
 
-    let e = git::clone_into(
+    // No helper configured: the developer's own git config must not count.
+    let e = git::clone_into_with(
         &format!("http://{port}/private.git"),
         None,
         &dir.path().join("anon"),
+        &git_home(dir.path(), ""),
     )
     .expect_err("no credentials")
     .to_string();
@@ -1143,16 +1225,95 @@ fn http_credentials_in_the_address_are_sent_and_a_refusal_is_explained() {
         e.contains("HTTP 401") && e.contains("wants credentials"),
         "{e}"
     );
-    let e = git::clone_into(
+    let e = git::clone_into_with(
         &format!("http://bob:wrong@{port}/private.git"),
         None,
         &dir.path().join("wrong"),
+        &git_home(dir.path(), ""),
     )
     .expect_err("wrong password")
     .to_string();
     assert!(e.contains("HTTP 401") && e.contains("refused"), "{e}");
     assert!(!e.contains("wrong"), "no password in messages: {e}");
     assert!(!dir.path().join("anon").exists() && !dir.path().join("wrong").exists());
+}
+
+/// Transports whose credential helpers see `gitconfig` as the user's only git configuration
+/// (in `<dir>/home`), never the developer's.
+fn git_home(dir: &Path, gitconfig: &str) -> git::Transports {
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    std::fs::write(home.join(".gitconfig"), gitconfig).expect("gitconfig");
+    let home = home.display().to_string();
+    git::Transports {
+        credential_env: vec![
+            ("HOME".to_owned(), home.clone()),
+            ("XDG_CONFIG_HOME".to_owned(), home),
+            ("GIT_CONFIG_NOSYSTEM".to_owned(), "1".to_owned()),
+        ],
+        ..git::Transports::default()
+    }
+}
+
+/// git's credential helpers are asked as git asks them: for this host and port (an IP address
+/// too), with the repository's path when `credential.useHttpPath` is set. A credential stored
+/// for another host is never sent.
+#[test]
+fn credential_helpers_are_asked_for_this_host_and_a_credential_for_another_is_not_sent() {
+    let dir = open_tempdir();
+    let repo = BareRepo::new(&dir.path().join("remotes").join("ops"), "x", ECHO_V1);
+    let server = GitHttpServer::start(&dir.path().join("remotes"));
+    server.require_auth("bob", "tok3n");
+    let hostport = server.url().trim_start_matches("http://").to_owned();
+    let url = format!("{}/ops/x.git", server.url());
+
+    // credential-store holds a credential for another host only.
+    let store = dir.path().join("store");
+    std::fs::write(
+        &store,
+        "http://alice:OTHER_HOST_SECRET@git.internal.example
+",
+    )
+    .expect("store");
+    let t = git_home(
+        dir.path(),
+        &format!(
+            "[credential]\n\thelper = store --file={}\n",
+            store.display()
+        ),
+    );
+    let e = git::clone_into_with(&url, None, &dir.path().join("a"), &t)
+        .expect_err("no credential for this host")
+        .to_string();
+    assert!(
+        e.contains("HTTP 401") && e.contains("wants credentials"),
+        "{e}"
+    );
+    let sent: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.authorization)
+        .collect();
+    assert!(sent.is_empty(), "no credential was sent: {sent:?}");
+
+    // A helper that writes down what it is asked: host with port, and the repository's path
+    // (not .../info/refs) with useHttpPath.
+    let asked = dir.path().join("asked");
+    let t = git_home(
+        dir.path(),
+        &format!(
+            "[credential]\n\tuseHttpPath = true\n\thelper = \"!f() {{ cat >> '{}'; \
+             echo username=bob; echo password=tok3n; }}; f\"\n",
+            asked.display()
+        ),
+    );
+    let got = git::clone_into_with(&url, None, &dir.path().join("b"), &t).expect("clone");
+    assert_eq!(got, remote_head(&repo));
+    let asked = std::fs::read_to_string(&asked).expect("the helper was asked");
+    assert!(
+        asked.starts_with(&format!("protocol=http\nhost={hostport}\npath=ops/x.git\n")),
+        "{asked}"
+    );
 }
 
 #[test]
@@ -1244,6 +1405,43 @@ fn a_server_that_is_not_git_and_a_stalled_server_give_clear_errors() {
     .expect_err("refused")
     .to_string();
     assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+}
+
+/// The HTTP client decodes no compressed bodies, so it asks for none (and, as git, for no
+/// cached ref advertisement); a server or proxy that compresses anyway gets a clear error,
+/// not a protocol error from libgit2.
+#[test]
+fn http_requests_ask_for_no_compression_and_a_compressed_answer_is_explained() {
+    let dir = open_tempdir();
+    BareRepo::new(&dir.path().join("remotes"), "plain", ECHO_V1);
+    let server = GitHttpServer::start(&dir.path().join("remotes"));
+    git::clone_into(
+        &format!("{}/plain.git", server.url()),
+        None,
+        &dir.path().join("a"),
+    )
+    .expect("clone");
+    let requests = server.requests();
+    assert!(requests.len() >= 2, "{requests:?}");
+    for r in &requests {
+        let h = |k: &str| r.headers.get(k).map(String::as_str);
+        assert_eq!(h("accept-encoding"), Some("identity"), "{r:?}");
+        if r.method == "GET" {
+            assert_eq!(h("pragma"), Some("no-cache"), "{r:?}");
+        }
+    }
+
+    let e = git::clone_into(
+        &format!("{}/gzip/x.git", server.url()),
+        None,
+        &dir.path().join("b"),
+    )
+    .expect_err("compressed")
+    .to_string();
+    assert!(
+        e.contains("Content-Encoding \"gzip\"") && e.contains("/gzip/x.git/info/refs"),
+        "{e}"
+    );
 }
 
 /// libgit2 calls the HTTP transport on the thread that clones: it blocks on the caller's
@@ -1555,5 +1753,199 @@ fn clones_and_updates_through_a_real_sshd_and_an_unknown_host_key_is_explained()
     assert!(
         e.contains("Host key verification failed") && e.contains("known_hosts"),
         "{e}"
+    );
+}
+
+/// An executable shell script `<dir>/bin/<name>`.
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let path = bin.join(name);
+    std::fs::write(&path, body).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// The remote decides what ssh prints on stderr, NUL bytes and terminal escapes included. git2
+/// turns a transport's error into a C string with `unwrap()` where a panic aborts the process:
+/// the clone must fail with the message, escaped, and the agent live on.
+#[test]
+fn a_nul_byte_in_sshs_stderr_fails_the_clone_with_an_escaped_message() {
+    let dir = open_tempdir();
+    let ssh = script(
+        dir.path(),
+        "ssh",
+        "#!/bin/sh\nprintf 'bad\\000news \\033[2J\\n' >&2\nexit 1\n",
+    );
+    let t = git::Transports {
+        ssh: Some(git::SshCommand::program(&ssh)),
+        ..git::Transports::default()
+    };
+    let e = git::clone_into_with("h:x.git", None, &dir.path().join("c"), &t)
+        .expect_err("ssh failed")
+        .to_string();
+    assert!(e.contains("bad\\u{0}news \\u{1b}[2J"), "{e}");
+    assert!(!e.contains('\0') && !e.contains('\x1b'), "{e:?}");
+}
+
+/// Whether `pid` is a live process (a zombie waiting for its reaper is not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            != Some("Z")
+    })
+}
+
+fn pid_in(file: &Path) -> i32 {
+    std::fs::read_to_string(file)
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid")
+}
+
+/// ssh runs in a process group of its own: a stalled one is stopped together with what it
+/// started (here a `sleep`, as a wrapper's or a ProxyCommand's child would be), and the error
+/// says how it ended and what it said on stderr.
+#[test]
+fn a_stalled_ssh_is_stopped_with_what_it_started_and_the_error_shows_its_stderr() {
+    let dir = open_tempdir();
+    let sleeper = dir.path().join("sleeper.pid");
+    let ssh = script(
+        dir.path(),
+        "ssh",
+        &format!(
+            "#!/bin/sh\necho 'debug1: via the jump host' >&2\nsleep 30 &\necho $! > '{}'\nwait\n",
+            sleeper.display()
+        ),
+    );
+    let t = git::Transports {
+        ssh: Some(git::SshCommand::program(&ssh)),
+        stall_timeout: Duration::from_secs(1),
+        ..git::Transports::default()
+    };
+    let started = std::time::Instant::now();
+    let e = git::clone_into_with("h:x.git", None, &dir.path().join("c"), &t)
+        .expect_err("stalled")
+        .to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "gave up in time"
+    );
+    assert!(
+        e.contains("ssh h sent no data for 1 s and was stopped")
+            && e.contains("SIGTERM")
+            && e.contains("debug1: via the jump host"),
+        "{e}"
+    );
+    assert!(!alive(pid_in(&sleeper)), "ssh's child was stopped with it");
+}
+
+/// After a fetch, ssh gets its stdin closed and a moment to exit by itself (no kill in the
+/// middle of its goodbye to the server); what it leaves running in its group is then ended.
+#[test]
+fn ssh_exits_by_itself_after_a_fetch_and_what_its_wrapper_left_running_is_ended() {
+    let f = fixture(60);
+    let repo = f.repo("wrapped", ECHO_V1);
+    let (ssh, _) = fake_ssh(&f);
+    let log = f.dir.path().join("wrapper.log");
+    let sleeper = f.dir.path().join("sleeper.pid");
+    // A GIT_SSH_COMMAND wrapper: starts a helper in the background, runs ssh, then takes its
+    // time to finish.
+    let wrapper = format!(
+        "w() {{ sleep 30 & echo $! > '{pid}'; '{ssh}' \"$@\"; rc=$?; sleep 0.3; \
+         echo clean-exit-$rc >> '{log}'; exit $rc; }}; w",
+        pid = sleeper.display(),
+        ssh = ssh.program.display(),
+        log = log.display(),
+    );
+    let t = git::Transports {
+        ssh: Some(git::SshCommand::shell(&wrapper)),
+        ..git::Transports::default()
+    };
+    let got = git::clone_into_with("h:wrapped.git", None, &f.dir.path().join("c"), &t)
+        .expect("clone through the wrapper");
+    assert_eq!(got, remote_head(&repo));
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        "clean-exit-0\n",
+        "the wrapper finished by itself"
+    );
+    assert!(!alive(pid_in(&sleeper)), "its background child was ended");
+}
+
+/// libgit2 hands every address with a ':' it has no transport for to the ssh transport:
+/// `ftp://files.example/x.git` would have run `ssh ftp "git-upload-pack '//files.example/x.git'"`.
+/// Such addresses are refused, saying what is supported, and ssh never runs.
+#[test]
+fn addresses_of_other_kinds_are_refused_saying_what_is_supported_and_ssh_never_runs() {
+    let f = fixture(60);
+    let (ssh, t) = fake_ssh(&f);
+    for (addr, why) in [
+        ("ftp://files.example/x.git", "'ftp://' is not supported"),
+        ("svn+ssh://h/x", "'svn+ssh://' is not supported"),
+        ("http:/h/x.git", "a '/' is missing after 'http:'"),
+        ("/srv/a:b/x.git", "write it file://"),
+    ] {
+        let e = git::clone_into_with(addr, None, &f.dir.path().join("c"), &t)
+            .expect_err(addr)
+            .to_string();
+        assert!(e.contains("refused") && e.contains(why), "{addr}: {e}");
+        if why.contains("not supported") {
+            assert!(
+                e.contains("use https://, http://, ssh://, git://, file://, scp-like"),
+                "{e}"
+            );
+        }
+    }
+    assert!(ssh.runs().is_empty(), "ssh never started: {:?}", ssh.runs());
+    for good in [
+        "HTTPS://h/x.git",
+        "ssh://h:/x.git",
+        "git+ssh://h/x.git",
+        "h:x://y.git",
+    ] {
+        git::check_address(good).expect(good);
+    }
+}
+
+/// `git://` goes through libgit2's own sockets, which wait forever unless given a timeout: a
+/// server that accepts and never answers fails the clone after the stall timeout. (That
+/// timeout is process-wide in libgit2, so this test waits the real one.)
+#[test]
+fn a_git_protocol_server_that_never_answers_fails_the_clone_after_the_stall_timeout() {
+    let dir = open_tempdir();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // Accepts, keeps every connection open, says nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let dest = dir.path().join("c");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = std::time::Instant::now();
+    std::thread::spawn(move || {
+        let _ = tx.send(git::clone_into(
+            &format!("git://127.0.0.1:{port}/x.git"),
+            None,
+            &dest,
+        ));
+    });
+    let bound = git::STALL_TIMEOUT + Duration::from_secs(30);
+    let result = rx.recv_timeout(bound).unwrap_or_else(|_| {
+        panic!("the clone from a silent git:// server was still waiting after {bound:?}")
+    });
+    let e = result.expect_err("nothing was served").to_string();
+    assert!(e.contains("timed out"), "{e}");
+    // It was that timeout, not another one.
+    let waited = started.elapsed();
+    assert!(
+        waited + Duration::from_secs(1) >= git::STALL_TIMEOUT,
+        "{waited:?}"
     );
 }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::collect::system::Family;
 use crate::config::{Config, RegistrySource};
+use crate::plugins::git::redact_address;
 
 /// Why a registry refresh produced nothing usable; the previous plan stays in force.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -256,19 +257,26 @@ pub fn project_name(git: &str) -> Result<String, String> {
     if addr.is_empty() {
         return Err("the plugin has no git address".into());
     }
+    // Messages show the address without its credentials.
+    let shown = redact_address(addr);
     if addr.starts_with('-') {
         return Err(format!(
-            "git address {addr:?} starts with '-', which git would read as an option"
+            "git address {shown:?} starts with '-', which git would read as an option"
         ));
     }
     if addr.contains("::") {
         return Err(format!(
-            "git address {addr:?} uses a transport helper (`<helper>::`), which can run commands"
+            "git address {shown:?} uses a transport helper (`<helper>::`), which can run commands"
         ));
     }
-    // A URL's host is not a repository name: only its path counts.
+    // A URL's host is not a repository name: only its path counts. Credentials are skipped
+    // up to the last '@', as `redact_address` reads them, so no part of a password (one with
+    // an unencoded '/') is taken for the name and quoted below.
     let path = match addr.split_once("://") {
-        Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p),
+        Some((_, rest)) => {
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+            rest.split_once('/').map_or("", |(_, p)| p)
+        }
         None => addr,
     };
     let path = path.trim_end_matches('/');
@@ -279,7 +287,7 @@ pub fn project_name(git: &str) -> Result<String, String> {
         .trim_end_matches(".git");
     if last.is_empty() || last.starts_with('.') {
         return Err(format!(
-            "git address {addr:?} does not end in a repository name"
+            "git address {shown:?} does not end in a repository name"
         ));
     }
     if let Some(c) = last
@@ -287,7 +295,7 @@ pub fn project_name(git: &str) -> Result<String, String> {
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
         return Err(format!(
-            "git address {addr:?}: repository name {last:?} has {c:?}; only [A-Za-z0-9._-] are allowed"
+            "git address {shown:?}: repository name {last:?} has {c:?}; only [A-Za-z0-9._-] are allowed"
         ));
     }
     Ok(last.to_owned())
@@ -363,17 +371,17 @@ pub fn validate(plan: Plan, topic_template: &str) -> Checked {
         let mut projects: BTreeMap<String, String> = BTreeMap::new();
         for p in ns.plugins {
             match project_name(&p.git) {
-                Err(e) => bad(format!("plugin {:?}", p.git), e),
+                Err(e) => bad(format!("plugin {:?}", redact_address(&p.git)), e),
                 Ok(project) => {
                     if let Some(first) = projects.get(&project) {
                         bad(
-                            format!("plugin {:?}", p.git),
+                            format!("plugin {:?}", redact_address(&p.git)),
                             format!(
                                 "configuration error: project {project:?} is already used by {first:?} in this namespace"
                             ),
                         );
                     } else {
-                        projects.insert(project, p.git.clone());
+                        projects.insert(project, redact_address(&p.git));
                         kept.plugins.push(p);
                     }
                 }
@@ -507,6 +515,20 @@ mod tests {
             let err = project_name(git).expect_err(git);
             assert!(err.contains(why), "{git}: {err}");
         }
+        // Messages never quote credentials, not even a piece of a password with an
+        // unencoded '/' that could pass for a path.
+        for git in [
+            "https://bob:S3cret@host/",
+            "https://bob:S3/cret@host/",
+            "https://T0KEN@host/ops/a b.git",
+        ] {
+            let err = project_name(git).expect_err(git);
+            assert!(
+                !err.contains("S3") && !err.contains("cret") && !err.contains("T0KEN"),
+                "{err}"
+            );
+        }
+        assert_eq!(project_name("https://h/@team/x.git").as_deref(), Ok("x"));
     }
 
     fn ns_with(f: impl FnOnce(&mut NamespacePlan)) -> NamespacePlan {

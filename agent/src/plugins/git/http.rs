@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
+use reqwest::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, LOCATION, PRAGMA};
 use reqwest::{Response, StatusCode, Url};
 
 const ADVERTISEMENT: &str = "application/x-git-upload-pack-advertisement";
@@ -29,6 +29,9 @@ const QUERY: &str = "service=git-upload-pack";
 const USER_AGENT: &str = concat!("git/2.0 (agent ", env!("CARGO_PKG_VERSION"), ")");
 /// As many redirects as git lets curl follow.
 const MAX_REDIRECTS: usize = 20;
+/// The HTTP client decodes no compressed bodies (reqwest without its gzip feature), so it asks
+/// for none; git itself offers `deflate, gzip`.
+const NO_COMPRESSION: &str = "identity";
 
 /// Where async work runs: the caller's runtime, or one of our own on a thread without one.
 enum Rt {
@@ -88,6 +91,8 @@ struct Shared {
     client: reqwest::Client,
     rt: Rt,
     session: Mutex<Session>,
+    /// Added to the environment of `git credential fill`.
+    credential_env: Vec<(String, String)>,
 }
 
 /// The subtransport libgit2 creates per remote connection.
@@ -97,10 +102,15 @@ pub(super) struct SmartHttp {
 
 impl SmartHttp {
     /// A transport whose connects give up after `connect` and whose reads give up after
-    /// `stall` without data.
-    pub(super) fn new(connect: Duration, stall: Duration) -> Result<SmartHttp, git2::Error> {
+    /// `stall` without data; `credential_env` is added to the environment of git's
+    /// credential helpers.
+    pub(super) fn new(
+        connect: Duration,
+        stall: Duration,
+        credential_env: Vec<(String, String)>,
+    ) -> Result<SmartHttp, git2::Error> {
         let rt = Rt::pick()
-            .map_err(|e| git2::Error::from_str(&format!("cannot start a runtime for HTTP: {e}")))?;
+            .map_err(|e| super::git2_error(&format!("cannot start a runtime for HTTP: {e}")))?;
         let client = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(connect)
@@ -121,7 +131,7 @@ impl SmartHttp {
                 }
             }))
             .build()
-            .map_err(|e| git2::Error::from_str(&format!("cannot build an HTTP client: {e}")))?;
+            .map_err(|e| super::git2_error(&format!("cannot build an HTTP client: {e}")))?;
         Ok(SmartHttp {
             shared: Arc::new(Shared {
                 client,
@@ -131,6 +141,7 @@ impl SmartHttp {
                     creds: None,
                     helper_asked: false,
                 }),
+                credential_env,
             }),
         })
     }
@@ -151,7 +162,7 @@ impl SmartSubtransport for SmartHttp {
                 response: None,
                 chunk: Bytes::new(),
             })),
-            Service::ReceivePackLs | Service::ReceivePack => Err(git2::Error::from_str(
+            Service::ReceivePackLs | Service::ReceivePack => Err(super::git2_error(
                 "pushing over HTTP is not supported (the agent only fetches)",
             )),
         }
@@ -173,8 +184,25 @@ struct HttpStream {
     chunk: Bytes,
 }
 
+// libgit2 gets every error through `io_for_libgit2`: see there why.
 impl Read for HttpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_response(buf).map_err(super::io_for_libgit2)
+    }
+}
+
+impl Write for HttpStream {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_request(data).map_err(super::io_for_libgit2)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl HttpStream {
+    fn read_response(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.response.is_none() {
             let response = match self.service {
                 Service::UploadPackLs => self.shared.advertisement(&self.url)?,
@@ -199,10 +227,8 @@ impl Read for HttpStream {
         buf[..n].copy_from_slice(&self.chunk.split_to(n));
         Ok(n)
     }
-}
 
-impl Write for HttpStream {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+    fn write_request(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.service != Service::UploadPack || self.response.is_some() {
             return Err(io::Error::other(
                 "libgit2 wrote to an HTTP stream that takes no request body",
@@ -210,10 +236,6 @@ impl Write for HttpStream {
         }
         self.request.extend_from_slice(data);
         Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -237,9 +259,12 @@ impl Shared {
             }
         }
         loop {
+            // As git: no cached ref advertisement from a proxy.
             let req = self
                 .authorize(self.client.get(url.clone()), &url)
-                .header(ACCEPT, "*/*");
+                .header(ACCEPT, "*/*")
+                .header(ACCEPT_ENCODING, NO_COMPRESSION)
+                .header(PRAGMA, "no-cache");
             let response = self
                 .rt
                 .block_on(async { req.send().await })
@@ -247,7 +272,7 @@ impl Shared {
             if response.status() == StatusCode::UNAUTHORIZED {
                 let asked = std::mem::replace(&mut self.session().helper_asked, true);
                 if !asked {
-                    if let Some(c) = helper_credentials(response.url(), self.user()) {
+                    if let Some(c) = self.helper_credentials(response.url()) {
                         self.session().creds = Some(c);
                         url = response.url().clone();
                         continue;
@@ -281,6 +306,7 @@ impl Shared {
             .authorize(self.client.post(url.clone()), &url)
             .header(CONTENT_TYPE, REQUEST)
             .header(ACCEPT, RESULT)
+            .header(ACCEPT_ENCODING, NO_COMPRESSION)
             .body(body);
         let response = self
             .rt
@@ -291,6 +317,28 @@ impl Shared {
 
     fn user(&self) -> Option<String> {
         self.session().creds.as_ref().map(|c| c.user.clone())
+    }
+
+    /// Asks git's credential helpers for the repository whose ref advertisement at `url` wants
+    /// credentials; they are sent to that origin only.
+    fn helper_credentials(&self, url: &Url) -> Option<Creds> {
+        let mut repo = url.clone();
+        repo.set_query(None);
+        if let Some(base) = repo.path().strip_suffix(INFO_REFS).map(str::to_owned) {
+            repo.set_path(&base);
+        }
+        let user = self.user();
+        let filled = super::credential::fill(
+            &repo,
+            user.as_deref(),
+            &self.credential_env,
+            super::credential::TIMEOUT,
+        )?;
+        Some(Creds {
+            origin: origin(url),
+            user: filled.username,
+            pass: Some(filled.password),
+        })
     }
 
     /// Adds basic auth when there are credentials for `url`'s origin (never to another host).
@@ -339,12 +387,29 @@ impl Shared {
                  dumb HTTP servers are not supported"
             )));
         }
+        // libgit2 would get compressed bytes and fail with a protocol error that says nothing.
+        if let Some(coding) = response.headers().get(CONTENT_ENCODING) {
+            let coding = coding.to_str().unwrap_or("?");
+            if !coding.trim().eq_ignore_ascii_case(NO_COMPRESSION) {
+                return Err(io::Error::other(format!(
+                    "{url}: the server sent a compressed answer (Content-Encoding {coding:?}) \
+                     although the agent asked for none (Accept-Encoding: identity) and cannot \
+                     decode it; a proxy in between may be compressing"
+                )));
+            }
+        }
         Ok(response)
     }
 }
 
 fn parse(s: &str) -> io::Result<Url> {
-    Url::parse(s).map_err(|e| io::Error::other(format!("bad URL {s:?}: {e}")))
+    Url::parse(s).map_err(|e| {
+        io::Error::other(format!(
+            "bad URL {}: {e} (characters such as '/', '?', '#' and '@' in a user name or \
+             password must be percent-encoded)",
+            super::redact_address(s)
+        ))
+    })
 }
 
 /// The repository URL without user and password (and without a trailing `/`), and the
@@ -376,13 +441,17 @@ fn split_credentials(remote: &str) -> io::Result<(String, Option<Creds>)> {
     Ok((url.as_str().trim_end_matches('/').to_owned(), creds))
 }
 
-fn percent_decode(s: &str) -> Result<String, ()> {
+pub(super) fn percent_decode(s: &str) -> Result<String, ()> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
+            // Two hex digits exactly: `from_str_radix` alone would also take a sign (`%+4`).
             let hex = b.get(i + 1..i + 3).ok_or(())?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return Err(());
+            }
             let hex = std::str::from_utf8(hex).map_err(|_| ())?;
             out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
             i += 3;
@@ -394,30 +463,9 @@ fn percent_decode(s: &str) -> Result<String, ()> {
     String::from_utf8(out).map_err(|_| ())
 }
 
-/// Asks git's credential helpers (`credential.helper` in the agent user's git config) for
-/// `url`'s credentials.
-fn helper_credentials(url: &Url, user: Option<String>) -> Option<Creds> {
-    let config = git2::Config::open_default().ok()?;
-    let mut target = url.clone();
-    target.set_query(None);
-    let mut helper = git2::CredentialHelper::new(target.as_str());
-    helper.config(&config);
-    if let Some(u) = user.as_deref() {
-        helper.username(Some(u));
-    }
-    let (user, pass) = helper.execute()?;
-    Some(Creds {
-        origin: origin(url),
-        user,
-        pass: Some(pass),
-    })
-}
-
-/// `url` for messages: never the password.
+/// `url` for messages: never the credentials.
 fn redacted(url: &Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_password(None);
-    u.to_string()
+    super::redact_address(url.as_str())
 }
 
 fn net_error(url: &str, e: reqwest::Error) -> io::Error {
@@ -457,8 +505,29 @@ mod tests {
     }
 
     #[test]
-    fn messages_never_show_the_password() {
+    fn percent_decoding_takes_two_hex_digits_only() {
+        assert_eq!(percent_decode("a%41%c3%a9"), Ok("aAé".to_owned()));
+        for bad in ["%+4", "%-1", "%4", "%", "%g0", "% 1"] {
+            assert_eq!(percent_decode(bad), Err(()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn messages_never_show_the_credentials() {
         let u = Url::parse("https://bob:secret@h/x.git").expect("url");
-        assert_eq!(redacted(&u), "https://bob@h/x.git");
+        assert_eq!(redacted(&u), "https://bob:***@h/x.git");
+        // Unencoded characters in the password, a bad port, a bad host: Url refuses them all,
+        // and its error must not show the password.
+        for bad in [
+            "https://bob:S3#cret@h/x.git",
+            "https://bob:S3?cret@h/x.git",
+            "https://bob:S3/cret@h/x.git",
+            "http://bob:S3cret@127.0.0.1:99999/x.git",
+            "https://bob:S3cret@h%zz/x.git",
+        ] {
+            let e = parse(bad).expect_err(bad).to_string();
+            assert!(e.contains("bad URL") && e.contains("bob:***@"), "{e}");
+            assert!(!e.contains("S3") && !e.contains("cret"), "{e}");
+        }
     }
 }

@@ -9,16 +9,19 @@ use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::process::{ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use git2::transport::{Service, SmartSubtransport, SmartSubtransportStream};
 
+use super::group::Group;
+
 /// How much of ssh's stderr is kept for the error message.
 const STDERR_TAIL: usize = 4096;
-/// How long a finished ssh may take to exit (and close its stderr) before it is killed.
-const EXIT_GRACE: Duration = Duration::from_secs(5);
+/// How long ssh may take to exit by itself once the fetch is done with it (its stdin closed), or
+/// once it closed its stdout, before its process group is stopped.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 
 /// The ssh program, chosen as git chooses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,17 +122,23 @@ pub(super) struct Target {
     path: String,
 }
 
-const URL_SCHEMES: [&str; 3] = ["ssh://", "ssh+git://", "git+ssh://"];
+const URL_SCHEMES: [&str; 3] = ["ssh", "ssh+git", "git+ssh"];
 
-/// Whether libgit2 would hand `addr` to the ssh transport: an ssh URL, or scp-like
-/// `[user@]host:path` (a `:` before any `/`, and no other scheme).
+/// URL schemes, for telling `http:/h/x` (a URL missing a `/`) from an scp-like address.
+const SCHEME_NAMES: [&str; 12] = [
+    "http", "https", "ssh", "ssh+git", "git+ssh", "git", "file", "ftp", "ftps", "rsync", "svn",
+    "svn+ssh",
+];
+
+fn is_ssh_scheme(scheme: &str) -> bool {
+    URL_SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(scheme))
+}
+
+/// Whether `addr` is an ssh address: an ssh URL, or scp-like `[user@]host:path` (a `:` before
+/// any `/`, and no `scheme://`).
 pub(super) fn is_ssh(addr: &str) -> bool {
-    let lower = addr.to_ascii_lowercase();
-    if URL_SCHEMES.iter().any(|s| lower.starts_with(s)) {
-        return true;
-    }
-    if lower.contains("://") {
-        return false;
+    if let Some(scheme) = super::url_scheme(addr) {
+        return is_ssh_scheme(scheme);
     }
     match (addr.find(':'), addr.find('/')) {
         (Some(colon), Some(slash)) => colon < slash,
@@ -139,11 +148,12 @@ pub(super) fn is_ssh(addr: &str) -> bool {
 }
 
 /// Parses an ssh address with git's rules, refusing a host, user or path that ssh or
-/// upload-pack could read as an option.
+/// upload-pack could read as an option, and addresses of other kinds: libgit2 hands this
+/// transport every address with a `:` that it has no other transport for.
 pub(super) fn parse_target(addr: &str) -> Result<Target, String> {
-    let lower = addr.to_ascii_lowercase();
-    let target = match URL_SCHEMES.iter().find(|s| lower.starts_with(*s)) {
-        Some(scheme) => parse_url(&addr[scheme.len()..])?,
+    let target = match super::url_scheme(addr) {
+        Some(scheme) if is_ssh_scheme(scheme) => parse_url(&addr[scheme.len() + 3..])?,
+        Some(scheme) => return Err(format!("'{scheme}://' is not an ssh address")),
         None => parse_scp(addr)?,
     };
     if target.host.is_empty() {
@@ -163,8 +173,10 @@ pub(super) fn parse_target(addr: &str) -> Result<Target, String> {
         }
     }
     if let Some(p) = target.port.as_deref() {
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("ssh port {p:?} is not a number"));
+        // Not quoted: in `ssh://bob:pa/ss@h/x` (a password with an unencoded '/'), it is
+        // part of the password.
+        if !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("the ssh port is not a number".to_owned());
         }
     }
     if target.path.is_empty() {
@@ -179,6 +191,9 @@ pub(super) fn parse_target(addr: &str) -> Result<Target, String> {
     Ok(target)
 }
 
+const NO_PASSWORD: &str = "an ssh address takes no password: ssh authenticates with the agent \
+                           user's keys (see docs/plugins.md); remove ':password' from the address";
+
 /// `[user@]host[:port]/path`; `/~/x` and `/~user/x` mean `~/x` and `~user/x`.
 fn parse_url(rest: &str) -> Result<Target, String> {
     let Some(slash) = rest.find('/') else {
@@ -191,6 +206,9 @@ fn parse_url(rest: &str) -> Result<Target, String> {
         path
     };
     let (user, hostport) = match authority.rsplit_once('@') {
+        // ssh would take `user:password` for a user name (and OpenSSH never takes a password
+        // from its command line): refused rather than passed on in ssh's arguments.
+        Some((u, _)) if u.contains(':') => return Err(NO_PASSWORD.to_owned()),
         Some((u, h)) => (Some(u.to_owned()), h),
         None => (None, authority),
     };
@@ -209,6 +227,8 @@ fn parse_url(rest: &str) -> Result<Target, String> {
             None => (hostport, None),
         }
     };
+    // As git: `ssh://host:/x` is the default port.
+    let port = port.filter(|p| !p.is_empty());
     Ok(Target {
         user,
         host: host.to_owned(),
@@ -242,6 +262,12 @@ fn parse_scp(addr: &str) -> Result<Target, String> {
                 ),
             }
         };
+    if path.starts_with('/') && SCHEME_NAMES.iter().any(|s| s.eq_ignore_ascii_case(host)) {
+        return Err(format!(
+            "{host:?} is a URL scheme, not an ssh host: a '/' is missing after '{host}:' \
+             (for a host of that name write ssh://{host}/...)"
+        ));
+    }
     Ok(Target {
         user,
         host: host.to_owned(),
@@ -309,29 +335,26 @@ impl SshTransport {
     }
 
     fn open(&self, addr: &str) -> Result<SshStream, String> {
-        let target = parse_target(addr).map_err(|e| format!("ssh address {addr:?}: {e}"))?;
+        let target = parse_target(addr)
+            .map_err(|e| format!("ssh address {}: {e}", super::redact_address(addr)))?;
         let args = target.args(&self.cmd)?;
-        let mut child = self
-            .cmd
-            .command(&args)
-            .stdin(Stdio::piped())
+        let mut cmd = self.cmd.command(&args);
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot run ssh program {:?}: {e} (install OpenSSH's client, or name one in \
-                     GIT_SSH_COMMAND)",
-                    self.cmd.name()
-                )
-            })?;
+            .stderr(Stdio::piped());
+        // A group of its own: ending ssh also ends what it started (wrapper, ProxyCommand).
+        let mut group = Group::spawn(&mut cmd).map_err(|e| {
+            format!(
+                "cannot run ssh program {:?}: {e} (install OpenSSH's client, or name one in \
+                 GIT_SSH_COMMAND)",
+                self.cmd.name()
+            )
+        })?;
+        let child = group.child();
         let (stdin, stdout, stderr) = match (child.stdin.take(), child.stdout.take()) {
             (Some(i), Some(o)) => (i, o, child.stderr.take()),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("ssh started without pipes".to_owned());
-            }
+            // Dropping the group ends it.
+            _ => return Err("ssh started without pipes".to_owned()),
         };
         // ssh's stderr is drained by a thread, so a chatty ssh never blocks on a full pipe;
         // its tail is what the error shows.
@@ -340,11 +363,13 @@ impl SshTransport {
             std::thread::spawn(move || {
                 let mut tail = Vec::new();
                 let mut buf = [0u8; 1024];
-                while let Ok(n) = err.read(&mut buf) {
-                    if n == 0 {
-                        break;
+                loop {
+                    match err.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => tail.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
                     }
-                    tail.extend_from_slice(&buf[..n]);
                     if tail.len() > STDERR_TAIL {
                         tail.drain(..tail.len() - STDERR_TAIL);
                     }
@@ -353,7 +378,7 @@ impl SshTransport {
             });
         }
         Ok(SshStream {
-            child,
+            group,
             stdin: Some(stdin),
             stdout,
             stderr: rx,
@@ -374,8 +399,8 @@ impl SmartSubtransport for SshTransport {
             Service::UploadPackLs | Service::UploadPack => self
                 .open(url)
                 .map(|s| Box::new(s) as Box<dyn SmartSubtransportStream>)
-                .map_err(|e| git2::Error::from_str(&e)),
-            Service::ReceivePackLs | Service::ReceivePack => Err(git2::Error::from_str(
+                .map_err(|e| super::git2_error(&e)),
+            Service::ReceivePackLs | Service::ReceivePack => Err(super::git2_error(
                 "pushing over ssh is not supported (the agent only fetches)",
             )),
         }
@@ -386,9 +411,9 @@ impl SmartSubtransport for SshTransport {
     }
 }
 
-/// The running ssh; killed (if still running) and reaped when dropped.
+/// The running ssh; when dropped, its stdin is closed and its process group ended.
 struct SshStream {
-    child: Child,
+    group: Group,
     stdin: Option<ChildStdin>,
     stdout: ChildStdout,
     stderr: mpsc::Receiver<Vec<u8>>,
@@ -397,25 +422,17 @@ struct SshStream {
 }
 
 impl SshStream {
-    /// ssh's exit status once it is done (killed after a grace period if it lingers).
-    fn exit(&mut self) -> io::Result<ExitStatus> {
+    /// ssh's exit status: it gets `grace` to exit by itself, then its process group is
+    /// stopped.
+    fn exit(&mut self, grace: Duration) -> io::Result<ExitStatus> {
         self.stdin = None;
-        let until = Instant::now() + EXIT_GRACE;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() >= until {
-                let _ = self.child.kill();
-                return self.child.wait();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.group.end(grace)
     }
 
-    /// The error for an ssh that stopped talking: its exit status and the end of its stderr.
-    fn failed(&mut self, cause: Option<io::Error>) -> io::Error {
-        let status = match self.exit() {
+    /// The error for an ssh that stopped talking or was stopped: `what` happened, then how ssh
+    /// ended and the end of its stderr.
+    fn failed(&mut self, kind: io::ErrorKind, what: String, grace: Duration) -> io::Error {
+        let status = match self.exit(grace) {
             Ok(s) => s.to_string(),
             Err(e) => format!("exit status unknown: {e}"),
         };
@@ -429,10 +446,7 @@ impl SshStream {
             .map(str::trim)
             .filter(|l| !l.is_empty())
             .collect();
-        let mut msg = format!("{} failed ({status})", self.who);
-        if let Some(e) = cause {
-            msg.push_str(&format!(": {e}"));
-        }
+        let mut msg = format!("{what} ({status})");
         if !lines.is_empty() {
             msg.push_str(": ");
             msg.push_str(&lines[lines.len().saturating_sub(5)..].join(" / "));
@@ -443,12 +457,29 @@ impl SshStream {
                  see docs/plugins.md)",
             );
         }
-        io::Error::other(msg)
+        io::Error::new(kind, msg)
     }
 }
 
+// libgit2 gets every error through `io_for_libgit2`: see there why.
 impl Read for SshStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_stdout(buf).map_err(super::io_for_libgit2)
+    }
+}
+
+impl Write for SshStream {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_stdin(data).map_err(super::io_for_libgit2)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_stdin().map_err(super::io_for_libgit2)
+    }
+}
+
+impl SshStream {
+    fn read_stdout(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let ready = loop {
             let mut fds = [nix::poll::PollFd::new(
                 self.stdout.as_fd(),
@@ -463,40 +494,42 @@ impl Read for SshStream {
             }
         };
         if ready == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "{}: no data for {} s; giving up",
-                    self.who,
-                    self.stall.as_secs_f32()
-                ),
-            ));
+            let what = format!(
+                "{} sent no data for {} s and was stopped",
+                self.who,
+                self.stall.as_secs_f32()
+            );
+            return Err(self.failed(io::ErrorKind::TimedOut, what, Duration::ZERO));
         }
         match self.stdout.read(buf) {
-            Ok(0) => match self.exit() {
+            Ok(0) => match self.exit(EXIT_GRACE) {
                 Ok(s) if s.success() => Ok(0),
-                _ => Err(self.failed(None)),
+                _ => Err(self.failed(
+                    io::ErrorKind::Other,
+                    format!("{} failed", self.who),
+                    EXIT_GRACE,
+                )),
             },
             Ok(n) => Ok(n),
-            Err(e) => Err(self.failed(Some(e))),
+            Err(e) => Err(self.failed(e.kind(), format!("{} failed: {e}", self.who), EXIT_GRACE)),
         }
     }
-}
 
-impl Write for SshStream {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+    fn write_stdin(&mut self, data: &[u8]) -> io::Result<usize> {
         let Some(stdin) = self.stdin.as_mut() else {
             return Err(io::Error::other(format!("{}: already closed", self.who)));
         };
         match stdin.write(data) {
             Ok(n) => Ok(n),
-            Err(e) => Err(self.failed(Some(e))),
+            Err(e) => Err(self.failed(e.kind(), format!("{} failed: {e}", self.who), EXIT_GRACE)),
         }
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush_stdin(&mut self) -> io::Result<()> {
         match self.stdin.as_mut().map(Write::flush) {
-            Some(Err(e)) => Err(self.failed(Some(e))),
+            Some(Err(e)) => {
+                Err(self.failed(e.kind(), format!("{} failed: {e}", self.who), EXIT_GRACE))
+            }
             _ => Ok(()),
         }
     }
@@ -504,12 +537,9 @@ impl Write for SshStream {
 
 impl Drop for SshStream {
     fn drop(&mut self) {
-        // Done or abandoned: the fetch is over either way, so ssh does not get to linger.
-        self.stdin = None;
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
+        // Done or abandoned, the fetch is over: with its stdin closed ssh normally exits at
+        // once (and cleanly); after a short grace it is stopped, with what it started.
+        let _ = self.exit(EXIT_GRACE);
     }
 }
 
@@ -547,6 +577,11 @@ mod tests {
             ("host:/abs/x.git", t(None, "host", None, "/abs/x.git")),
             ("host:~/x.git", t(None, "host", None, "~/x.git")),
             ("[::1]:x.git", t(None, "::1", None, "x.git")),
+            // An empty port is the default one, as for git.
+            ("ssh://h:/x.git", t(None, "h", None, "/x.git")),
+            ("ssh://[::1]:/x.git", t(None, "::1", None, "/x.git")),
+            // Only a word before "://" is a scheme.
+            ("h:x://y", t(None, "h", None, "x://y")),
         ];
         for (addr, want) in cases {
             assert!(is_ssh(addr), "{addr} is ssh");
@@ -555,26 +590,49 @@ mod tests {
     }
 
     #[test]
-    fn option_like_hosts_users_paths_and_bad_ports_are_refused() {
-        for bad in [
-            "ssh://-oProxyCommand=touch%20x/repo.git",
-            "ssh://git@-oProxyCommand=x/repo.git",
-            "ssh://-oProxyCommand=x@host/repo.git",
-            "git@-oProxyCommand=x:repo.git",
-            "-oProxyCommand=x@host:repo.git",
-            "host:-u.git",
-            "ssh://host:22x/x",
-            "ssh://host",
-            "ssh:///x",
-            "host:",
-            "/srv/a:b",
+    fn option_like_hosts_users_paths_bad_ports_and_other_kinds_are_refused() {
+        for (bad, why) in [
+            (
+                "ssh://-oProxyCommand=touch%20x/repo.git",
+                "ssh host \"-oProxyCommand=touch%20x\" starts with '-'",
+            ),
+            (
+                "ssh://git@-oProxyCommand=x/repo.git",
+                "ssh host \"-oProxyCommand=x\" starts with '-'",
+            ),
+            (
+                "ssh://-oProxyCommand=x@host/repo.git",
+                "ssh user \"-oProxyCommand=x\" starts with '-'",
+            ),
+            (
+                "git@-oProxyCommand=x:repo.git",
+                "ssh host \"-oProxyCommand=x\" starts with '-'",
+            ),
+            (
+                "-oProxyCommand=x@host:repo.git",
+                "ssh user \"-oProxyCommand=x\" starts with '-'",
+            ),
+            ("host:-u.git", "repository path \"-u.git\" starts with '-'"),
+            ("ssh://host:22x/x", "the ssh port is not a number"),
+            ("ssh://host", "no repository path"),
+            ("ssh:///x", "no host"),
+            ("host:", "no repository path"),
+            (
+                "/srv/a:b",
+                "a local path with ':' in it must be written file://",
+            ),
+            (
+                "ftp://files.example/x.git",
+                "'ftp://' is not an ssh address",
+            ),
+            ("svn+ssh://h/x", "'svn+ssh://' is not an ssh address"),
+            ("https://h/x.git", "'https://' is not an ssh address"),
+            ("http:/h/x.git", "a '/' is missing after 'http:'"),
+            ("FILE:/srv/x.git", "a '/' is missing after 'FILE:'"),
         ] {
             let e = parse_target(bad).expect_err(bad);
-            assert!(!e.is_empty(), "{bad}");
+            assert!(e.contains(why), "{bad}: {e}");
         }
-        assert!(parse_target("ssh://-oProxyCommand=x/r")
-            .expect_err("refused")
-            .contains("'-'"));
     }
 
     #[test]
@@ -586,6 +644,8 @@ mod tests {
             "file:///x",
             "https://h/x",
             "git://h/x",
+            "ftp://h/x",
+            "svn+ssh://h/x",
         ] {
             assert!(!is_ssh(addr), "{addr}");
         }
@@ -678,16 +738,22 @@ mod tests {
         .expect("script");
         std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let t = SshTransport::new(SshCommand::program(&program), Duration::from_secs(5));
-        for addr in [
-            "ssh://-oProxyCommand=touch%20x/r.git",
-            "-oProxyCommand=x@h:r.git",
-            "u@-oProxyCommand=x:r.git",
+        for (addr, why) in [
+            ("ssh://-oProxyCommand=touch%20x/r.git", "starts with '-'"),
+            ("-oProxyCommand=x@h:r.git", "starts with '-'"),
+            ("u@-oProxyCommand=x:r.git", "starts with '-'"),
+            // libgit2 hands this transport any address with a ':' it has no transport for.
+            (
+                "ftp://files.example/x.git",
+                "'ftp://' is not an ssh address",
+            ),
+            ("http:/h/x.git", "a '/' is missing"),
         ] {
             let e = t
                 .action(addr, Service::UploadPackLs)
                 .err()
                 .expect("refused");
-            assert!(e.message().contains("starts with '-'"), "{e}");
+            assert!(e.message().contains(why), "{addr}: {e}");
         }
         assert!(!marker.exists(), "ssh never started");
         // The same program does run for a sane address (so the check above can fail).
