@@ -391,17 +391,21 @@ mod tests {
         );
     }
 
+    /// A collector whose mount table is `dir/self/mounts`, for the test to write.
+    fn reading_mounts_from(dir: &Path) -> super::super::SystemCollector {
+        std::fs::create_dir(dir.join("self")).expect("mkdir");
+        super::super::SystemCollector::new(SystemOptions {
+            proc_root: dir.to_owned(),
+            ..SystemOptions::default()
+        })
+    }
+
     #[test]
     fn network_filesystems_are_measured_on_a_thread_of_their_own() {
         assert!(may_hang("nfs4") && may_hang("cifs") && may_hang("fuse.sshfs"));
         assert!(!may_hang("ext4") && !may_hang("xfs"));
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("self")).expect("mkdir");
-        let opts = SystemOptions {
-            proc_root: dir.path().to_owned(),
-            ..SystemOptions::default()
-        };
-        let mut c = super::super::SystemCollector::new(opts);
+        let mut c = reading_mounts_from(dir.path());
         std::fs::write(
             dir.path().join("self/mounts"),
             format!("server:/export {} nfs4 rw 0 0\n", dir.path().display()),
@@ -418,12 +422,7 @@ mod tests {
     #[test]
     fn a_skipped_filesystem_mounted_on_top_hides_the_one_below() {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir(dir.path().join("self")).expect("mkdir");
-        let opts = SystemOptions {
-            proc_root: dir.path().to_owned(),
-            ..SystemOptions::default()
-        };
-        let mut c = super::super::SystemCollector::new(opts);
+        let mut c = reading_mounts_from(dir.path());
         let table = dir.path().join("self/mounts");
         std::fs::write(&table, "/dev/vda / ext4 rw 0 0\n").expect("w");
         let m = c.collect(super::super::Family::Fs);
