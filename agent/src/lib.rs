@@ -135,6 +135,7 @@ pub async fn run(
     info!(%addr, host = %host, output = %config.output.kind, "Agent started.");
     ready(addr);
     trust::warn_about_env_roots().await;
+    release_freed_memory();
 
     shutdown.cancelled().await;
     info!("Shutting down: stopping producers.");
@@ -161,4 +162,18 @@ pub async fn run(
     }
     info!("Agent stopped.");
     Ok(())
+}
+
+/// Gives the allocator's free pages back to the kernel once start-up is done. Start-up reads
+/// large things once (the TLS roots `SSL_CERT_FILE` / `SSL_CERT_DIR` name are a few hundred KiB,
+/// read to check them), and glibc keeps what is freed in the arena of the thread that freed it,
+/// where an idle agent would carry it as resident memory for its whole life.
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    #[allow(unsafe_code)]
+    // SAFETY: malloc_trim takes no pointers; it only hands free pages of the allocator's own
+    // arenas back to the kernel, under the allocator's locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -34,6 +34,27 @@ struct Pending {
     deadline: Instant,
 }
 
+/// The batches being filled, and how large each namespace's last batch was: a new batch is
+/// allocated at that size, so a busy namespace gets `batch_size` at once (no regrowing on the
+/// hot path) while a quiet one does not hold `batch_size` points' worth of memory for a few
+/// dozen points.
+#[derive(Default)]
+struct Batches {
+    pending: HashMap<Arc<str>, Pending>,
+    last_len: HashMap<Arc<str>, usize>,
+}
+
+impl Batches {
+    /// Takes the batch of `ns` out, remembering its size.
+    fn take(&mut self, ns: &str) -> Option<Vec<Point>> {
+        let p = self.pending.remove(ns)?;
+        if let Some(len) = self.last_len.get_mut(ns) {
+            *len = p.points.len();
+        }
+        Some(p.points)
+    }
+}
+
 /// Encodes the points of `ns` into spool-ready batches that each fit `max_message_bytes`.
 pub fn encode(
     format: Format,
@@ -63,7 +84,7 @@ pub async fn run_batcher(
     stats: Arc<PipelineStats>,
     shutdown: CancellationToken,
 ) {
-    let mut pending: HashMap<Arc<str>, Pending> = HashMap::new();
+    let mut batches = Batches::default();
     let flush = |ns: &str, points: Vec<Point>| {
         let n = points.len() as u64;
         for b in encode(cfg.format, ns, &points, cfg.max_message_bytes) {
@@ -72,24 +93,25 @@ pub async fn run_batcher(
         stats.queued.fetch_sub(n, Ordering::Relaxed);
     };
     loop {
-        let next_deadline = pending.values().map(|p| p.deadline).min();
+        let next_deadline = batches.pending.values().map(|p| p.deadline).min();
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             sub = rx.recv() => {
                 let Some(sub) = sub else { break };
-                add(&mut pending, sub, &cfg, &flush);
+                add(&mut batches, sub, &cfg, &flush);
             }
             () = sleep_until(next_deadline) => {
                 let now = Instant::now();
-                let due: Vec<Arc<str>> = pending
+                let due: Vec<Arc<str>> = batches
+                    .pending
                     .iter()
                     .filter(|(_, p)| p.deadline <= now)
                     .map(|(ns, _)| Arc::clone(ns))
                     .collect();
                 for ns in due {
-                    if let Some(p) = pending.remove(&ns) {
-                        flush(&ns, p.points);
+                    if let Some(points) = batches.take(&ns) {
+                        flush(&ns, points);
                     }
                 }
             }
@@ -98,35 +120,45 @@ pub async fn run_batcher(
     // Refuse new submissions, then take what is already queued.
     rx.close();
     while let Some(sub) = rx.recv().await {
-        add(&mut pending, sub, &cfg, &flush);
+        add(&mut batches, sub, &cfg, &flush);
     }
-    let n: usize = pending.values().map(|p| p.points.len()).sum();
-    for (ns, p) in pending.drain() {
+    let n: usize = batches.pending.values().map(|p| p.points.len()).sum();
+    for (ns, p) in batches.pending.drain() {
         flush(&ns, p.points);
     }
     debug!(points = n, "Batcher flushed everything at shutdown.");
 }
 
 fn add(
-    pending: &mut HashMap<Arc<str>, Pending>,
+    batches: &mut Batches,
     sub: Submission,
     cfg: &BatchConfig,
     flush: &impl Fn(&str, Vec<Point>),
 ) {
-    let entry = pending
+    let last_len = batches
+        .last_len
+        .entry(Arc::clone(&sub.ns))
+        .or_insert(cfg.batch_size);
+    let entry = batches
+        .pending
         .entry(Arc::clone(&sub.ns))
         .or_insert_with(|| Pending {
-            points: Vec::with_capacity(cfg.batch_size.min(10_000)),
+            points: Vec::with_capacity(
+                (*last_len)
+                    .max(sub.points.len())
+                    .min(cfg.batch_size.min(10_000)),
+            ),
             deadline: Instant::now() + cfg.flush_every,
         });
     entry.points.extend(sub.points);
     while entry.points.len() >= cfg.batch_size {
         let rest = entry.points.split_off(cfg.batch_size);
         let full = std::mem::replace(&mut entry.points, rest);
+        *last_len = cfg.batch_size;
         flush(&sub.ns, full);
     }
     if entry.points.is_empty() {
-        pending.remove(&sub.ns);
+        batches.pending.remove(&sub.ns);
     }
 }
 
@@ -156,6 +188,53 @@ mod tests {
         (0..n)
             .map(|i| Metric::new(format!("m{i}"), i as f64))
             .collect()
+    }
+
+    fn submission(ns: &Arc<str>, n: usize) -> Submission {
+        let points = (0..n)
+            .map(|i| Point {
+                measurement: format!("m{i}"),
+                tags: Vec::new(),
+                value: shared::Value::Float(1.0),
+                timestamp: 1_764_000_000,
+            })
+            .collect();
+        Submission {
+            ns: Arc::clone(ns),
+            points,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_batch_is_allocated_at_the_size_of_the_namespaces_last_one() {
+        let flushed = std::sync::Mutex::new(Vec::new());
+        let flush =
+            |_: &str, points: Vec<Point>| flushed.lock().expect("flushed").push(points.len());
+        let cfg = cfg(1000, 1000);
+        let (quiet, busy): (Arc<str>, Arc<str>) = ("quiet".into(), "busy".into());
+        let mut b = Batches::default();
+        let capacity = |b: &Batches, ns: &Arc<str>| b.pending.get(ns).map(|p| p.points.capacity());
+
+        // A namespace seen for the first time gets a whole batch.
+        add(&mut b, submission(&quiet, 30), &cfg, &flush);
+        assert_eq!(capacity(&b, &quiet), Some(1000));
+        assert_eq!(b.take(&quiet).map(|p| p.len()), Some(30));
+        // Its next batch is sized by the last one, and grows if it must.
+        add(&mut b, submission(&quiet, 20), &cfg, &flush);
+        assert_eq!(capacity(&b, &quiet), Some(30));
+        add(&mut b, submission(&quiet, 20), &cfg, &flush);
+        assert_eq!(b.take(&quiet).map(|p| p.len()), Some(40));
+
+        // A namespace that filled a batch keeps getting whole ones.
+        add(&mut b, submission(&busy, 1500), &cfg, &flush);
+        assert_eq!(*flushed.lock().expect("flushed"), [1000]);
+        assert_eq!(b.take(&busy).map(|p| p.len()), Some(500));
+        add(&mut b, submission(&busy, 10), &cfg, &flush);
+        assert_eq!(capacity(&b, &busy), Some(500), "its last batch held 500");
+        add(&mut b, submission(&busy, 990), &cfg, &flush);
+        assert_eq!(*flushed.lock().expect("flushed"), [1000, 1000]);
+        add(&mut b, submission(&busy, 1), &cfg, &flush);
+        assert_eq!(capacity(&b, &busy), Some(1000));
     }
 
     #[tokio::test]
