@@ -130,7 +130,9 @@ fn check_reads_the_registry_file_too() {
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, "").expect("config");
     let registry = dir.path().join("registry.toml");
-    let check = || {
+    // `agent check` on the config with this registry file: whether it passed, and what it said.
+    let check = |registry_text: &str| {
+        std::fs::write(&registry, registry_text).expect("registry");
         let out = support::agent_cmd()
             .arg("check")
             .arg("-f")
@@ -144,32 +146,21 @@ fn check_reads_the_registry_file_too() {
         );
         (out.status.success(), text)
     };
-    std::fs::write(
-        &registry,
-        "[[namespace]]\nname = \"web.shop\"\nports = [{ name = \"ssh\", port = 22 }]\n",
-    )
-    .expect("registry");
-    let (ok, text) = check();
+    let (ok, text) =
+        check("[[namespace]]\nname = \"web.shop\"\nports = [{ name = \"ssh\", port = 22 }]\n");
     assert!(ok, "{text}");
     assert!(text.contains("ok (1 namespaces, 1 items)"), "{text}");
 
-    std::fs::write(
-        &registry,
+    let (ok, text) = check(
         "[[namespace]]\nname = \"bad ns\"\n[[namespace]]\nname = \"web.shop\"\nports = [{ name = \"ssh\", port = 0 }]\n",
-    )
-    .expect("registry");
-    let (ok, text) = check();
+    );
     assert!(!ok, "problems fail the check: {text}");
     assert!(text.contains("2 problem(s)"), "{text}");
     assert!(text.contains("\"bad ns\""), "{text}");
     assert!(text.contains("port check"), "{text}");
 
-    std::fs::write(
-        &registry,
-        "[[namespace]]\nname = \"a\"\nports = [{ name = \"x\", port = \"22\" }]\n",
-    )
-    .expect("registry");
-    let (ok, text) = check();
+    let (ok, text) =
+        check("[[namespace]]\nname = \"a\"\nports = [{ name = \"x\", port = \"22\" }]\n");
     assert!(!ok, "{text}");
     assert!(text.contains("namespace[0].ports[0].port"), "{text}");
 }
