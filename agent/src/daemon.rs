@@ -186,9 +186,9 @@ pub fn find_running_pid_file() -> anyhow::Result<PathBuf> {
     let pointer = pointer_file().context("no runtime directory")?;
     match fs::read_to_string(&pointer) {
         Ok(text) => Ok(PathBuf::from(text.trim())),
-        // The pointer goes when its agent stops.
+        // The pointer goes when its agent stops; an agent started before it may still run.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
-            "no agent started by this user is running; to stop another one, name its config: agent stop -f <config>"
+            "the last agent this user started is not running (or none was started), and only that one is recorded; to stop another, name its config: agent stop -f <config>"
         ),
         Err(e) => Err(e).with_context(|| {
             format!(

@@ -175,7 +175,7 @@ fn a_failing_registry_shows_its_reason_wrapped_in_the_registry_box() {
     let mut app = app();
     if let Some(s) = app.status.as_mut() {
         s.registry.last_error = Some(
-            "registry file /etc/agent/registry.toml: namespace[1].ports[0].port: invalid type: string \"22\"".into(),
+            "registry file /etc/agent/registry.toml: namespace[1].ports[0].port: invalid type: string \"22\", expected u16 (line 4, column 39)".into(),
         );
         s.registry.last_error_at = Some(NOW - 5);
         s.registry.failures = 4;
@@ -185,13 +185,18 @@ fn a_failing_registry_shows_its_reason_wrapped_in_the_registry_box() {
         screen.contains("│health   failing, 5s ago (4 failures):"),
         "{screen}"
     );
+    // The file is on the source row already; the box gives its rows to the reason.
     assert!(
-        screen.contains("│registry file /etc/agent/registry.toml│"),
+        screen.contains("│namespace[1].ports[0].port: invalid ty│"),
         "{screen}"
     );
     assert!(
-        screen.contains("│: namespace[1].ports[0].port: invalid │"),
+        screen.contains("│pe: string \"22\", expected u16 (line 4,│"),
         "{screen}"
+    );
+    assert!(
+        screen.contains("│ column 39)  "),
+        "the whole reason: {screen}"
     );
 }
 

@@ -118,7 +118,7 @@ fn detached_start_refuses_a_second_start_and_stop_stops_it() {
     assert!(!nothing.status.success());
     let said = String::from_utf8_lossy(&nothing.stderr);
     assert!(
-        said.contains("no agent started by this user is running") && said.contains("-f"),
+        said.contains("the last agent this user started is not running") && said.contains("-f"),
         "the message says how to name the agent: {said}"
     );
     assert!(!said.contains("os error"), "no raw errno: {said}");

@@ -115,30 +115,33 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
                 if r.from_cache { " (from cache)" } else { "" }
             ),
         ),
-        if r.problems.is_empty() {
-            kv("skipped", "none".to_owned())
-        } else {
-            Line::from(vec![
-                Span::styled(format!("{:<9}", "skipped"), LABEL),
-                Span::styled(
-                    format!(
-                        "{} (agentctl status)",
-                        count(r.problems.len() as u64, "problem")
-                    ),
-                    BAD,
-                ),
-            ])
-        },
     ];
+    if !r.problems.is_empty() {
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:<9}", "skipped"), LABEL),
+            Span::styled(
+                format!(
+                    "{} (agentctl status)",
+                    count(r.problems.len() as u64, "problem")
+                ),
+                BAD,
+            ),
+        ]));
+    }
+    // While failing, the count is on the health row and the rows left go to the reason.
     if r.last_error.is_none() {
         lines.insert(3, kv("failures", r.failures.to_string()));
+        if r.problems.is_empty() {
+            lines.push(kv("skipped", "none".to_owned()));
+        }
     }
-    // The reason fills the rows left in the box, wrapped: it is what the operator needs.
+    // The reason fills the rows left in the box, wrapped: it is what the operator needs. The
+    // file or URL it starts with is already on the `source` row.
     if let Some(e) = &r.last_error {
         let width = usize::from(registry.width.saturating_sub(2));
         let left = usize::from(registry.height.saturating_sub(2)).saturating_sub(lines.len());
         lines.extend(
-            super::logs::rows(e, width, true)
+            super::logs::rows(reason_after(e, &r.location), width, true)
                 .take(left)
                 .map(|row| Line::styled(row.to_owned(), BAD)),
         );
@@ -204,6 +207,20 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
 }
 
 /// Characters left for a value after the borders, the label column and `prefix` and a space.
+/// What `error` says after naming `location` (`registry file /etc/r.toml: bad key` gives
+/// `bad key`; `registry http://reg:8080/api/v1/agent/ns: HTTP 500` gives `HTTP 500`), or the
+/// whole error when it does not name it.
+fn reason_after<'a>(error: &'a str, location: &str) -> &'a str {
+    if location.is_empty() {
+        return error;
+    }
+    error
+        .find(location)
+        .map(|i| &error[i + location.len()..])
+        .and_then(|rest| rest.split_once(": "))
+        .map_or(error, |(_, reason)| reason)
+}
+
 fn room(area: Rect, prefix: &str) -> usize {
     usize::from(area.width).saturating_sub(2 + 9 + prefix.chars().count() + 1)
 }
@@ -221,4 +238,32 @@ fn block(frame: &mut Frame, area: Rect, title: &str, lines: Vec<Line>) {
         Paragraph::new(lines).block(Block::bordered().title(format!(" {title} "))),
         area,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reason_after;
+
+    #[test]
+    fn the_reason_is_what_follows_the_location() {
+        assert_eq!(
+            reason_after(
+                "registry file /etc/agent/registry.toml: namespace[0].ports[0].port: invalid type",
+                "/etc/agent/registry.toml"
+            ),
+            "namespace[0].ports[0].port: invalid type"
+        );
+        assert_eq!(
+            reason_after(
+                "registry http://reg:8080/api/v1/agent/ns: answered HTTP 500: down",
+                "http://reg:8080"
+            ),
+            "answered HTTP 500: down"
+        );
+        assert_eq!(
+            reason_after("something else", "/etc/r.toml"),
+            "something else"
+        );
+        assert_eq!(reason_after("registry file x: y", ""), "registry file x: y");
+    }
 }
