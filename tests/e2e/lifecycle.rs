@@ -124,6 +124,16 @@ fn detached_start_refuses_a_second_start_and_stop_stops_it() {
     assert!(!said.contains("os error"), "no raw errno: {said}");
 }
 
+/// `agent check -f config`.
+fn agent_check(config: &std::path::Path) -> std::process::Output {
+    support::agent_cmd()
+        .arg("check")
+        .arg("-f")
+        .arg(config)
+        .output()
+        .expect("run agent check")
+}
+
 #[test]
 fn check_reads_the_registry_file_too() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -133,12 +143,7 @@ fn check_reads_the_registry_file_too() {
     // `agent check` on the config with this registry file: whether it passed, and what it said.
     let check = |registry_text: &str| {
         std::fs::write(&registry, registry_text).expect("registry");
-        let out = support::agent_cmd()
-            .arg("check")
-            .arg("-f")
-            .arg(&config)
-            .output()
-            .expect("run");
+        let out = agent_check(&config);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -188,12 +193,7 @@ fn malformed_config_is_refused_naming_the_key_and_file() {
         );
     }
     std::fs::write(&config, "[output]\nbatch_size = 0\nflush_ms = 0\n").expect("config");
-    let out = support::agent_cmd()
-        .arg("check")
-        .arg("-f")
-        .arg(&config)
-        .output()
-        .expect("run");
+    let out = agent_check(&config);
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(
         msg.contains("output.batch_size") && msg.contains("output.flush_ms"),
