@@ -139,7 +139,7 @@ async fn main() {
         },
     );
     manager.sync(&plan).await;
-    let checkout = manager.checkout_dir(NS, "p0");
+    let checkout = manager.checkout_dir(NS, "p0").expect("checkout dir");
 
     let managed = |m: PluginManager| {
         move |_i: usize| {

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod error_chain;
 pub mod logging;
 pub mod output;
+pub mod paths;
 pub mod pipeline;
 pub mod plugins;
 pub mod registry;

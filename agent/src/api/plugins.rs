@@ -52,7 +52,9 @@ impl From<PluginError> for ApiError {
     fn from(e: PluginError) -> Self {
         let status = match &e {
             PluginError::NotFound { .. } => StatusCode::NOT_FOUND,
-            PluginError::Refused { .. } | PluginError::Busy { .. } => StatusCode::CONFLICT,
+            PluginError::Refused { .. } | PluginError::Busy { .. } | PluginError::Checkout(_) => {
+                StatusCode::CONFLICT
+            }
             PluginError::Git(_) => StatusCode::BAD_GATEWAY,
             PluginError::State(_) => StatusCode::SERVICE_UNAVAILABLE,
         };

@@ -24,6 +24,8 @@ use std::time::Duration;
 use git2::build::RepoBuilder;
 use git2::{FetchOptions, Repository};
 
+use super::checkout::{Checkout, Existing};
+
 pub use ssh::SshCommand;
 
 /// Why a git operation on a plugin failed.
@@ -47,6 +49,31 @@ pub enum GitError {
         /// libgit2's message.
         message: String,
     },
+    /// The checkout's path is refused (a name, or a symlink leading out of `plugins_dir`).
+    #[error("{0}")]
+    Path(#[from] crate::paths::PathError),
+    /// Something the agent did not make is in the place of a checkout: it is left alone.
+    #[error(
+        "{path} was not made by the agent ({reason}); it is left as it is: move it away (or \
+         delete it) and the agent clones the plugin there"
+    )]
+    NotOurs {
+        /// The folder.
+        path: PathBuf,
+        /// Why it is not taken for the agent's checkout.
+        reason: String,
+    },
+    /// A folder of the plugin tree the plugin user could write.
+    #[error(
+        "plugin folder {path} is refused: {reason}, so a plugin could replace checkouts; make \
+         it owned by root and not writable by the plugin user (chmod go-w)"
+    )]
+    Unsafe {
+        /// The folder.
+        path: PathBuf,
+        /// Why the plugin user could write it.
+        reason: String,
+    },
     /// A filesystem step around the clone failed.
     #[error("{what} {path}: {source}")]
     Io {
@@ -57,6 +84,18 @@ pub enum GitError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+impl GitError {
+    /// Whether the agent refused to touch the checkout's place (a folder it did not make, a
+    /// path leading out of `plugins_dir`, a folder the plugin user could write), as opposed to
+    /// a fetch that failed.
+    pub fn is_local_refusal(&self) -> bool {
+        matches!(
+            self,
+            GitError::Path(_) | GitError::NotOurs { .. } | GitError::Unsafe { .. }
+        )
+    }
 }
 
 /// `addr` as every message, log line and API answer shows it: the credentials of
@@ -308,38 +347,38 @@ fn register_transports() -> Result<(), String> {
     .clone()
 }
 
-/// Clones `addr` (its `branch`, or the remote's default branch) into `dest`, which must not
-/// exist. Returns the checked-out commit.
-pub fn clone_into(addr: &str, branch: Option<&str>, dest: &Path) -> Result<String, GitError> {
+/// Clones `addr` (its `branch`, or the remote's default branch) into the checkout's folder,
+/// which must not exist. Returns the checked-out commit.
+pub fn clone_into(addr: &str, branch: Option<&str>, dest: &Checkout) -> Result<String, GitError> {
     clone_into_with(addr, branch, dest, &Transports::default())
 }
 
 /// [`clone_into`] with explicit transport settings.
+///
+/// The clone is made in a temporary folder beside the checkout (0700, the agent's), marked and
+/// given its modes there, and moved into place only if nothing has appeared there meanwhile.
 pub fn clone_into_with(
     addr: &str,
     branch: Option<&str>,
-    dest: &Path,
+    dest: &Checkout,
     transports: &Transports,
 ) -> Result<String, GitError> {
     check_address(addr)?;
-    let parent = parent_of(dest)?;
-    std::fs::create_dir_all(&parent).map_err(|source| GitError::Io {
-        what: "cannot create plugin directory",
-        path: parent.clone(),
+    check_branch(branch)?;
+    dest.check_under()?;
+    dest.make_parents()?;
+    let tmp = temp_beside(dest.dir())?;
+    let commit = clone_to(addr, branch, tmp.path(), "clone", transports)?;
+    dest.seal(tmp.path())?;
+    dest.check_under()?;
+    // No replacing: whatever appeared in the checkout's place meanwhile is not the agent's.
+    // On failure `tmp`, the new clone, is removed when dropped.
+    rename_noreplace(tmp.path(), dest.dir()).map_err(|source| GitError::Io {
+        what: "cannot move the new clone into place at",
+        path: dest.dir().to_owned(),
         source,
     })?;
-    let tmp = temp_beside(dest)?;
-    let commit = clone_to(addr, branch, tmp.path(), "clone", transports)?;
-    open_up(tmp.path())?;
-    let staged = tmp.keep();
-    if let Err(source) = std::fs::rename(&staged, dest) {
-        let _ = std::fs::remove_dir_all(&staged);
-        return Err(GitError::Io {
-            what: "cannot move the new clone into place at",
-            path: dest.to_owned(),
-            source,
-        });
-    }
+    let _moved = tmp.keep();
     Ok(commit)
 }
 
@@ -352,9 +391,11 @@ pub struct Updated {
     pub new: String,
 }
 
-/// Fetches `addr` afresh and replaces the checkout at `dest` with the remote's latest commit of
-/// `branch` (or its default branch). On any failure the old checkout is left as it was.
-pub fn update(addr: &str, branch: Option<&str>, dest: &Path) -> Result<Updated, GitError> {
+/// Fetches `addr` afresh and replaces the checkout with the remote's latest commit of `branch`
+/// (or its default branch). On any failure the old checkout is left as it was. Only a checkout
+/// the agent made ([`Checkout::claim`]) is replaced: anything else in its place is an error and
+/// is left alone.
+pub fn update(addr: &str, branch: Option<&str>, dest: &Checkout) -> Result<Updated, GitError> {
     update_with(addr, branch, dest, &Transports::default())
 }
 
@@ -362,26 +403,64 @@ pub fn update(addr: &str, branch: Option<&str>, dest: &Path) -> Result<Updated, 
 pub fn update_with(
     addr: &str,
     branch: Option<&str>,
-    dest: &Path,
+    dest: &Checkout,
     transports: &Transports,
 ) -> Result<Updated, GitError> {
     check_address(addr)?;
-    let old = head_commit(dest);
-    if !dest.exists() {
+    check_branch(branch)?;
+    dest.check_under()?;
+    if dest.claim(addr)? == Existing::Missing {
         let new = clone_into_with(addr, branch, dest, transports)?;
-        return Ok(Updated { old, new });
+        return Ok(Updated { old: None, new });
     }
-    let tmp = temp_beside(dest)?;
+    let old = head_commit(dest.dir());
+    let tmp = temp_beside(dest.dir())?;
     let new = clone_to(addr, branch, tmp.path(), "update", transports)?;
-    open_up(tmp.path())?;
-    exchange(tmp.path(), dest).map_err(|source| GitError::Io {
+    dest.seal(tmp.path())?;
+    // Checked again right before the swap: the fetch may have taken minutes.
+    dest.check_under()?;
+    if dest.claim(addr)? == Existing::Missing {
+        rename_noreplace(tmp.path(), dest.dir()).map_err(|source| GitError::Io {
+            what: "cannot move the new clone into place at",
+            path: dest.dir().to_owned(),
+            source,
+        })?;
+        let _moved = tmp.keep();
+        return Ok(Updated { old: None, new });
+    }
+    exchange(tmp.path(), dest.dir()).map_err(|source| GitError::Io {
         what: "cannot swap the updated clone into place at",
-        path: dest.to_owned(),
+        path: dest.dir().to_owned(),
         source,
     })?;
-    // `tmp` now holds the old checkout and is removed when dropped.
+    // `tmp` now holds the old checkout, marked as the agent's, and is removed when dropped.
     drop(tmp);
     Ok(Updated { old, new })
+}
+
+/// A branch from the registry, checked again where it reaches git.
+fn check_branch(branch: Option<&str>) -> Result<(), GitError> {
+    match branch {
+        Some(b) => crate::paths::check_branch(b).map_err(GitError::from),
+        None => Ok(()),
+    }
+}
+
+/// Moves `from` to `to`, failing if `to` exists (also an empty folder, which a plain rename
+/// would replace).
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        // Filesystems without the flag: check, then rename (the tree is the agent's alone).
+        Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOSYS) => {
+            if std::fs::symlink_metadata(to).is_ok() {
+                return Err(std::io::Error::from(std::io::ErrorKind::AlreadyExists));
+            }
+            std::fs::rename(from, to)
+        }
+        Err(e) => Err(std::io::Error::from(e)),
+    }
 }
 
 /// The commit checked out at `dir`, if it is a git checkout.
@@ -446,19 +525,6 @@ fn temp_beside(dest: &Path) -> Result<tempfile::TempDir, GitError> {
             path: parent,
             source,
         })
-}
-
-/// Temporary directories are created 0700; the checkout must be readable by the unprivileged
-/// user plugins run as.
-fn open_up(dir: &Path) -> Result<(), GitError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(|source| {
-        GitError::Io {
-            what: "cannot make the checkout readable at",
-            path: dir.to_owned(),
-            source,
-        }
-    })
 }
 
 /// Swaps two directories atomically; where the filesystem cannot, falls back to two renames.

@@ -5,11 +5,13 @@
 //! scheduler), ships their metrics and result points, and keeps the enabled/disabled state.
 //!
 //! - `git.rs`: address checks, clone, explicit update (blocking; run via `spawn_blocking`);
+//! - `checkout.rs`: where a checkout lives, its mark, its owner and modes;
 //! - `runner.rs`: one process run (session, clean env, timeout, group kill, output cap);
 //! - `state.rs`: disabled-until per plugin, persisted in `data_dir`;
 //! - `builtin/`: the compiled-in checks.
 
 pub mod builtin;
+pub mod checkout;
 pub mod git;
 pub mod runner;
 pub mod state;
@@ -30,6 +32,7 @@ use crate::pipeline::normalize::now_secs;
 use crate::pipeline::{Pipeline, Rename};
 use crate::registry::{BuiltinItem, Plan, PluginItem};
 use crate::state::AgentState;
+use checkout::{Access, Checkout, Existing};
 use runner::{Identity, Outcome, Reason, RunSpec};
 use state::PluginStates;
 
@@ -122,6 +125,10 @@ pub enum PluginError {
     /// The git update failed; the old checkout is kept.
     #[error("{0}; the previous checkout is kept")]
     Git(#[from] git::GitError),
+    /// The checkout's place is refused (not the agent's, a path leading out of `plugins_dir`,
+    /// a folder the plugin user could write): nothing was changed.
+    #[error("{0}")]
+    Checkout(git::GitError),
     /// The enabled/disabled state could not be saved.
     #[error("{0}")]
     State(#[from] state::StateError),
@@ -130,7 +137,7 @@ pub enum PluginError {
 struct Entry {
     item: PluginItem,
     project: String,
-    dir: PathBuf,
+    checkout: Checkout,
     commit: Option<String>,
     problem: Option<String>,
     busy: Arc<AtomicU8>,
@@ -146,6 +153,8 @@ struct Table {
 
 struct Inner {
     plugins_dir: PathBuf,
+    /// Who may read checkouts (the plugin user's group when the agent is root).
+    access: Access,
     state_path: PathBuf,
     disable_secs: u64,
     identity: Result<Option<Identity>, String>,
@@ -217,8 +226,15 @@ impl PluginManager {
             warn!(error = %e, "Plugins cannot run until this is fixed.");
         }
         let data = &config.agent.data_dir;
+        let access = Access {
+            plugin_user: identity
+                .as_ref()
+                .ok()
+                .and_then(|id| id.as_ref().map(|id| (id.uid, id.gid))),
+        };
         PluginManager {
             inner: Arc::new(Inner {
+                access,
                 plugins_dir: config
                     .agent
                     .plugins_dir
@@ -314,6 +330,22 @@ impl PluginManager {
                             continue;
                         }
                     };
+                    let checkout = match Checkout::new(
+                        &self.inner.plugins_dir,
+                        ns,
+                        &project,
+                        self.inner.access,
+                    ) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            refused.push(refuse(e.to_string(), project));
+                            continue;
+                        }
+                    };
+                    if let Some(Err(e)) = item.branch.as_deref().map(crate::paths::check_branch) {
+                        refused.push(refuse(e.to_string(), project));
+                        continue;
+                    }
                     if let Some(first) = used.get(&project) {
                         let problem = format!(
                             "project name {project:?} is already used in namespace {ns:?} by {first:?}; a namespace cannot hold two plugins with the same repository name"
@@ -336,7 +368,7 @@ impl PluginManager {
                             prepare.push(key.clone());
                             Entry {
                                 item: item.clone(),
-                                dir: self.inner.plugins_dir.join(ns).join(&project),
+                                checkout,
                                 project,
                                 commit: None,
                                 problem: Some(NOT_CLONED_YET.to_owned()),
@@ -373,10 +405,11 @@ impl PluginManager {
         while jobs.join_next().await.is_some() {}
     }
 
-    /// Clones a new plugin if its checkout is missing, or reads the commit of the one there.
+    /// Clones a new plugin if its checkout is missing, or reads the commit of the one there
+    /// (adopting an earlier version's checkout; refusing a folder the agent did not make).
     async fn prepare(&self, ns: &str, project: &str) {
-        let Some((item, dir, busy)) = self.with_entry(ns, project, |e| {
-            (e.item.clone(), e.dir.clone(), Arc::clone(&e.busy))
+        let Some((item, checkout, busy)) = self.with_entry(ns, project, |e| {
+            (e.item.clone(), e.checkout.clone(), Arc::clone(&e.busy))
         }) else {
             return;
         };
@@ -384,15 +417,18 @@ impl PluginManager {
             return;
         };
         let result = tokio::task::spawn_blocking(move || {
-            if dir.exists() {
-                git::head_commit(&dir).ok_or_else(|| {
+            checkout.check_under().map_err(|e| e.to_string())?;
+            match checkout.claim(&item.git).map_err(|e| e.to_string())? {
+                Existing::Ours => git::head_commit(checkout.dir()).ok_or_else(|| {
                     format!(
-                        "{} exists but is not a git checkout; call /plugins/update to replace it",
-                        dir.display()
+                        "{} is the agent's checkout but has no commit; call /plugins/update to replace it",
+                        checkout.dir().display()
                     )
-                })
-            } else {
-                git::clone_into(&item.git, item.branch.as_deref(), &dir).map_err(|e| e.to_string())
+                }),
+                Existing::Missing => {
+                    git::clone_into(&item.git, item.branch.as_deref(), &checkout)
+                        .map_err(|e| e.to_string())
+                }
             }
         })
         .await
@@ -514,8 +550,8 @@ impl PluginManager {
     /// Runs a (known) plugin once; `Err` carries the busy state when it was not idle, or
     /// `IDLE` when the plugin is no longer in the plan.
     async fn run_project(&self, ns: &str, project: &str, kind: RunKind) -> Result<RunResult, u8> {
-        let Some((item, dir, busy)) = self.with_entry(ns, project, |e| {
-            (e.item.clone(), e.dir.clone(), Arc::clone(&e.busy))
+        let Some((item, checkout, busy)) = self.with_entry(ns, project, |e| {
+            (e.item.clone(), e.checkout.clone(), Arc::clone(&e.busy))
         }) else {
             // Removed from the plan between the lookup and now.
             return Err(IDLE);
@@ -529,7 +565,23 @@ impl PluginManager {
             ),
         };
         let at = now_secs();
-        let outcome = match &self.inner.identity {
+        // The checkout is proven under plugins_dir again (a symlink planted since the clone
+        // would lead the run elsewhere).
+        let dir = checkout.dir().to_path_buf();
+        let under = tokio::task::spawn_blocking(move || checkout.check_under())
+            .await
+            .unwrap_or_else(|e| {
+                Err(crate::paths::PathError::Resolve {
+                    path: dir.clone(),
+                    message: format!("check task failed: {e}"),
+                })
+            });
+        let allowed = match (&self.inner.identity, under) {
+            (Ok(identity), Ok(())) => Ok(identity),
+            (Err(e), _) => Err(e.clone()),
+            (_, Err(e)) => Err(e.to_string()),
+        };
+        let outcome = match allowed {
             Ok(identity) => {
                 let spec = RunSpec {
                     dir,
@@ -550,7 +602,7 @@ impl PluginManager {
                 stderr: Vec::new(),
                 truncated: false,
                 duration: Duration::ZERO,
-                error: Some(e.clone()),
+                error: Some(e),
                 pid: None,
             },
         };
@@ -673,8 +725,8 @@ impl PluginManager {
     /// branch. Refused while it runs; on failure the old checkout stays.
     pub async fn update(&self, ns: &str, repo: &str) -> Result<ActionResponse, PluginError> {
         let project = self.resolve(ns, repo)?;
-        let Some((item, dir, busy)) = self.with_entry(ns, &project, |e| {
-            (e.item.clone(), e.dir.clone(), Arc::clone(&e.busy))
+        let Some((item, checkout, busy)) = self.with_entry(ns, &project, |e| {
+            (e.item.clone(), e.checkout.clone(), Arc::clone(&e.busy))
         }) else {
             return Err(PluginError::NotFound {
                 ns: ns.to_owned(),
@@ -687,7 +739,7 @@ impl PluginManager {
             what: busy_word(v),
         })?;
         let updated = tokio::task::spawn_blocking(move || {
-            git::update(&item.git, item.branch.as_deref(), &dir)
+            git::update(&item.git, item.branch.as_deref(), &checkout)
         })
         .await
         .map_err(|e| git::GitError::Git {
@@ -697,6 +749,10 @@ impl PluginManager {
         })?;
         let updated = match updated {
             Ok(u) => u,
+            Err(e) if e.is_local_refusal() => {
+                warn!(ns, plugin = %project, error = %e, "Plugin update refused; nothing was changed.");
+                return Err(PluginError::Checkout(e));
+            }
             Err(e) => {
                 warn!(ns, plugin = %project, error = %e, "Plugin update failed; the previous checkout is kept.");
                 return Err(e.into());
@@ -801,9 +857,14 @@ impl PluginManager {
         }
     }
 
-    /// Where a plugin is checked out.
-    pub fn checkout_dir(&self, ns: &str, project: &str) -> PathBuf {
-        self.inner.plugins_dir.join(ns).join(project)
+    /// Where a plugin is checked out; refused for names that are not one folder name.
+    pub fn checkout_dir(
+        &self,
+        ns: &str,
+        project: &str,
+    ) -> Result<PathBuf, crate::paths::PathError> {
+        Checkout::new(&self.inner.plugins_dir, ns, project, self.inner.access)
+            .map(|c| c.dir().to_path_buf())
     }
 }
 

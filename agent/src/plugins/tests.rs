@@ -17,6 +17,11 @@ use support::gitrepo::{git, BareRepo};
 
 const NS: &str = "test.plugins";
 
+/// The checkout `name` of namespace `t` under `root`, for tests of the git layer.
+fn co(root: &Path, name: &str) -> checkout::Checkout {
+    checkout::Checkout::new(root, "t", name, checkout::Access::default()).expect("checkout")
+}
+
 /// A temporary directory the unprivileged plugin user can traverse (tests run as root here).
 fn open_tempdir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -128,7 +133,7 @@ async fn clones_keeps_the_cache_until_an_explicit_update_and_a_failed_update_kee
     let mut f = fixture(60);
     let repo = f.repo("plugin-example", ECHO_V1);
     f.plan(vec![item(repo.url(), 30)]).await;
-    let dir = f.manager.checkout_dir(NS, "plugin-example");
+    let dir = f.manager.checkout_dir(NS, "plugin-example").expect("dir");
     assert!(dir.join("plugin.sh").is_file(), "cloned into {dir:?}");
     let listed = f.manager.list();
     assert_eq!(listed.plugins.len(), 1);
@@ -316,7 +321,7 @@ fn clone_errors_never_show_credentials() {
         "ssh://bob:S3cret@h.invalid/x.git".to_owned(),
         "ssh://bob:S3/cret@h.invalid/x.git".to_owned(),
     ] {
-        let e = git::clone_into_with(&addr, None, &dir.path().join("c"), &t)
+        let e = git::clone_into_with(&addr, None, &co(dir.path(), "c"), &t)
             .expect_err(&addr)
             .to_string();
         assert!(!e.contains("S3") && !e.contains("cret"), "{addr}: {e}");
@@ -1205,7 +1210,7 @@ fn http_credentials_in_the_address_are_sent_and_a_refusal_is_explained() {
 
     // Percent-encoded in the address, sent as basic auth.
     let good = format!("http://bob:s3cr%3At@{port}/private.git");
-    let commit = git::clone_into(&good, None, &dir.path().join("ok")).expect("clone with auth");
+    let commit = git::clone_into(&good, None, &co(dir.path(), "ok")).expect("clone with auth");
     assert_eq!(commit, remote_head(&repo));
     assert!(server
         .requests()
@@ -1216,7 +1221,7 @@ fn http_credentials_in_the_address_are_sent_and_a_refusal_is_explained() {
     let e = git::clone_into_with(
         &format!("http://{port}/private.git"),
         None,
-        &dir.path().join("anon"),
+        &co(dir.path(), "anon"),
         &git_home(dir.path(), ""),
     )
     .expect_err("no credentials")
@@ -1228,7 +1233,7 @@ fn http_credentials_in_the_address_are_sent_and_a_refusal_is_explained() {
     let e = git::clone_into_with(
         &format!("http://bob:wrong@{port}/private.git"),
         None,
-        &dir.path().join("wrong"),
+        &co(dir.path(), "wrong"),
         &git_home(dir.path(), ""),
     )
     .expect_err("wrong password")
@@ -1282,7 +1287,7 @@ fn credential_helpers_are_asked_for_this_host_and_a_credential_for_another_is_no
             store.display()
         ),
     );
-    let e = git::clone_into_with(&url, None, &dir.path().join("a"), &t)
+    let e = git::clone_into_with(&url, None, &co(dir.path(), "a"), &t)
         .expect_err("no credential for this host")
         .to_string();
     assert!(
@@ -1307,7 +1312,7 @@ fn credential_helpers_are_asked_for_this_host_and_a_credential_for_another_is_no
             asked.display()
         ),
     );
-    let got = git::clone_into_with(&url, None, &dir.path().join("b"), &t).expect("clone");
+    let got = git::clone_into_with(&url, None, &co(dir.path(), "b"), &t).expect("clone");
     assert_eq!(got, remote_head(&repo));
     let asked = std::fs::read_to_string(&asked).expect("the helper was asked");
     assert!(
@@ -1322,7 +1327,7 @@ fn a_redirected_repository_is_fetched_from_where_the_redirect_ends() {
     let repo = BareRepo::new(&dir.path().join("remotes"), "moved", ECHO_V1);
     let server = GitHttpServer::start(&dir.path().join("remotes"));
     let url = format!("{}/moved/moved.git", server.url());
-    let commit = git::clone_into(&url, None, &dir.path().join("c")).expect("clone via redirect");
+    let commit = git::clone_into(&url, None, &co(dir.path(), "c")).expect("clone via redirect");
     assert_eq!(commit, remote_head(&repo));
     let seen: Vec<(String, String)> = server
         .requests()
@@ -1341,7 +1346,7 @@ fn a_redirected_repository_is_fetched_from_where_the_redirect_ends() {
 
     // A redirect loop ends after a bounded number of hops, with an error.
     let url = format!("{}/loop/moved.git", server.url());
-    let e = git::clone_into(&url, None, &dir.path().join("d"))
+    let e = git::clone_into(&url, None, &co(dir.path(), "d"))
         .expect_err("redirect loop")
         .to_string();
     assert!(e.contains("too many redirects"), "{e}");
@@ -1359,7 +1364,7 @@ fn a_server_that_is_not_git_and_a_stalled_server_give_clear_errors() {
     std::fs::create_dir_all(dir.path().join("remotes")).expect("remotes");
     let server = GitHttpServer::start(&dir.path().join("remotes"));
     let url = format!("{}/plain/site.git", server.url());
-    let e = git::clone_into(&url, None, &dir.path().join("a"))
+    let e = git::clone_into(&url, None, &co(dir.path(), "a"))
         .expect_err("not git")
         .to_string();
     assert!(
@@ -1375,7 +1380,7 @@ fn a_server_that_is_not_git_and_a_stalled_server_give_clear_errors() {
     };
     let url = format!("{}/stall/x.git", server.url());
     let started = std::time::Instant::now();
-    let e = git::clone_into_with(&url, None, &dir.path().join("b"), &quick)
+    let e = git::clone_into_with(&url, None, &co(dir.path(), "b"), &quick)
         .expect_err("stalled")
         .to_string();
     assert!(e.contains("timed out") && e.contains("/stall/x.git"), "{e}");
@@ -1387,7 +1392,7 @@ fn a_server_that_is_not_git_and_a_stalled_server_give_clear_errors() {
     // https:// goes through the same transport, with rustls: a plain-HTTP port fails the TLS
     // handshake (and is not an "unsupported URL protocol", as libgit2 without TLS would say).
     let https = server.url().replace("http://", "https://");
-    let e = git::clone_into(&format!("{https}/x.git"), None, &dir.path().join("tls"))
+    let e = git::clone_into(&format!("{https}/x.git"), None, &co(dir.path(), "tls"))
         .expect_err("no TLS there")
         .to_string();
     assert!(
@@ -1400,7 +1405,7 @@ fn a_server_that_is_not_git_and_a_stalled_server_give_clear_errors() {
     let e = git::clone_into(
         &format!("http://127.0.0.1:{port}/x.git"),
         None,
-        &dir.path().join("c"),
+        &co(dir.path(), "c"),
     )
     .expect_err("refused")
     .to_string();
@@ -1418,7 +1423,7 @@ fn http_requests_ask_for_no_compression_and_a_compressed_answer_is_explained() {
     git::clone_into(
         &format!("{}/plain.git", server.url()),
         None,
-        &dir.path().join("a"),
+        &co(dir.path(), "a"),
     )
     .expect("clone");
     let requests = server.requests();
@@ -1434,7 +1439,7 @@ fn http_requests_ask_for_no_compression_and_a_compressed_answer_is_explained() {
     let e = git::clone_into(
         &format!("{}/gzip/x.git", server.url()),
         None,
-        &dir.path().join("b"),
+        &co(dir.path(), "b"),
     )
     .expect_err("compressed")
     .to_string();
@@ -1454,7 +1459,7 @@ fn the_http_transport_works_in_spawn_blocking_on_both_runtimes_and_on_a_plain_th
     let url = format!("{}/rt.git", server.url());
     let want = remote_head(&repo);
     let clone = |name: &str| {
-        let (url, dest) = (url.clone(), dir.path().join(name));
+        let (url, dest) = (url.clone(), co(dir.path(), name));
         move || git::clone_into(&url, None, &dest).expect("clone")
     };
 
@@ -1526,10 +1531,10 @@ fn ssh_addresses_run_upload_pack_through_ssh_with_gits_arguments() {
         ),
     ];
     for (i, (addr, opts, remote)) in cases.iter().enumerate() {
-        let dest = f.dir.path().join(format!("c{i}"));
+        let dest = co(f.dir.path(), &format!("c{i}"));
         let got = git::clone_into_with(addr, None, &dest, &t).expect(addr);
         assert_eq!(got, want, "{addr}");
-        assert!(dest.join("plugin.sh").is_file(), "{addr}");
+        assert!(dest.dir().join("plugin.sh").is_file(), "{addr}");
         let runs = ssh.runs();
         assert_eq!(runs.len(), i + 1, "one ssh per clone: {runs:?}");
         let (pid, args) = &runs[i];
@@ -1550,7 +1555,7 @@ fn option_like_ssh_hosts_are_refused_and_ssh_never_runs() {
         format!("ssh://-oProxyCommand=touch {}@host/x.git", pwned.display()),
         "git@-oProxyCommand=touch%20pwned:x.git".to_owned(),
     ] {
-        let e = git::clone_into_with(&addr, None, &f.dir.path().join("c"), &t)
+        let e = git::clone_into_with(&addr, None, &co(f.dir.path(), "c"), &t)
             .expect_err(&addr)
             .to_string();
         assert!(e.contains("starts with '-'"), "{e}");
@@ -1567,7 +1572,7 @@ fn a_failing_ssh_reports_its_exit_status_and_stderr_and_is_reaped() {
     let e = git::clone_into_with(
         "git@unreachable.test:x.git",
         None,
-        &f.dir.path().join("a"),
+        &co(f.dir.path(), "a"),
         &t,
     )
     .expect_err("connection refused")
@@ -1578,14 +1583,9 @@ fn a_failing_ssh_reports_its_exit_status_and_stderr_and_is_reaped() {
             && e.contains("Connection refused"),
         "{e}"
     );
-    let e = git::clone_into_with(
-        "ssh://newhost.test/x.git",
-        None,
-        &f.dir.path().join("b"),
-        &t,
-    )
-    .expect_err("unknown host key")
-    .to_string();
+    let e = git::clone_into_with("ssh://newhost.test/x.git", None, &co(f.dir.path(), "b"), &t)
+        .expect_err("unknown host key")
+        .to_string();
     assert!(
         e.contains("Host key verification failed") && e.contains("known_hosts"),
         "{e}"
@@ -1594,7 +1594,7 @@ fn a_failing_ssh_reports_its_exit_status_and_stderr_and_is_reaped() {
     let e = git::clone_into_with(
         "host.test:no-such-repo.git",
         None,
-        &f.dir.path().join("c"),
+        &co(f.dir.path(), "c"),
         &t,
     )
     .expect_err("no such repository")
@@ -1610,7 +1610,7 @@ fn a_failing_ssh_reports_its_exit_status_and_stderr_and_is_reaped() {
         ssh: Some(git::SshCommand::program(f.dir.path().join("no-ssh-here"))),
         ..git::Transports::default()
     };
-    let e = git::clone_into_with("host.test:x.git", None, &f.dir.path().join("d"), &missing)
+    let e = git::clone_into_with("host.test:x.git", None, &co(f.dir.path(), "d"), &missing)
         .expect_err("no ssh program")
         .to_string();
     assert!(e.contains("cannot run ssh program"), "{e}");
@@ -1622,19 +1622,22 @@ fn an_update_through_ssh_moves_the_checkout_and_a_failed_one_keeps_it() {
     let repo = f.repo("ssh-update", ECHO_V1);
     let (_ssh, t) = fake_ssh(&f);
     let addr = "git@git.example.test:ssh-update.git";
-    let dest = f.dir.path().join("checkout");
+    let dest = co(f.dir.path(), "checkout");
     let first = git::clone_into_with(addr, None, &dest, &t).expect("clone");
     repo.push(ECHO_V2);
     let u = git::update_with(addr, None, &dest, &t).expect("update");
     assert_eq!(u.old.as_deref(), Some(first.as_str()));
     assert_eq!(u.new, remote_head(&repo));
     assert_eq!(
-        std::fs::read_to_string(dest.join("plugin.sh")).expect("plugin.sh"),
+        std::fs::read_to_string(dest.dir().join("plugin.sh")).expect("plugin.sh"),
         ECHO_V2
     );
     std::fs::rename(&repo.bare, repo.bare.with_extension("moved")).expect("hide remote");
     git::update_with(addr, None, &dest, &t).expect_err("remote gone");
-    assert_eq!(git::head_commit(&dest).as_deref(), Some(u.new.as_str()));
+    assert_eq!(
+        git::head_commit(dest.dir()).as_deref(),
+        Some(u.new.as_str())
+    );
 }
 
 /// OpenSSH's sshd on loopback with a throwaway host key and one authorized client key, killed
@@ -1737,7 +1740,7 @@ fn clones_and_updates_through_a_real_sshd_and_an_unknown_host_key_is_explained()
         sshd.port,
         repo.bare.display()
     );
-    let dest = f.dir.path().join("checkout");
+    let dest = co(f.dir.path(), "checkout");
     let first = git::clone_into_with(&addr, None, &dest, &ssh(&known)).expect("clone over ssh");
     assert_eq!(first, remote_head(&repo));
     repo.push(ECHO_V2);
@@ -1747,7 +1750,7 @@ fn clones_and_updates_through_a_real_sshd_and_an_unknown_host_key_is_explained()
 
     let unknown = d.join("empty_known_hosts");
     std::fs::write(&unknown, "").expect("empty");
-    let e = git::clone_into_with(&addr, None, &f.dir.path().join("x"), &ssh(&unknown))
+    let e = git::clone_into_with(&addr, None, &co(f.dir.path(), "x"), &ssh(&unknown))
         .expect_err("unknown host key")
         .to_string();
     assert!(
@@ -1781,7 +1784,7 @@ fn a_nul_byte_in_sshs_stderr_fails_the_clone_with_an_escaped_message() {
         ssh: Some(git::SshCommand::program(&ssh)),
         ..git::Transports::default()
     };
-    let e = git::clone_into_with("h:x.git", None, &dir.path().join("c"), &t)
+    let e = git::clone_into_with("h:x.git", None, &co(dir.path(), "c"), &t)
         .expect_err("ssh failed")
         .to_string();
     assert!(e.contains("bad\\u{0}news \\u{1b}[2J"), "{e}");
@@ -1827,7 +1830,7 @@ fn a_stalled_ssh_is_stopped_with_what_it_started_and_the_error_shows_its_stderr(
         ..git::Transports::default()
     };
     let started = std::time::Instant::now();
-    let e = git::clone_into_with("h:x.git", None, &dir.path().join("c"), &t)
+    let e = git::clone_into_with("h:x.git", None, &co(dir.path(), "c"), &t)
         .expect_err("stalled")
         .to_string();
     assert!(
@@ -1865,7 +1868,7 @@ fn ssh_exits_by_itself_after_a_fetch_and_what_its_wrapper_left_running_is_ended(
         ssh: Some(git::SshCommand::shell(&wrapper)),
         ..git::Transports::default()
     };
-    let got = git::clone_into_with("h:wrapped.git", None, &f.dir.path().join("c"), &t)
+    let got = git::clone_into_with("h:wrapped.git", None, &co(f.dir.path(), "c"), &t)
         .expect("clone through the wrapper");
     assert_eq!(got, remote_head(&repo));
     assert_eq!(
@@ -1889,7 +1892,7 @@ fn addresses_of_other_kinds_are_refused_saying_what_is_supported_and_ssh_never_r
         ("http:/h/x.git", "a '/' is missing after 'http:'"),
         ("/srv/a:b/x.git", "write it file://"),
     ] {
-        let e = git::clone_into_with(addr, None, &f.dir.path().join("c"), &t)
+        let e = git::clone_into_with(addr, None, &co(f.dir.path(), "c"), &t)
             .expect_err(addr)
             .to_string();
         assert!(e.contains("refused") && e.contains(why), "{addr}: {e}");
@@ -1926,7 +1929,7 @@ fn a_git_protocol_server_that_never_answers_fails_the_clone_after_the_stall_time
             held.push(conn);
         }
     });
-    let dest = dir.path().join("c");
+    let dest = co(dir.path(), "c");
     let (tx, rx) = std::sync::mpsc::channel();
     let started = std::time::Instant::now();
     std::thread::spawn(move || {

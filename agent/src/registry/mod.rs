@@ -285,9 +285,16 @@ pub fn project_name(git: &str) -> Result<String, String> {
         .next()
         .unwrap_or(path)
         .trim_end_matches(".git");
-    if last.is_empty() || last.starts_with('.') {
+    // The project name becomes the folder `{plugins_dir}/{ns}/{project}`.
+    if let Err(e) = crate::paths::check_name(crate::paths::What::Project, last) {
         return Err(format!(
-            "git address {shown:?} does not end in a repository name"
+            "git address {shown:?} does not end in a repository name: {e}"
+        ));
+    }
+    if last.starts_with('.') {
+        return Err(format!(
+            "git address {shown:?} does not end in a repository name: {last:?} starts with '.', \
+             which would make a hidden folder beside the agent's temporary ones"
         ));
     }
     if let Some(c) = last
@@ -338,6 +345,11 @@ pub fn validate(plan: Plan, topic_template: &str) -> Checked {
     let mut problems = Vec::new();
     let mut namespaces = BTreeMap::new();
     for (name, ns) in plan.namespaces {
+        // Namespaces become folder names (`{plugins_dir}/{ns}`), whatever the topic template.
+        if let Err(e) = crate::paths::check_name(crate::paths::What::Namespace, &name) {
+            problems.push(format!("{e}; the namespace is skipped"));
+            continue;
+        }
         let topic = topic_template.replace("{ns}", &name);
         if let Err(e) = check_namespace(&topic) {
             problems.push(if topic == name {
@@ -370,21 +382,29 @@ pub fn validate(plan: Plan, topic_template: &str) -> Checked {
         }
         let mut projects: BTreeMap<String, String> = BTreeMap::new();
         for p in ns.plugins {
-            match project_name(&p.git) {
-                Err(e) => bad(format!("plugin {:?}", redact_address(&p.git)), e),
-                Ok(project) => {
-                    if let Some(first) = projects.get(&project) {
-                        bad(
-                            format!("plugin {:?}", redact_address(&p.git)),
-                            format!(
-                                "configuration error: project {project:?} is already used by {first:?} in this namespace"
-                            ),
-                        );
-                    } else {
-                        projects.insert(project, redact_address(&p.git));
-                        kept.plugins.push(p);
-                    }
+            let what = format!("plugin {:?}", redact_address(&p.git));
+            let project = match project_name(&p.git) {
+                Ok(project) => project,
+                Err(e) => {
+                    bad(what, e);
+                    continue;
                 }
+            };
+            // Branches reach git, which keeps them as files under `refs/heads/`.
+            if let Some(Err(e)) = p.branch.as_deref().map(crate::paths::check_branch) {
+                bad(what, e.to_string());
+                continue;
+            }
+            if let Some(first) = projects.get(&project) {
+                bad(
+                    what,
+                    format!(
+                        "configuration error: project {project:?} is already used by {first:?} in this namespace"
+                    ),
+                );
+            } else {
+                projects.insert(project, redact_address(&p.git));
+                kept.plugins.push(p);
             }
         }
         let mut builtins = BTreeSet::new();
