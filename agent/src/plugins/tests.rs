@@ -1952,3 +1952,157 @@ fn a_git_protocol_server_that_never_answers_fails_the_clone_after_the_stall_time
         "{waited:?}"
     );
 }
+
+/// Everything under `root` but `skip`: relative path -> (inode, kind, size).
+fn tree_outside(root: &Path, skip: &Path) -> BTreeMap<PathBuf, (u64, char, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path == skip {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).expect("lstat");
+            let kind = match meta.file_type() {
+                t if t.is_symlink() => 'l',
+                t if t.is_dir() => 'd',
+                _ => 'f',
+            };
+            out.insert(
+                path.strip_prefix(root).expect("under").to_path_buf(),
+                (meta.ino(), kind, meta.len()),
+            );
+            if kind == 'd' {
+                pending.push(path);
+            }
+        }
+    }
+    out
+}
+
+/// A registry fuzz of names: namespaces, repository addresses (whose last part is the project
+/// name) and branches, drawn from a corpus of path tricks (`.`, `..`, `...`, `a/..`, `/abs`,
+/// `%2e%2e`, `-x`, unicode, NUL, long names) and from random strings of the characters paths
+/// are made of. Every address whose name can be a file name points at a real repository (a
+/// symlink to one), so clones and updates really happen; folders named like the likely targets
+/// wait beside the plugin root, and symlinks planted in the root lead out. Through the real code
+/// path (registry validation, the manager's clones at sync, `/plugins/update`'s replacements),
+/// and again with the unvalidated plan, nothing outside the plugin root is created, renamed or
+/// deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_fuzz_of_names_touches_nothing_outside_the_plugin_root() {
+    use rand::{Rng, SeedableRng};
+    let top = open_tempdir();
+    let remotes = top.path().join("remotes");
+    let good = BareRepo::new(&remotes, "good", ECHO_V1);
+    let plugins = top.path().join("data").join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugins");
+    // What `..` and `../..` would name.
+    for dir in [top.path().join("data"), top.path().to_path_buf()] {
+        for name in ["good", "x", "log", "spool", "a..b", "-x", "plugins2"] {
+            let d = dir.join(name);
+            std::fs::create_dir_all(&d).expect("mkdir");
+            std::fs::write(d.join("keep"), name).expect("write");
+        }
+    }
+    let outside = top.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("mkdir");
+    std::fs::write(outside.join("keep"), "x").expect("write");
+    std::os::unix::fs::symlink(&outside, plugins.join("evil")).expect("ln");
+    std::fs::create_dir_all(plugins.join("okns")).expect("mkdir");
+    std::os::unix::fs::symlink(&outside, plugins.join("okns").join("good")).expect("ln");
+
+    let corpus = [
+        ".", "..", "...", "", "a/..", "../x", "/abs", "%2e%2e", "-x", "é", "a\0b", "a b", "..a",
+        "a..", ".hidden", "a..b", "x", "good", "log", "evil", "okns", "a\\b", "\n", "~", "@{1}",
+        "a.lock",
+    ];
+    let long = "y".repeat(300);
+    let alphabet = [
+        '.', '.', '/', '\\', '\0', 'a', 'b', '-', '_', '%', 'é', ' ', 'x',
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_0011);
+    let name = |rng: &mut rand::rngs::StdRng| -> String {
+        match rng.random_range(0..4) {
+            0 => corpus[rng.random_range(0..corpus.len())].to_owned(),
+            1 if rng.random_range(0..20) == 0 => long.clone(),
+            _ => (0..rng.random_range(0..7))
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect(),
+        }
+    };
+    let mut plan = Plan::default();
+    let mut pairs = Vec::new();
+    for _ in 0..300 {
+        let ns = name(&mut rng);
+        let project = name(&mut rng);
+        let git = match rng.random_range(0..3) {
+            0 => format!("file://{}/{project}.git", remotes.display()),
+            1 => format!("{}/{project}", remotes.display()),
+            _ => format!("file://{}/{project}", remotes.display()),
+        };
+        // A real repository where the name can be a file name.
+        for link in [format!("{project}.git"), project.clone()] {
+            let at = remotes.join(&link);
+            let plain = !link.is_empty()
+                && !link.contains(['/', '\0'])
+                && link != "."
+                && link != ".."
+                && link.len() < 250;
+            if plain && std::fs::symlink_metadata(&at).is_err() {
+                std::os::unix::fs::symlink(&good.bare, &at).expect("ln repo");
+            }
+        }
+        let branch = match rng.random_range(0..4) {
+            0 => Some("main".to_owned()),
+            1 => Some(name(&mut rng)),
+            _ => None,
+        };
+        pairs.push((ns.clone(), git.clone()));
+        plan.namespaces
+            .entry(ns)
+            .or_default()
+            .plugins
+            .push(PluginItem {
+                git,
+                interval: 0,
+                parameters: String::new(),
+                branch,
+            });
+    }
+    let before = tree_outside(top.path(), &plugins);
+
+    let (pipeline, _rx) = Pipeline::new("testhost", 4096);
+    let manager = PluginManager::new(&config(top.path(), 60), pipeline);
+    let checked = crate::registry::validate(plan.clone(), "{ns}");
+    for p in [checked.plan, plan] {
+        manager.sync(&p).await;
+        for (ns, git) in &pairs {
+            let _ = manager.update(ns, git).await;
+        }
+        for info in manager.list().plugins {
+            let _ = manager.update(&info.ns, &info.repo).await;
+        }
+        let after = tree_outside(top.path(), &plugins);
+        let changed: Vec<_> = before
+            .iter()
+            .filter(|(p, v)| after.get(*p) != Some(v))
+            .map(|(p, _)| p)
+            .chain(after.keys().filter(|p| !before.contains_key(*p)))
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "changed outside the plugin root: {changed:?}"
+        );
+    }
+    // The fuzz did reach git: some plugins were cloned inside the root.
+    let cloned = manager
+        .list()
+        .plugins
+        .iter()
+        .filter(|p| p.commit.is_some())
+        .count();
+    assert!(cloned >= 5, "only {cloned} clones: {:?}", manager.list());
+}
