@@ -323,7 +323,7 @@ pub fn clone_into_with(
 ) -> Result<String, GitError> {
     check_address(addr)?;
     let parent = parent_of(dest)?;
-    std::fs::create_dir_all(&parent).map_err(|source| GitError::Io {
+    crate::files::create_dir_all(&parent, 0o755).map_err(|source| GitError::Io {
         what: "cannot create plugin directory",
         path: parent.clone(),
         source,
@@ -452,12 +452,31 @@ fn temp_beside(dest: &Path) -> Result<tempfile::TempDir, GitError> {
 /// user plugins run as.
 fn open_up(dir: &Path) -> Result<(), GitError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(|source| {
-        GitError::Io {
-            what: "cannot make the checkout readable at",
-            path: dir.to_owned(),
-            source,
+    // The agent's umask (0027) leaves what libgit2 checks out unreadable to the plugin user:
+    // give the tree the modes git would have made under umask 022.
+    fn walk(path: &Path) -> std::io::Result<()> {
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.file_type().is_symlink() {
+            return Ok(());
         }
+        let mode = meta.permissions().mode();
+        let open = if meta.is_dir() || mode & 0o100 != 0 {
+            0o755
+        } else {
+            0o644
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(open))?;
+        if meta.is_dir() {
+            for e in std::fs::read_dir(path)? {
+                walk(&e?.path())?;
+            }
+        }
+        Ok(())
+    }
+    walk(dir).map_err(|source| GitError::Io {
+        what: "cannot make the checkout readable at",
+        path: dir.to_owned(),
+        source,
     })
 }
 
