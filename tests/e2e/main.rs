@@ -4,6 +4,7 @@
 
 mod api;
 mod console;
+mod contain;
 mod lifecycle;
 mod nsq;
 mod plugins;

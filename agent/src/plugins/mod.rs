@@ -5,11 +5,13 @@
 //! scheduler), ships their metrics and result points, and keeps the enabled/disabled state.
 //!
 //! - `git.rs`: address checks, clone, explicit update (blocking; run via `spawn_blocking`);
-//! - `runner.rs`: one process run (session, clean env, timeout, group kill, output cap);
+//! - `runner.rs`: one process run (session, clean env, fds 0-2, timeout, output cap);
+//! - `contain/`: what a run started ends with it (a cgroup per run, or the subreaper sweep);
 //! - `state.rs`: disabled-until per plugin, persisted in `data_dir`;
 //! - `builtin/`: the compiled-in checks.
 
 pub mod builtin;
+pub mod contain;
 pub mod git;
 pub mod runner;
 pub mod state;
@@ -149,6 +151,7 @@ struct Inner {
     state_path: PathBuf,
     disable_secs: u64,
     identity: Result<Option<Identity>, String>,
+    contain: Result<Arc<contain::Containment>, String>,
     home: PathBuf,
     pipeline: Pipeline,
     table: Mutex<Table>,
@@ -216,6 +219,14 @@ impl PluginManager {
         if let Err(e) = &identity {
             warn!(error = %e, "Plugins cannot run until this is fixed.");
         }
+        let plugin_uid = identity
+            .as_ref()
+            .ok()
+            .and_then(|i| i.as_ref().map(|i| i.uid));
+        let contain = contain::Containment::init(config, plugin_uid).map(Arc::new);
+        if let Err(e) = &contain {
+            warn!(error = %e, "Plugins cannot run until this is fixed.");
+        }
         let data = &config.agent.data_dir;
         PluginManager {
             inner: Arc::new(Inner {
@@ -227,6 +238,7 @@ impl PluginManager {
                 state_path: data.join(state::FILE_NAME),
                 disable_secs: config.agent.plugin_disable_secs,
                 identity,
+                contain,
                 home: std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from),
                 pipeline,
                 table: Mutex::default(),
@@ -529,8 +541,12 @@ impl PluginManager {
             ),
         };
         let at = now_secs();
-        let outcome = match &self.inner.identity {
-            Ok(identity) => {
+        let ready = match (&self.inner.identity, &self.inner.contain) {
+            (Ok(identity), Ok(contain)) => Ok((identity, contain)),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        let outcome = match ready {
+            Ok((identity, contain)) => {
                 let spec = RunSpec {
                     dir,
                     args: runner::split_args(&params),
@@ -540,6 +556,7 @@ impl PluginManager {
                     identity: identity.clone(),
                     home: self.inner.home.clone(),
                     output_cap: runner::OUTPUT_CAP,
+                    contain: Arc::clone(contain),
                 };
                 runner::run(&spec).await
             }
@@ -781,6 +798,11 @@ impl PluginManager {
         PluginList { plugins }
     }
 
+    /// Why plugins cannot be contained (the agent refuses to start then), if so.
+    pub fn containment_error(&self) -> Option<&str> {
+        self.inner.contain.as_ref().err().map(String::as_str)
+    }
+
     /// Counts for `/me/status`.
     pub fn counts(&self) -> PluginCounts {
         let now = now_secs();
@@ -798,6 +820,10 @@ impl PluginManager {
                 .values()
                 .filter(|e| e.busy.load(Ordering::Acquire) == RUNNING)
                 .count(),
+            containment: match &self.inner.contain {
+                Ok(c) => c.describe().to_owned(),
+                Err(e) => format!("none: {e}"),
+            },
         }
     }
 
