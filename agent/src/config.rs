@@ -86,6 +86,28 @@ pub struct AgentConfig {
     pub max_body_bytes: usize,
     /// Seconds between the agent's own heartbeat points (`agent.alive` and its counters).
     pub alive_secs: u64,
+    /// How plugin runs are contained: `auto` (a cgroup per run where the host allows, else the
+    /// subreaper fallback), `cgroup` (refuse to start without usable cgroups) or `reaper`.
+    pub plugin_containment: PluginContainment,
+    /// Memory limit of one plugin run, in bytes, where the cgroup allows it; 0 = no limit.
+    pub plugin_memory_max_bytes: u64,
+    /// Most processes (and threads) of one plugin run, where the cgroup allows it; 0 = no limit.
+    pub plugin_pids_max: u64,
+    /// Where the cgroup filesystems are mounted (tests point it at a fake tree).
+    pub cgroup_root: PathBuf,
+}
+
+/// `agent.plugin_containment`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginContainment {
+    /// A cgroup per run where the host allows it, else the subreaper fallback.
+    #[default]
+    Auto,
+    /// A cgroup per run; the agent refuses to start without usable cgroups.
+    Cgroup,
+    /// The subreaper fallback, even where cgroups are usable.
+    Reaper,
 }
 
 impl Default for AgentConfig {
@@ -102,6 +124,10 @@ impl Default for AgentConfig {
             log_roots: vec![PathBuf::from("/var/log")],
             max_body_bytes: 16 * 1024 * 1024,
             alive_secs: 10,
+            plugin_containment: PluginContainment::Auto,
+            plugin_memory_max_bytes: 512 * 1024 * 1024,
+            plugin_pids_max: 256,
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
         }
     }
 }
@@ -408,6 +434,31 @@ impl Config {
         if !(1..=3600).contains(&self.agent.alive_secs) {
             bad("agent.alive_secs", "must be between 1 and 3600".into());
         }
+        let memory = self.agent.plugin_memory_max_bytes;
+        if memory != 0 && memory < 4 * 1024 * 1024 {
+            bad(
+                "agent.plugin_memory_max_bytes",
+                format!("{memory} is too small for bash to start; use 0 (no limit) or at least 4194304 (4 MiB)"),
+            );
+        }
+        if !self.agent.cgroup_root.is_absolute() {
+            bad(
+                "agent.cgroup_root",
+                format!(
+                    "{} is not an absolute path",
+                    self.agent.cgroup_root.display()
+                ),
+            );
+        }
+        let pids = self.agent.plugin_pids_max;
+        if pids != 0 && pids < 8 {
+            bad(
+                "agent.plugin_pids_max",
+                format!(
+                    "{pids} leaves no room for a shell pipeline; use 0 (no limit) or at least 8"
+                ),
+            );
+        }
 
         match self.registry.source {
             RegistrySource::Http => {
@@ -614,6 +665,35 @@ mod tests {
         assert_eq!(c.plugins_dir(), Path::new("/etc/agent/data/plugins"));
         assert_eq!(c.registry.path, Path::new("/etc/agent/registry.toml"));
         assert_eq!(c.output_dir(), Path::new("/etc/agent/data/out"));
+    }
+
+    #[test]
+    fn plugin_limits_default_to_stopping_a_fork_bomb_and_are_checked() {
+        let c = parse("").expect("defaults");
+        assert_eq!(c.agent.plugin_pids_max, 256);
+        assert_eq!(c.agent.plugin_memory_max_bytes, 512 * 1024 * 1024);
+        assert_eq!(c.agent.plugin_containment, PluginContainment::Auto);
+        let c = parse(
+            "[agent]\nplugin_pids_max = 0\nplugin_memory_max_bytes = 0\nplugin_containment = \"reaper\"\n",
+        )
+        .expect("0 = no limit");
+        assert_eq!(c.agent.plugin_containment, PluginContainment::Reaper);
+        let err = parse(
+            "[agent]\nplugin_pids_max = 3\nplugin_memory_max_bytes = 1000\ncgroup_root = \"sys\"\n",
+        )
+        .expect_err("too small")
+        .to_string();
+        for key in [
+            "agent.plugin_pids_max",
+            "agent.plugin_memory_max_bytes",
+            "agent.cgroup_root",
+        ] {
+            assert!(err.contains(key), "{err}");
+        }
+        let err = parse("[agent]\nplugin_containment = \"jail\"\n")
+            .expect_err("unknown mode")
+            .to_string();
+        assert!(err.contains("plugin_containment"), "{err}");
     }
 
     #[test]

@@ -31,10 +31,10 @@ impl Drop for PidFile {
 
 fn open_pid_file(path: &Path) -> anyhow::Result<File> {
     if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir)
+        crate::files::create_dir_all(dir, crate::files::PASS_DIR)
             .with_context(|| format!("cannot create data dir {}", dir.display()))?;
     }
-    OpenOptions::new()
+    crate::files::options()
         .read(true)
         .write(true)
         .create(true)
@@ -100,10 +100,10 @@ pub fn pointer_file() -> Option<PathBuf> {
 /// holds its pid file, or reports why it died.
 pub fn spawn_detached(config: &Path, pid_file: &Path, data_dir: &Path) -> anyhow::Result<i32> {
     let exe = std::env::current_exe().context("cannot find the agent's own executable")?;
-    fs::create_dir_all(data_dir)
+    crate::files::create_dir_all(data_dir, crate::files::PASS_DIR)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let start_log = data_dir.join("agent.start.log");
-    let stderr = File::create(&start_log)
+    let stderr = crate::files::create(&start_log)
         .with_context(|| format!("cannot create {}", start_log.display()))?;
     let mut cmd = Command::new(exe);
     cmd.arg("start")

@@ -8,6 +8,7 @@ pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod error_chain;
+pub mod files;
 pub mod logging;
 pub mod output;
 pub mod paths;
@@ -68,6 +69,19 @@ pub async fn run(
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
     let host = hostname(&config);
+    // The data dir first, so the folders made in it below do not decide its mode; then what an
+    // earlier start under a looser umask left writable is closed (not the plugin checkouts).
+    let data_dir = config.agent.data_dir.clone();
+    files::create_dir_all(&data_dir, files::PASS_DIR)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    files::tighten_tree(&data_dir, 1);
+    for dir in [
+        data_dir.join("spool"),
+        config.log_dir(),
+        config.output_dir(),
+    ] {
+        files::tighten_tree(&dir, 1);
+    }
     let spool_dir = config.agent.data_dir.join("spool");
     let spool_max = config.output.spool_max_bytes;
     // Opening reads every segment a previous run left.
@@ -84,6 +98,10 @@ pub async fn run(
         spool.clone(),
         Arc::clone(&output_stats),
     );
+
+    if let Some(e) = state.plugins().containment_error() {
+        anyhow::bail!("{e}");
+    }
 
     let listener = tokio::net::TcpListener::bind(&config.agent.listen)
         .await

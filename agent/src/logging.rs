@@ -38,7 +38,7 @@ pub fn filter(level: &str) -> Result<Targets, String> {
 
 /// Installs the global subscriber; keep the guard alive until exit so the file gets flushed.
 pub fn init(dir: &Path, level: &str, to_stderr: bool) -> anyhow::Result<WorkerGuard> {
-    std::fs::create_dir_all(dir)
+    crate::files::create_dir_all(dir, crate::files::PRIVATE_DIR)
         .map_err(|e| anyhow::anyhow!("cannot create log dir {}: {e}", dir.display()))?;
     let appender = RollingFileAppender::builder()
         .rotation(Rotation::DAILY)

@@ -53,6 +53,9 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // Before anything is created: nothing of the agent's is ever writable by group or others,
+    // nor readable by others, whatever umask it was started with.
+    agent::files::set_umask();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,

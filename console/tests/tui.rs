@@ -63,6 +63,7 @@ fn status() -> Status {
             total: 3,
             disabled: 1,
             running: 0,
+            ..PluginCounts::default()
         },
         log_dir: Some("/var/lib/agent/log".into()),
     }

@@ -217,6 +217,10 @@ pub struct PluginCounts {
     pub disabled: usize,
     /// Plugins running now.
     pub running: usize,
+    /// How plugin runs are contained: `cgroup ...` (one cgroup per run, with its limits) or
+    /// `reaper ...` (the subreaper fallback, with why).
+    #[serde(default)]
+    pub containment: String,
 }
 
 /// One plugin in `GET /plugins/list`.

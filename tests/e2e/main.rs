@@ -5,6 +5,7 @@
 mod api;
 mod checkouts;
 mod console;
+mod contain;
 mod lifecycle;
 mod nsq;
 mod plugins;

@@ -101,6 +101,7 @@ pub struct AgentBuilder {
     registry: String,
     env: Vec<(String, String)>,
     env_removed: Vec<String>,
+    shell: String,
 }
 
 impl AgentBuilder {
@@ -139,6 +140,14 @@ impl AgentBuilder {
     /// A variable of the test's own environment the agent must not inherit.
     pub fn env_remove(mut self, key: &str) -> Self {
         self.env_removed.push(key.to_owned());
+        self
+    }
+
+    /// Shell commands run in the agent's process before it execs the agent (`umask 000`,
+    /// `exec 7<file`): what the agent inherits from the shell that starts it.
+    pub fn shell(mut self, commands: &str) -> Self {
+        self.shell.push_str(commands);
+        self.shell.push('\n');
         self
     }
 
@@ -196,6 +205,15 @@ impl Agent {
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("stderr.log")).expect("stderr log");
         let mut cmd = agent_cmd();
+        if !self.builder.shell.is_empty() {
+            // The same process: sh runs the commands, then execs the agent in its place.
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("{}exec \"$0\" \"$@\"", self.builder.shell))
+                .arg(cmd.get_program())
+                .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))));
+            cmd = sh;
+        }
         for key in &self.builder.env_removed {
             cmd.env_remove(key);
         }

@@ -5,7 +5,7 @@
 //! A batch counts as delivered once `write` returned (it is in the page cache, not fsynced).
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -33,7 +33,7 @@ pub struct FileOutput {
 impl FileOutput {
     /// An output writing under `dir` (created if missing).
     pub fn new(dir: PathBuf, max_bytes: u64, keep: usize) -> std::io::Result<Self> {
-        fs::create_dir_all(&dir).map_err(|e| {
+        crate::files::create_dir_all(&dir, crate::files::PRIVATE_DIR).map_err(|e| {
             std::io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
         })?;
         Ok(FileOutput {
@@ -67,7 +67,10 @@ impl State {
         let open = match self.files.entry(batch.ns.clone()) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let file = OpenOptions::new().create(true).append(true).open(&path)?;
+                let file = crate::files::options()
+                    .create(true)
+                    .append(true)
+                    .open(&path)?;
                 let len = file.metadata()?.len();
                 v.insert(Open { file, len })
             }

@@ -6,12 +6,14 @@
 //!
 //! - `git.rs`: address checks, clone, explicit update (blocking; run via `spawn_blocking`);
 //! - `checkout.rs`: where a checkout lives, its mark, its owner and modes;
-//! - `runner.rs`: one process run (session, clean env, timeout, group kill, output cap);
+//! - `runner.rs`: one process run (session, clean env, fds 0-2, timeout, output cap);
+//! - `contain/`: what a run started ends with it (a cgroup per run, or the subreaper sweep);
 //! - `state.rs`: disabled-until per plugin, persisted in `data_dir`;
 //! - `builtin/`: the compiled-in checks.
 
 pub mod builtin;
 pub mod checkout;
+pub mod contain;
 pub mod git;
 pub mod runner;
 pub mod state;
@@ -158,6 +160,7 @@ struct Inner {
     state_path: PathBuf,
     disable_secs: u64,
     identity: Result<Option<Identity>, String>,
+    contain: Result<Arc<contain::Containment>, String>,
     home: PathBuf,
     pipeline: Pipeline,
     table: Mutex<Table>,
@@ -225,6 +228,14 @@ impl PluginManager {
         if let Err(e) = &identity {
             warn!(error = %e, "Plugins cannot run until this is fixed.");
         }
+        let plugin_uid = identity
+            .as_ref()
+            .ok()
+            .and_then(|i| i.as_ref().map(|i| i.uid));
+        let contain = contain::Containment::init(config, plugin_uid).map(Arc::new);
+        if let Err(e) = &contain {
+            warn!(error = %e, "Plugins cannot run until this is fixed.");
+        }
         let data = &config.agent.data_dir;
         let access = Access {
             plugin_user: identity
@@ -243,6 +254,7 @@ impl PluginManager {
                 state_path: data.join(state::FILE_NAME),
                 disable_secs: config.agent.plugin_disable_secs,
                 identity,
+                contain,
                 home: std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from),
                 pipeline,
                 table: Mutex::default(),
@@ -576,13 +588,13 @@ impl PluginManager {
                     message: format!("check task failed: {e}"),
                 })
             });
-        let allowed = match (&self.inner.identity, under) {
-            (Ok(identity), Ok(())) => Ok(identity),
-            (Err(e), _) => Err(e.clone()),
-            (_, Err(e)) => Err(e.to_string()),
+        let ready = match (&self.inner.identity, &self.inner.contain, under) {
+            (Ok(identity), Ok(contain), Ok(())) => Ok((identity, contain)),
+            (Err(e), _, _) | (_, Err(e), _) => Err(e.clone()),
+            (_, _, Err(e)) => Err(e.to_string()),
         };
-        let outcome = match allowed {
-            Ok(identity) => {
+        let outcome = match ready {
+            Ok((identity, contain)) => {
                 let spec = RunSpec {
                     dir,
                     args: runner::split_args(&params),
@@ -592,6 +604,7 @@ impl PluginManager {
                     identity: identity.clone(),
                     home: self.inner.home.clone(),
                     output_cap: runner::OUTPUT_CAP,
+                    contain: Arc::clone(contain),
                 };
                 runner::run(&spec).await
             }
@@ -837,6 +850,11 @@ impl PluginManager {
         PluginList { plugins }
     }
 
+    /// Why plugins cannot be contained (the agent refuses to start then), if so.
+    pub fn containment_error(&self) -> Option<&str> {
+        self.inner.contain.as_ref().err().map(String::as_str)
+    }
+
     /// Counts for `/me/status`.
     pub fn counts(&self) -> PluginCounts {
         let now = now_secs();
@@ -854,6 +872,10 @@ impl PluginManager {
                 .values()
                 .filter(|e| e.busy.load(Ordering::Acquire) == RUNNING)
                 .count(),
+            containment: match &self.inner.contain {
+                Ok(c) => c.describe().to_owned(),
+                Err(e) => format!("none: {e}"),
+            },
         }
     }
 

@@ -1,12 +1,15 @@
-//! Runs one plugin process: `bash plugin.sh <args>` in the plugin's folder, in a new session,
-//! with a clean environment, stdin closed, output capped, a timeout that kills the whole process
-//! group (TERM, a grace period, KILL), and the child reaped.
+//! Runs one plugin process: `bash plugin.sh <args>` in the plugin's folder, in a new session
+//! and its own containment scope (a cgroup, or the subreaper sweep: `contain/`), with a clean
+//! environment, only fds 0-2, stdin closed, output capped, a timeout (TERM to the group, a grace
+//! period, then everything in the scope killed), and the child reaped.
 //!
 //! Modelled on Vector's `exec` source: one timeout per run, `kill_on_drop`, an explicit
 //! environment, and a typed outcome the caller logs and counts.
 
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{killpg, Signal};
@@ -14,6 +17,9 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::contain::{Containment, PreExec};
 
 /// The `PATH` plugins get.
 pub const PLUGIN_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -58,6 +64,8 @@ pub struct RunSpec {
     pub home: PathBuf,
     /// Bytes kept per stream.
     pub output_cap: usize,
+    /// The agent's containment, which gives the run its scope.
+    pub contain: Arc<Containment>,
 }
 
 /// How a run ended; the names are the `reason` tag of the result point.
@@ -138,6 +146,15 @@ pub async fn run(spec: &RunSpec) -> Outcome {
             started,
         );
     }
+    let mut scope = match spec.contain.prepare() {
+        Ok(s) => s,
+        Err(e) => {
+            return Outcome::spawn_failed(
+                format!("cannot contain the run, so it was not started: {e}"),
+                started,
+            )
+        }
+    };
     let mut cmd = Command::new("bash");
     cmd.arg("plugin.sh")
         .args(&spec.args)
@@ -151,26 +168,24 @@ pub async fn run(spec: &RunSpec) -> Outcome {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    match &spec.identity {
-        Some(id) => {
-            // std clears the supplementary groups (setgroups(0)) when it switches uid as root,
-            // then calls setgid and setuid, in that order, before exec.
-            cmd.env("HOME", &id.home).uid(id.uid).gid(id.gid);
-        }
-        None => {
-            cmd.env("HOME", &spec.home);
-        }
-    }
-    new_session(&mut cmd);
+    cmd.env(
+        "HOME",
+        spec.identity.as_ref().map_or(&spec.home, |id| &id.home),
+    );
+    let child_setup = ChildSetup {
+        contain: scope.pre_exec(spec.identity.is_some()),
+        identity: spec.identity.as_ref().map(|id| (id.uid, id.gid)),
+        max_fd: max_fd(),
+    };
+    in_child(&mut cmd, child_setup);
 
-    let mut child = match cmd.spawn() {
+    let mut child = match scope.spawn(|| cmd.spawn(), tokio::process::Child::id) {
         Ok(c) => c,
         Err(e) => return Outcome::spawn_failed(format!("cannot start bash: {e}"), started),
     };
     let pid = child.id();
     // If this future is dropped mid-run (shutdown, a cancelled request), `kill_on_drop` only
-    // reaches the leader; this takes the rest of the group with it.
-    let mut group = GroupGuard(pid);
+    // reaches the leader; the scope's drop takes everything else in the run with it.
     let over_cap = CancellationToken::new();
     let out = child
         .stdout
@@ -193,11 +208,7 @@ pub async fn run(spec: &RunSpec) -> Outcome {
         () = over_cap.cancelled() => End::OverCap,
     };
     let (status, timed_out) = match end {
-        End::Exited(s) => {
-            // The script is done; whatever it left behind in its group goes with it.
-            signal_group(pid, Signal::SIGKILL);
-            (s.ok(), false)
-        }
+        End::Exited(s) => (s.ok(), false),
         End::Timeout => {
             terminate_group(pid, &mut child).await;
             (None, true)
@@ -207,8 +218,22 @@ pub async fn run(spec: &RunSpec) -> Outcome {
             (None, false)
         }
     };
+    // The leader is reaped: whatever it left behind, in its group or escaped from it, goes now.
+    let mut contain_error = None;
+    match scope.finish().await {
+        Ok(0) => {}
+        Ok(n) => info!(
+            ns = %spec.ns,
+            plugin = %spec.project,
+            left_behind = n,
+            "Killed the processes a plugin run left behind."
+        ),
+        Err(e) => {
+            warn!(ns = %spec.ns, plugin = %spec.project, error = %e, "Plugin run not fully killed.");
+            contain_error = Some(e);
+        }
+    }
 
-    group.0 = None;
     let (stdout, out_cut) = collect(out).await;
     let (stderr, err_cut) = collect(err).await;
     let truncated = out_cut || err_cut;
@@ -230,6 +255,12 @@ pub async fn run(spec: &RunSpec) -> Outcome {
                 "timed out after {:.1} s; its process group was killed",
                 spec.timeout.as_secs_f64()
             )),
+        )
+    } else if let Some(e) = contain_error {
+        (
+            Reason::Exit,
+            status.and_then(|s| s.code()),
+            Some(format!("the run's processes could not all be killed: {e}")),
         )
     } else {
         match status {
@@ -265,26 +296,79 @@ pub async fn run(spec: &RunSpec) -> Outcome {
     }
 }
 
-/// Puts the child in a new session (and so a new process group it leads), so that a timeout
-/// can kill everything it started, and it has no controlling terminal.
-#[allow(unsafe_code)]
-fn new_session(cmd: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2), which
-    // is async-signal-safe; it allocates nothing and takes no locks.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::unistd::setsid()
-                .map(drop)
-                .map_err(std::io::Error::from)
-        });
-    }
+/// What the child does between fork and exec, prepared in the parent.
+struct ChildSetup {
+    contain: PreExec,
+    /// (uid, gid) to switch to.
+    identity: Option<(u32, u32)>,
+    /// Highest fd number that can be open (for the close_range fallback).
+    max_fd: RawFd,
 }
 
-struct GroupGuard(Option<u32>);
+/// The highest possible fd: `RLIMIT_NOFILE`'s soft limit (read in the parent, since the child
+/// may only make async-signal-safe calls).
+fn max_fd() -> RawFd {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .ok()
+        .and_then(|(soft, _)| RawFd::try_from(soft).ok())
+        .unwrap_or(1024)
+}
 
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        signal_group(self.0, Signal::SIGKILL);
+const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+
+/// Between fork and exec, in this order: a new session (and so a new process group it leads,
+/// and no controlling terminal), the run's cgroups joined (as root, before the switch), the
+/// process limit of the reaper mode, the switch to the plugin user (supplementary groups
+/// cleared, then setgid, setuid), and every fd above 2 marked close-on-exec, so only stdin,
+/// stdout and stderr reach the plugin.
+#[allow(unsafe_code)]
+fn in_child(cmd: &mut Command, setup: ChildSetup) {
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // system calls (setsid, write, setrlimit, setgroups, setgid, setuid, close_range, fcntl) on
+    // values prepared in the parent; it allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |r: libc::c_int| {
+                if r < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            check(libc::setsid())?;
+            for &fd in &setup.contain.join {
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                if n != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if let Some(n) = setup.contain.nproc {
+                let lim = libc::rlimit {
+                    rlim_cur: n,
+                    rlim_max: n,
+                };
+                check(libc::setrlimit(libc::RLIMIT_NPROC, &lim))?;
+            }
+            if let Some((uid, gid)) = setup.identity {
+                check(libc::setgroups(0, std::ptr::null()))?;
+                check(libc::setgid(gid))?;
+                check(libc::setuid(uid))?;
+            }
+            // Close-on-exec rather than close: std's own error pipe must survive until exec.
+            let r = libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                CLOSE_RANGE_CLOEXEC,
+            );
+            if r != 0 {
+                // Kernels before 5.11: one fcntl per possible fd, bounded by the fd limit.
+                for fd in 3..=setup.max_fd {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+            Ok(())
+        });
     }
 }
 
@@ -299,7 +383,8 @@ fn signal_group(pid: Option<u32>, sig: Signal) {
 async fn terminate_group(pid: Option<u32>, child: &mut tokio::process::Child) {
     signal_group(pid, Signal::SIGTERM);
     let _ = tokio::time::timeout(KILL_GRACE, child.wait()).await;
-    // Grandchildren may ignore TERM or outlive the leader: KILL the group regardless.
+    // Grandchildren may ignore TERM or outlive the leader: KILL the group regardless (the
+    // scope then kills whatever left the group).
     signal_group(pid, Signal::SIGKILL);
     let _ = child.kill().await;
 }
@@ -329,8 +414,8 @@ async fn read_capped<R: AsyncRead + Unpin>(
     }
 }
 
-/// The reader's result; a grandchild that escaped the group (its own `setsid`) and holds the
-/// pipe open is not waited for past [`DRAIN_WAIT`].
+/// The reader's result, not waited for past [`DRAIN_WAIT`] (the scope has killed every process
+/// that could hold the pipe open; this bounds what it could not).
 async fn collect(task: Option<tokio::task::JoinHandle<(Vec<u8>, bool)>>) -> (Vec<u8>, bool) {
     let Some(mut task) = task else {
         return (Vec::new(), false);

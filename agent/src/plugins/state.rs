@@ -65,7 +65,8 @@ impl PluginStates {
         let dir = path
             .parent()
             .ok_or_else(|| err("has no parent directory".to_owned()))?;
-        std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create its folder: {e}")))?;
+        crate::files::create_dir_all(dir, crate::files::PASS_DIR)
+            .map_err(|e| err(format!("cannot create its folder: {e}")))?;
         let disk = OnDisk {
             disabled: self.disabled.clone(),
         };

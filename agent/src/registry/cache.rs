@@ -69,10 +69,10 @@ pub fn store(path: &Path, source: &str, plan: &Plan) -> Result<(), String> {
     let json = serde_json::to_vec_pretty(&file)
         .map_err(|e| format!("registry cache {}: {e}", path.display()))?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+        crate::files::create_dir_all(dir, crate::files::PASS_DIR).map_err(err)?;
     }
     let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    let mut f = crate::files::create(&tmp).map_err(err)?;
     f.write_all(&json).map_err(err)?;
     f.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)?;

@@ -225,7 +225,7 @@ impl Spool {
     /// Reads what a previous run left in `dir`.
     fn recover(&self, dir: &Path) {
         let mut g = self.lock();
-        if let Err(e) = fs::create_dir_all(dir) {
+        if let Err(e) = crate::files::create_dir_all(dir, crate::files::PRIVATE_DIR) {
             g.degrade(
                 format!("cannot create spool directory {}: {e}", dir.display()),
                 self.shared.opts.retry_every,
@@ -643,7 +643,8 @@ impl Inner {
             if self.retry_at.is_some_and(|t| Instant::now() < t) {
                 return None;
             }
-            let opened = fs::create_dir_all(dir).and_then(|()| segment::create_segment(dir, id));
+            let opened = crate::files::create_dir_all(dir, crate::files::PRIVATE_DIR)
+                .and_then(|()| segment::create_segment(dir, id));
             match opened {
                 Ok(file) => {
                     self.segments.insert(

@@ -280,11 +280,7 @@ pub fn create_segment(dir: &Path, first_id: u64) -> io::Result<File> {
     let path = segment_path(dir, first_id);
     // Not `create_new`: a leftover file of a failed attempt with this id is reused. Only this
     // handle writes, sequentially, so the file position is the end.
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)?;
+    let mut file = crate::files::create(&path)?;
     file.write_all(MAGIC)?;
     Ok(file)
 }
@@ -316,7 +312,7 @@ pub fn write_acked(dir: &Path, id: u64) -> io::Result<()> {
     data.extend_from_slice(&id.to_le_bytes());
     data.extend_from_slice(&crc32fast::hash(&id.to_le_bytes()).to_le_bytes());
     let tmp = dir.join(format!("{ACK_FILE}.tmp"));
-    File::create(&tmp)?.write_all(&data)?;
+    crate::files::create(&tmp)?.write_all(&data)?;
     fs::rename(&tmp, dir.join(ACK_FILE))
 }
 
