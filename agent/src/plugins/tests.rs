@@ -669,7 +669,10 @@ async fn a_call_while_running_is_ignored_and_says_so() {
     );
     assert_eq!(f.manager.run_scheduled(NS, "slow").await, Scheduled::Busy);
     let first = first.await.expect("join").expect("ran");
-    assert!(first.ran && first.result.is_some_and(|r| r.ok));
+    assert!(
+        first.ran && first.result.as_ref().is_some_and(|r| r.ok),
+        "{first:?}"
+    );
 }
 
 #[tokio::test]

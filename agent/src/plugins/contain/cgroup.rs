@@ -265,14 +265,19 @@ impl Cgroups {
     }
 
     /// Creates the cgroup(s) of one run, with its limits, and opens their `cgroup.procs` for
-    /// the child to join before exec. On failure nothing is left behind.
-    pub fn create_run(&self, name: &str) -> Result<RunCgroup, String> {
+    /// the child to join before exec. On failure nothing is left behind. A name already taken
+    /// is `Ok(None)`: a run never shares a cgroup.
+    pub fn create_run(&self, name: &str) -> Result<Option<RunCgroup>, String> {
         let mut run = RunCgroup {
             v2: self.parent.join(name),
             v1: Vec::new(),
             procs: Vec::new(),
         };
-        mkdir(&run.v2)?;
+        match fs::create_dir(&run.v2) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+            Err(e) => return Err(format!("cannot create cgroup {}: {e}", run.v2.display())),
+        }
         let made = (|| {
             let l = self.limits;
             for c in &self.v2_controllers {
@@ -308,7 +313,7 @@ impl Cgroups {
             Ok::<(), String>(())
         })();
         match made {
-            Ok(()) => Ok(run),
+            Ok(()) => Ok(Some(run)),
             Err(e) => {
                 let _ = run.kill_and_remove();
                 Err(e)

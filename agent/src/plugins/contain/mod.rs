@@ -135,9 +135,20 @@ impl Containment {
 
     /// Prepares one run: its cgroup in cgroup mode. An error means the run must not start.
     pub fn prepare(self: &Arc<Self>) -> Result<Scope, String> {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let cgroup = match &self.kind {
-            Kind::Cgroup(c) => Some(c.create_run(&format!("run-{}-{n}", self.agent_pid))?),
+            Kind::Cgroup(c) => {
+                let mut made = None;
+                // A name is taken when another manager in this process (tests) or a cgroup
+                // left over under this pid holds it: take the next.
+                for _ in 0..1000 {
+                    let n = self.seq.fetch_add(1, Ordering::Relaxed);
+                    made = c.create_run(&format!("run-{}-{n}", self.agent_pid))?;
+                    if made.is_some() {
+                        break;
+                    }
+                }
+                Some(made.ok_or("no free run cgroup name after 1000 tries")?)
+            }
             Kind::Reaper(_) => None,
         };
         Ok(Scope {

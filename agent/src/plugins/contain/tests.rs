@@ -210,7 +210,8 @@ fn the_real_host_layout_is_detected_and_a_run_cgroup_is_killed_and_removed() {
     .expect("setup as root");
     let run = cg
         .create_run(&format!("run-{}-test", std::process::id()))
-        .expect("run cgroup");
+        .expect("run cgroup")
+        .expect("a free name");
     let v2 = run.v2.clone();
     let v1 = run.v1.clone();
     // A child joins through the descriptors, as the runner's does, and forks a setsid grandchild.
