@@ -109,13 +109,15 @@ pub fn find(
 /// user's own (a pointer in a shared temp dir that someone else made is not followed).
 fn last_started(places: &Places) -> Result<PathBuf, String> {
     let shown = places.pointer.display();
-    let meta = std::fs::symlink_metadata(&places.pointer).map_err(|e| format!("{shown}: {e}"))?;
+    let meta = std::fs::symlink_metadata(&places.pointer)
+        .map_err(|e| format!("{shown}: {}", reason(&e)))?;
     if !meta.is_file() || meta.uid() != places.uid || meta.mode() & 0o022 != 0 {
         return Err(format!(
             "{shown}: not followed (not a regular file of this user, or writable by others)"
         ));
     }
-    let text = std::fs::read_to_string(&places.pointer).map_err(|e| format!("{shown}: {e}"))?;
+    let text =
+        std::fs::read_to_string(&places.pointer).map_err(|e| format!("{shown}: {}", reason(&e)))?;
     let pid_file = Path::new(text.trim());
     match pid_file.parent() {
         Some(dir) if pid_file.is_absolute() => Ok(dir.join(shared::TOKEN_FILE_NAME)),
@@ -130,14 +132,22 @@ pub fn read_token(file: &Path) -> Result<String, String> {
             "permission denied (root, or a member of the agent's agent.token_group, can read it)"
                 .to_owned()
         }
-        std::io::ErrorKind::NotFound => "no such file".to_owned(),
-        _ => e.to_string(),
+        _ => reason(&e),
     })?;
     let token = text.lines().next().unwrap_or_default().trim();
     if token.is_empty() {
         return Err("the file is empty".to_owned());
     }
     Ok(token.to_owned())
+}
+
+/// An I/O error in a few words, without the OS error number.
+fn reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => e.to_string(),
+    }
 }
 
 /// Whether `addr` (`host:port` or an `http://` URL) names this host's loopback.
