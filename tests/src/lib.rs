@@ -53,14 +53,16 @@ fn token_files() -> &'static Mutex<HashMap<String, PathBuf>> {
     FILES.get_or_init(Mutex::default)
 }
 
-/// The token file of the harness agent listening at `addr` (`host:port` or an `http://` URL).
+/// The token file of the harness agent listening at `addr` (`host:port` or an `http://` URL),
+/// when it made one (an agent whose config sets `agent.token` has none).
 pub fn token_file_for(addr: &str) -> Option<PathBuf> {
     let host_port = addr
         .trim_start_matches("http://")
         .split('/')
         .next()
         .unwrap_or_default();
-    token_files().lock().ok()?.get(host_port).cloned()
+    let file = token_files().lock().ok()?.get(host_port).cloned()?;
+    file.exists().then_some(file)
 }
 
 /// The bearer token an agent generated into `data_dir` (`auth_token`), if it did.
