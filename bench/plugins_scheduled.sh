@@ -77,7 +77,11 @@ t_start=$(date +%s.%N)
 base=$(start baseline "$bport" no)
 agent=$(start agent "$aport" yes)
 hz=$(getconf CLK_TCK)
-api() { curl -fsS --max-time 10 "http://127.0.0.1:$aport$1"; }
+# Every endpoint but /me/status needs the token the agent made in its data dir.
+api() {
+  curl -fsS --max-time 10 -H "Authorization: Bearer $(cat "$work/agent/data/auth_token")" \
+    "http://127.0.0.1:$aport$1"
+}
 
 # Wait (bounded) until every plugin has a checkout (a `commit` in /plugins/list).
 echo "waiting for the agent to clone $n plugins (at most ${clone_timeout} s)..." >&2

@@ -50,6 +50,9 @@ for _ in $(seq 100); do
     curl -fs "http://127.0.0.1:$port/me/status" >/dev/null 2>&1 && break
     sleep 0.1
 done
+# /post needs the token the agent made at start (docs/api.md, "Token").
+TOKEN="$(cat "$work/data/auth_token")"
+export TOKEN
 
 run() { # name ctype body path -> requests per second
     local out

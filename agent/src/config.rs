@@ -78,8 +78,17 @@ pub struct AgentConfig {
     pub plugins_allow_root: bool,
     /// Seconds after which a disabled plugin re-enables itself.
     pub plugin_disable_secs: u64,
-    /// Bearer token for the API; empty = none (then only a loopback listen address is allowed).
+    /// Bearer token for the API (at least 16 visible ASCII bytes, not all the same); empty =
+    /// the agent generates one into `{data_dir}/auth_token` (required for a non-loopback listen
+    /// address).
     pub token: String,
+    /// Group that may read the generated token file (mode 0640 then, e.g. Debian's `adm`);
+    /// empty = only the agent's user (0600).
+    pub token_group: String,
+    /// Set at start, not read from the file: the file the token in force was generated into
+    /// (`None` when it is `agent.token`).
+    #[serde(skip)]
+    pub token_file: Option<PathBuf>,
     /// Roots `/log/offset` may read, besides the agent's own log dir.
     pub log_roots: Vec<PathBuf>,
     /// Largest request body the API accepts, in bytes.
@@ -121,6 +130,8 @@ impl Default for AgentConfig {
             plugins_allow_root: false,
             plugin_disable_secs: 24 * 3600,
             token: String::new(),
+            token_group: String::new(),
+            token_file: None,
             log_roots: vec![PathBuf::from("/var/log")],
             max_body_bytes: 16 * 1024 * 1024,
             alive_secs: 10,
@@ -416,6 +427,22 @@ impl Config {
                 ),
             ),
         }
+        if !self.agent.token.is_empty() {
+            if let Err(e) = check_token(&self.agent.token) {
+                bad("agent.token", e);
+            }
+        }
+        if !self.agent.token_group.is_empty()
+            && !matches!(
+                nix::unistd::Group::from_name(&self.agent.token_group),
+                Ok(Some(_))
+            )
+        {
+            bad(
+                "agent.token_group",
+                format!("no group named {:?} on this host", self.agent.token_group),
+            );
+        }
         if self.agent.hostname.chars().any(|c| c.is_control()) {
             bad(
                 "agent.hostname",
@@ -622,6 +649,38 @@ pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
     let port = port.parse().ok()?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     (!host.is_empty()).then_some((host, port))
+}
+
+/// Shortest `agent.token` accepted, in bytes.
+pub const MIN_TOKEN_BYTES: usize = 16;
+/// Longest `agent.token` accepted, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// A configured token must be hard to guess and sendable as it is in an `Authorization`
+/// header: 16 to 4096 visible ASCII bytes (no spaces), not all the same byte.
+fn check_token(token: &str) -> Result<(), String> {
+    let n = token.len();
+    if n < MIN_TOKEN_BYTES {
+        return Err(format!(
+            "is {n} byte(s) long; a token must be at least {MIN_TOKEN_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    if n > MAX_TOKEN_BYTES {
+        return Err(format!(
+            "is {n} bytes long; a token may be at most {MAX_TOKEN_BYTES} bytes"
+        ));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(
+            "must be visible ASCII characters only (no spaces or control characters), so it can be sent as it is in an Authorization header".into(),
+        );
+    }
+    if token.bytes().all(|b| b == token.as_bytes()[0]) {
+        return Err(format!(
+            "all its {n} bytes are the same; use a random token (e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(())
 }
 
 /// A topic template may hold `{ns}` and NSQ topic characters only.
@@ -833,7 +892,39 @@ mod tests {
 
     #[test]
     fn non_loopback_listen_is_fine_with_a_token() {
-        parse("[agent]\nlisten = \"0.0.0.0:1232\"\ntoken = \"s3cret\"\n").expect("valid");
+        parse("[agent]\nlisten = \"0.0.0.0:1232\"\ntoken = \"s3cret-0123456789ab\"\n")
+            .expect("valid");
+    }
+
+    #[test]
+    fn weak_tokens_are_refused_naming_the_key() {
+        let fifteen = "0123456789abcde";
+        let same = "z".repeat(16);
+        for (token, why) in [
+            (" ", "at least 16"),
+            ("a", "at least 16"),
+            (fifteen, "at least 16"),
+            (same.as_str(), "are the same"),
+            ("0123456789 abcdef", "visible ASCII"),
+            ("0123456789\tabcdef", "visible ASCII"),
+        ] {
+            let text = format!("[agent]\nlisten = \"0.0.0.0:1232\"\ntoken = {token:?}\n");
+            let msg = parse(&text).expect_err(token).to_string();
+            assert!(
+                msg.contains("agent.token: ") && msg.contains(why),
+                "{token:?}: {msg}"
+            );
+        }
+        parse("[agent]\ntoken = \"0123456789abcdef\"\n").expect("16 mixed bytes are fine");
+    }
+
+    #[test]
+    fn an_unknown_token_group_is_refused() {
+        let msg = parse("[agent]\ntoken_group = \"no-such-group-e2e\"\n")
+            .expect_err("unknown group")
+            .to_string();
+        assert!(msg.contains("agent.token_group"), "{msg}");
+        parse("[agent]\ntoken_group = \"root\"\n").expect("root exists");
     }
 
     #[test]

@@ -86,14 +86,10 @@ pub fn acquire(path: &Path) -> anyhow::Result<PidFile> {
 }
 
 /// Where the pid file of the last agent started by this user is recorded, so `agent stop`
-/// works without arguments, as the original agent's did.
+/// works without arguments, as the original agent's did, and
+/// agentctl follows it to the token file beside the pid file.
 pub fn pointer_file() -> Option<PathBuf> {
-    let uid = nix::unistd::getuid();
-    let dir = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|d| d.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
-    Some(dir.join(format!("agent-{uid}.pidfile")))
+    Some(shared::last_started_pointer(nix::unistd::getuid().as_raw()))
 }
 
 /// Starts this binary again in the background (new session, no terminal) and waits until it

@@ -64,10 +64,20 @@ pub fn hostname(config: &Config) -> String {
 ///
 /// `ready` is called once the API listens, with its address.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     shutdown: CancellationToken,
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    // The API never runs open: the configured token, or the one in {data_dir}/auth_token.
+    let token = {
+        let c = config.clone();
+        tokio::task::spawn_blocking(move || api::auth::ensure_token(&c))
+            .await
+            .context("token task failed")??
+    };
+    config.agent.token = token.secret;
+    config.agent.token_file = token.file;
+    api::auth::warn_if_config_exposes_token(&config);
     let host = hostname(&config);
     // The data dir first, so the folders made in it below do not decide its mode; then what an
     // earlier start under a looser umask left writable is closed (not the plugin checkouts).

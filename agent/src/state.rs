@@ -33,6 +33,7 @@ struct Inner {
     registry: Arc<RegistryHandle>,
     jobs: Arc<SchedulerStats>,
     plugins: PluginManager,
+    log_reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl AgentState {
@@ -59,6 +60,7 @@ impl AgentState {
                 registry: Arc::default(),
                 jobs: Arc::default(),
                 plugins,
+                log_reads: crate::api::log::read_permits(),
             }),
         }
     }
@@ -126,5 +128,10 @@ impl AgentState {
     /// Script and built-in plugins.
     pub fn plugins(&self) -> &PluginManager {
         &self.inner.plugins
+    }
+
+    /// The places of `/log/offset` reads in progress (they bound its memory).
+    pub fn log_reads(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.inner.log_reads
     }
 }

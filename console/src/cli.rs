@@ -11,9 +11,15 @@ pub struct Cli {
     /// The agent's API address (`host:port` or `http://host:port`).
     #[arg(long, global = true, env = "AGENTCTL_ADDR", default_value = shared::DEFAULT_ADDR)]
     pub addr: String,
-    /// Bearer token for the agent's API (when its config sets `token`).
+    /// Bearer token for the agent's API. Without it (or --token-file), agentctl reads the token
+    /// file of the agent this user started last, then /var/lib/agent/auth_token, when the
+    /// agent is on a loopback address.
     #[arg(long, global = true, env = "AGENTCTL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the bearer token (its first line), e.g. the agent's
+    /// `{data_dir}/auth_token`.
+    #[arg(long, global = true, env = "AGENTCTL_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Print the agent's answer as JSON (one object per line) instead of tables.
     #[arg(long, global = true)]
     pub json: bool,

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod commands;
 pub mod fmt;
+pub mod token;
 pub mod tui;
 
 use cli::Cli;
@@ -22,7 +23,19 @@ pub fn run(cli: Cli) -> i32 {
             return commands::exit::FAILED;
         }
     };
-    let client = shared::Client::new(&cli.addr, cli.token.clone());
+    let found = match token::find(
+        cli.token.as_deref(),
+        cli.token_file.as_deref(),
+        &cli.addr,
+        &token::Places::for_this_user(),
+    ) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("agentctl: {e}");
+            return commands::exit::USAGE;
+        }
+    };
+    let client = shared::Client::new(&cli.addr, found.token).with_token_note(found.note);
     match cli.command {
         Some(command) => runtime.block_on(commands::run(&client, command, cli.json)),
         None => match runtime.block_on(tui::run(client, !cli.no_mouse)) {

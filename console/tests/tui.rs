@@ -356,6 +356,42 @@ fn unreachable_agent_shows_a_banner_over_greyed_last_data() {
 }
 
 #[test]
+fn a_refused_token_shows_a_banner_saying_what_was_sent_and_where_the_token_is() {
+    let mut app = app();
+    let refused = || {
+        shared::ClientError::Unauthorized {
+        addr: "127.0.0.1:1232".into(),
+        message: "this agent requires a token: send `Authorization: Bearer <token>`; the token is in /var/lib/agent/auth_token on the agent's host".into(),
+        sent: "no token (looked at: /var/lib/agent/auth_token: permission denied)".into(),
+    }
+    };
+    app.update(Event::Net(Box::new(Net::Refreshed {
+        at_ms: 4000,
+        status: Ok(status()),
+        namespaces: Some(Err(refused())),
+        plugins: Some(Err(refused())),
+    })));
+    assert!(!app.conn.is_down(), "health needs no token: connected");
+    let screen = render(&app);
+    assert!(
+        screen.contains("the agent refused the token: agentctl sent no token"),
+        "{screen}"
+    );
+    key(&mut app, KeyCode::Char('2'));
+    let screen = render(&app);
+    assert!(screen.contains("auth_token"), "{screen}");
+    // A later refresh with the right token clears it.
+    app.update(Event::Net(Box::new(Net::Refreshed {
+        at_ms: 6000,
+        status: Ok(status()),
+        namespaces: Some(Ok(vec!["web.shop".into()])),
+        plugins: Some(Ok(shared::api::PluginList::default())),
+    })));
+    assert_eq!(app.token_refused, None);
+    assert!(!render(&app).contains("refused the token"));
+}
+
+#[test]
 fn the_reconnect_waits_longer_after_each_failure() {
     let mut app = app();
     let mut now = NOW;

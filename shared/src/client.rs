@@ -17,6 +17,16 @@ pub enum ClientError {
         /// The network error.
         reason: String,
     },
+    /// The agent refused the request for want of the right token (401).
+    #[error("the agent at {addr} answered 401: {message}; agentctl sent {sent}")]
+    Unauthorized {
+        /// The address asked.
+        addr: String,
+        /// The agent's `error` text (it says where the token is).
+        message: String,
+        /// Which token was sent, or where none was found ("the token in FILE (...)").
+        sent: String,
+    },
     /// The agent answered with an error status.
     #[error("the agent answered {status}: {message}")]
     Api {
@@ -41,6 +51,11 @@ impl ClientError {
         matches!(self, ClientError::Unreachable { .. })
     }
 
+    /// True when the agent answered 503: it is busy (or stopping); ask again later.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, ClientError::Api { status: 503, .. })
+    }
+
     /// True when the agent answered 404 because it has no such endpoint (an older agent, or a
     /// feature not built yet), as opposed to a 404 about an unknown plugin.
     pub fn is_not_offered(&self) -> bool {
@@ -61,6 +76,7 @@ pub struct Client {
     addr: String,
     base: String,
     token: Option<String>,
+    token_note: String,
 }
 
 impl Client {
@@ -80,8 +96,19 @@ impl Client {
             http,
             addr: addr.to_owned(),
             base,
+            token_note: if token.as_deref().is_some_and(|t| !t.is_empty()) {
+                "a bearer token".to_owned()
+            } else {
+                "no token".to_owned()
+            },
             token: token.filter(|t| !t.is_empty()),
         }
+    }
+
+    /// Says where the token came from (or where none was found), for the error of a 401.
+    pub fn with_token_note(mut self, note: String) -> Self {
+        self.token_note = note;
+        self
     }
 
     /// The address this client talks to, as given.
@@ -227,6 +254,13 @@ impl Client {
             let message = serde_json::from_slice::<api::ErrorBody>(&bytes)
                 .map(|b| b.error)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_owned());
+            if status.as_u16() == 401 {
+                return Err(ClientError::Unauthorized {
+                    addr: self.addr.clone(),
+                    message,
+                    sent: self.token_note.clone(),
+                });
+            }
             return Err(ClientError::Api {
                 status: status.as_u16(),
                 message,

@@ -65,7 +65,7 @@ fn posted_json_and_line_protocol_reach_the_file_output_with_the_host_tag() {
 #[test]
 fn token_is_required_everywhere_but_status_and_big_bodies_get_413() {
     let agent = AgentBuilder::new()
-        .agent_keys("token = \"e2e-secret\"\nmax_body_bytes = 2048")
+        .agent_keys("token = \"e2e-secret-0123456789\"\nmax_body_bytes = 2048")
         .registry(ONE_NS)
         .start();
     let (st, _) = agent.get("/me/status");
@@ -80,13 +80,13 @@ fn token_is_required_everywhere_but_status_and_big_bodies_get_413() {
     let url = |p: &str| format!("http://{}{p}", agent.addr);
     let r = client
         .get(url("/me/ns"))
-        .bearer_auth("e2e-secret")
+        .bearer_auth("e2e-secret-0123456789")
         .send()
         .expect("request");
     assert_eq!(r.status().as_u16(), 200);
     let r = client
         .post(url("/post"))
-        .bearer_auth("e2e-secret")
+        .bearer_auth("e2e-secret-0123456789")
         .header("content-type", "text/plain")
         .body(vec![b'#'; 4096])
         .send()

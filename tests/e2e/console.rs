@@ -19,14 +19,11 @@ fn agent() -> support::Agent {
         .start()
 }
 
-/// Runs `agentctl --addr <addr> <args>` with `stdin` as input and no AGENTCTL_* from outside.
+/// Runs `agentctl --addr <addr> <args>` with `stdin` as input, no AGENTCTL_* from outside, and
+/// the agent's token file when `addr` is a harness agent's.
 fn ctl(addr: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(bin("agentctl"))
-        .arg("--addr")
-        .arg(addr)
+    let mut child = support::agentctl(addr)
         .args(args)
-        .env_remove("AGENTCTL_ADDR")
-        .env_remove("AGENTCTL_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -73,9 +70,11 @@ fn status_and_ns_print_tables_for_people() {
 #[test]
 fn the_address_can_come_from_the_environment() {
     let agent = agent();
+    let token_file = support::token_file_for(&agent.addr).expect("a harness agent");
     let out = Command::new(bin("agentctl"))
         .args(["--json", "ns"])
         .env("AGENTCTL_ADDR", &agent.addr)
+        .env("AGENTCTL_TOKEN_FILE", token_file)
         .output()
         .expect("agentctl");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -208,8 +207,8 @@ fn log_reads_and_follows_the_agents_own_log() {
     assert!(!chunk.lines.is_empty() && chunk.lines.len() <= 5);
 
     // Follow: a line appended shows up; truncation restarts at 0; Ctrl-C ends it with 0.
-    let mut follower = Command::new(bin("agentctl"))
-        .args(["--addr", &agent.addr, "log", path, "--follow"])
+    let mut follower = support::agentctl(&agent.addr)
+        .args(["log", path, "--follow"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -284,8 +283,11 @@ impl Tmux {
     /// `agentctl --addr ADDR ARGS` in a new pane. When it exits the pane stays and shows
     /// `agentctl-exited-<code>`, so the terminal it gave back can be inspected.
     fn agentctl(addr: &str, args: &str) -> Tmux {
+        let token = support::token_file_for(addr)
+            .map(|f| format!("AGENTCTL_TOKEN_FILE='{}' ", f.display()))
+            .unwrap_or_default();
         Tmux::start(&format!(
-            "{} --addr {addr} {args}; echo agentctl-exited-$?; sleep 60",
+            "{token}{} --addr {addr} {args}; echo agentctl-exited-$?; sleep 60",
             bin("agentctl").display()
         ))
     }

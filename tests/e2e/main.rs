@@ -3,6 +3,7 @@
 //! One test binary (linking is the slow part on small machines); one module per feature.
 
 mod api;
+mod auth;
 mod checkouts;
 mod console;
 mod contain;

@@ -38,11 +38,57 @@ pub fn bin(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The token file of every agent the harness started, by API address (`127.0.0.1:port`), so
+/// [`agentctl`] can hand an agent's token to the console without each test passing it.
+fn token_files() -> &'static Mutex<HashMap<String, PathBuf>> {
+    static FILES: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    FILES.get_or_init(Mutex::default)
+}
+
+/// The token file of the harness agent listening at `addr` (`host:port` or an `http://` URL),
+/// when it made one (an agent whose config sets `agent.token` has none).
+pub fn token_file_for(addr: &str) -> Option<PathBuf> {
+    let host_port = addr
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let file = token_files().lock().ok()?.get(host_port).cloned()?;
+    file.exists().then_some(file)
+}
+
+/// The bearer token an agent generated into `data_dir` (`auth_token`), if it did.
+pub fn read_token(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.join("auth_token"))
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+/// `agentctl --addr ADDR` with none of the caller's `AGENTCTL_*` variables, and, when `addr` is
+/// a harness agent's, its token file in `AGENTCTL_TOKEN_FILE` (as an operator would pass it).
+pub fn agentctl(addr: &str) -> Command {
+    let mut cmd = Command::new(bin("agentctl"));
+    cmd.arg("--addr").arg(addr);
+    for key in AGENTCTL_VARS {
+        cmd.env_remove(key);
+    }
+    if let Some(file) = token_file_for(addr) {
+        cmd.env("AGENTCTL_TOKEN_FILE", file);
+    }
+    cmd
+}
+
+/// The environment variables agentctl reads.
+pub const AGENTCTL_VARS: [&str; 3] = ["AGENTCTL_ADDR", "AGENTCTL_TOKEN", "AGENTCTL_TOKEN_FILE"];
 
 /// A command running the `agent` binary with its own runtime directory, so the "last agent this
 /// user started" pointer the tests' agents write never replaces an operator's (which `agent stop`
@@ -227,6 +273,9 @@ impl Agent {
             .spawn()
             .expect("start agent");
         self.child = Some(child);
+        if let Ok(mut files) = token_files().lock() {
+            files.insert(self.addr.clone(), self.data_dir().join("auth_token"));
+        }
         let url = format!("http://{}/me/status", self.addr);
         let up = wait_until(Duration::from_secs(30), || {
             if let Some(c) = self.child.as_mut() {
@@ -265,32 +314,47 @@ impl Agent {
         std::fs::write(self.dir.path().join("registry.toml"), toml).expect("write registry");
     }
 
-    /// GET `path` (with query), returning status and JSON body.
+    /// The bearer token this agent generated (`data/auth_token`); `None` when its config sets
+    /// `agent.token` (then the agent leaves no token file).
+    pub fn token(&self) -> Option<String> {
+        read_token(&self.data_dir())
+    }
+
+    /// GET `path` (with query) with the agent's token, returning status and JSON body.
     pub fn get(&self, path_and_query: &str) -> (u16, serde_json::Value) {
-        let resp = reqwest::blocking::Client::new()
+        self.get_with(path_and_query, self.token().as_deref())
+    }
+
+    /// GET `path` (with query) with the given bearer token, or none.
+    pub fn get_with(&self, path_and_query: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let mut req = reqwest::blocking::Client::new()
             .get(format!("http://{}{path_and_query}", self.addr))
-            .timeout(Duration::from_secs(60))
-            .send()
-            .expect("request");
+            .timeout(Duration::from_secs(60));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().expect("request");
         let status = resp.status().as_u16();
         let body = resp.json().unwrap_or(serde_json::Value::Null);
         (status, body)
     }
 
-    /// POST a body with a content type, returning status and JSON body.
+    /// POST a body with a content type and the agent's token, returning status and JSON body.
     pub fn post(
         &self,
         path_and_query: &str,
         content_type: &str,
         body: Vec<u8>,
     ) -> (u16, serde_json::Value) {
-        let resp = reqwest::blocking::Client::new()
+        let mut req = reqwest::blocking::Client::new()
             .post(format!("http://{}{path_and_query}", self.addr))
             .header("content-type", content_type)
             .body(body)
-            .timeout(Duration::from_secs(60))
-            .send()
-            .expect("request");
+            .timeout(Duration::from_secs(60));
+        if let Some(token) = self.token() {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().expect("request");
         let status = resp.status().as_u16();
         let body = resp.json().unwrap_or(serde_json::Value::Null);
         (status, body)

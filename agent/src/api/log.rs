@@ -5,17 +5,28 @@
 //! is checked as written (absolute, no `..`, under a root) before the file system is touched, then
 //! resolved (symlinks) and checked again, and once more on the opened file descriptor, so a
 //! symlink swapped in between cannot lead out of the roots.
+//!
+//! Bounded: an answer is at most [`MAX_CHUNK_BYTES`] as sent, JSON-encoded (each line is
+//! counted as what it encodes to: a NUL byte as `\u0000`, six bytes), and at most
+//! [`MAX_CONCURRENT_READS`] requests read at once, each holding its place until its answer is
+//! sent; the others wait up to [`READ_WAIT`], then get 503 with `Retry-After`.
 
+use std::convert::Infallible;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
+use axum::http::header::{CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use shared::api::LogChunk;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::extract::Query;
 use super::ApiError;
@@ -28,8 +39,16 @@ pub const MAX_LINES: usize = 1000;
 /// A line longer than this is returned cut into pieces of this size, so a reader never gets
 /// stuck behind a line that never ends.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
-/// One answer stops after this many bytes of lines (the client continues at `next_offset`).
+/// Largest answer, in bytes of JSON as sent: lines stop before the one that would pass it (the
+/// client continues at `next_offset`). A line piece of [`MAX_LINE_BYTES`] encodes to at most
+/// six times that, so an answer always has room for at least one.
 pub const MAX_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Requests that read (and hold their answer in memory) at once.
+pub const MAX_CONCURRENT_READS: usize = 4;
+/// How long a request waits for a turn before it is answered 503.
+pub const READ_WAIT: Duration = Duration::from_secs(5);
+/// The `Retry-After` of that 503, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 1;
 /// Longest `fpath` accepted.
 pub const MAX_PATH_BYTES: usize = 4096;
 
@@ -77,26 +96,112 @@ impl From<LogError> for ApiError {
     }
 }
 
+/// The places `/log/offset` hands out: [`MAX_CONCURRENT_READS`] of them.
+pub fn read_permits() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(MAX_CONCURRENT_READS))
+}
+
 /// `GET /log/offset`.
 pub async fn offset(
     State(state): State<AgentState>,
     Query(q): Query<LogQuery>,
-) -> Result<Json<LogChunk>, ApiError> {
+) -> Result<Response, ApiError> {
     let num = q.num.unwrap_or(DEFAULT_LINES);
     if num == 0 || num > MAX_LINES {
         return Err(ApiError::bad_request(format!(
             "num is {num}; ask for 1 to {MAX_LINES} lines"
         )));
     }
+    let Ok(Ok(permit)) =
+        tokio::time::timeout(READ_WAIT, Arc::clone(state.log_reads()).acquire_owned()).await
+    else {
+        return Ok(busy());
+    };
     let cfg = state.config();
     let mut roots = cfg.agent.log_roots.clone();
     roots.push(cfg.log_dir());
-    let chunk = tokio::task::spawn_blocking(move || read_chunk(&roots, &q.fpath, q.offset, num))
-        .await
-        .map_err(|_| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "reading the file failed")
-        })??;
-    Ok(Json(chunk))
+    // The token is shared with this group: serve only what its members could read themselves.
+    let group = (!cfg.agent.token_group.is_empty()).then(|| GroupReader {
+        name: cfg.agent.token_group.clone(),
+        // A group that vanished since the config was checked has no rights at all.
+        gid: super::auth::token_gid(&cfg.agent.token_group)
+            .ok()
+            .flatten()
+            .unwrap_or(u32::MAX),
+        own_log_dir: cfg.log_dir(),
+    });
+    let json = tokio::task::spawn_blocking(move || {
+        read_chunk_as(&roots, &q.fpath, q.offset, num, group.as_ref()).map(|chunk| encode(&chunk))
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "reading the file failed"))??;
+    Ok(answer(json, permit))
+}
+
+/// 503 with `Retry-After`: every read place is taken.
+fn busy() -> Response {
+    let mut resp = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "{MAX_CONCURRENT_READS} /log/offset reads are in progress and none ended within {} s; \
+             try again in {RETRY_AFTER_SECS} s",
+            READ_WAIT.as_secs()
+        ),
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    resp
+}
+
+/// The answer's body keeps the read's place until the server has written it out (it asks the
+/// stream for more only once its buffer has room again) or the connection is gone, so answers
+/// waiting to be sent count against [`MAX_CONCURRENT_READS`] too.
+fn answer(json: Vec<u8>, permit: OwnedSemaphorePermit) -> Response {
+    let stream = futures_util::stream::unfold(
+        (Some(Bytes::from(json)), permit),
+        |(json, permit)| async move { json.map(|j| (Ok::<_, Infallible>(j), (None, permit))) },
+    );
+    let mut resp = Body::from_stream(stream).into_response();
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// The answer as sent.
+pub fn encode(chunk: &LogChunk) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json_len(chunk));
+    // Writing to a Vec cannot fail, and a LogChunk has no map with non-string keys.
+    let _ = serde_json::to_writer(&mut out, chunk);
+    out
+}
+
+/// Bytes `value` takes as JSON, by serde_json's own escaping.
+fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, value);
+    c.0
+}
+
+/// The group `agent.token_group` names, when the token is shared with it.
+#[derive(Debug, Clone)]
+pub struct GroupReader {
+    /// The group's name, for messages.
+    pub name: String,
+    /// Its gid.
+    pub gid: u32,
+    /// The agent's own log dir, served to every token holder.
+    pub own_log_dir: PathBuf,
 }
 
 /// Checks `fpath` against `roots`, opens it, and reads up to `num` whole lines from `offset`.
@@ -106,11 +211,33 @@ pub fn read_chunk(
     offset: u64,
     num: usize,
 ) -> Result<LogChunk, LogError> {
+    read_chunk_as(roots, fpath, offset, num, None)
+}
+
+/// [`read_chunk`], refusing with `group` set what that group could not read itself outside
+/// the agent's own log dir.
+pub fn read_chunk_as(
+    roots: &[PathBuf],
+    fpath: &str,
+    offset: u64,
+    num: usize,
+    group: Option<&GroupReader>,
+) -> Result<LogChunk, LogError> {
     let (file, path) = open_checked(roots, fpath)?;
-    let size = file
+    let meta = file
         .metadata()
-        .map_err(|e| LogError::Io(format!("{path}: {e}")))?
-        .len();
+        .map_err(|e| LogError::Io(format!("{path}: {e}")))?;
+    if let Some(g) = group {
+        let own = std::fs::canonicalize(&g.own_log_dir).unwrap_or_else(|_| g.own_log_dir.clone());
+        if !Path::new(&path).starts_with(own) && !group_may_read(&meta, Path::new(&path), g.gid) {
+            return Err(LogError::Forbidden(format!(
+                "{path} is not readable by group {} itself, and the agent's token is shared \
+                 with that group (agent.token_group), so it is not served",
+                g.name
+            )));
+        }
+    }
+    let size = meta.len();
     if offset > size {
         return Ok(LogChunk {
             path,
@@ -121,8 +248,18 @@ pub fn read_chunk(
             truncated: true,
         });
     }
+    // What the answer costs besides its lines, with the widest numbers it could carry.
+    let envelope = json_len(&LogChunk {
+        path: path.clone(),
+        offset,
+        lines: Vec::new(),
+        next_offset: u64::MAX,
+        size: u64::MAX,
+        truncated: false,
+    });
+    let budget = MAX_CHUNK_BYTES.saturating_sub(envelope);
     let (lines, next_offset) =
-        read_lines(file, offset, num).map_err(|e| LogError::Io(format!("{path}: {e}")))?;
+        read_lines(file, offset, num, budget).map_err(|e| LogError::Io(format!("{path}: {e}")))?;
     Ok(LogChunk {
         path,
         offset,
@@ -229,6 +366,21 @@ pub fn open_checked(roots: &[PathBuf], fpath: &str) -> Result<(File, String), Lo
     Ok((file, text))
 }
 
+/// Whether members of group `gid` could read the file at `real` (resolved) by its mode bits:
+/// the file readable by its group (when that is `gid`) or by all, and every folder above it
+/// searchable the same way.
+fn group_may_read(meta: &std::fs::Metadata, real: &Path, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let allows = |m: &std::fs::Metadata, group_bit: u32, other_bit: u32| {
+        m.mode() & other_bit != 0 || (m.gid() == gid && m.mode() & group_bit != 0)
+    };
+    allows(meta, 0o040, 0o004)
+        && real
+            .ancestors()
+            .skip(1)
+            .all(|dir| std::fs::metadata(dir).is_ok_and(|m| allows(&m, 0o010, 0o001)))
+}
+
 /// Checks a resolved path: under a resolved root, not in a pseudo file system.
 fn check_real(
     real: &Path,
@@ -257,16 +409,22 @@ fn check_real(
     Ok(())
 }
 
-/// Reads up to `num` lines from `offset`. A last line without its newline is left for later
-/// (it is probably still being written) unless it reached [`MAX_LINE_BYTES`].
-fn read_lines(file: File, offset: u64, num: usize) -> std::io::Result<(Vec<String>, u64)> {
+/// Reads up to `num` lines from `offset` whose JSON array fits in `budget` bytes. A last line
+/// without its newline is left for later (it is probably still being written) unless it
+/// reached [`MAX_LINE_BYTES`].
+fn read_lines(
+    file: File,
+    offset: u64,
+    num: usize,
+    budget: usize,
+) -> std::io::Result<(Vec<String>, u64)> {
     let mut r = BufReader::with_capacity(64 * 1024, file);
     r.seek(SeekFrom::Start(offset))?;
     let mut lines = Vec::new();
     let mut next = offset;
     let mut total = 0usize;
     let mut line = Vec::new();
-    while lines.len() < num && total < MAX_CHUNK_BYTES {
+    while lines.len() < num {
         line.clear();
         // `consumed` counts bytes taken from the file for this line, newline included.
         let mut consumed = 0usize;
@@ -299,12 +457,18 @@ fn read_lines(file: File, offset: u64, num: usize) -> std::io::Result<(Vec<Strin
         if !complete {
             break;
         }
-        next += consumed as u64;
-        total += line.len();
         if line.last() == Some(&b'\r') {
             line.pop();
         }
-        lines.push(String::from_utf8_lossy(&line).into_owned());
+        let text = String::from_utf8_lossy(&line).into_owned();
+        // Its quotes and escapes, and the comma before it.
+        let cost = json_len(&text) + usize::from(!lines.is_empty());
+        if total + cost > budget {
+            break;
+        }
+        total += cost;
+        next += consumed as u64;
+        lines.push(text);
     }
     Ok((lines, next))
 }
@@ -350,6 +514,88 @@ mod tests {
         let c4 = read(&root, p, c3.next_offset, 10).expect("read");
         assert_eq!(c4.lines, ["four"]);
         assert_eq!(c4.next_offset, c4.size);
+    }
+
+    #[test]
+    fn an_answer_of_nul_bytes_stays_within_the_cap_once_encoded() {
+        let (_d, root) = setup();
+        let f = root.join("nul.log");
+        std::fs::write(&f, vec![0u8; 8 * 1024 * 1024]).expect("write");
+        let p = f.to_str().expect("utf8");
+        let c = read(&root, p, 0, MAX_LINES).expect("read");
+        let encoded = serde_json::to_vec(&c).expect("json");
+        assert!(encoded.len() <= MAX_CHUNK_BYTES, "{} bytes", encoded.len());
+        assert!(!c.lines.is_empty(), "a reader still moves on");
+        // Bytes that are not UTF-8 (each becomes U+FFFD, 3 bytes) and quotes (2) count too.
+        std::fs::write(
+            &f,
+            [b"\xff\"".repeat(4 * 1024 * 1024), b"\n".to_vec()].concat(),
+        )
+        .expect("write");
+        let c = read(&root, p, 0, MAX_LINES).expect("read");
+        let encoded = serde_json::to_vec(&c).expect("json");
+        assert!(encoded.len() <= MAX_CHUNK_BYTES, "{} bytes", encoded.len());
+        assert!(
+            encoded.len() > MAX_CHUNK_BYTES - MAX_LINE_BYTES * 6,
+            "filled up"
+        );
+    }
+
+    #[test]
+    fn with_a_token_group_only_what_that_group_could_read_is_served() {
+        use std::os::unix::fs::PermissionsExt;
+        let (d, root) = setup();
+        let mode = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).expect("chmod")
+        };
+        mode(d.path(), 0o755);
+        mode(&root, 0o755);
+        const GID: u32 = 54321;
+        let own = root.join("agent");
+        std::fs::create_dir(&own).expect("mkdir");
+        mode(&own, 0o700);
+        let file = |name: &str, m: u32| {
+            let p = root.join(name);
+            std::fs::write(&p, "line\n").expect("write");
+            mode(&p, m);
+            p
+        };
+        let private = file("private.log", 0o600);
+        let group_only = file("group.log", 0o640);
+        std::os::unix::fs::chown(&group_only, None, Some(GID)).expect("chgrp");
+        let other_group = file("other-group.log", 0o640);
+        let public = file("public.log", 0o644);
+        std::fs::create_dir(root.join("closed")).expect("mkdir");
+        mode(&root.join("closed"), 0o750);
+        let hidden = root.join("closed/public.log");
+        std::fs::write(&hidden, "line\n").expect("write");
+        mode(&hidden, 0o644);
+        let agent_log = own.join("agent.log");
+        std::fs::write(&agent_log, "line\n").expect("write");
+        mode(&agent_log, 0o600);
+        let g = GroupReader {
+            name: "adm".into(),
+            gid: GID,
+            own_log_dir: own.clone(),
+        };
+        let roots = [root.clone()];
+        let as_group = |p: &Path| read_chunk_as(&roots, p.to_str().expect("utf8"), 0, 5, Some(&g));
+        for p in [&private, &other_group, &hidden] {
+            let e = as_group(p).expect_err("not the group's to read");
+            assert!(e.to_string().contains("not readable by group adm"), "{e}");
+            assert!(
+                read(&root, p.to_str().expect("utf8"), 0, 5).is_ok(),
+                "no group: root's"
+            );
+        }
+        for p in [&group_only, &public, &agent_log] {
+            assert_eq!(
+                as_group(p).expect("readable").lines,
+                ["line"],
+                "{}",
+                p.display()
+            );
+        }
     }
 
     #[test]

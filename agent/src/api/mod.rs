@@ -1,6 +1,6 @@
 //! The HTTP API: the router, its error type, and the handlers.
 
-mod auth;
+pub mod auth;
 mod error;
 mod extract;
 pub mod log;

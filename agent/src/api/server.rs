@@ -28,7 +28,9 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES);
+        .max_buf_size(MAX_HEAD_BYTES)
+        // max_buf_size alone lets a head through that arrives whole in one read, however long.
+        .max_header_size(MAX_HEAD_BYTES);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {

@@ -224,6 +224,40 @@ async fn token_guards_everything_but_status() {
 }
 
 #[tokio::test]
+async fn the_bearer_scheme_is_matched_without_regard_to_case_or_spacing() {
+    let f = fixture(&["n"], "s3cret-0123456789");
+    for value in [
+        "Bearer s3cret-0123456789",
+        "bearer s3cret-0123456789",
+        "BEARER s3cret-0123456789",
+        "bEaReR    s3cret-0123456789",
+        "Bearer\ts3cret-0123456789",
+        "  Bearer s3cret-0123456789  ",
+    ] {
+        let req = Request::get("/me/ns")
+            .header(header::AUTHORIZATION, value)
+            .body(Body::empty())
+            .expect("request");
+        let (st, v) = call(&f, req).await;
+        assert_eq!(st, StatusCode::OK, "{value:?}: {v}");
+    }
+    for value in [
+        "Bearers3cret-0123456789",
+        "Basic s3cret-0123456789",
+        "Bearer",
+        "s3cret-0123456789",
+    ] {
+        let req = Request::get("/me/ns")
+            .header(header::AUTHORIZATION, value)
+            .body(Body::empty())
+            .expect("request");
+        let (st, v) = call(&f, req).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "{value:?}: {v}");
+        assert!(error_of(&v).contains("Bearer <token>"), "{value:?}: {v}");
+    }
+}
+
+#[tokio::test]
 async fn axum_rejections_are_json_with_a_useful_message() {
     let f = fixture(&["n"], "");
     let (st, v) = call(&f, get("/post")).await;

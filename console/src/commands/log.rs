@@ -28,7 +28,15 @@ async fn read(client: &Client, args: &LogArgs, json: bool) -> Result<i32, Comman
     let mut offset = args.offset;
     let mut wait = MIN_POLL;
     loop {
-        let chunk = client.log_offset(&args.path, offset, args.num).await?;
+        let chunk = match client.log_offset(&args.path, offset, args.num).await {
+            Ok(chunk) => chunk,
+            // The agent's reads are all taken (503 + Retry-After): a follower waits its turn.
+            Err(e) if args.follow && e.is_busy() => {
+                tokio::time::sleep(MAX_POLL).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if chunk.size < offset {
             // Truncated or rotated under the same name: what was at `offset` is gone.
             eprintln!(
@@ -58,7 +66,8 @@ async fn read(client: &Client, args: &LogArgs, json: bool) -> Result<i32, Comman
         } else {
             (wait * 2).min(MAX_POLL)
         };
-        if got && chunk.lines.len() as u64 >= args.num {
+        // Full, or cut short by the answer's size cap with more of the file already there.
+        if got && (chunk.lines.len() as u64 >= args.num || chunk.next_offset < chunk.size) {
             continue;
         }
         tokio::time::sleep(wait).await;

@@ -66,7 +66,8 @@ impl CommandError {
     fn code(&self) -> i32 {
         match self {
             CommandError::Client(ClientError::Unreachable { .. }) => exit::UNREACHABLE,
-            CommandError::Client(ClientError::Api { .. }) => exit::API,
+            CommandError::Client(ClientError::Api { .. })
+            | CommandError::Client(ClientError::Unauthorized { .. }) => exit::API,
             CommandError::Client(ClientError::Decode { .. }) => exit::DECODE,
             CommandError::Input(_) => exit::USAGE,
         }
@@ -84,9 +85,13 @@ impl CommandError {
 /// A person-readable account of a client error with the next step to take; the TUI uses it too.
 pub fn describe(err: &ClientError, addr: &str) -> String {
     match err {
-        ClientError::Api { status: 401, .. } | ClientError::Api { status: 403, .. } => {
-            format!("{err}; the agent at {addr} wants a token: pass --token or set AGENTCTL_TOKEN")
-        }
+        ClientError::Unauthorized { .. } => format!(
+            "{err}; pass this agent's token with --token-file FILE or --token (or \
+             AGENTCTL_TOKEN_FILE / AGENTCTL_TOKEN): on the agent's host it is \
+             {{data_dir}}/{} (default {}), or agent.token when its config sets one",
+            shared::TOKEN_FILE_NAME,
+            shared::DEFAULT_TOKEN_FILE
+        ),
         e if e.is_not_offered() => format!(
             "{err}; the agent at {addr} does not offer this endpoint (an older agent, or the \
              feature is not built yet)"

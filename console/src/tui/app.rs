@@ -227,6 +227,9 @@ pub struct App {
     pub flash: Option<Flash>,
     /// The user asked to quit.
     pub quit: bool,
+    /// Set while the agent refuses the token agentctl sends (or that it sends none): the
+    /// banner's text, since the health it shows needs no token but everything else does.
+    pub token_refused: Option<String>,
 }
 
 impl App {
@@ -253,6 +256,7 @@ impl App {
             confirm: None,
             flash: None,
             quit: false,
+            token_refused: None,
         }
     }
 
@@ -392,6 +396,14 @@ impl App {
                         self.last_delivered = None;
                     }
                 }
+                if let Some(ns) = &namespaces {
+                    self.token_refused = match ns {
+                        Err(ClientError::Unauthorized { sent, .. }) => Some(format!(
+                            "the agent refused the token: agentctl sent {sent}; pass --token-file or --token (see 2 Namespaces)"
+                        )),
+                        _ => None,
+                    };
+                }
                 if let Some(ns) = namespaces {
                     self.namespaces = feed(ns, &self.addr);
                     self.ns_selected = self
@@ -468,7 +480,8 @@ impl App {
                 self.logs.reading = false;
                 match result {
                     Ok(chunk) => self.on_log_chunk(offset, chunk),
-                    Err(e) if e.is_unreachable() => None,
+                    // Asked again at the next tick: the agent is away, or its reads are busy.
+                    Err(e) if e.is_unreachable() || e.is_busy() => None,
                     Err(e) => {
                         self.logs.error = Some(crate::commands::describe(&e, &self.addr));
                         None
@@ -894,6 +907,7 @@ fn short_reason(e: &ClientError) -> String {
             format!("cannot reach the agent: {}", reason.to_lowercase())
         }
         ClientError::Api { status, message } => format!("status failed ({status}): {message}"),
+        ClientError::Unauthorized { message, .. } => format!("status refused (401): {message}"),
         ClientError::Decode { reason, .. } => format!("unexpected status answer: {reason}"),
     }
 }

@@ -72,6 +72,12 @@ pub(super) fn draw(frame: &mut Frame, app: &App, head: Rect, tabs: Rect, banner:
         tabs,
     );
 
+    if let (false, Some(why)) = (app.conn.is_down(), &app.token_refused) {
+        frame.render_widget(
+            Paragraph::new(format!(" {why}")).style(Style::new().fg(Color::White).bg(Color::Red)),
+            banner,
+        );
+    }
     if let Conn::Disconnected {
         reason,
         attempt,

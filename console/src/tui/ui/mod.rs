@@ -37,7 +37,7 @@ fn areas(area: Rect, app: &App) -> Areas {
     let [head, tabs, banner, body, flash, hints] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
-        Constraint::Length(u16::from(app.conn.is_down())),
+        Constraint::Length(u16::from(app.conn.is_down() || app.token_refused.is_some())),
         Constraint::Min(1),
         Constraint::Length(1),
         Constraint::Length(1),

@@ -2,7 +2,7 @@
 
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Modifier, Style};
-use ratatui::widgets::{Block, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
 use super::{first_shown, table_rows};
@@ -20,7 +20,13 @@ pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
             return;
         }
         Feed::NotOffered(m) | Feed::Failed(m) => {
-            frame.render_widget(Paragraph::new(m.as_str()).block(block), area);
+            // Wrapped: a 401 says which token was sent and where the right one is.
+            frame.render_widget(
+                Paragraph::new(m.as_str())
+                    .wrap(Wrap { trim: false })
+                    .block(block),
+                area,
+            );
             return;
         }
     };
