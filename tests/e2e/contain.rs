@@ -265,9 +265,11 @@ fn a_fork_bomb_stops_at_its_pids_limit_and_the_agent_keeps_answering() {
         agent.addr,
         marker.sleep.display()
     );
+    let token = agent.token().unwrap_or_default();
     let run = std::thread::spawn(move || {
         reqwest::blocking::Client::new()
             .get(url)
+            .bearer_auth(token)
             .timeout(Duration::from_secs(60))
             .send()
             .and_then(|r| r.json::<serde_json::Value>())
