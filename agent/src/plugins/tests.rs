@@ -1210,8 +1210,16 @@ fn http_credentials_in_the_address_are_sent_and_a_refusal_is_explained() {
 
     // Percent-encoded in the address, sent as basic auth.
     let good = format!("http://bob:s3cr%3At@{port}/private.git");
-    let commit = git::clone_into(&good, None, &co(dir.path(), "ok")).expect("clone with auth");
+    let checkout = co(dir.path(), "ok");
+    let commit = git::clone_into(&good, None, &checkout).expect("clone with auth");
     assert_eq!(commit, remote_head(&repo));
+    // The checkout is readable by the plugin user: its git config keeps no password.
+    let config = std::fs::read_to_string(checkout.dir().join(".git/config")).expect("config");
+    assert!(!config.contains("s3cr"), "{config}");
+    assert!(
+        config.contains(&format!("http://bob:***@{port}/private.git")),
+        "{config}"
+    );
     assert!(server
         .requests()
         .iter()
