@@ -262,7 +262,8 @@ impl Checkout {
                 super::git::redact_address(addr)
             ));
         }
-        Ok(())
+        // Earlier versions left the address's credentials there.
+        super::git::hide_origin_credentials(&repo, addr)
     }
 
     /// Marks a fresh clone at `dir` (a temporary folder beside the checkout, or the checkout

@@ -463,6 +463,22 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Rewrites the `origin` of a checkout of `addr` as messages show it, without password or
+/// token: the checkout is readable by the plugin user, so its git config must not keep them.
+/// Nothing fetches from this remote (an update clones afresh from the registry's address).
+pub(super) fn hide_origin_credentials(repo: &Repository, addr: &str) -> Result<(), String> {
+    let shown = redact_address(addr);
+    if shown == addr {
+        return Ok(());
+    }
+    repo.remote_set_url("origin", &shown).map_err(|e| {
+        format!(
+            "cannot hide the credentials in the checkout's origin: {}",
+            e.message()
+        )
+    })
+}
+
 /// The commit checked out at `dir`, if it is a git checkout.
 pub fn head_commit(dir: &Path) -> Option<String> {
     let repo = Repository::open(dir).ok()?;
@@ -492,6 +508,7 @@ fn clone_to(
     }
     let repo = with_transports(transports, || builder.clone(addr, dir))
         .map_err(|e| git_err(e.message().to_owned()))?;
+    hide_origin_credentials(&repo, addr).map_err(git_err)?;
     let commit = repo
         .head()
         .and_then(|h| h.peel_to_commit())

@@ -1213,8 +1213,16 @@ fn http_credentials_in_the_address_are_sent_and_a_refusal_is_explained() {
 
     // Percent-encoded in the address, sent as basic auth.
     let good = format!("http://bob:s3cr%3At@{port}/private.git");
-    let commit = git::clone_into(&good, None, &co(dir.path(), "ok")).expect("clone with auth");
+    let checkout = co(dir.path(), "ok");
+    let commit = git::clone_into(&good, None, &checkout).expect("clone with auth");
     assert_eq!(commit, remote_head(&repo));
+    // The checkout is readable by the plugin user: its git config keeps no password.
+    let config = std::fs::read_to_string(checkout.dir().join(".git/config")).expect("config");
+    assert!(!config.contains("s3cr"), "{config}");
+    assert!(
+        config.contains(&format!("http://bob:***@{port}/private.git")),
+        "{config}"
+    );
     assert!(server
         .requests()
         .iter()
@@ -2038,9 +2046,28 @@ async fn a_registry_fuzz_of_names_touches_nothing_outside_the_plugin_root() {
     };
     let mut plan = Plan::default();
     let mut pairs = Vec::new();
+    // Half the draws aim at what is known to be there: the folders beside the root, the
+    // planted symlinks, the namespace folders.
+    let targets = [
+        "good", "x", "log", "spool", "a..b", "-x", "plugins2", "okns",
+    ];
+    let aimed = ["..", ".", "...", "evil", "okns", "", "x"];
+    let mut hits = 0;
     for _ in 0..300 {
-        let ns = name(&mut rng);
-        let project = name(&mut rng);
+        let ns = if rng.random_range(0..2) == 0 {
+            aimed[rng.random_range(0..aimed.len())].to_owned()
+        } else {
+            name(&mut rng)
+        };
+        let project = if rng.random_range(0..2) == 0 {
+            targets[rng.random_range(0..targets.len())].to_owned()
+        } else {
+            name(&mut rng)
+        };
+        if ["..", ".", "evil", "okns"].contains(&ns.as_str()) && targets.contains(&project.as_str())
+        {
+            hits += 1;
+        }
         let git = match rng.random_range(0..3) {
             0 => format!("file://{}/{project}.git", remotes.display()),
             1 => format!("{}/{project}", remotes.display()),
@@ -2075,6 +2102,7 @@ async fn a_registry_fuzz_of_names_touches_nothing_outside_the_plugin_root() {
                 branch,
             });
     }
+    assert!(hits >= 20, "the draw aimed at too few targets: {hits}");
     let before = tree_outside(top.path(), &plugins);
 
     let (pipeline, _rx) = Pipeline::new("testhost", 4096);
