@@ -227,6 +227,35 @@ pub struct OutputConfig {
     pub nsq_timeout_ms: u64,
     /// While publishing to a fallback nsqd, seconds between attempts to return to the first.
     pub nsq_primary_retry_secs: u64,
+    /// Ask nsqd for TLS (`tls_v1` in IDENTIFY); a connection nsqd does not upgrade is refused.
+    pub nsq_tls: bool,
+    /// PEM file of the CAs trusted for nsqd's certificate; default: the system's roots.
+    pub nsq_tls_ca: Option<PathBuf>,
+    /// PEM client certificate (chain) offered to nsqd, with `nsq_tls_key`.
+    pub nsq_tls_cert: Option<PathBuf>,
+    /// PEM private key of `nsq_tls_cert`.
+    pub nsq_tls_key: Option<PathBuf>,
+    /// Name nsqd's certificate must carry; empty: the host of each `nsqd` address.
+    pub nsq_tls_server_name: String,
+    /// Secret sent with `AUTH` when nsqd answers IDENTIFY with `auth_required`.
+    pub nsq_auth_secret: String,
+    /// Compression asked of nsqd: `none`, `snappy` or `deflate`.
+    pub nsq_compression: NsqCompression,
+    /// Deflate level asked of nsqd, 1 to 9 (nsqd caps it at its `--max-deflate-level`).
+    pub nsq_deflate_level: u32,
+}
+
+/// Compression of the NSQ connection, negotiated in IDENTIFY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NsqCompression {
+    /// Bytes go as they are.
+    #[default]
+    None,
+    /// The snappy framed stream format.
+    Snappy,
+    /// Raw deflate.
+    Deflate,
 }
 
 impl Default for OutputConfig {
@@ -248,6 +277,14 @@ impl Default for OutputConfig {
             nsq_heartbeat_ms: 30_000,
             nsq_timeout_ms: 5_000,
             nsq_primary_retry_secs: 60,
+            nsq_tls: false,
+            nsq_tls_ca: None,
+            nsq_tls_cert: None,
+            nsq_tls_key: None,
+            nsq_tls_server_name: String::new(),
+            nsq_auth_secret: String::new(),
+            nsq_compression: NsqCompression::None,
+            nsq_deflate_level: 6,
         }
     }
 }
@@ -364,6 +401,13 @@ impl Config {
                 .as_deref()
                 .map_or_else(|| data.join("log"), abs),
         );
+        for p in [
+            &mut self.output.nsq_tls_ca,
+            &mut self.output.nsq_tls_cert,
+            &mut self.output.nsq_tls_key,
+        ] {
+            *p = p.as_deref().map(abs);
+        }
     }
 
     /// Checks every value and reports all problems at once, each naming its key.
@@ -475,6 +519,33 @@ impl Config {
         }
         if out.nsq_primary_retry_secs == 0 {
             bad("output.nsq_primary_retry_secs", "must be at least 1".into());
+        }
+        if !out.nsq_tls {
+            for (key, set) in [
+                ("output.nsq_tls_ca", out.nsq_tls_ca.is_some()),
+                ("output.nsq_tls_cert", out.nsq_tls_cert.is_some()),
+                ("output.nsq_tls_key", out.nsq_tls_key.is_some()),
+                (
+                    "output.nsq_tls_server_name",
+                    !out.nsq_tls_server_name.is_empty(),
+                ),
+            ] {
+                if set {
+                    bad(
+                        key,
+                        "is set but output.nsq_tls is false; set nsq_tls = true to use TLS".into(),
+                    );
+                }
+            }
+        }
+        if out.nsq_tls_cert.is_some() != out.nsq_tls_key.is_some() {
+            bad(
+                "output.nsq_tls_cert",
+                "output.nsq_tls_cert and output.nsq_tls_key must be set together".into(),
+            );
+        }
+        if !(1..=9).contains(&out.nsq_deflate_level) {
+            bad("output.nsq_deflate_level", "must be between 1 and 9".into());
         }
         if out.kind == OutputKind::Influxdb
             && !(out.url.starts_with("http://") || out.url.starts_with("https://"))
