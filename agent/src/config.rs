@@ -808,6 +808,31 @@ mod tests {
     }
 
     #[test]
+    fn nsq_tls_keys_need_nsq_tls_and_come_in_pairs() {
+        let text =
+            "[output]\nnsq_tls_ca = \"ca.pem\"\nnsq_tls_cert = \"a.pem\"\nnsq_deflate_level = 0\n";
+        let ConfigError::Invalid { problems, .. } = parse(text).expect_err("invalid") else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[0].starts_with("output.nsq_tls_ca: is set but output.nsq_tls is false"));
+        assert!(problems[1].starts_with("output.nsq_tls_cert: is set but"));
+        assert!(problems[2].contains("must be set together"), "{problems:?}");
+        assert!(problems[3].starts_with("output.nsq_deflate_level: "));
+        let c = parse(
+            "[output]\nkind = \"nsq\"\nnsq_tls = true\nnsq_tls_ca = \"ca.pem\"\nnsq_compression = \"snappy\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.output.nsq_tls_ca.as_deref(),
+            Some(Path::new("/etc/agent/ca.pem"))
+        );
+        assert_eq!(c.output.nsq_compression, NsqCompression::Snappy);
+        let err = parse("[output]\nnsq_compression = \"lz4\"\n").expect_err("unknown");
+        assert!(err.to_string().contains("lz4"), "{err}");
+    }
+
+    #[test]
     fn json_is_refused_for_the_influxdb_output() {
         let msg = parse(
             "[output]\nkind = \"influxdb\"\nurl = \"http://127.0.0.1:8086\"\nformat = \"json\"\n",
