@@ -1032,3 +1032,36 @@ fn peer_answers_auth_and_compression_as_nsqd_does() {
         "{answer_keys:?}"
     );
 }
+
+#[test]
+fn json_messages_over_a_learned_limit_are_halved_with_nothing_dropped() {
+    let peer = NsqPeer::start_with(PeerOptions {
+        max_msg_size: 20_000,
+        ..PeerOptions::default()
+    });
+    let agent = nsq_agent(
+        &[peer.addr()],
+        "format = \"json\"",
+        &namespaces(&["e2e.bigjson"]),
+    );
+    post_points(&agent, "e2e.bigjson", "bigjson", 5_000);
+    let arrived = || {
+        peer.messages("e2e.bigjson")
+            .iter()
+            .flat_map(|m| {
+                let msg: serde_json::Value = serde_json::from_slice(m).expect("a JSON message");
+                assert_eq!(msg["database"], "e2e.bigjson");
+                msg["points"].as_array().cloned().unwrap_or_default()
+            })
+            .filter(|p| p["measurement"] == "bigjson")
+            .filter_map(|p| p["tags"]["seq"].as_str().map(str::to_owned))
+            .collect::<BTreeSet<_>>()
+    };
+    let all = wait_until(Duration::from_secs(60), || arrived().len() == 5_000);
+    assert!(all, "{} of 5000\n{}", arrived().len(), agent.stderr());
+    assert!(peer
+        .messages("e2e.bigjson")
+        .iter()
+        .all(|m| m.len() <= 20_000));
+    assert_eq!(status_u64(&agent, "output", "dropped_points"), 0);
+}
