@@ -1004,8 +1004,6 @@ fn peer_answers_auth_and_compression_as_nsqd_does() {
         "E_IDENTIFY_FAILED cannot enable both deflate and snappy compression"
     );
     // nsqd 1.x's IDENTIFY answer does not state max_msg_size.
-    let s = raw_client(&plain, r#"{"feature_negotiation":true}"#);
-    drop(s);
     let answer_keys = {
         let mut s = TcpStream::connect(plain.addr()).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))

@@ -51,7 +51,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{BoxFuture, DeliveryError, EncodedBatch, Output};
 use crate::config::{Config, Format, NsqCompression};
@@ -320,7 +320,8 @@ async fn probe(s: Arc<NsqSettings>, from: usize) -> Conn {
             match Conn::open_probed(&s, i).await {
                 Ok(c) => return c,
                 Err(e) => {
-                    info!(nsqd = %s.addrs[i], reason = %e, "Earlier nsqd still unusable; staying on the fallback.")
+                    // Once a period for as long as the primary is down: debug, not info.
+                    debug!(task = "nsq-probe", nsqd = %s.addrs[i], reason = %e, "Earlier nsqd still unusable; staying on the fallback.")
                 }
             }
         }
