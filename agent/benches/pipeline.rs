@@ -107,6 +107,7 @@ fn pipeline(c: &mut Criterion) {
             timeout: Duration::from_secs(5),
             primary_retry: Duration::from_secs(60),
             hostname: "bench".into(),
+            ..NsqSettings::default()
         });
         tokio::spawn(run_delivery(
             spool,

@@ -264,6 +264,35 @@ pub struct OutputConfig {
     pub nsq_timeout_ms: u64,
     /// While publishing to a fallback nsqd, seconds between attempts to return to the first.
     pub nsq_primary_retry_secs: u64,
+    /// Ask nsqd for TLS (`tls_v1` in IDENTIFY); a connection nsqd does not upgrade is refused.
+    pub nsq_tls: bool,
+    /// PEM file of the CAs trusted for nsqd's certificate; default: the system's roots.
+    pub nsq_tls_ca: Option<PathBuf>,
+    /// PEM client certificate (chain) offered to nsqd, with `nsq_tls_key`.
+    pub nsq_tls_cert: Option<PathBuf>,
+    /// PEM private key of `nsq_tls_cert`.
+    pub nsq_tls_key: Option<PathBuf>,
+    /// Name nsqd's certificate must carry; empty: the host of each `nsqd` address.
+    pub nsq_tls_server_name: String,
+    /// Secret sent with `AUTH` when nsqd answers IDENTIFY with `auth_required`.
+    pub nsq_auth_secret: String,
+    /// Compression asked of nsqd: `none`, `snappy` or `deflate`.
+    pub nsq_compression: NsqCompression,
+    /// Deflate level asked of nsqd, 1 to 9 (nsqd caps it at its `--max-deflate-level`).
+    pub nsq_deflate_level: u32,
+}
+
+/// Compression of the NSQ connection, negotiated in IDENTIFY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NsqCompression {
+    /// Bytes go as they are.
+    #[default]
+    None,
+    /// The snappy framed stream format.
+    Snappy,
+    /// Raw deflate.
+    Deflate,
 }
 
 impl Default for OutputConfig {
@@ -285,6 +314,14 @@ impl Default for OutputConfig {
             nsq_heartbeat_ms: 30_000,
             nsq_timeout_ms: 5_000,
             nsq_primary_retry_secs: 60,
+            nsq_tls: false,
+            nsq_tls_ca: None,
+            nsq_tls_cert: None,
+            nsq_tls_key: None,
+            nsq_tls_server_name: String::new(),
+            nsq_auth_secret: String::new(),
+            nsq_compression: NsqCompression::None,
+            nsq_deflate_level: 6,
         }
     }
 }
@@ -401,6 +438,13 @@ impl Config {
                 .as_deref()
                 .map_or_else(|| data.join("log"), abs),
         );
+        for p in [
+            &mut self.output.nsq_tls_ca,
+            &mut self.output.nsq_tls_cert,
+            &mut self.output.nsq_tls_key,
+        ] {
+            *p = p.as_deref().map(abs);
+        }
     }
 
     /// Checks every value and reports all problems at once, each naming its key.
@@ -553,6 +597,33 @@ impl Config {
         }
         if out.nsq_primary_retry_secs == 0 {
             bad("output.nsq_primary_retry_secs", "must be at least 1".into());
+        }
+        if !out.nsq_tls {
+            for (key, set) in [
+                ("output.nsq_tls_ca", out.nsq_tls_ca.is_some()),
+                ("output.nsq_tls_cert", out.nsq_tls_cert.is_some()),
+                ("output.nsq_tls_key", out.nsq_tls_key.is_some()),
+                (
+                    "output.nsq_tls_server_name",
+                    !out.nsq_tls_server_name.is_empty(),
+                ),
+            ] {
+                if set {
+                    bad(
+                        key,
+                        "is set but output.nsq_tls is false; set nsq_tls = true to use TLS".into(),
+                    );
+                }
+            }
+        }
+        if out.nsq_tls_cert.is_some() != out.nsq_tls_key.is_some() {
+            bad(
+                "output.nsq_tls_cert",
+                "output.nsq_tls_cert and output.nsq_tls_key must be set together".into(),
+            );
+        }
+        if !(1..=9).contains(&out.nsq_deflate_level) {
+            bad("output.nsq_deflate_level", "must be between 1 and 9".into());
         }
         if out.kind == OutputKind::Influxdb
             && !(out.url.starts_with("http://") || out.url.starts_with("https://"))
@@ -873,6 +944,31 @@ mod tests {
         );
         let c = parse("[output]\nkind = \"nsq\"\n").expect("defaults are valid");
         assert_eq!(c.output.nsq_heartbeat_ms, 30_000);
+    }
+
+    #[test]
+    fn nsq_tls_keys_need_nsq_tls_and_come_in_pairs() {
+        let text =
+            "[output]\nnsq_tls_ca = \"ca.pem\"\nnsq_tls_cert = \"a.pem\"\nnsq_deflate_level = 0\n";
+        let ConfigError::Invalid { problems, .. } = parse(text).expect_err("invalid") else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[0].starts_with("output.nsq_tls_ca: is set but output.nsq_tls is false"));
+        assert!(problems[1].starts_with("output.nsq_tls_cert: is set but"));
+        assert!(problems[2].contains("must be set together"), "{problems:?}");
+        assert!(problems[3].starts_with("output.nsq_deflate_level: "));
+        let c = parse(
+            "[output]\nkind = \"nsq\"\nnsq_tls = true\nnsq_tls_ca = \"ca.pem\"\nnsq_compression = \"snappy\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.output.nsq_tls_ca.as_deref(),
+            Some(Path::new("/etc/agent/ca.pem"))
+        );
+        assert_eq!(c.output.nsq_compression, NsqCompression::Snappy);
+        let err = parse("[output]\nnsq_compression = \"lz4\"\n").expect_err("unknown");
+        assert!(err.to_string().contains("lz4"), "{err}");
     }
 
     #[test]

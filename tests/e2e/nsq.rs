@@ -4,11 +4,12 @@
 //! Points come from the agent's built-in heartbeat (`agent.alive` and its counters, 8 points per
 //! namespace at start and every 10 s).
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use support::nsq_peer::{NsqPeer, PeerOptions};
+use support::nsq_peer::{NsqPeer, NsqTls, PeerOptions, SilentListener};
 use support::{wait_until, Agent, AgentBuilder};
 
 const POINTS_PER_TICK: u64 = 8;
@@ -216,9 +217,10 @@ fn custom_topic_template_and_json_format() {
 fn fails_over_to_the_second_nsqd_and_returns_to_the_first() {
     let mut first = NsqPeer::stopped_on(support::free_port(), PeerOptions::default());
     let second = NsqPeer::start();
+    // The probe of the first waits for one heartbeat from it before moving back.
     let agent = nsq_agent(
         &[first.addr(), second.addr()],
-        "nsq_primary_retry_secs = 1",
+        "nsq_primary_retry_secs = 1\nnsq_heartbeat_ms = 1000",
         &namespaces(&["e2e.fo"]),
     );
     assert!(
@@ -582,4 +584,482 @@ fn peer_negotiates_features_and_closes_clients_that_miss_heartbeats() {
     let (kind, data) = read_frame(&mut s).expect("answer");
     assert_eq!(kind, 1);
     assert!(String::from_utf8_lossy(&data).starts_with("E_BAD_BODY"));
+}
+
+// nsqd's limits, failover probe, AUTH, TLS and compression.
+
+const TS: u64 = 1_764_000_000;
+
+/// Posts `n` points of measurement `m`, tagged `seq=0..n`, to `ns` in posts of 5,000.
+fn post_points(agent: &Agent, ns: &str, m: &str, n: usize) {
+    for start in (0..n).step_by(5000) {
+        let body: String = (start..(start + 5000).min(n))
+            .map(|i| format!("{m},seq={i} value={i}i {TS}\n"))
+            .collect();
+        let (status, answer) =
+            agent.post(&format!("/post?ns={ns}"), "text/plain", body.into_bytes());
+        assert_eq!(status, 200, "{answer}");
+    }
+}
+
+/// The distinct `seq` tags of measurement `m` that arrived on `topic`.
+fn seqs(peer: &NsqPeer, topic: &str, m: &str) -> BTreeSet<usize> {
+    let prefix = format!("{m},");
+    peer.lines(topic)
+        .iter()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| {
+            let tags = l.split(' ').next()?;
+            tags.split(',')
+                .find_map(|t| t.strip_prefix("seq="))
+                .and_then(|v| v.parse().ok())
+        })
+        .collect()
+}
+
+/// Waits until all `n` points of `m` arrived on `topic`; panics with what is known if not.
+fn assert_all_arrive(peer: &NsqPeer, agent: &Agent, topic: &str, m: &str, n: usize) {
+    let all = wait_until(Duration::from_secs(60), || seqs(peer, topic, m).len() == n);
+    assert!(
+        all,
+        "{} of {n} points arrived\n{}\n{:?}\n{}",
+        seqs(peer, topic, m).len(),
+        agent.status(),
+        peer.received().errors_sent,
+        agent.stderr()
+    );
+}
+
+#[test]
+fn a_size_refusal_teaches_nsqds_limit_and_the_batch_is_split_with_nothing_dropped() {
+    // nsqd 1.x states no max_msg_size in IDENTIFY: the agent learns it from the refusal.
+    let peer = NsqPeer::start_with(PeerOptions {
+        max_msg_size: 20_000,
+        ..PeerOptions::default()
+    });
+    let agent = nsq_agent(&[peer.addr()], "", &namespaces(&["e2e.big"]));
+    post_points(&agent, "e2e.big", "big", 30_000);
+    assert_all_arrive(&peer, &agent, "e2e.big", "big", 30_000);
+    assert_eq!(status_u64(&agent, "output", "dropped_points"), 0);
+    assert!(peer.messages("e2e.big").iter().all(|m| m.len() <= 20_000));
+    let refusals = peer.received().errors_sent;
+    assert!(
+        refusals.first().is_some_and(
+            |e| e.starts_with("E_BAD_MESSAGE MPUB message too big ") && e.ends_with(" > 20000")
+        ),
+        "{refusals:?}"
+    );
+    let stderr = agent.stderr();
+    assert_eq!(
+        stderr.matches("Learned nsqd's message size limit").count(),
+        1,
+        "the limit is logged once:\n{stderr}"
+    );
+    // Only a single line over the limit is refused for good, and counted; its batch's other
+    // lines are delivered.
+    let mut body = format!("huge value=\"{}\" {TS}\n", "x".repeat(25_000));
+    for i in 0..10 {
+        body.push_str(&format!("after,seq={i} value=1i {TS}\n"));
+    }
+    let (status, answer) = agent.post("/post?ns=e2e.big", "text/plain", body.into_bytes());
+    assert_eq!(status, 200, "{answer}");
+    assert_all_arrive(&peer, &agent, "e2e.big", "after", 10);
+    assert!(wait_until(Duration::from_secs(10), || status_u64(
+        &agent,
+        "output",
+        "dropped_points"
+    ) == 1));
+    assert!(!peer.lines("e2e.big").iter().any(|l| l.starts_with("huge")));
+}
+
+#[test]
+fn a_max_msg_size_stated_in_identify_is_kept_before_any_refusal() {
+    let peer = NsqPeer::start_with(PeerOptions {
+        max_msg_size: 20_000,
+        state_max_msg_size: true,
+        ..PeerOptions::default()
+    });
+    let agent = nsq_agent(&[peer.addr()], "", &namespaces(&["e2e.stated"]));
+    post_points(&agent, "e2e.stated", "big", 30_000);
+    assert_all_arrive(&peer, &agent, "e2e.stated", "big", 30_000);
+    assert_eq!(status_u64(&agent, "output", "dropped_points"), 0);
+    assert_eq!(peer.received().errors_sent, Vec::<String>::new());
+    assert_eq!(peer.received().connections, 1, "no refusal, no reconnect");
+    assert!(
+        agent.stderr().contains("Learned nsqd's message size limit"),
+        "{}",
+        agent.stderr()
+    );
+}
+
+#[test]
+fn probing_a_stalled_primary_never_pauses_delivery_to_the_fallback() {
+    let primary = SilentListener::start();
+    let fallback = NsqPeer::start();
+    let agent = nsq_agent(
+        &[primary.addr(), fallback.addr()],
+        "flush_ms = 50\nnsq_primary_retry_secs = 1\nnsq_timeout_ms = 1500\nnsq_heartbeat_ms = 1000",
+        &namespaces(&["e2e.steady"]),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || fallback
+            .line_count("e2e.steady")
+            > 0),
+        "{}",
+        agent.stderr()
+    );
+    // A steady load for several probe periods (each: 1 s wait + up to 1.5 s of silence).
+    let addr = agent.addr.clone();
+    let sender = std::thread::spawn(move || {
+        let client = reqwest::blocking::Client::new();
+        for i in 0..200 {
+            let _ = client
+                .post(format!("http://{addr}/post?ns=e2e.steady"))
+                .header("content-type", "text/plain")
+                .body(format!("steady,seq={i} value=1i {TS}\n"))
+                .timeout(Duration::from_secs(10))
+                .send();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let (mut last, mut last_change) = (fallback.line_count("e2e.steady"), Instant::now());
+    let mut longest = Duration::ZERO;
+    while !sender.is_finished() {
+        let now = fallback.line_count("e2e.steady");
+        if now != last {
+            longest = longest.max(last_change.elapsed());
+            (last, last_change) = (now, Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    sender.join().expect("sender");
+    assert!(
+        primary.accepted() >= 3,
+        "the primary was probed {} times",
+        primary.accepted()
+    );
+    assert!(
+        longest < Duration::from_secs(1),
+        "delivery paused for {longest:?} while the primary was probed:\n{}",
+        agent.stderr()
+    );
+    assert_all_arrive(&fallback, &agent, "e2e.steady", "steady", 200);
+    assert_eq!(status_str(&agent, "endpoint"), fallback.addr());
+}
+
+const SECRET: &str = "s3cret-for-the-e2e-peer";
+
+fn auth_peer() -> NsqPeer {
+    NsqPeer::start_with(PeerOptions {
+        auth_secret: Some(SECRET.to_owned()),
+        ..PeerOptions::default()
+    })
+}
+
+/// Waits for `/me/status`'s `output.last_error` to contain every part of `want`.
+fn wait_for_error(agent: &Agent, want: &[&str]) -> String {
+    let mut seen = String::new();
+    let ok = wait_until(Duration::from_secs(20), || {
+        seen = status_str(agent, "last_error");
+        want.iter().all(|w| seen.contains(w))
+    });
+    assert!(
+        ok,
+        "last_error {seen:?} lacks {want:?}:\n{}",
+        agent.stderr()
+    );
+    seen
+}
+
+#[test]
+fn auth_required_is_answered_with_the_configured_secret() {
+    let peer = auth_peer();
+    let agent = nsq_agent(
+        &[peer.addr()],
+        &format!("nsq_auth_secret = {SECRET:?}"),
+        &namespaces(&["e2e.auth"]),
+    );
+    post_points(&agent, "e2e.auth", "authed", 100);
+    assert_all_arrive(&peer, &agent, "e2e.auth", "authed", 100);
+    assert_eq!(peer.received().auths, [SECRET]);
+    let stderr = agent.stderr();
+    assert!(
+        stderr.contains("Authenticated to nsqd") && stderr.contains("e2e-agent"),
+        "{stderr}"
+    );
+    // The harness writes the config readable by everyone: the secret in it is flagged.
+    assert!(stderr.contains("readable by every local user"), "{stderr}");
+}
+
+#[test]
+fn a_wrong_auth_secret_is_a_clear_error_and_nothing_is_published() {
+    let peer = auth_peer();
+    let agent = nsq_agent(
+        &[peer.addr()],
+        "nsq_auth_secret = \"not-the-secret\"",
+        &namespaces(&["e2e.authbad"]),
+    );
+    wait_for_error(
+        &agent,
+        &["refused AUTH", "E_AUTH_FAILED", "nsq_auth_secret"],
+    );
+    assert_eq!(peer.total_lines(), 0);
+    assert!(peer
+        .received()
+        .errors_sent
+        .iter()
+        .all(|e| e == "E_AUTH_FAILED AUTH failed"));
+}
+
+#[test]
+fn a_missing_auth_secret_is_a_clear_error_and_nothing_is_sent() {
+    let peer = auth_peer();
+    let agent = nsq_agent(&[peer.addr()], "", &namespaces(&["e2e.authnone"]));
+    wait_for_error(
+        &agent,
+        &["requires AUTH", "output.nsq_auth_secret is not set"],
+    );
+    let r = peer.received();
+    assert!(r.auths.is_empty(), "{:?}", r.auths);
+    assert_eq!(peer.total_lines(), 0);
+}
+
+fn tls_keys(tls: &NsqTls, extra: &str) -> String {
+    format!(
+        "nsq_tls = true\nnsq_tls_ca = {:?}\n{extra}",
+        tls.ca_pem().display().to_string()
+    )
+}
+
+#[test]
+fn tls_is_negotiated_and_verified_against_the_configured_ca() {
+    let tls = NsqTls::new();
+    let peer = NsqPeer::start_with(PeerOptions {
+        tls: Some(tls.server.clone()),
+        tls_required: true,
+        ..PeerOptions::default()
+    });
+    let agent = nsq_agent(
+        &[peer.addr()],
+        &tls_keys(&tls, ""),
+        &namespaces(&["e2e.tls"]),
+    );
+    post_points(&agent, "e2e.tls", "sealed", 5_000);
+    assert_all_arrive(&peer, &agent, "e2e.tls", "sealed", 5_000);
+    let r = peer.received();
+    assert_eq!(r.identifies[0]["tls_v1"], true);
+    assert_eq!(r.upgrades, ["tls"]);
+}
+
+#[test]
+fn tls_offers_the_configured_client_certificate() {
+    let tls = NsqTls::new();
+    let peer = NsqPeer::start_with(PeerOptions {
+        tls: Some(tls.server_verifying_clients.clone()),
+        tls_required: true,
+        ..PeerOptions::default()
+    });
+    let keys = format!(
+        "nsq_tls_cert = {:?}\nnsq_tls_key = {:?}",
+        tls.client_cert().display().to_string(),
+        tls.client_key().display().to_string()
+    );
+    let agent = nsq_agent(
+        &[peer.addr()],
+        &tls_keys(&tls, &keys),
+        &namespaces(&["e2e.mtls"]),
+    );
+    post_points(&agent, "e2e.mtls", "mutual", 100);
+    assert_all_arrive(&peer, &agent, "e2e.mtls", "mutual", 100);
+}
+
+#[test]
+fn a_certificate_from_another_ca_is_refused_with_a_clear_error() {
+    let tls = NsqTls::new();
+    let other = NsqTls::new();
+    let peer = NsqPeer::start_with(PeerOptions {
+        tls: Some(tls.server.clone()),
+        tls_required: true,
+        ..PeerOptions::default()
+    });
+    let agent = nsq_agent(
+        &[peer.addr()],
+        &tls_keys(&other, ""),
+        &namespaces(&["e2e.tlsbad"]),
+    );
+    wait_for_error(&agent, &["TLS handshake failed", "certificate"]);
+    assert_eq!(peer.total_lines(), 0);
+}
+
+#[test]
+fn an_nsqd_without_tls_is_refused_rather_than_used_in_clear() {
+    let tls = NsqTls::new();
+    let peer = NsqPeer::start();
+    let agent = nsq_agent(
+        &[peer.addr()],
+        &tls_keys(&tls, ""),
+        &namespaces(&["e2e.notls"]),
+    );
+    wait_for_error(
+        &agent,
+        &["did not agree to TLS", "refusing to publish in clear"],
+    );
+    assert_eq!(peer.total_lines(), 0);
+}
+
+/// An agent with `keys` against `peer` delivers 5,000 posted points and the heartbeat's.
+fn delivers_every_point(peer: &NsqPeer, keys: &str, ns: &str) -> Agent {
+    let agent = nsq_agent(&[peer.addr()], keys, &namespaces(&[ns]));
+    post_points(&agent, ns, "packed", 5_000);
+    assert_all_arrive(peer, &agent, ns, "packed", 5_000);
+    assert!(wait_until(Duration::from_secs(20), || peer
+        .lines(ns)
+        .iter()
+        .any(|l| l.starts_with("agent.alive,"))));
+    assert_eq!(status_u64(&agent, "output", "dropped_points"), 0);
+    agent
+}
+
+#[test]
+fn snappy_compression_delivers_every_point() {
+    let peer = NsqPeer::start();
+    let _agent = delivers_every_point(&peer, "nsq_compression = \"snappy\"", "e2e.snappy");
+    let r = peer.received();
+    assert_eq!(r.identifies[0]["snappy"], true);
+    assert_eq!(r.upgrades, ["snappy"]);
+}
+
+#[test]
+fn deflate_compression_delivers_every_point_at_the_asked_level() {
+    let peer = NsqPeer::start();
+    let _agent = delivers_every_point(
+        &peer,
+        "nsq_compression = \"deflate\"\nnsq_deflate_level = 3",
+        "e2e.deflate",
+    );
+    let r = peer.received();
+    assert_eq!(r.identifies[0]["deflate"], true);
+    assert_eq!(r.identifies[0]["deflate_level"], 3);
+    assert_eq!(r.upgrades, ["deflate"]);
+}
+
+#[test]
+fn compression_over_tls_delivers_every_point() {
+    let tls = NsqTls::new();
+    for (compression, ns) in [("snappy", "e2e.tls.snappy"), ("deflate", "e2e.tls.deflate")] {
+        let peer = NsqPeer::start_with(PeerOptions {
+            tls: Some(tls.server.clone()),
+            tls_required: true,
+            ..PeerOptions::default()
+        });
+        let keys = tls_keys(&tls, &format!("nsq_compression = {compression:?}"));
+        let _agent = delivers_every_point(&peer, &keys, ns);
+        assert_eq!(peer.received().upgrades, ["tls", compression]);
+    }
+}
+
+#[test]
+fn peer_answers_auth_and_compression_as_nsqd_does() {
+    let peer = auth_peer();
+    // AUTH before publishing is required, and a wrong secret is refused.
+    let mut s = raw_client(&peer, r#"{"feature_negotiation":true}"#);
+    s.write_all(&mpub("t", &[b"x"])).expect("mpub");
+    let (kind, data) = read_frame(&mut s).expect("answer");
+    assert_eq!(
+        (kind, String::from_utf8_lossy(&data).as_ref()),
+        (1, "E_AUTH_FIRST AUTH required before MPUB")
+    );
+    let mut s = raw_client(&peer, r#"{"feature_negotiation":true}"#);
+    let mut auth = b"AUTH\n".to_vec();
+    auth.extend_from_slice(&(SECRET.len() as u32).to_be_bytes());
+    auth.extend_from_slice(SECRET.as_bytes());
+    s.write_all(&auth).expect("auth");
+    let (kind, data) = read_frame(&mut s).expect("answer");
+    assert_eq!(kind, 0);
+    let who: serde_json::Value = serde_json::from_slice(&data).expect("JSON");
+    assert_eq!(who["permission_count"], 1);
+    assert!(who["identity"].is_string() && who["identity_url"].is_string());
+    s.write_all(&mpub("t", &[b"x"])).expect("mpub");
+    assert_eq!(read_frame(&mut s).expect("OK"), (0, b"OK".to_vec()));
+    let mut s = raw_client(&peer, r#"{"feature_negotiation":true}"#);
+    let mut bad = b"AUTH\n\x00\x00\x00\x05".to_vec();
+    bad.extend_from_slice(b"wrong");
+    s.write_all(&bad).expect("auth");
+    assert_eq!(
+        read_frame(&mut s).expect("answer"),
+        (1, b"E_AUTH_FAILED AUTH failed".to_vec())
+    );
+    // Asking for both compressions is refused, as nsqd does.
+    let plain = NsqPeer::start();
+    let mut s = TcpStream::connect(plain.addr()).expect("connect");
+    let body = br#"{"feature_negotiation":true,"snappy":true,"deflate":true}"#;
+    let mut hello = b"  V2IDENTIFY\n".to_vec();
+    hello.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    hello.extend_from_slice(body);
+    s.write_all(&hello).expect("identify");
+    let (kind, data) = read_frame(&mut s).expect("answer");
+    assert_eq!(kind, 1);
+    assert_eq!(
+        String::from_utf8_lossy(&data),
+        "E_IDENTIFY_FAILED cannot enable both deflate and snappy compression"
+    );
+    // nsqd 1.x's IDENTIFY answer does not state max_msg_size.
+    let answer_keys = {
+        let mut s = TcpStream::connect(plain.addr()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let body = br#"{"feature_negotiation":true}"#;
+        let mut hello = b"  V2IDENTIFY\n".to_vec();
+        hello.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        hello.extend_from_slice(body);
+        s.write_all(&hello).expect("identify");
+        let (_, data) = read_frame(&mut s).expect("answer");
+        let v: serde_json::Value = serde_json::from_slice(&data).expect("JSON");
+        v.as_object()
+            .expect("object")
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        !answer_keys.iter().any(|k| k == "max_msg_size"),
+        "{answer_keys:?}"
+    );
+    assert!(
+        answer_keys.iter().any(|k| k == "auth_required"),
+        "{answer_keys:?}"
+    );
+}
+
+#[test]
+fn json_messages_over_a_learned_limit_are_halved_with_nothing_dropped() {
+    let peer = NsqPeer::start_with(PeerOptions {
+        max_msg_size: 20_000,
+        ..PeerOptions::default()
+    });
+    let agent = nsq_agent(
+        &[peer.addr()],
+        "format = \"json\"",
+        &namespaces(&["e2e.bigjson"]),
+    );
+    post_points(&agent, "e2e.bigjson", "bigjson", 5_000);
+    let arrived = || {
+        peer.messages("e2e.bigjson")
+            .iter()
+            .flat_map(|m| {
+                let msg: serde_json::Value = serde_json::from_slice(m).expect("a JSON message");
+                assert_eq!(msg["database"], "e2e.bigjson");
+                msg["points"].as_array().cloned().unwrap_or_default()
+            })
+            .filter(|p| p["measurement"] == "bigjson")
+            .filter_map(|p| p["tags"]["seq"].as_str().map(str::to_owned))
+            .collect::<BTreeSet<_>>()
+    };
+    let all = wait_until(Duration::from_secs(60), || arrived().len() == 5_000);
+    assert!(all, "{} of 5000\n{}", arrived().len(), agent.stderr());
+    assert!(peer
+        .messages("e2e.bigjson")
+        .iter()
+        .all(|m| m.len() <= 20_000));
+    assert_eq!(status_u64(&agent, "output", "dropped_points"), 0);
 }

@@ -1,7 +1,8 @@
 //! An NSQ protocol peer: the TCP side of nsqd, written from the NSQ TCP protocol spec and nsqd
 //! 1.x's behaviour, for the end-to-end tests and the pipeline benchmark.
 //!
-//! It speaks `  V2`, IDENTIFY (with feature negotiation), PUB, MPUB and NOP; answers with
+//! It speaks `  V2`, IDENTIFY (with feature negotiation: TLS, snappy, deflate), AUTH, PUB, MPUB
+//! and NOP; answers with
 //! response and error frames framed as nsqd frames them; sends heartbeats at the negotiated
 //! interval and closes a client that stays silent for two of them, as nsqd does; enforces
 //! nsqd's default limits (`--max-msg-size` 1 MiB -> `E_BAD_MESSAGE`, `--max-body-size` 5 MiB ->
@@ -16,6 +17,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -35,6 +38,22 @@ pub struct PeerOptions {
     /// Answer `feature_negotiation` with the feature JSON (nsqd 1.x); `false` answers a plain
     /// `OK`, as an nsqd without feature negotiation does.
     pub negotiate: bool,
+    /// Add `max_msg_size` to the IDENTIFY answer. nsqd 1.x does not state it (its answer is
+    /// the fields below); this is for testing a client that reads it when a server does.
+    pub state_max_msg_size: bool,
+    /// Require AUTH with this secret (nsqd's `--auth-http-address`, the auth server reduced to
+    /// one secret); `auth_required: true` in the IDENTIFY answer.
+    pub auth_secret: Option<String>,
+    /// nsqd's `--tls-cert`/`--tls-key` (and client-certificate policy), as a rustls config.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// nsqd's `--tls-required`: every command but IDENTIFY needs TLS first.
+    pub tls_required: bool,
+    /// nsqd's `--snappy` (default on).
+    pub snappy: bool,
+    /// nsqd's `--deflate` (default on).
+    pub deflate: bool,
+    /// nsqd's `--max-deflate-level` (default 6).
+    pub max_deflate_level: u32,
 }
 
 impl Default for PeerOptions {
@@ -46,6 +65,13 @@ impl Default for PeerOptions {
             max_heartbeat: Duration::from_secs(60),
             record_bodies: true,
             negotiate: true,
+            state_max_msg_size: false,
+            auth_secret: None,
+            tls: None,
+            tls_required: false,
+            snappy: true,
+            deflate: true,
+            max_deflate_level: 6,
         }
     }
 }
@@ -84,6 +110,10 @@ pub struct Received {
     pub missed_heartbeat_closes: u64,
     /// Error frames sent, as sent.
     pub errors_sent: Vec<String>,
+    /// AUTH secrets received, in order.
+    pub auths: Vec<String>,
+    /// Upgrades made, in order: `tls`, `snappy`, `deflate`.
+    pub upgrades: Vec<String>,
 }
 
 struct State {
@@ -326,23 +356,215 @@ fn fatal(code: &str, desc: impl std::fmt::Display) -> Fatal {
     Fatal(format!("{code} {desc}"))
 }
 
+/// What to do after an answer is sent: nsqd's IDENTIFY upgrades, in its order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upgrade {
+    Tls,
+    Snappy,
+    Deflate(u32),
+}
+
 enum Step {
     /// More bytes are needed.
     Incomplete,
-    /// A command of `used` bytes was handled; `answer` is its response frame data, if any.
+    /// A command of `used` bytes was handled; `answer` is its response frame data, if any,
+    /// and `upgrades` follow it.
     Done {
         used: usize,
         answer: Option<Vec<u8>>,
+        upgrades: Vec<Upgrade>,
     },
 }
 
+fn done(used: usize, answer: Option<Vec<u8>>) -> Result<Step, Fatal> {
+    Ok(Step::Done {
+        used,
+        answer,
+        upgrades: Vec::new(),
+    })
+}
+
+/// The connection's byte stream: TCP, or TLS over it after the upgrade.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
+}
+
+impl Read for Io {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Io::Plain(s) => s.read(buf),
+            Io::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Io {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Io::Plain(s) => s.write(buf),
+            Io::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Io::Plain(s) => s.flush(),
+            Io::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// The stream's compression after the upgrade, written from the formats' definitions (the
+/// snappy framing format with its masked CRC-32C; raw deflate with a sync flush per write, as
+/// Go's compress/flate does on Flush), independently of the agent's.
+enum Codec {
+    Plain,
+    Snappy {
+        enc: Box<snap::write::FrameEncoder<Vec<u8>>>,
+        pending: Vec<u8>,
+        started: bool,
+    },
+    Deflate {
+        enc: Box<Compress>,
+        dec: Box<Decompress>,
+    },
+}
+
+/// CRC-32C (Castagnoli), bitwise: small and slow is fine for a test peer.
+fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82f6_3b78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn snappy_mask(crc: u32) -> u32 {
+    crc.rotate_right(15).wrapping_add(0xa282_ead8)
+}
+
+impl Codec {
+    fn encode(&mut self, plain: &[u8]) -> Result<Vec<u8>, String> {
+        match self {
+            Codec::Plain => Ok(plain.to_vec()),
+            Codec::Snappy { enc, .. } => {
+                enc.write_all(plain)
+                    .and_then(|()| enc.flush())
+                    .map_err(|e| e.to_string())?;
+                Ok(std::mem::take(enc.get_mut()))
+            }
+            Codec::Deflate { enc, .. } => {
+                let mut out = Vec::with_capacity(plain.len() + 64);
+                let mut input = plain;
+                loop {
+                    out.reserve(input.len() + 64);
+                    let before = enc.total_in();
+                    enc.compress_vec(input, &mut out, FlushCompress::Sync)
+                        .map_err(|e| e.to_string())?;
+                    input = &input[(enc.total_in() - before) as usize..];
+                    if input.is_empty() && out.len() < out.capacity() {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+    }
+
+    fn decode(&mut self, raw: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        match self {
+            Codec::Plain => {
+                out.extend_from_slice(raw);
+                Ok(())
+            }
+            Codec::Snappy {
+                pending, started, ..
+            } => {
+                pending.extend_from_slice(raw);
+                let mut at = 0;
+                while pending.len() - at >= 4 {
+                    let h = &pending[at..at + 4];
+                    let (kind, len) = (
+                        h[0],
+                        usize::from(h[1]) | usize::from(h[2]) << 8 | usize::from(h[3]) << 16,
+                    );
+                    if pending.len() - at < 4 + len {
+                        break;
+                    }
+                    let body = &pending[at + 4..at + 4 + len];
+                    at += 4 + len;
+                    match kind {
+                        0xff => {
+                            if body != b"sNaPpY" {
+                                return Err("bad snappy stream identifier".into());
+                            }
+                            *started = true;
+                        }
+                        _ if !*started => return Err("snappy stream without identifier".into()),
+                        0x00 | 0x01 => {
+                            if body.len() < 4 {
+                                return Err("short snappy chunk".into());
+                            }
+                            let crc = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+                            let data = if kind == 0 {
+                                snap::raw::Decoder::new()
+                                    .decompress_vec(&body[4..])
+                                    .map_err(|e| e.to_string())?
+                            } else {
+                                body[4..].to_vec()
+                            };
+                            if snappy_mask(crc32c(&data)) != crc {
+                                return Err("snappy chunk CRC mismatch".into());
+                            }
+                            out.extend_from_slice(&data);
+                        }
+                        0x02..=0x7f => return Err(format!("reserved snappy chunk {kind:#x}")),
+                        _ => {}
+                    }
+                }
+                pending.drain(..at);
+                Ok(())
+            }
+            Codec::Deflate { dec, .. } => {
+                let mut input = raw;
+                let mut buf = Vec::with_capacity(64 * 1024);
+                loop {
+                    buf.clear();
+                    let before = dec.total_in();
+                    dec.decompress_vec(input, &mut buf, FlushDecompress::Sync)
+                        .map_err(|e| e.to_string())?;
+                    let used = (dec.total_in() - before) as usize;
+                    input = &input[used..];
+                    out.extend_from_slice(&buf);
+                    let full = buf.len() == buf.capacity();
+                    if input.is_empty() && !full {
+                        return Ok(());
+                    }
+                    if used == 0 && buf.is_empty() {
+                        return Err("deflate makes no progress".into());
+                    }
+                }
+            }
+        }
+    }
+}
+
 struct Conn<'a> {
-    stream: TcpStream,
+    io: Io,
+    codec: Codec,
     state: &'a State,
     identified: bool,
     /// Set by IDENTIFY: the heartbeat ticker restarts with the negotiated interval.
     identified_now: bool,
     heartbeat: Option<Duration>,
+    authed: bool,
+    tls: bool,
 }
 
 fn serve(stream: TcpStream, state: &State, stop: &AtomicBool) {
@@ -351,11 +573,14 @@ fn serve(stream: TcpStream, state: &State, stop: &AtomicBool) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
     let generation = state.drop_generation.load(Ordering::SeqCst);
     let mut c = Conn {
-        stream,
+        io: Io::Plain(stream),
+        codec: Codec::Plain,
         state,
         identified: false,
         identified_now: false,
         heartbeat: Some(state.opts.default_heartbeat),
+        authed: false,
+        tls: false,
     };
     let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
     let mut chunk = vec![0u8; 256 * 1024];
@@ -367,10 +592,12 @@ fn serve(stream: TcpStream, state: &State, stop: &AtomicBool) {
         {
             return;
         }
-        match c.stream.read(&mut chunk) {
+        match c.io.read(&mut chunk) {
             Ok(0) => return,
             Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
+                if c.codec.decode(&chunk[..n], &mut buf).is_err() {
+                    return;
+                }
                 last_recv = Instant::now();
             }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
@@ -390,7 +617,11 @@ fn serve(stream: TcpStream, state: &State, stop: &AtomicBool) {
             loop {
                 match c.step(&buf[off..]) {
                     Ok(Step::Incomplete) => break,
-                    Ok(Step::Done { used, answer }) => {
+                    Ok(Step::Done {
+                        used,
+                        answer,
+                        upgrades,
+                    }) => {
                         off += used;
                         if let Some(a) = answer {
                             if !c.send(0, &a) {
@@ -399,6 +630,17 @@ fn serve(stream: TcpStream, state: &State, stop: &AtomicBool) {
                         }
                         if used > 0 && c.heartbeat_changed() {
                             next_heartbeat = c.heartbeat.map(|h| Instant::now() + h);
+                        }
+                        if !upgrades.is_empty() {
+                            // The client sends nothing more until it has the upgrades' OKs.
+                            if off != buf.len() {
+                                return;
+                            }
+                            for u in upgrades {
+                                if !c.upgrade(u, stop) || !c.send(0, b"OK") {
+                                    return;
+                                }
+                            }
                         }
                     }
                     Err(Fatal(text)) => {
@@ -450,7 +692,84 @@ impl Conn<'_> {
         frame.extend_from_slice(&((data.len() + 4) as u32).to_be_bytes());
         frame.extend_from_slice(&kind.to_be_bytes());
         frame.extend_from_slice(data);
-        self.stream.write_all(&frame).is_ok()
+        let Ok(wire) = self.codec.encode(&frame) else {
+            return false;
+        };
+        self.io
+            .write_all(&wire)
+            .and_then(|()| self.io.flush())
+            .is_ok()
+    }
+
+    /// Switches the connection as nsqd's `UpgradeTLS`/`UpgradeSnappy`/`UpgradeDeflate` do.
+    fn upgrade(&mut self, u: Upgrade, stop: &AtomicBool) -> bool {
+        let name = match u {
+            Upgrade::Tls => {
+                let (Some(config), Io::Plain(tcp)) = (&self.state.opts.tls, &self.io) else {
+                    return false;
+                };
+                let (Ok(tcp), Ok(conn)) = (
+                    tcp.try_clone(),
+                    rustls::ServerConnection::new(Arc::clone(config)),
+                ) else {
+                    return false;
+                };
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while tls.conn.is_handshaking() {
+                    match tls.conn.complete_io(&mut tls.sock) {
+                        Ok(_) => {}
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+                                && Instant::now() < deadline
+                                && !stop.load(Ordering::SeqCst) => {}
+                        Err(_) => return false,
+                    }
+                }
+                self.io = Io::Tls(Box::new(tls));
+                self.tls = true;
+                "tls"
+            }
+            Upgrade::Snappy => {
+                self.codec = Codec::Snappy {
+                    enc: Box::new(snap::write::FrameEncoder::new(Vec::new())),
+                    pending: Vec::new(),
+                    started: false,
+                };
+                "snappy"
+            }
+            Upgrade::Deflate(level) => {
+                self.codec = Codec::Deflate {
+                    enc: Box::new(Compress::new(Compression::new(level), false)),
+                    dec: Box::new(Decompress::new(false)),
+                };
+                "deflate"
+            }
+        };
+        lock(&self.state.received).upgrades.push(name.to_owned());
+        true
+    }
+
+    /// nsqd's `enforceTLSPolicy`.
+    fn check_tls(&self, cmd: &[u8]) -> Result<(), Fatal> {
+        if self.state.opts.tls_required && !self.tls {
+            return Err(fatal(
+                "E_INVALID",
+                format!(
+                    "cannot {} in current state (TLS required)",
+                    String::from_utf8_lossy(cmd)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// nsqd's `CheckAuth` for a publish.
+    fn check_auth(&self, cmd: &str) -> Result<(), Fatal> {
+        if self.state.opts.auth_secret.is_some() && !self.authed {
+            return Err(fatal("E_AUTH_FIRST", format!("AUTH required before {cmd}")));
+        }
+        Ok(())
     }
 
     fn send_error(&mut self, text: &str) {
@@ -481,11 +800,9 @@ impl Conn<'_> {
         let opts = &self.state.opts;
         match params[0] {
             b"NOP" => {
+                self.check_tls(params[0])?;
                 lock(&self.state.received).nops += 1;
-                Ok(Step::Done {
-                    used: head,
-                    answer: None,
-                })
+                done(head, None)
             }
             b"IDENTIFY" => {
                 if self.identified {
@@ -528,40 +845,112 @@ impl Conn<'_> {
                         ))
                     }
                 }
-                let negotiate = v
-                    .get("feature_negotiation")
-                    .and_then(serde_json::Value::as_bool)
-                    .unwrap_or(false);
-                lock(&self.state.received).identifies.push(v);
+                let flag = |k: &str| {
+                    v.get(k)
+                        .and_then(serde_json::Value::as_bool)
+                        .unwrap_or(false)
+                };
+                let negotiate = flag("feature_negotiation");
+                lock(&self.state.received).identifies.push(v.clone());
                 self.identified = true;
                 self.identified_now = true;
-                let answer = if negotiate && opts.negotiate {
-                    serde_json::json!({
-                        "max_rdy_count": 2500,
-                        "version": "1.3.0",
-                        "max_msg_timeout": 900000,
-                        "msg_timeout": 60000,
-                        "tls_v1": false,
-                        "deflate": false,
-                        "deflate_level": 6,
-                        "max_deflate_level": 6,
-                        "snappy": false,
-                        "sample_rate": 0,
-                        "auth_required": false,
-                        "output_buffer_size": 16384,
-                        "output_buffer_timeout": 250
-                    })
-                    .to_string()
-                    .into_bytes()
+                if !(negotiate && opts.negotiate) {
+                    return done(head + 4 + len, Some(b"OK".to_vec()));
+                }
+                let tls = opts.tls.is_some() && flag("tls_v1");
+                let deflate = opts.deflate && flag("deflate");
+                let asked_level = v
+                    .get("deflate_level")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0) as u32;
+                let deflate_level = if deflate && asked_level > 0 {
+                    asked_level.min(opts.max_deflate_level)
                 } else {
-                    b"OK".to_vec()
+                    6.min(opts.max_deflate_level)
                 };
+                let snappy = opts.snappy && flag("snappy");
+                if deflate && snappy {
+                    return Err(fatal(
+                        "E_IDENTIFY_FAILED",
+                        "cannot enable both deflate and snappy compression",
+                    ));
+                }
+                let mut answer = serde_json::json!({
+                    "max_rdy_count": 2500,
+                    "version": "1.3.0",
+                    "max_msg_timeout": 900000,
+                    "msg_timeout": 60000,
+                    "tls_v1": tls,
+                    "deflate": deflate,
+                    "deflate_level": deflate_level,
+                    "max_deflate_level": opts.max_deflate_level,
+                    "snappy": snappy,
+                    "sample_rate": 0,
+                    "auth_required": opts.auth_secret.is_some(),
+                    "output_buffer_size": 16384,
+                    "output_buffer_timeout": 250
+                });
+                if opts.state_max_msg_size {
+                    answer["max_msg_size"] = serde_json::json!(opts.max_msg_size);
+                }
+                let mut upgrades = Vec::new();
+                if tls {
+                    upgrades.push(Upgrade::Tls);
+                }
+                if snappy {
+                    upgrades.push(Upgrade::Snappy);
+                }
+                if deflate {
+                    upgrades.push(Upgrade::Deflate(deflate_level));
+                }
                 Ok(Step::Done {
                     used: head + 4 + len,
-                    answer: Some(answer),
+                    answer: Some(answer.to_string().into_bytes()),
+                    upgrades,
                 })
             }
+            b"AUTH" => {
+                self.check_tls(params[0])?;
+                if params.len() != 1 {
+                    return Err(fatal("E_INVALID", "AUTH invalid number of parameters"));
+                }
+                let Some(len) = read_len(rest) else {
+                    return Ok(Step::Incomplete);
+                };
+                if i64::from(len) > opts.max_body_size as i64 {
+                    return Err(fatal(
+                        "E_BAD_BODY",
+                        format!("AUTH body too big {len} > {}", opts.max_body_size),
+                    ));
+                }
+                if len <= 0 {
+                    return Err(fatal("E_BAD_BODY", format!("AUTH invalid body size {len}")));
+                }
+                let len = len as usize;
+                let Some(body) = rest.get(4..4 + len) else {
+                    return Ok(Step::Incomplete);
+                };
+                let secret = String::from_utf8_lossy(body).into_owned();
+                lock(&self.state.received).auths.push(secret.clone());
+                if self.authed {
+                    return Err(fatal("E_INVALID", "AUTH Already set"));
+                }
+                let Some(want) = &opts.auth_secret else {
+                    return Err(fatal("E_AUTH_DISABLED", "AUTH Disabled"));
+                };
+                if secret != *want {
+                    return Err(fatal("E_AUTH_FAILED", "AUTH failed"));
+                }
+                self.authed = true;
+                let answer = serde_json::json!({
+                    "identity": "e2e-agent",
+                    "identity_url": "https://auth.example/e2e-agent",
+                    "permission_count": 1
+                });
+                done(head + 4 + len, Some(answer.to_string().into_bytes()))
+            }
             b"PUB" | b"MPUB" => {
+                self.check_tls(params[0])?;
                 let multi = params[0] == b"MPUB";
                 let cmd = if multi { "MPUB" } else { "PUB" };
                 if params.len() < 2 {
@@ -572,9 +961,11 @@ impl Conn<'_> {
                 }
                 let topic = String::from_utf8_lossy(params[1]).into_owned();
                 if !valid_topic(&topic) {
+                    // nsqd's MPUB repeats the code in its description (nsqd/protocol_v2.go).
+                    let prefix = if multi { "E_BAD_TOPIC " } else { "" };
                     return Err(fatal(
                         "E_BAD_TOPIC",
-                        format!("{cmd} topic name {topic:?} is not valid"),
+                        format!("{prefix}{cmd} topic name {topic:?} is not valid"),
                     ));
                 }
                 let Some(len) = read_len(rest) else {
@@ -602,6 +993,7 @@ impl Conn<'_> {
                 } else {
                     vec![body]
                 };
+                self.check_auth(cmd)?;
                 let used = head + 4 + len;
                 let mut behaviour = lock(&self.state.behaviour);
                 match &mut *behaviour {
@@ -636,10 +1028,7 @@ impl Conn<'_> {
                         .or_default()
                         .extend(messages.iter().map(|m| m.to_vec()));
                 }
-                Ok(Step::Done {
-                    used,
-                    answer: Some(b"OK".to_vec()),
-                })
+                done(used, Some(b"OK".to_vec()))
             }
             other => Err(fatal(
                 "E_INVALID",
@@ -699,5 +1088,159 @@ impl Conn<'_> {
             ));
         }
         Ok(out)
+    }
+}
+
+/// A throwaway CA, an nsqd certificate it signed (for `localhost` and `127.0.0.1`), and a
+/// client certificate it signed, as PEM files and as the peer's rustls configurations.
+pub struct NsqTls {
+    dir: tempfile::TempDir,
+    /// nsqd's TLS without client certificates.
+    pub server: Arc<rustls::ServerConfig>,
+    /// nsqd's TLS with `--tls-client-auth-policy=require-verify` against the CA.
+    pub server_verifying_clients: Arc<rustls::ServerConfig>,
+}
+
+impl NsqTls {
+    /// Generates the CA and both certificates.
+    pub fn new() -> NsqTls {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.distinguished_name
+            .push(DnType::CommonName, "e2e nsqd CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = ca.self_signed(&ca_key).expect("CA certificate");
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+            let key = KeyPair::generate().expect("key");
+            let mut p = CertificateParams::new(names).expect("params");
+            p.distinguished_name.push(DnType::CommonName, "e2e");
+            p.extended_key_usages = vec![usage];
+            let cert = p.signed_by(&key, &ca, &ca_key).expect("certificate");
+            (cert, key)
+        };
+        let (server_cert, server_key) = leaf(
+            vec!["localhost".to_owned(), "127.0.0.1".to_owned()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client_cert, client_key) = leaf(
+            vec!["e2e-agent".to_owned()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let dir = tempfile::tempdir().expect("TLS dir");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write CA");
+        std::fs::write(dir.path().join("client.pem"), client_cert.pem()).expect("write cert");
+        std::fs::write(dir.path().join("client.key"), client_key.serialize_pem()).expect("key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = vec![server_cert.der().clone(), ca.der().clone()];
+        let key = || rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into());
+        let server = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(chain.clone(), key())
+            .expect("server TLS config");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.der().clone()).expect("CA root");
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::clone(&provider),
+        )
+        .build()
+        .expect("client verifier");
+        let verifying = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key())
+            .expect("server TLS config");
+        NsqTls {
+            dir,
+            server: Arc::new(server),
+            server_verifying_clients: Arc::new(verifying),
+        }
+    }
+
+    /// The CA certificate (PEM).
+    pub fn ca_pem(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The client certificate (PEM).
+    pub fn client_cert(&self) -> std::path::PathBuf {
+        self.dir.path().join("client.pem")
+    }
+
+    /// The client certificate's private key (PEM).
+    pub fn client_key(&self) -> std::path::PathBuf {
+        self.dir.path().join("client.key")
+    }
+}
+
+impl Default for NsqTls {
+    fn default() -> Self {
+        NsqTls::new()
+    }
+}
+
+/// A TCP listener that accepts connections and never reads or answers: an nsqd that is hung
+/// (SIGSTOP) while its kernel still completes handshakes. Stops on drop.
+pub struct SilentListener {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SilentListener {
+    /// Listens on a free loopback port.
+    pub fn start() -> SilentListener {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (flag, count) = (Arc::clone(&stop), Arc::clone(&accepted));
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        held.push(s);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        SilentListener {
+            port,
+            stop,
+            accepted,
+            thread: Some(thread),
+        }
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for SilentListener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

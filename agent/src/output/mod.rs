@@ -43,6 +43,15 @@ pub enum DeliveryError {
     /// The output refused this batch for good (bad data); it is dropped and counted.
     #[error("{0}")]
     Reject(String),
+    /// The output took the batch except `points` points it refused for good (e.g. a line over
+    /// nsqd's message size limit); those are counted as dropped, the rest as delivered.
+    #[error("{reason}")]
+    PartlyRefused {
+        /// Points refused.
+        points: u32,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A boxed future, so outputs can be chosen at run time.
@@ -106,7 +115,9 @@ pub fn build(config: &Config) -> anyhow::Result<Box<dyn Output>> {
             config.output.file_keep,
         )?),
         OutputKind::Stdout => Box::new(stdout::StdoutOutput::default()),
-        OutputKind::Nsq => Box::new(nsq::NsqOutput::new(nsq::NsqSettings::from_config(config))),
+        OutputKind::Nsq => Box::new(nsq::NsqOutput::new(
+            nsq::NsqSettings::from_config(config).map_err(anyhow::Error::msg)?,
+        )),
         OutputKind::Influxdb => Box::new(influxdb::InfluxOutput::new(&config.output.url)?),
     })
 }
@@ -158,6 +169,23 @@ pub async fn run_delivery(
                         info!(endpoint = %output.endpoint(), "Output is delivering.");
                         stats.set_error(None);
                     }
+                    backoff = BACKOFF_MIN;
+                    break;
+                }
+                Err(DeliveryError::PartlyRefused { points, reason }) => {
+                    stats.errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(ns = %record.batch.ns, points, error = %reason, "Output refused part of a batch; the rest was delivered.");
+                    spool.ack(record.id);
+                    stats.set_endpoint(output.endpoint());
+                    stats.delivered_batches.fetch_add(1, Ordering::Relaxed);
+                    stats.delivered_points.fetch_add(
+                        u64::from(record.batch.points.saturating_sub(points)),
+                        Ordering::Relaxed,
+                    );
+                    stats
+                        .rejected_points
+                        .fetch_add(u64::from(points), Ordering::Relaxed);
+                    stats.set_error(Some(reason));
                     backoff = BACKOFF_MIN;
                     break;
                 }
