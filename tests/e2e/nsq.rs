@@ -710,11 +710,13 @@ fn probing_a_stalled_primary_never_pauses_delivery_to_the_fallback() {
     );
     // A steady load for several probe periods (each: 1 s wait + up to 1.5 s of silence).
     let addr = agent.addr.clone();
+    let token = agent.token().unwrap_or_default();
     let sender = std::thread::spawn(move || {
         let client = reqwest::blocking::Client::new();
         for i in 0..200 {
             let _ = client
                 .post(format!("http://{addr}/post?ns=e2e.steady"))
+                .bearer_auth(&token)
                 .header("content-type", "text/plain")
                 .body(format!("steady,seq={i} value=1i {TS}\n"))
                 .timeout(Duration::from_secs(10))
