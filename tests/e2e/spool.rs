@@ -558,25 +558,34 @@ fn plain(text: &str) -> String {
     out
 }
 
-/// A record of a spool segment as the test reads it (format 2: marker, len, id, points, head
-/// crc, body crc, body).
+/// A record of a spool segment as the test reads it. Format 2: marker, len, id, points, head
+/// crc, body crc, body; format 1 (read too, so the tests also run against an older agent):
+/// len, crc, id, points, ...
 struct RawRecord {
     offset: usize,
     len: usize,
+    /// Where its `len` field is.
+    len_at: usize,
     points: u32,
 }
 
 fn raw_records(data: &[u8]) -> Vec<RawRecord> {
-    assert_eq!(&data[..8], b"AGSPOOL2", "a format-2 segment");
+    // (where `len` is in a record, bytes before the body)
+    let (len_field, head) = match &data[..8] {
+        b"AGSPOOL2" => (4, 28),
+        b"AGSPOOL1" => (0, 8),
+        other => panic!("not a spool segment: {other:?}"),
+    };
     let mut at = 8;
     let mut out = Vec::new();
-    while at + 28 <= data.len() {
+    while at + head <= data.len() {
         let u32_at =
             |o: usize| u32::from_le_bytes([data[o], data[o + 1], data[o + 2], data[o + 3]]);
-        let len = 28 + u32_at(at + 4) as usize;
+        let len = head + u32_at(at + len_field) as usize;
         out.push(RawRecord {
             offset: at,
             len,
+            len_at: at + len_field,
             points: u32_at(at + 16),
         });
         at += len;
@@ -685,8 +694,8 @@ fn an_impossible_length_mid_segment_loses_only_that_record_and_counts_it_exactly
         .filter(|r| u64::from(r.points) == SEQ_POINTS)
         .collect();
     assert_eq!(seq.len(), 21);
-    let hit = seq[2].offset;
-    data[hit + 4..hit + 8].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
+    let (hit, len_at) = (seq[2].offset, seq[2].len_at);
+    data[len_at..len_at + 4].copy_from_slice(&0xFFFF_FFF0u32.to_le_bytes());
     std::fs::write(&seg, &data).expect("damage the segment");
 
     let agent = restart_and_deliver(agent, ns);
