@@ -471,7 +471,12 @@ impl Spool {
                                 Some(Want {
                                     id: e.id,
                                     seg,
-                                    format: g.segments.get(&seg)?.format,
+                                    // Always known; were it not, the read fails and
+                                    // drops the record rather than stall delivery.
+                                    format: g
+                                        .segments
+                                        .get(&seg)
+                                        .map_or(segment::Format::V2, |s| s.format),
                                     offset: e.offset,
                                     len: e.len,
                                 })
