@@ -178,6 +178,14 @@ pub struct OutputStatus {
     pub dropped_batches: u64,
     /// Points dropped since start.
     pub dropped_points: u64,
+    /// Damaged byte ranges found in the spool's files since start (each logged with its segment
+    /// and offset; their lost batches and points are in the dropped figures where countable).
+    #[serde(default)]
+    pub spool_damaged_ranges: u64,
+    /// Bytes of damaged spool records whose framing could not be read: their points (and, at the
+    /// end of a segment, their number) are unknown, not in the dropped figures. 0 = those are exact.
+    #[serde(default)]
+    pub lost_unknown_bytes: u64,
     /// The last delivery error.
     pub last_error: Option<String>,
     /// Failed delivery attempts since start (retried or refused), e.g. nsqd error frames.

@@ -68,6 +68,8 @@ pub fn build_status(state: &AgentState) -> Status {
             delivered_points: o.delivered_points.load(Ordering::Relaxed),
             dropped_batches: spool.dropped_batches + o.rejected_batches.load(Ordering::Relaxed),
             dropped_points: spool.dropped_points + o.rejected_points.load(Ordering::Relaxed),
+            spool_damaged_ranges: spool.damaged_ranges,
+            lost_unknown_bytes: spool.lost_unknown_bytes,
             last_error: o.last_error.lock().ok().and_then(|g| g.clone()).map(hide),
             errors: o.errors.load(Ordering::Relaxed),
         },

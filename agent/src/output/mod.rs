@@ -122,6 +122,55 @@ pub fn build(config: &Config) -> anyhow::Result<Box<dyn Output>> {
     })
 }
 
+/// Refusals of the delivery loop, logged rate-limited: one line per refused batch would flood
+/// the log when an output refuses everything. The count left is logged when the loop ends.
+struct Refusals {
+    repeats: crate::logging::Repeats,
+    /// The namespace and error of the last refusal.
+    last: (String, String),
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Refusals {
+            repeats: crate::logging::Repeats::new(spool::WARN_EVERY),
+            last: (String::new(), String::new()),
+        }
+    }
+}
+
+impl Refusals {
+    fn refused(&mut self, ns: &str, error: &str, points: u32) {
+        self.last = (ns.to_owned(), error.to_owned());
+        if let Some(b) = self.repeats.record(1, u64::from(points)) {
+            self.log(b);
+        }
+    }
+
+    fn flush(&self, all: bool) {
+        if let Some(b) = self.repeats.pending(all) {
+            self.log(b);
+        }
+    }
+
+    fn log(&self, b: crate::logging::Burst) {
+        let (ns, error) = &self.last;
+        warn!(
+            ns,
+            error,
+            batches = b.batches,
+            points = b.points,
+            "Output refused a batch; dropping it: {b}."
+        );
+    }
+}
+
+impl Drop for Refusals {
+    fn drop(&mut self) {
+        self.flush(true);
+    }
+}
+
 /// Backoff between retries of a failing output.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -142,6 +191,7 @@ pub async fn run_delivery(
     };
     tokio::pin!(give_up);
     let mut backoff = BACKOFF_MIN;
+    let mut refusals = Refusals::default();
     loop {
         let record: SpoolRecord = tokio::select! {
             biased;
@@ -160,6 +210,7 @@ pub async fn run_delivery(
             match result {
                 Ok(()) => {
                     spool.ack(record.id);
+                    refusals.flush(false);
                     stats.set_endpoint(output.endpoint());
                     stats.delivered_batches.fetch_add(1, Ordering::Relaxed);
                     stats
@@ -191,7 +242,7 @@ pub async fn run_delivery(
                 }
                 Err(DeliveryError::Reject(e)) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(ns = %record.batch.ns, points = record.batch.points, error = %e, "Output refused a batch; dropping it.");
+                    refusals.refused(&record.batch.ns, &e, record.batch.points);
                     spool.ack(record.id);
                     stats.rejected_batches.fetch_add(1, Ordering::Relaxed);
                     stats

@@ -15,7 +15,12 @@
 //!
 //! When the directory cannot be written (full disk, read-only or missing directory), the spool
 //! keeps batches in memory (`durable = false`, bounded by [`MEMORY_FALLBACK_MAX`]), logs it, and
-//! tries the disk again every `retry_every`.
+//! tries the disk again every `retry_every`: on a push, and from the sync task, so it is durable
+//! again within a round of the disk having room.
+//!
+//! A damaged segment found at start gives every intact record (the scan resynchronises on the
+//! next record marker); what the damage lost is counted, exactly where the records' framing can
+//! be read, and the file is moved to `quarantine/` once its records are delivered.
 //!
 //! Recently pushed batches stay in memory too (up to `cache_bytes`), so a healthy output is fed
 //! without reading the disk; older ones (a backlog, or what a restart found) are read back.
@@ -33,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::EncodedBatch;
+use crate::logging::{Burst, Repeats};
 
 /// How often segments are fsynced and the ack position stored.
 pub const SYNC_EVERY: Duration = Duration::from_secs(1);
@@ -40,6 +46,12 @@ pub const SYNC_EVERY: Duration = Duration::from_secs(1);
 pub const MEMORY_FALLBACK_MAX: u64 = 64 * 1024 * 1024;
 /// Records read back from disk per trip to the blocking pool.
 const READ_AHEAD: usize = 32;
+/// Damaged segments kept in `quarantine/` (each at most a segment, 1/16 of the bound).
+pub const QUARANTINE_KEEP: usize = 4;
+/// The folder of the spool directory damaged segments are moved to.
+pub const QUARANTINE_DIR: &str = "quarantine";
+/// How often a repeated warning (a drop per batch) is logged at most.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// A batch handed out by [`Spool::next`], to be [`Spool::ack`]ed once delivered.
 #[derive(Debug, Clone)]
@@ -59,10 +71,15 @@ pub struct SpoolStats {
     pub bytes: u64,
     /// Whether the spool is on disk.
     pub durable: bool,
-    /// Batches dropped past the bound (or found corrupt on disk) since start.
+    /// Batches dropped past the bound (or found damaged on disk) since start.
     pub dropped_batches: u64,
-    /// Points in those batches (a corrupt record's points are unknown and not counted).
+    /// Points in those batches (a damaged record's points count when its framing is readable).
     pub dropped_points: u64,
+    /// Damaged byte ranges found in the spool's segments since start.
+    pub damaged_ranges: u64,
+    /// Bytes of damaged records whose framing could not be read: their points (and, at the end
+    /// of a segment, their number) are not in the dropped figures. 0 = the figures are exact.
+    pub lost_unknown_bytes: u64,
 }
 
 /// Why the spool could not be opened.
@@ -92,7 +109,7 @@ impl SpoolOptions {
         SpoolOptions {
             segment_bytes: (max_bytes / 16).clamp(64 * 1024, 64 * 1024 * 1024),
             cache_bytes: (max_bytes / 4).min(16 * 1024 * 1024),
-            retry_every: Duration::from_secs(5),
+            retry_every: Duration::from_secs(1),
         }
     }
 }
@@ -114,6 +131,23 @@ struct Segment {
     bytes: u64,
     /// Entries of this segment still queued.
     live: u64,
+    /// How its records are laid out (segments of an older agent are read as they are).
+    format: segment::Format,
+    /// Damage was found in it: it goes to quarantine instead of being deleted.
+    damaged: bool,
+}
+
+/// A segment file to delete (or quarantine) once the lock is released.
+struct Removal {
+    path: PathBuf,
+    damaged: bool,
+}
+
+/// The warnings that would repeat once per batch, rate-limited.
+struct Warnings {
+    bound: Repeats,
+    memory: Repeats,
+    unreadable: Repeats,
 }
 
 struct Active {
@@ -143,6 +177,7 @@ struct Inner {
     problem: Option<String>,
     retry_at: Option<Instant>,
     stats: SpoolStats,
+    warnings: Warnings,
 }
 
 struct Shared {
@@ -208,6 +243,11 @@ impl Spool {
                         durable: dir.is_some(),
                         ..SpoolStats::default()
                     },
+                    warnings: Warnings {
+                        bound: Repeats::new(WARN_EVERY),
+                        memory: Repeats::new(WARN_EVERY),
+                        unreadable: Repeats::new(WARN_EVERY),
+                    },
                 }),
                 writer: Mutex::new(Vec::new()),
                 notify: Notify::new(),
@@ -250,35 +290,46 @@ impl Spool {
             }
         };
         let mut found = 0u64;
+        let mut removals = Vec::new();
         for (first_id, path) in segments {
-            let (records, damage) = match segment::scan(&path) {
+            let scan = match segment::scan(&path, first_id) {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(segment = %path.display(), error = %e, "Cannot read a spool segment; skipping it.");
                     continue;
                 }
             };
-            for d in &damage {
-                warn!(segment = %path.display(), damage = %d, "Spool segment damaged (likely a crash or power loss); skipping the damaged part.");
-                if !matches!(d, segment::Damage::BadHeader) {
-                    g.stats.dropped_batches += 1;
-                }
+            for d in &scan.damage {
+                let loss = d.loss(acked);
+                g.stats.damaged_ranges += 1;
+                g.stats.dropped_batches += loss.batches;
+                g.stats.dropped_points += loss.points;
+                g.stats.lost_unknown_bytes += loss.unknown_bytes;
+                warn!(
+                    segment = %path.display(),
+                    offset = d.offset,
+                    bytes = d.bytes,
+                    damage = %d.kind,
+                    lost_batches = loss.batches,
+                    lost_points = loss.points,
+                    unknown_bytes = loss.unknown_bytes,
+                    "Spool segment damaged (likely a crash, a power loss or a disk fault): {loss}; the intact records around it are kept."
+                );
             }
-            if damage.contains(&segment::Damage::BadHeader) {
-                continue;
-            }
+            let damaged = !scan.damage.is_empty();
             let bytes = fs::metadata(&path).map_or(0, |m| m.len());
             let mut live = 0;
-            for r in records {
+            for r in scan.records {
                 g.next_id = g.next_id.max(r.id + 1);
                 if r.id <= acked {
                     continue;
                 }
                 live += 1;
-                found += u64::from(r.batch.points);
+                let points = r.batch.points;
+                found += u64::from(points);
                 let batch = (g.cached_bytes + r.len <= self.shared.opts.cache_bytes).then(|| {
                     g.cached_bytes += r.len;
-                    Arc::new(r.batch.clone())
+                    Arc::new(r.batch)
                 });
                 g.stats.batches += 1;
                 g.stats.bytes += r.len;
@@ -287,19 +338,34 @@ impl Spool {
                     seg: Some(first_id),
                     offset: r.offset,
                     len: r.len,
-                    points: r.batch.points,
+                    points,
                     batch,
                 });
             }
-            if live == 0 {
-                if let Err(e) = fs::remove_file(&path) {
-                    warn!(segment = %path.display(), error = %e, "Cannot remove a delivered spool segment.");
+            for d in &scan.damage {
+                for &(id, _) in &d.framed {
+                    g.next_id = g.next_id.max(id + 1);
                 }
+            }
+            if live == 0 {
+                removals.push(Removal { path, damaged });
                 continue;
             }
             g.disk_bytes += bytes;
-            g.segments.insert(first_id, Segment { path, bytes, live });
+            g.segments.insert(
+                first_id,
+                Segment {
+                    path,
+                    bytes,
+                    live,
+                    format: scan.format,
+                    damaged,
+                },
+            );
         }
+        drop(g);
+        self.shared.remove_files(removals);
+        let g = self.lock();
         if g.stats.batches > 0 {
             info!(
                 batches = g.stats.batches,
@@ -376,7 +442,7 @@ impl Spool {
             }
         }
         drop(head);
-        remove_files(deletions);
+        shared.remove_files(deletions);
     }
 
     /// The oldest batch not yet acknowledged; waits for one. Cancel-safe: nothing changes until
@@ -384,7 +450,7 @@ impl Spool {
     pub async fn next(&self) -> SpoolRecord {
         loop {
             let notified = self.shared.notify.notified();
-            let want: Vec<(u64, u64, u64, u64)> = {
+            let want: Vec<Want> = {
                 let g = self.lock();
                 match g.queue.front() {
                     None => Vec::new(),
@@ -400,7 +466,21 @@ impl Spool {
                             .iter()
                             .take(READ_AHEAD)
                             .take_while(|e| e.batch.is_none())
-                            .filter_map(|e| e.seg.map(|s| (e.id, s, e.offset, e.len)))
+                            .filter_map(|e| {
+                                let seg = e.seg?;
+                                Some(Want {
+                                    id: e.id,
+                                    seg,
+                                    // Always known; were it not, the read fails and
+                                    // drops the record rather than stall delivery.
+                                    format: g
+                                        .segments
+                                        .get(&seg)
+                                        .map_or(segment::Format::V2, |s| s.format),
+                                    offset: e.offset,
+                                    len: e.len,
+                                })
+                            })
                             .collect(),
                     },
                 }
@@ -415,14 +495,21 @@ impl Spool {
 
     /// Reads records back from disk into the queue; a record that cannot be read is dropped
     /// from the queue, logged and counted (its segment was damaged after the start-up scan).
-    async fn read_back(&self, want: Vec<(u64, u64, u64, u64)>) {
+    async fn read_back(&self, want: Vec<Want>) {
         let Some(dir) = self.shared.dir.clone() else {
             return;
         };
         let read = tokio::task::spawn_blocking(move || {
             let mut open: Option<(u64, File)> = None;
             let mut out = Vec::with_capacity(want.len());
-            for (id, seg, offset, len) in want {
+            for Want {
+                id,
+                seg,
+                format,
+                offset,
+                len,
+            } in want
+            {
                 if open.as_ref().is_none_or(|(s, _)| *s != seg) {
                     match File::open(segment::segment_path(&dir, seg)) {
                         Ok(f) => open = Some((seg, f)),
@@ -436,7 +523,7 @@ impl Spool {
                 if let Some((_, f)) = &open {
                     out.push((
                         id,
-                        segment::read_at(f, offset, len, id).map_err(|e| e.to_string()),
+                        segment::read_at(f, format, offset, len, id).map_err(|e| e.to_string()),
                     ));
                 }
             }
@@ -467,8 +554,10 @@ impl Spool {
                         if g.queue[pos].batch.is_some() {
                             continue;
                         }
-                        warn!(id, %error, "Cannot read a batch back from the spool; dropping it.");
                         if let Some(e) = g.queue.remove(pos) {
+                            if let Some(b) = g.warnings.unreadable.record(1, u64::from(e.points)) {
+                                warn_unreadable(&b, Some((id, &error)));
+                            }
                             g.stats.dropped_batches += 1;
                             g.stats.dropped_points += u64::from(e.points);
                             g.forget(&e, &mut deletions);
@@ -477,7 +566,7 @@ impl Spool {
                 }
             }
         }
-        remove_files(deletions);
+        self.shared.remove_files(deletions);
     }
 
     /// Removes the record `id` once its batch was delivered (or refused for good). Only the
@@ -494,7 +583,7 @@ impl Spool {
                 g.forget(&e, &mut deletions);
             }
         }
-        remove_files(deletions);
+        self.shared.remove_files(deletions);
     }
 
     /// Whether nothing waits.
@@ -531,6 +620,13 @@ impl Spool {
         let (files, acked) = {
             let mut g = self.lock();
             let g = &mut *g;
+            // The disk is probed while the spool is off it, so it is durable again within a
+            // round of the disk having room, without waiting for a push.
+            if g.problem.is_some() && g.active.is_none() {
+                let id = g.next_id;
+                g.open_active(dir, &self.shared, id);
+            }
+            g.flush_warnings(force);
             let segments = &g.segments;
             g.to_sync.retain(|(seg, _)| segments.contains_key(seg));
             let oldest_waiting = g.queue.iter().find(|e| e.seg.is_some()).map(|e| e.id);
@@ -595,11 +691,59 @@ impl Spool {
     }
 }
 
-fn remove_files(paths: Vec<PathBuf>) {
-    for p in paths {
-        if let Err(e) = fs::remove_file(&p) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                warn!(segment = %p.display(), error = %e, "Cannot remove a spool segment.");
+fn warn_bound(b: &Burst) {
+    warn!(
+        batches = b.batches,
+        points = b.points,
+        "Spool is full; dropped its oldest segment: {b}."
+    );
+}
+
+fn warn_memory(b: &Burst) {
+    warn!(
+        batches = b.batches,
+        points = b.points,
+        "Spool memory fallback is full; dropped its oldest batch: {b}."
+    );
+}
+
+fn warn_unreadable(b: &Burst, first: Option<(u64, &str)>) {
+    let (id, error) = first.unzip();
+    warn!(
+        id,
+        error,
+        batches = b.batches,
+        points = b.points,
+        "Cannot read a batch back from the spool; dropped {b}."
+    );
+}
+
+/// A record [`Spool::next`] reads back from disk.
+struct Want {
+    id: u64,
+    seg: u64,
+    format: segment::Format,
+    offset: u64,
+    len: u64,
+}
+
+impl Shared {
+    /// Deletes segment files whose records are all gone; moves damaged ones to quarantine.
+    fn remove_files(&self, removals: Vec<Removal>) {
+        for r in removals {
+            let quarantine = self.dir.as_ref().filter(|_| r.damaged);
+            let result = match quarantine {
+                Some(dir) => {
+                    segment::quarantine(&r.path, &dir.join(QUARANTINE_DIR), QUARANTINE_KEEP).map(
+                        |to| info!(segment = %r.path.display(), to = %to.display(), "Moved a damaged spool segment to quarantine; its intact records were delivered."),
+                    )
+                }
+                None => fs::remove_file(&r.path),
+            };
+            if let Err(e) = result {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!(segment = %r.path.display(), error = %e, "Cannot remove a spool segment.");
+                }
             }
         }
     }
@@ -615,7 +759,7 @@ impl Inner {
         shared: &Shared,
         id: u64,
         len: u64,
-        deletions: &mut Vec<PathBuf>,
+        deletions: &mut Vec<Removal>,
     ) -> Option<(u64, u64, Arc<File>)> {
         // Roll: close a full segment (its fsync happens off this path).
         let full = self.active.as_ref().is_some_and(|a| {
@@ -639,39 +783,8 @@ impl Inner {
                 None => break,
             }
         }
-        if self.active.is_none() {
-            if self.retry_at.is_some_and(|t| Instant::now() < t) {
-                return None;
-            }
-            let opened = crate::files::create_dir_all(dir, crate::files::PRIVATE_DIR)
-                .and_then(|()| segment::create_segment(dir, id));
-            match opened {
-                Ok(file) => {
-                    self.segments.insert(
-                        id,
-                        Segment {
-                            path: segment::segment_path(dir, id),
-                            bytes: segment::HEADER_LEN,
-                            live: 0,
-                        },
-                    );
-                    self.disk_bytes += segment::HEADER_LEN;
-                    self.active = Some(Active {
-                        first_id: id,
-                        file: Arc::new(file),
-                    });
-                    self.dirty = true;
-                }
-                Err(e) => {
-                    // A half-created file holds nothing; remove it so it is not read as damage.
-                    let _ = fs::remove_file(segment::segment_path(dir, id));
-                    self.degrade(
-                        format!("cannot create a spool segment in {}: {e}", dir.display()),
-                        shared.opts.retry_every,
-                    );
-                    return None;
-                }
-            }
+        if self.active.is_none() && !self.open_active(dir, shared, id) {
+            return None;
         }
         let active = self.active.as_ref()?;
         let (seg, file) = (active.first_id, Arc::clone(&active.file));
@@ -683,14 +796,73 @@ impl Inner {
         Some((seg, offset, file))
     }
 
-    /// Record `id` reached its segment: it may leave memory now (past the cache budget).
-    fn written(&mut self, id: u64, len: u64, cache_bytes: u64) {
-        self.dirty = true;
+    /// Opens a new segment whose first record will be `id` (the next id), unless a disk error
+    /// was met less than `retry_every` ago; false when the spool stays off the disk.
+    fn open_active(&mut self, dir: &Path, shared: &Shared, id: u64) -> bool {
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        let opened = crate::files::create_dir_all(dir, crate::files::PRIVATE_DIR)
+            .and_then(|()| segment::create_segment(dir, id));
+        match opened {
+            Ok(file) => {
+                self.segments.insert(
+                    id,
+                    Segment {
+                        path: segment::segment_path(dir, id),
+                        bytes: segment::HEADER_LEN,
+                        live: 0,
+                        format: segment::Format::V2,
+                        damaged: false,
+                    },
+                );
+                self.disk_bytes += segment::HEADER_LEN;
+                self.active = Some(Active {
+                    first_id: id,
+                    file: Arc::new(file),
+                });
+                self.dirty = true;
+                // The header write reached the disk: new batches are durable again.
+                self.recovered();
+                true
+            }
+            Err(e) => {
+                // A half-created file holds nothing; remove it so it is not read as damage.
+                let _ = fs::remove_file(segment::segment_path(dir, id));
+                self.degrade(
+                    format!("cannot create a spool segment in {}: {e}", dir.display()),
+                    shared.opts.retry_every,
+                );
+                false
+            }
+        }
+    }
+
+    /// Logs the counts of rate-limited warnings whose window passed (all of them: at shutdown).
+    fn flush_warnings(&mut self, all: bool) {
+        if let Some(b) = self.warnings.bound.pending(all) {
+            warn_bound(&b);
+        }
+        if let Some(b) = self.warnings.memory.pending(all) {
+            warn_memory(&b);
+        }
+        if let Some(b) = self.warnings.unreadable.pending(all) {
+            warn_unreadable(&b, None);
+        }
+    }
+
+    fn recovered(&mut self) {
         if let Some(problem) = self.problem.take() {
             info!(was = %problem, "Spool is on disk again.");
             self.stats.durable = true;
             self.retry_at = None;
         }
+    }
+
+    /// Record `id` reached its segment: it may leave memory now (past the cache budget).
+    fn written(&mut self, id: u64, len: u64, cache_bytes: u64) {
+        self.dirty = true;
+        self.recovered();
         if self.cached_bytes <= cache_bytes {
             return;
         }
@@ -724,7 +896,7 @@ impl Inner {
         self.retry_at = Some(Instant::now() + retry_every);
     }
 
-    fn close_active(&mut self, deletions: &mut Vec<PathBuf>) {
+    fn close_active(&mut self, deletions: &mut Vec<Removal>) {
         if let Some(a) = self.active.take() {
             if self.dirty {
                 self.to_sync.push((a.first_id, a.file));
@@ -736,15 +908,18 @@ impl Inner {
         }
     }
 
-    fn remove_segment(&mut self, seg: u64, deletions: &mut Vec<PathBuf>) {
+    fn remove_segment(&mut self, seg: u64, deletions: &mut Vec<Removal>) {
         if let Some(s) = self.segments.remove(&seg) {
             self.disk_bytes -= s.bytes;
-            deletions.push(s.path);
+            deletions.push(Removal {
+                path: s.path,
+                damaged: s.damaged,
+            });
         }
     }
 
     /// Drops every queued batch of segment `seg` and the segment itself, counting them.
-    fn drop_segment(&mut self, seg: u64, deletions: &mut Vec<PathBuf>) {
+    fn drop_segment(&mut self, seg: u64, deletions: &mut Vec<Removal>) {
         let (mut batches, mut points) = (0u64, 0u64);
         let mut kept = VecDeque::with_capacity(self.queue.len());
         for e in std::mem::take(&mut self.queue) {
@@ -759,10 +934,9 @@ impl Inner {
         self.queue = kept;
         self.stats.dropped_batches += batches;
         self.stats.dropped_points += points;
-        warn!(
-            batches,
-            points, "Spool is full; dropped its oldest segment."
-        );
+        if let Some(b) = self.warnings.bound.record(batches, points) {
+            warn_bound(&b);
+        }
         self.remove_segment(seg, deletions);
     }
 
@@ -774,10 +948,12 @@ impl Inner {
         let Some(e) = self.queue.remove(pos) else {
             return false;
         };
-        warn!(ns = %e.batch.as_ref().map_or("", |b| b.ns.as_str()), points = e.points, "Spool memory fallback is full; dropped its oldest batch.");
+        if let Some(b) = self.warnings.memory.record(1, u64::from(e.points)) {
+            warn_memory(&b);
+        }
         self.stats.dropped_batches += 1;
         self.stats.dropped_points += u64::from(e.points);
-        let mut none = Vec::new();
+        let mut none = Vec::new(); // memory-only: no file
         self.forget(&e, &mut none);
         true
     }
@@ -794,7 +970,7 @@ impl Inner {
     }
 
     /// An entry left the queue: release it and delete its segment once nothing in it waits.
-    fn forget(&mut self, e: &Entry, deletions: &mut Vec<PathBuf>) {
+    fn forget(&mut self, e: &Entry, deletions: &mut Vec<Removal>) {
         self.release(e);
         let Some(seg) = e.seg else { return };
         let empty = self.segments.get_mut(&seg).is_some_and(|s| {

@@ -430,3 +430,116 @@ async fn segments_are_fsynced_only_for_records_that_waited_a_round() {
     spool.sync();
     assert!(!spool.lock().dirty, "shutdown fsyncs everything waiting");
 }
+
+#[tokio::test]
+async fn a_damaged_segment_gives_its_intact_records_then_goes_to_quarantine() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sent: Vec<EncodedBatch> = (0..20).map(|i| batch("a", i)).collect();
+    {
+        let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+        for b in &sent {
+            spool.push(b.clone());
+        }
+    }
+    let path = &segment_files(dir.path())[0];
+    let mut raw = fs::read(path).expect("read");
+    // An impossible length in the third record, and a damaged header.
+    let third = (segment::HEADER_LEN + 2 * segment::record_len(&sent[0])) as usize;
+    raw[third + 4..third + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    raw[..8].copy_from_slice(b"garbage!");
+    fs::write(path, raw).expect("write");
+
+    let spool = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    let st = spool.stats();
+    assert_eq!(
+        (
+            st.dropped_batches,
+            st.dropped_points,
+            st.damaged_ranges,
+            st.lost_unknown_bytes
+        ),
+        (1, 2, 2, 0),
+        "exactly the damaged record is lost: {st:?}"
+    );
+    let mut expected = sent.clone();
+    expected.remove(2);
+    assert_eq!(drain(&spool).await, expected);
+    assert!(
+        segment_files(dir.path()).is_empty(),
+        "delivered: moved away"
+    );
+    let quarantined = fs::read_dir(dir.path().join(QUARANTINE_DIR))
+        .expect("quarantine")
+        .count();
+    assert_eq!(quarantined, 1);
+    drop(spool);
+    let spool = Spool::open(dir.path(), 1 << 20).expect("reopen");
+    assert_eq!(
+        spool.stats(),
+        SpoolStats {
+            durable: true,
+            ..SpoolStats::default()
+        },
+        "not reported again"
+    );
+}
+
+#[tokio::test]
+async fn segments_an_older_agent_left_are_delivered_after_an_upgrade() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let sent: Vec<EncodedBatch> = (0..3).map(|i| batch("old", i)).collect();
+    let mut raw = segment::MAGIC_V1.to_vec();
+    for (id, b) in (1u64..).zip(&sent) {
+        let mut body = Vec::new();
+        body.extend_from_slice(&id.to_le_bytes());
+        body.extend_from_slice(&b.points.to_le_bytes());
+        body.extend_from_slice(&(b.ns.len() as u16).to_le_bytes());
+        body.extend_from_slice(b.ns.as_bytes());
+        body.extend_from_slice(&b.payload);
+        raw.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        raw.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        raw.extend_from_slice(&body);
+    }
+    fs::write(segment::segment_path(dir.path(), 1), raw).expect("write");
+    let no_cache = SpoolOptions {
+        cache_bytes: 0,
+        ..opts(4096)
+    };
+    let spool = Spool::open_with(dir.path(), 1 << 20, no_cache).expect("open");
+    assert_eq!(spool.stats().batches, 3);
+    spool.push(batch("new", 9));
+    let mut expected = sent.clone();
+    expected.push(batch("new", 9));
+    assert_eq!(
+        drain(&spool).await,
+        expected,
+        "read back from disk in both formats"
+    );
+}
+
+#[tokio::test]
+async fn the_sync_task_finds_the_disk_usable_again_without_a_push() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let spool = Spool::open_with(dir.path(), 1 << 20, opts(4096)).expect("open");
+    let next = segment::segment_path(dir.path(), 1);
+    std::os::unix::fs::symlink("/dev/full", &next).expect("symlink");
+    spool.push(batch("a", 1));
+    assert!(!spool.stats().durable);
+    // The probe's segment (the next id) is on the full disk too; the spool removes the failed
+    // file itself, which is when space "returns".
+    let probe = segment::segment_path(dir.path(), 2);
+    std::os::unix::fs::symlink("/dev/full", &probe).expect("symlink");
+    spool.sync_round(false);
+    assert!(!spool.stats().durable, "still full");
+    assert!(!probe.exists() && !next.exists());
+    spool.sync_round(false);
+    assert!(spool.stats().durable, "probed: {:?}", spool.problem());
+    spool.push(batch("a", 2));
+    drop(spool);
+    let spool = Spool::open_with(dir.path(), 1 << 20, opts(4096)).expect("reopen");
+    assert_eq!(
+        drain(&spool).await,
+        [batch("a", 2)],
+        "the probe's segment holds what followed"
+    );
+}
