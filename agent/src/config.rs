@@ -104,6 +104,14 @@ pub struct AgentConfig {
     pub plugin_pids_max: u64,
     /// Where the cgroup filesystems are mounted (tests point it at a fake tree).
     pub cgroup_root: PathBuf,
+    /// When `/post` answers: `durable` (its points are in the spool file) or `queued` (they
+    /// are in the pipeline's memory; faster, but a crash loses up to `flush_ms` of them).
+    pub post_ack: PostAck,
+    /// Most bytes of `/post` bodies being read and parsed at once (each counts its
+    /// `Content-Length`, or `max_body_bytes` when it declares none).
+    pub max_inflight_body_bytes: usize,
+    /// How long a `/post` waits for room (body bytes, queue bytes) before it answers 503.
+    pub post_wait_ms: u64,
 }
 
 /// `agent.plugin_containment`.
@@ -117,6 +125,17 @@ pub enum PluginContainment {
     Cgroup,
     /// The subreaper fallback, even where cgroups are usable.
     Reaper,
+}
+
+/// When `POST /post` answers (`agent.post_ack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PostAck {
+    /// Once the points are written to the spool file: they survive the agent being killed.
+    #[default]
+    Durable,
+    /// Once the points are queued in the agent's memory: faster, not durable.
+    Queued,
 }
 
 impl Default for AgentConfig {
@@ -139,6 +158,9 @@ impl Default for AgentConfig {
             plugin_memory_max_bytes: 512 * 1024 * 1024,
             plugin_pids_max: 256,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            post_ack: PostAck::Durable,
+            max_inflight_body_bytes: 32 * 1024 * 1024,
+            post_wait_ms: 2000,
         }
     }
 }
@@ -258,6 +280,8 @@ pub struct OutputConfig {
     pub max_message_bytes: usize,
     /// Seconds to wait for delivery at shutdown before leaving the rest in the spool.
     pub drain_secs: u64,
+    /// Bound of the queue between producers and the batcher, in bytes of points in memory.
+    pub queue_max_bytes: usize,
     /// Heartbeat interval asked of nsqd in IDENTIFY, in milliseconds (nsqd allows 1000..=60000).
     pub nsq_heartbeat_ms: u64,
     /// Timeout of each nsqd connect, write and answer, in milliseconds.
@@ -311,6 +335,7 @@ impl Default for OutputConfig {
             spool_max_bytes: 1 << 30,
             max_message_bytes: 1024 * 1024,
             drain_secs: 10,
+            queue_max_bytes: crate::pipeline::DEFAULT_QUEUE_BYTES,
             nsq_heartbeat_ms: 30_000,
             nsq_timeout_ms: 5_000,
             nsq_primary_retry_secs: 60,
@@ -502,6 +527,24 @@ impl Config {
         if self.agent.max_body_bytes < 1024 {
             bad("agent.max_body_bytes", "must be at least 1024".into());
         }
+        if self.agent.max_inflight_body_bytes < self.agent.max_body_bytes {
+            bad(
+                "agent.max_inflight_body_bytes",
+                format!(
+                    "must be at least agent.max_body_bytes ({}), or a largest body could never be read",
+                    self.agent.max_body_bytes
+                ),
+            );
+        }
+        if self.agent.max_inflight_body_bytes > u32::MAX as usize {
+            bad(
+                "agent.max_inflight_body_bytes",
+                format!("must be at most {}", u32::MAX),
+            );
+        }
+        if self.agent.post_wait_ms > 60_000 {
+            bad("agent.post_wait_ms", "must be at most 60000".into());
+        }
         if !(1..=3600).contains(&self.agent.alive_secs) {
             bad("agent.alive_secs", "must be between 1 and 3600".into());
         }
@@ -644,6 +687,12 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&out.batch_size) {
             bad("output.batch_size", "must be between 1 and 1000000".into());
+        }
+        if !((1 << 20)..=(1 << 30)).contains(&out.queue_max_bytes) {
+            bad(
+                "output.queue_max_bytes",
+                "must be between 1048576 (1 MiB) and 1073741824 (1 GiB)".into(),
+            );
         }
         if !(1..=3_600_000).contains(&out.flush_ms) {
             bad("output.flush_ms", "must be between 1 and 3600000".into());

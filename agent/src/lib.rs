@@ -41,7 +41,8 @@ pub const BUILD: &str = if cfg!(debug_assertions) {
     "release"
 };
 
-/// Capacity of the pipeline channel, in submissions (each a group of points).
+/// Capacity of the pipeline channel, in submissions (each a group of points); its bound in bytes
+/// is `output.queue_max_bytes`.
 const PIPELINE_CAPACITY: usize = 4096;
 
 /// How long producers get to stop at shutdown before the pipeline is drained anyway.
@@ -99,7 +100,8 @@ pub async fn run(
         .await
         .context("spool open task failed")??;
     let output = output::build(&config)?;
-    let (pipeline, rx) = Pipeline::new(&host, PIPELINE_CAPACITY);
+    let (pipeline, rx) =
+        Pipeline::with_bound(&host, PIPELINE_CAPACITY, config.output.queue_max_bytes);
     let output_stats = Arc::new(output::OutputStats::default());
     let state = AgentState::new(
         config.clone(),
@@ -168,6 +170,8 @@ pub async fn run(
 
     shutdown.cancelled().await;
     info!("Shutting down: stopping producers.");
+    // `/post`s waiting for room answer 503 now instead of holding the stop up.
+    pipeline.stop_waiting();
     if tokio::time::timeout(PRODUCER_STOP_DEADLINE, producers.wait())
         .await
         .is_err()
@@ -175,6 +179,7 @@ pub async fn run(
         warn!("Some producers did not stop in time; draining the pipeline anyway.");
     }
     stop_batcher.cancel();
+    pipeline.close_budget();
     batcher.await.context("batcher task failed")?;
     drain.cancel();
     delivery.await.context("delivery task failed")?;

@@ -34,6 +34,8 @@ struct Inner {
     jobs: Arc<SchedulerStats>,
     plugins: PluginManager,
     log_reads: Arc<tokio::sync::Semaphore>,
+    /// Bytes of `/post` bodies that may be read and parsed at once (`agent.max_inflight_body_bytes`).
+    post_bodies: Arc<tokio::sync::Semaphore>,
 }
 
 impl AgentState {
@@ -47,6 +49,9 @@ impl AgentState {
     ) -> Self {
         let (plan, _) = watch::channel(Arc::new(Plan::default()));
         let plugins = PluginManager::new(&config, pipeline.clone());
+        let post_bodies = Arc::new(tokio::sync::Semaphore::new(
+            config.agent.max_inflight_body_bytes,
+        ));
         AgentState {
             inner: Arc::new(Inner {
                 config,
@@ -61,6 +66,7 @@ impl AgentState {
                 jobs: Arc::default(),
                 plugins,
                 log_reads: crate::api::log::read_permits(),
+                post_bodies,
             }),
         }
     }
@@ -123,6 +129,11 @@ impl AgentState {
     /// Puts a new plan in force.
     pub fn set_plan(&self, plan: Plan) {
         self.inner.plan.send_replace(Arc::new(plan));
+    }
+
+    /// The bound of `/post` bodies in flight, in bytes.
+    pub fn post_bodies(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.inner.post_bodies
     }
 
     /// Script and built-in plugins.

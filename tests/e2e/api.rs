@@ -62,6 +62,166 @@ fn posted_json_and_line_protocol_reach_the_file_output_with_the_host_tag() {
     );
 }
 
+/// Peak resident memory of a process (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// What clients posting `body` in a loop until `until` were answered: (status, Retry-After,
+/// error message) of each answer.
+fn post_in_a_loop(
+    addr: &str,
+    clients: usize,
+    (content_type, body): (&str, &[u8]),
+    until: Instant,
+) -> Vec<(u16, Option<String>, String)> {
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| {
+                    let client = reqwest::blocking::Client::new();
+                    let mut answers = Vec::new();
+                    while Instant::now() < until {
+                        let r = client
+                            .post(format!("http://{addr}/post"))
+                            .header("content-type", content_type)
+                            .body(body.to_vec())
+                            .timeout(Duration::from_secs(60))
+                            .send();
+                        let Ok(r) = r else { break }; // the agent stopped
+                        let status = r.status().as_u16();
+                        let retry = r
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        let v: serde_json::Value = r.json().unwrap_or_default();
+                        let error = v["error"].as_str().unwrap_or_default().to_owned();
+                        answers.push((status, retry, error));
+                    }
+                    answers
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("client"))
+            .collect()
+    })
+}
+
+#[test]
+fn clients_posting_16_mb_bodies_keep_memory_bounded_and_a_stop_prompt() {
+    const BOUND_KIB: u64 = 256 * 1024;
+    let mut agent = AgentBuilder::new().registry(ONE_NS).start();
+    let pid = agent.pid().expect("running");
+    // About 16 MB of line protocol (under the 16 MiB max_body_bytes): some 200,000 points.
+    let mut body = Vec::with_capacity(16_000_000);
+    let mut i = 0u64;
+    while body.len() < 15_900_000 {
+        body.extend_from_slice(
+            format!(
+                "abuse.m{},code={},path=/api/v{} value={i}i 1764000000\n",
+                i % 50,
+                200 + i % 3,
+                i % 7
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    // And about 16 MB of JSON: some 130,000 metrics.
+    let mut json = b"[".to_vec();
+    let mut i = 0u64;
+    while json.len() < 15_900_000 {
+        json.extend_from_slice(
+            format!(
+                "{{\"name\":\"abuse.m{}\",\"value\":{i},\"timestamp\":1764000000,\"tags\":{{\"code\":\"{}\",\"path\":\"/api/v{}\"}}}},",
+                i % 50,
+                200 + i % 3,
+                i % 7
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    json.extend_from_slice(b"{\"name\":\"abuse.last\",\"value\":1}]");
+    let lp = ("text/plain", body.as_slice());
+    let mut answers = Vec::new();
+    for (clients, kind) in [(2, lp), (4, lp), (4, ("application/json", json.as_slice()))] {
+        let got = post_in_a_loop(
+            &agent.addr,
+            clients,
+            kind,
+            Instant::now() + Duration::from_secs(15),
+        );
+        let peak = peak_rss_kib(pid);
+        let ok = got.iter().filter(|a| a.0 == 200).count();
+        eprintln!(
+            "{clients} clients posting 16 MB {} bodies for 15 s: {ok} answered 200, {} answered 503; peak RSS so far {peak} KiB",
+            kind.0,
+            got.len() - ok
+        );
+        assert!(
+            peak < BOUND_KIB,
+            "{clients} clients posting 16 MB {} bodies: peak RSS {peak} KiB, bound {BOUND_KIB} KiB",
+            kind.0
+        );
+        answers.extend(got);
+    }
+    let ok = answers.iter().filter(|a| a.0 == 200).count();
+    let busy: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    assert!(ok > 0, "some bodies were taken: {answers:?}");
+    assert!(!busy.is_empty(), "a full agent answers 503: {answers:?}");
+    assert!(
+        answers.iter().all(|a| a.0 == 200 || a.0 == 503),
+        "only 200 or 503: {answers:?}"
+    );
+    assert!(
+        busy.iter()
+            .all(|a| a.1.as_deref().is_some_and(|r| r.parse::<u64>().is_ok())
+                && a.2.contains("retry")),
+        "every 503 says when to retry: {busy:?}"
+    );
+    // A stop under that load finishes within drain_secs (10) plus a few seconds.
+    let stopped = std::thread::scope(|s| {
+        let addr = agent.addr.clone();
+        let body = &body;
+        let load = s.spawn(move || {
+            post_in_a_loop(
+                &addr,
+                4,
+                ("text/plain", body),
+                Instant::now() + Duration::from_secs(60),
+            )
+        });
+        std::thread::sleep(Duration::from_secs(5));
+        let t = Instant::now();
+        let clean = agent.stop();
+        let took = t.elapsed();
+        let _ = load.join();
+        (clean, took)
+    });
+    eprintln!(
+        "agent stop under the load of 4 clients took {:?}",
+        stopped.1
+    );
+    assert!(stopped.0, "clean stop:\n{}", agent.stderr());
+    assert!(
+        stopped.1 < Duration::from_secs(15),
+        "stop under load took {:?}",
+        stopped.1
+    );
+}
+
 #[test]
 fn token_is_required_everywhere_but_status_and_big_bodies_get_413() {
     let agent = AgentBuilder::new()

@@ -320,6 +320,132 @@ fn kill9_while_the_output_is_down_then_restart_delivers_everything_spooled() {
     );
 }
 
+/// The values of the `e2e.durable` points in a file output text (complete lines only).
+fn durable_values(text: &str) -> std::collections::HashSet<u64> {
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .filter(|l| l.starts_with("e2e.durable,"))
+        .filter_map(|l| l.split(' ').nth(1))
+        .filter_map(|f| f.strip_prefix("value="))
+        .filter_map(|v| v.strip_suffix('i'))
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
+
+/// A line-protocol body of the points with these values.
+fn durable_body(values: impl Iterator<Item = u64>) -> Vec<u8> {
+    values
+        .map(|v| format!("e2e.durable value={v}i 1764000000\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+#[test]
+fn an_answered_post_survives_a_kill9_right_after_the_answer() {
+    let ns = "e2e.durable";
+    // Nothing flushes by time: only the answer's own guarantee can have put the points on disk.
+    let mut agent = AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-durable\"")
+        .config("[output]\nflush_ms = 60000")
+        .registry(&registry(&[ns]))
+        .start();
+    let (st, v) = agent.post("/post", "text/plain", durable_body(0..1500));
+    assert_eq!((st, v["accepted"].as_u64()), (200, Some(1500)), "{v}");
+    agent.kill9();
+    let agent = agent.restart(false);
+    let all = wait_until(Duration::from_secs(30), || {
+        durable_values(&agent.output_file(ns)).len() == 1500
+    });
+    assert!(
+        all,
+        "after kill -9 right after the answer, {} of 1500 answered points were delivered:\n{}",
+        durable_values(&agent.output_file(ns)).len(),
+        agent.stderr()
+    );
+}
+
+/// A small seeded generator (xorshift64*), so a failing run can be repeated.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+#[test]
+fn every_answered_post_survives_kill9_at_random_moments_of_a_concurrent_load() {
+    const CLIENTS: u64 = 4;
+    const ROUNDS: u64 = 3;
+    const PER_POST: u64 = 100;
+    let ns = "e2e.durable";
+    let mut rng = Rng(0x5eed_1234_abcd_0042);
+    let mut agent = AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-durable\"")
+        .registry(&registry(&[ns]))
+        .start();
+    let mut answered = std::collections::HashSet::new();
+    for round in 0..ROUNDS {
+        let kill_after = Duration::from_millis(300 + rng.below(1200));
+        let pid = agent.pid().expect("running");
+        let addr = agent.addr.clone();
+        let got: Vec<Vec<u64>> = std::thread::scope(|s| {
+            let clients: Vec<_> = (0..CLIENTS)
+                .map(|c| {
+                    let addr = addr.clone();
+                    s.spawn(move || {
+                        let client = reqwest::blocking::Client::new();
+                        let mut mine = Vec::new();
+                        // Bounded: the kill ends every client well before this.
+                        for k in 0..10_000u64 {
+                            let first = ((round * CLIENTS + c) * 10_000 + k) * PER_POST;
+                            let r = client
+                                .post(format!("http://{addr}/post"))
+                                .header("content-type", "text/plain")
+                                .body(durable_body(first..first + PER_POST))
+                                .timeout(Duration::from_secs(20))
+                                .send();
+                            match r {
+                                Ok(r) if r.status().as_u16() == 200 => {
+                                    mine.extend(first..first + PER_POST)
+                                }
+                                Ok(r) => panic!("unexpected answer {}", r.status()),
+                                Err(_) => break, // the agent was killed
+                            }
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            std::thread::sleep(kill_after);
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            clients
+                .into_iter()
+                .map(|c| c.join().expect("client"))
+                .collect()
+        });
+        let n: usize = got.iter().map(Vec::len).sum();
+        assert!(n > 0, "round {round}: no post was answered before the kill");
+        answered.extend(got.into_iter().flatten());
+        agent = agent.restart(false);
+    }
+    let delivered = || durable_values(&agent.output_file(ns));
+    let all = wait_until(Duration::from_secs(60), || answered.is_subset(&delivered()));
+    let missing = answered.difference(&delivered()).count();
+    assert!(
+        all,
+        "{missing} of {} answered points were not delivered after {ROUNDS} kills:\n{}",
+        answered.len(),
+        agent.stderr()
+    );
+}
+
 fn dir_size(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|d| {

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 
 use super::router;
-use crate::config::Config;
+use crate::config::{Config, PostAck};
 use crate::output::spool::Spool;
 use crate::output::OutputStats;
 use crate::pipeline::{Pipeline, Submission};
@@ -36,6 +36,8 @@ fn fixture(namespaces: &[&str], token: &str) -> Fixture {
     config.agent.log_roots = vec![logs.clone()];
     config.agent.data_dir = dir.path().join("data");
     config.agent.max_body_bytes = 64 * 1024;
+    // The tests read what was queued from `rx`; none runs a batcher unless it says so.
+    config.agent.post_ack = PostAck::Queued;
     let (pipeline, rx) = Pipeline::new("test-host", 64);
     let spool = Spool::open(&dir.path().join("spool"), 1 << 20).expect("spool");
     let state = AgentState::new(
@@ -193,6 +195,162 @@ async fn a_body_that_never_finishes_is_a_408_after_the_body_timeout() {
     assert_eq!(st, StatusCode::REQUEST_TIMEOUT, "{v}");
     assert!(error_of(&v).contains("within 30 s"), "{v}");
     assert!(started.elapsed() >= super::post::BODY_TIMEOUT);
+}
+
+/// Like [`call`], with the `Retry-After` header.
+async fn call_with_retry(
+    f: &Fixture,
+    req: Request<Body>,
+) -> (StatusCode, Option<String>, serde_json::Value) {
+    let resp = router(f.state.clone())
+        .oneshot(req)
+        .await
+        .expect("router answers");
+    let status = resp.status();
+    let retry = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        retry,
+        serde_json::from_slice(&bytes).expect("json body"),
+    )
+}
+
+/// A fixture whose `/post` answers only once the points are in the spool, with a batcher that
+/// would flush a partial batch only after a minute.
+fn durable_fixture() -> (
+    Fixture,
+    tokio::task::JoinHandle<()>,
+    tokio_util::sync::CancellationToken,
+) {
+    let mut f = fixture(&["n"], "");
+    let mut config = f.state.config().clone();
+    config.agent.post_ack = PostAck::Durable;
+    let (pipeline, rx) = Pipeline::new("test-host", 64);
+    let spool = f.state.spool().clone();
+    f.state = AgentState::new(
+        config,
+        "test-host".into(),
+        pipeline.clone(),
+        spool.clone(),
+        Arc::new(OutputStats::default()),
+    );
+    f.state.set_plan(Plan {
+        namespaces: [("n".to_owned(), NamespacePlan::default())].into(),
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let batcher = tokio::spawn(crate::pipeline::batch::run_batcher(
+        rx,
+        crate::pipeline::batch::BatchConfig {
+            batch_size: 1000,
+            flush_every: std::time::Duration::from_secs(60),
+            format: crate::config::Format::Line,
+            max_message_bytes: 1 << 20,
+        },
+        spool,
+        Arc::clone(pipeline.stats()),
+        stop.clone(),
+    ));
+    (f, batcher, stop)
+}
+
+#[tokio::test]
+async fn a_durable_post_answers_once_its_points_are_in_the_spool() {
+    let (f, batcher, stop) = durable_fixture();
+    let (st, v) = call(&f, post("/post", "text/plain", "a value=1\nb value=2\n")).await;
+    assert_eq!(
+        (st, v["accepted"].as_u64()),
+        (StatusCode::OK, Some(2)),
+        "{v}"
+    );
+    // flush_ms is a minute away: the answer itself waited for the spool.
+    let spooled = f.state.spool().stats();
+    assert_eq!((spooled.batches, spooled.durable), (1, true), "{spooled:?}");
+    assert_eq!(
+        f.state
+            .pipeline()
+            .stats()
+            .queued
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    stop.cancel();
+    batcher.await.expect("batcher");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_or_body_bound_answers_503_with_retry_after_and_takes_nothing() {
+    let mut f = fixture(&["n"], "");
+    // Everything the queue may hold is taken (by points the batcher has not encoded yet).
+    let all = f
+        .state
+        .pipeline()
+        .reserve(usize::MAX, crate::pipeline::Wait::Forever)
+        .await
+        .expect("the whole bound");
+    let (st, retry, v) = call_with_retry(&f, post("/post", "text/plain", "a value=1\n")).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert!(
+        error_of(&v).contains("queue is full (output.queue_max_bytes)")
+            && error_of(&v).contains("nothing was accepted: retry later"),
+        "{v}"
+    );
+    assert!(f.rx.try_recv().is_err(), "nothing was queued");
+    drop(all);
+    let (st, v) = call(&f, post("/post", "text/plain", "a value=1\n")).await;
+    assert_eq!(st, StatusCode::OK, "room again: {v}");
+
+    // Every byte of the bodies' bound is held by bodies being read.
+    let bound = f.state.config().agent.max_inflight_body_bytes as u32;
+    let reading = Arc::clone(f.state.post_bodies())
+        .acquire_many_owned(bound)
+        .await
+        .expect("the whole bound");
+    let (st, retry, v) = call_with_retry(&f, post("/post", "text/plain", "a value=1\n")).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert!(
+        error_of(&v).contains("agent.max_inflight_body_bytes"),
+        "{v}"
+    );
+    drop(reading);
+}
+
+#[tokio::test]
+async fn a_durable_post_is_refused_before_reading_while_the_spool_is_in_memory() {
+    let (mut f, batcher, stop) = durable_fixture();
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("spool"), "a file in the way").expect("file");
+    let spool = Spool::open(&dir.path().join("spool"), 1 << 20).expect("spool");
+    let config = f.state.config().clone();
+    let (pipeline, rx) = Pipeline::new("test-host", 64);
+    f.rx = rx;
+    f.state = AgentState::new(
+        config,
+        "test-host".into(),
+        pipeline,
+        spool,
+        Arc::new(OutputStats::default()),
+    );
+    f.state.set_plan(Plan {
+        namespaces: [("n".to_owned(), NamespacePlan::default())].into(),
+    });
+    let (st, retry, v) = call_with_retry(&f, post("/post", "text/plain", "a value=1\n")).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(retry.as_deref(), Some("5"));
+    assert!(
+        error_of(&v).contains("spool cannot write to disk")
+            && error_of(&v).contains("nothing was accepted"),
+        "{v}"
+    );
+    assert!(f.rx.try_recv().is_err(), "nothing was queued");
+    stop.cancel();
+    batcher.await.expect("batcher");
 }
 
 #[tokio::test]

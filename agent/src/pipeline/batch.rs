@@ -1,20 +1,25 @@
 //! The batcher: collects points per namespace and flushes a namespace's batch when it holds
 //! `batch_size` points or its oldest point waited `flush_ms`, encoding it for the spool.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{json, lineproto, PipelineStats, Point, Submission};
+use super::{json, lineproto, PipelineStats, Point, Stored, Submission};
 use crate::config::Format;
 use crate::output::spool::Spool;
 use crate::output::EncodedBatch;
+
+/// Most submissions taken from the channel in one round before the waiters of the round are
+/// answered: a group commit shares one flush per namespace among everything queued, but a
+/// never-empty channel must not keep waiters waiting.
+const ROUND_MAX: usize = 1024;
 
 /// How batches are cut and encoded.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +36,8 @@ pub struct BatchConfig {
 
 struct Pending {
     points: Vec<Point>,
+    /// The queue bound's share of these points, given back as they are encoded.
+    permit: Option<OwnedSemaphorePermit>,
     deadline: Instant,
 }
 
@@ -46,12 +53,12 @@ struct Batches {
 
 impl Batches {
     /// Takes the batch of `ns` out, remembering its size.
-    fn take(&mut self, ns: &str) -> Option<Vec<Point>> {
+    fn take(&mut self, ns: &str) -> Option<(Vec<Point>, Option<OwnedSemaphorePermit>)> {
         let p = self.pending.remove(ns)?;
         if let Some(len) = self.last_len.get_mut(ns) {
             *len = p.points.len();
         }
-        Some(p.points)
+        Some((p.points, p.permit))
     }
 }
 
@@ -76,7 +83,74 @@ pub fn encode(
         .collect()
 }
 
+/// Where flushed batches go, and who waits for them.
+struct Sink<'a> {
+    cfg: &'a BatchConfig,
+    spool: &'a Spool,
+    stats: &'a PipelineStats,
+    /// Producers waiting for their points to be in the spool, with their namespace.
+    waiters: Vec<(Arc<str>, oneshot::Sender<Stored>)>,
+    /// Namespaces a batch of which went to memory only during this round.
+    in_memory: HashSet<Arc<str>>,
+}
+
+impl Sink<'_> {
+    fn flush(&mut self, ns: &str, points: Vec<Point>) {
+        let n = points.len() as u64;
+        for b in encode(self.cfg.format, ns, &points, self.cfg.max_message_bytes) {
+            if self.spool.push(b) == Stored::Memory && !self.in_memory.contains(ns) {
+                self.in_memory.insert(ns.into());
+            }
+        }
+        self.stats.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Group commit: flushes every namespace someone waits on (with everything pending for it),
+    /// then answers all the round's waiters at once. A waiter hears [`Stored::Memory`] when any
+    /// batch of its namespace went to memory only in this round (the points of a waiter all
+    /// arrive in the round that answers it).
+    fn commit(&mut self, batches: &mut Batches) {
+        // In the order of their first waiter, so a round's batches keep arrival order.
+        let mut namespaces: Vec<Arc<str>> = Vec::new();
+        for (ns, _) in &self.waiters {
+            if !namespaces.contains(ns) {
+                namespaces.push(Arc::clone(ns));
+            }
+        }
+        for ns in namespaces {
+            if let Some((points, permit)) = batches.take(&ns) {
+                self.flush(&ns, points);
+                drop(permit);
+            }
+        }
+        for (ns, tx) in self.waiters.drain(..) {
+            let stored = if self.in_memory.contains(&ns) {
+                Stored::Memory
+            } else {
+                Stored::Disk
+            };
+            // A producer that went away no longer needs the answer; its points are spooled.
+            let _ = tx.send(stored);
+        }
+        self.in_memory.clear();
+    }
+
+    /// Adds a submission, keeping its waiter for the round's commit.
+    fn take_in(&mut self, batches: &mut Batches, mut sub: Submission) {
+        if let Some(tx) = sub.done.take() {
+            self.waiters.push((Arc::clone(&sub.ns), tx));
+        }
+        let cfg = self.cfg;
+        add(batches, sub, cfg, &mut |ns, points| self.flush(ns, points));
+    }
+}
+
 /// Runs until `shutdown`, then drains what producers already handed in and flushes everything.
+///
+/// Each round takes one submission and whatever else is already queued (up to [`ROUND_MAX`]);
+/// if any of them waits for the spool, the round ends with a group commit. Points nobody waits
+/// for (the agent's own collectors) are batched as before: flushed at `batch_size` points or
+/// after `flush_every`.
 pub async fn run_batcher(
     mut rx: mpsc::Receiver<Submission>,
     cfg: BatchConfig,
@@ -85,12 +159,12 @@ pub async fn run_batcher(
     shutdown: CancellationToken,
 ) {
     let mut batches = Batches::default();
-    let flush = |ns: &str, points: Vec<Point>| {
-        let n = points.len() as u64;
-        for b in encode(cfg.format, ns, &points, cfg.max_message_bytes) {
-            spool.push(b);
-        }
-        stats.queued.fetch_sub(n, Ordering::Relaxed);
+    let mut sink = Sink {
+        cfg: &cfg,
+        spool: &spool,
+        stats: &stats,
+        waiters: Vec::new(),
+        in_memory: HashSet::new(),
     };
     loop {
         let next_deadline = batches.pending.values().map(|p| p.deadline).min();
@@ -99,7 +173,15 @@ pub async fn run_batcher(
             () = shutdown.cancelled() => break,
             sub = rx.recv() => {
                 let Some(sub) = sub else { break };
-                add(&mut batches, sub, &cfg, &flush);
+                sink.in_memory.clear();
+                sink.take_in(&mut batches, sub);
+                for _ in 1..ROUND_MAX {
+                    match rx.try_recv() {
+                        Ok(sub) => sink.take_in(&mut batches, sub),
+                        Err(_) => break,
+                    }
+                }
+                sink.commit(&mut batches);
             }
             () = sleep_until(next_deadline) => {
                 let now = Instant::now();
@@ -110,22 +192,29 @@ pub async fn run_batcher(
                     .map(|(ns, _)| Arc::clone(ns))
                     .collect();
                 for ns in due {
-                    if let Some(points) = batches.take(&ns) {
-                        flush(&ns, points);
+                    if let Some((points, permit)) = batches.take(&ns) {
+                        sink.flush(&ns, points);
+                        drop(permit);
                     }
                 }
             }
         }
     }
-    // Refuse new submissions, then take what is already queued.
+    // Refuse new submissions (and waits for room), then take what is already queued.
     rx.close();
+    sink.in_memory.clear();
     while let Some(sub) = rx.recv().await {
-        add(&mut batches, sub, &cfg, &flush);
+        sink.take_in(&mut batches, sub);
     }
     let n: usize = batches.pending.values().map(|p| p.points.len()).sum();
-    for (ns, p) in batches.pending.drain() {
-        flush(&ns, p.points);
+    let namespaces: Vec<Arc<str>> = batches.pending.keys().cloned().collect();
+    for ns in namespaces {
+        if let Some((points, permit)) = batches.take(&ns) {
+            sink.flush(&ns, points);
+            drop(permit);
+        }
     }
+    sink.commit(&mut batches);
     debug!(points = n, "Batcher flushed everything at shutdown.");
 }
 
@@ -133,32 +222,48 @@ fn add(
     batches: &mut Batches,
     sub: Submission,
     cfg: &BatchConfig,
-    flush: &impl Fn(&str, Vec<Point>),
+    flush: &mut impl FnMut(&str, Vec<Point>),
 ) {
+    let Submission {
+        ns, points, permit, ..
+    } = sub;
     let last_len = batches
         .last_len
-        .entry(Arc::clone(&sub.ns))
+        .entry(Arc::clone(&ns))
         .or_insert(cfg.batch_size);
     let entry = batches
         .pending
-        .entry(Arc::clone(&sub.ns))
+        .entry(Arc::clone(&ns))
         .or_insert_with(|| Pending {
             points: Vec::with_capacity(
                 (*last_len)
-                    .max(sub.points.len())
+                    .max(points.len())
                     .min(cfg.batch_size.min(10_000)),
             ),
+            permit: None,
             deadline: Instant::now() + cfg.flush_every,
         });
-    entry.points.extend(sub.points);
+    entry.points.extend(points);
+    match (&mut entry.permit, permit) {
+        (Some(held), Some(more)) => held.merge(more),
+        (slot @ None, more) => *slot = more,
+        (Some(_), None) => {}
+    }
     while entry.points.len() >= cfg.batch_size {
+        let total = entry.points.len();
         let rest = entry.points.split_off(cfg.batch_size);
         let full = std::mem::replace(&mut entry.points, rest);
         *last_len = cfg.batch_size;
-        flush(&sub.ns, full);
+        // The flushed points' share of the bound, given back once they are encoded.
+        let share = entry
+            .permit
+            .as_mut()
+            .and_then(|p| p.split(p.num_permits() * cfg.batch_size / total));
+        flush(&ns, full);
+        drop(share);
     }
     if entry.points.is_empty() {
-        batches.pending.remove(&sub.ns);
+        batches.pending.remove(&ns);
     }
 }
 
@@ -172,7 +277,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::{Pipeline, Rename};
+    use crate::pipeline::{Pipeline, Rename, SubmitError, Wait};
     use shared::Metric;
 
     fn cfg(batch_size: usize, flush_ms: u64) -> BatchConfig {
@@ -202,13 +307,15 @@ mod tests {
         Submission {
             ns: Arc::clone(ns),
             points,
+            permit: None,
+            done: None,
         }
     }
 
     #[tokio::test]
     async fn a_new_batch_is_allocated_at_the_size_of_the_namespaces_last_one() {
         let flushed = std::sync::Mutex::new(Vec::new());
-        let flush =
+        let mut flush =
             |_: &str, points: Vec<Point>| flushed.lock().expect("flushed").push(points.len());
         let cfg = cfg(1000, 1000);
         let (quiet, busy): (Arc<str>, Arc<str>) = ("quiet".into(), "busy".into());
@@ -216,24 +323,24 @@ mod tests {
         let capacity = |b: &Batches, ns: &Arc<str>| b.pending.get(ns).map(|p| p.points.capacity());
 
         // A namespace seen for the first time gets a whole batch.
-        add(&mut b, submission(&quiet, 30), &cfg, &flush);
+        add(&mut b, submission(&quiet, 30), &cfg, &mut flush);
         assert_eq!(capacity(&b, &quiet), Some(1000));
-        assert_eq!(b.take(&quiet).map(|p| p.len()), Some(30));
+        assert_eq!(b.take(&quiet).map(|(p, _)| p.len()), Some(30));
         // Its next batch is sized by the last one, and grows if it must.
-        add(&mut b, submission(&quiet, 20), &cfg, &flush);
+        add(&mut b, submission(&quiet, 20), &cfg, &mut flush);
         assert_eq!(capacity(&b, &quiet), Some(30));
-        add(&mut b, submission(&quiet, 20), &cfg, &flush);
-        assert_eq!(b.take(&quiet).map(|p| p.len()), Some(40));
+        add(&mut b, submission(&quiet, 20), &cfg, &mut flush);
+        assert_eq!(b.take(&quiet).map(|(p, _)| p.len()), Some(40));
 
         // A namespace that filled a batch keeps getting whole ones.
-        add(&mut b, submission(&busy, 1500), &cfg, &flush);
+        add(&mut b, submission(&busy, 1500), &cfg, &mut flush);
         assert_eq!(*flushed.lock().expect("flushed"), [1000]);
-        assert_eq!(b.take(&busy).map(|p| p.len()), Some(500));
-        add(&mut b, submission(&busy, 10), &cfg, &flush);
+        assert_eq!(b.take(&busy).map(|(p, _)| p.len()), Some(500));
+        add(&mut b, submission(&busy, 10), &cfg, &mut flush);
         assert_eq!(capacity(&b, &busy), Some(500), "its last batch held 500");
-        add(&mut b, submission(&busy, 990), &cfg, &flush);
+        add(&mut b, submission(&busy, 990), &cfg, &mut flush);
         assert_eq!(*flushed.lock().expect("flushed"), [1000, 1000]);
-        add(&mut b, submission(&busy, 1), &cfg, &flush);
+        add(&mut b, submission(&busy, 1), &cfg, &mut flush);
         assert_eq!(capacity(&b, &busy), Some(1000));
     }
 
@@ -271,6 +378,115 @@ mod tests {
         stop.cancel();
         task.await.expect("join");
         assert_eq!(p.stats().queued.load(Ordering::Relaxed), 0);
+    }
+
+    fn points(n: usize) -> Vec<Point> {
+        submission(&Arc::from("x"), n).points
+    }
+
+    async fn submit_waiting(p: &Pipeline, ns: &str, n: usize) -> oneshot::Receiver<Stored> {
+        let pts = points(n);
+        let permit = p
+            .reserve(crate::pipeline::submission_bytes(&pts), Wait::Forever)
+            .await
+            .expect("room");
+        p.submit_reserved(ns, pts, permit, true)
+            .await
+            .expect("queued")
+            .expect("an answer to wait for")
+    }
+
+    #[tokio::test]
+    async fn waiters_share_one_flush_are_answered_at_once_and_give_the_bound_back() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let spool = Spool::open(dir.path(), 1 << 30).expect("spool");
+        let (p, rx) = Pipeline::with_bound("h", 16, 1 << 20);
+        let stop = CancellationToken::new();
+        // flush_ms is a minute: only the waiters can make the batcher flush now.
+        let task = tokio::spawn(run_batcher(
+            rx,
+            cfg(1000, 60_000),
+            spool.clone(),
+            Arc::clone(p.stats()),
+            stop.clone(),
+        ));
+        // The agent's own points wait for flush_ms; three posts queue before the batcher runs.
+        p.submit("a", points(2)).await.expect("collector");
+        let answers = [
+            submit_waiting(&p, "a", 3).await,
+            submit_waiting(&p, "a", 4).await,
+            submit_waiting(&p, "b", 5).await,
+        ];
+        for a in answers {
+            let stored = tokio::time::timeout(Duration::from_secs(5), a)
+                .await
+                .expect("answered before flush_ms")
+                .expect("answered");
+            assert_eq!(stored, Stored::Disk);
+        }
+        // One group commit: one batch per namespace, the collector's points included.
+        let s = spool.stats();
+        assert_eq!(s.batches, 2, "{s:?}");
+        let first = spool.next().await;
+        assert_eq!((first.batch.ns.as_str(), first.batch.points), ("a", 9));
+        assert_eq!(p.stats().queued.load(Ordering::Relaxed), 0);
+        // Encoded points gave their share of the bound back: all of it is free again.
+        let all = p
+            .reserve(usize::MAX, Wait::AtMost(Duration::from_millis(100)))
+            .await;
+        assert!(all.is_ok(), "the whole bound is free once encoded");
+        drop(all);
+        // Points nobody waits for still wait for flush_ms.
+        p.submit("c", points(1)).await.expect("collector");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(spool.stats().batches, 2);
+        stop.cancel();
+        task.await.expect("join");
+    }
+
+    #[tokio::test]
+    async fn a_full_bound_makes_a_bounded_wait_fail_and_collectors_wait() {
+        let (p, mut rx) = Pipeline::with_bound("h", 16, 1 << 20);
+        let held = p.reserve(usize::MAX, Wait::Forever).await.expect("all");
+        let full = p
+            .reserve(1000, Wait::AtMost(Duration::from_millis(50)))
+            .await;
+        assert!(matches!(full, Err(SubmitError::Full(_))), "{full:?}");
+        // A collector's submission waits instead of failing, and goes through once room is back.
+        let collector = tokio::spawn({
+            let p = p.clone();
+            async move { p.submit("a", points(3)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!collector.is_finished(), "the collector waits for room");
+        drop(held);
+        collector.await.expect("join").expect("submitted");
+        assert_eq!(rx.recv().await.map(|s| s.points.len()), Some(3));
+        // Stopping ends bounded waits at once.
+        let _held = p.reserve(usize::MAX, Wait::Forever).await.expect("all");
+        p.stop_waiting();
+        let r = p
+            .reserve(1000, Wait::AtMost(Duration::from_secs(3600)))
+            .await;
+        assert!(matches!(r, Err(SubmitError::Closed(_))), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_hears_memory_when_its_batch_is_not_on_disk() {
+        let spool = Spool::in_memory(1 << 30);
+        let (p, rx) = Pipeline::new("h", 16);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_batcher(
+            rx,
+            cfg(1000, 60_000),
+            spool.clone(),
+            Arc::clone(p.stats()),
+            stop.clone(),
+        ));
+        let answer = submit_waiting(&p, "a", 3).await.await.expect("answered");
+        assert_eq!(answer, Stored::Memory);
+        stop.cancel();
+        task.await.expect("join");
     }
 
     #[tokio::test]

@@ -22,12 +22,31 @@ pub fn parse_metrics(body: &[u8]) -> Result<Parsed<Metric>, NotAList> {
     let raw: Vec<&RawValue> = serde_json::from_slice(body)?;
     let mut out = Parsed::with_capacity(raw.len());
     for (i, el) in raw.into_iter().enumerate() {
-        match serde_json::from_str::<Metric>(el.get()) {
-            Ok(m) => out.items.push(m),
-            Err(e) => out.reject(format!("element {i}: {e}")),
-        }
+        parse_element(el.get().as_bytes(), i, &mut out);
     }
     Ok(out)
+}
+
+/// Checks that `body` is a JSON list and returns where each element is in it (byte ranges), so
+/// the elements can be parsed a group at a time (`/post` bounds its memory that way).
+pub fn element_spans(body: &[u8]) -> Result<Vec<std::ops::Range<usize>>, NotAList> {
+    let raw: Vec<&RawValue> = serde_json::from_slice(body)?;
+    let base = body.as_ptr() as usize;
+    Ok(raw
+        .iter()
+        .map(|el| {
+            let start = el.get().as_ptr() as usize - base;
+            start..start + el.get().len()
+        })
+        .collect())
+}
+
+/// Parses element `i` of a list (its bytes), adding the metric or one rejection naming `i`.
+pub fn parse_element(el: &[u8], i: usize, out: &mut Parsed<Metric>) {
+    match serde_json::from_slice::<Metric>(el) {
+        Ok(m) => out.items.push(m),
+        Err(e) => out.reject(format!("element {i}: {e}")),
+    }
 }
 
 #[derive(Serialize)]

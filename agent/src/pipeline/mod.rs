@@ -12,11 +12,17 @@ pub mod normalize;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use shared::{Metric, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
+pub use crate::output::spool::Stored;
 pub use normalize::{MetricError, Rename};
+
+/// Default bound of the queue between producers and the batcher (`output.queue_max_bytes`).
+pub const DEFAULT_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
 /// One metric, normalised: what leaves the agent.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +35,30 @@ pub struct Point {
     pub value: Value,
     /// Unix time in seconds.
     pub timestamp: i64,
+}
+
+impl Point {
+    /// About how much memory the point holds: itself and its heap allocations, each counted with
+    /// the allocator's overhead. The queue's byte bound counts points with this.
+    pub fn mem_bytes(&self) -> usize {
+        // glibc's malloc: 16 bytes of header and rounding per allocation, about.
+        const PER_ALLOC: usize = 16;
+        let heap = |cap: usize| if cap == 0 { 0 } else { cap + PER_ALLOC };
+        let tags: usize = self
+            .tags
+            .iter()
+            .map(|(k, v)| heap(k.capacity()) + heap(v.capacity()))
+            .sum();
+        let value = match &self.value {
+            Value::Str(s) => heap(s.capacity()),
+            _ => 0,
+        };
+        std::mem::size_of::<Point>()
+            + heap(self.measurement.capacity())
+            + heap(self.tags.capacity() * std::mem::size_of::<(String, String)>())
+            + tags
+            + value
+    }
 }
 
 /// One encoded message and the number of points it carries (the encoder knows; nothing counts
@@ -48,6 +78,35 @@ pub struct Submission {
     pub ns: Arc<str>,
     /// Normalised points.
     pub points: Vec<Point>,
+    /// The share of the queue's byte bound these points hold; the batcher gives it back (drops
+    /// it) as it encodes them.
+    pub permit: Option<OwnedSemaphorePermit>,
+    /// Told where the points went once they were handed to the spool (a durable `/post`
+    /// answer waits for it); `None` when nobody waits.
+    pub done: Option<oneshot::Sender<Stored>>,
+}
+
+/// How long a producer waits for room in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// As long as it takes: the agent's own collectors, whose points are never refused.
+    Forever,
+    /// As long as it takes, unless the agent is stopping (the rest of a `/post` body that
+    /// started).
+    WhileRunning,
+    /// At most this long, then [`SubmitError::Full`]; also given up when the agent is stopping.
+    AtMost(Duration),
+}
+
+/// Why points were not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The agent is shutting down.
+    #[error(transparent)]
+    Closed(#[from] PipelineClosed),
+    /// The queue stayed full for the whole wait.
+    #[error("the pipeline's queue stayed full for {} ms (output.queue_max_bytes)", .0.as_millis())]
+    Full(Duration),
 }
 
 /// Counters of the pipeline, read by `/me/status`.
@@ -123,18 +182,117 @@ pub struct Pipeline {
     tx: mpsc::Sender<Submission>,
     host: Arc<str>,
     stats: Arc<PipelineStats>,
+    /// The queue's byte bound: producers take permits (bytes) before they queue points.
+    budget: Arc<Semaphore>,
+    budget_bytes: usize,
+    /// Cancelled when the agent starts stopping: bounded waits ([`Wait::AtMost`]) give up.
+    stopping: CancellationToken,
 }
 
 impl Pipeline {
-    /// A pipeline handle and the receiving end the batcher consumes.
+    /// A pipeline handle and the receiving end the batcher consumes, with the default byte
+    /// bound ([`DEFAULT_QUEUE_BYTES`]).
     pub fn new(host: &str, capacity: usize) -> (Pipeline, mpsc::Receiver<Submission>) {
+        Self::with_bound(host, capacity, DEFAULT_QUEUE_BYTES)
+    }
+
+    /// A pipeline whose queue holds at most `capacity` submissions and about `queue_bytes` of
+    /// points ([`Point::mem_bytes`]).
+    pub fn with_bound(
+        host: &str,
+        capacity: usize,
+        queue_bytes: usize,
+    ) -> (Pipeline, mpsc::Receiver<Submission>) {
         let (tx, rx) = mpsc::channel(capacity);
+        let budget_bytes = queue_bytes.clamp(1, u32::MAX as usize);
         let p = Pipeline {
             tx,
             host: host.into(),
             stats: Arc::default(),
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            budget_bytes,
+            stopping: CancellationToken::new(),
         };
         (p, rx)
+    }
+
+    /// The agent is stopping: producers waiting a bounded time for room give up now.
+    pub fn stop_waiting(&self) {
+        self.stopping.cancel();
+    }
+
+    /// Takes `bytes` of the queue's bound (at most the whole bound), waiting as `wait` says.
+    pub async fn reserve(
+        &self,
+        bytes: usize,
+        wait: Wait,
+    ) -> Result<OwnedSemaphorePermit, SubmitError> {
+        let n = bytes.clamp(1, self.budget_bytes) as u32;
+        let acquire = Arc::clone(&self.budget).acquire_many_owned(n);
+        let acquired = match wait {
+            Wait::Forever => acquire.await,
+            Wait::WhileRunning => tokio::select! {
+                r = acquire => r,
+                () = self.stopping.cancelled() => return Err(PipelineClosed.into()),
+            },
+            Wait::AtMost(limit) => tokio::select! {
+                r = acquire => r,
+                () = tokio::time::sleep(limit) => return Err(SubmitError::Full(limit)),
+                () = self.stopping.cancelled() => return Err(PipelineClosed.into()),
+            },
+        };
+        acquired.map_err(|_| SubmitError::Closed(PipelineClosed))
+    }
+
+    /// Queues `points` of `ns` under `permit` (from [`Pipeline::reserve`]), which is first
+    /// fitted to the points' size: the excess is given back, a shortfall taken if it is free
+    /// (never waited for, so two producers holding reservations cannot wait on each other).
+    /// With `ack`, the answer says where the points went once they are in the spool.
+    pub async fn submit_reserved(
+        &self,
+        ns: &str,
+        points: Vec<Point>,
+        mut permit: OwnedSemaphorePermit,
+        ack: bool,
+    ) -> Result<Option<oneshot::Receiver<Stored>>, PipelineClosed> {
+        if points.is_empty() {
+            return Ok(None);
+        }
+        let want = submission_bytes(&points).clamp(1, self.budget_bytes);
+        let held = permit.num_permits();
+        if held > want {
+            drop(permit.split(held - want));
+        } else if held < want {
+            if let Ok(more) = Arc::clone(&self.budget).try_acquire_many_owned((want - held) as u32)
+            {
+                permit.merge(more);
+            }
+        }
+        let n = points.len() as u64;
+        let (done, answer) = if ack {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        self.stats.queued.fetch_add(n, Ordering::Relaxed);
+        let sub = Submission {
+            ns: ns.into(),
+            points,
+            permit: Some(permit),
+            done,
+        };
+        if self.tx.send(sub).await.is_err() {
+            self.stats.queued.fetch_sub(n, Ordering::Relaxed);
+            return Err(PipelineClosed);
+        }
+        self.stats.accepted.fetch_add(n, Ordering::Relaxed);
+        Ok(answer)
+    }
+
+    /// Closes the byte bound: every wait for room ends with [`PipelineClosed`].
+    pub fn close_budget(&self) {
+        self.budget.close();
     }
 
     /// The `host` tag value.
@@ -156,21 +314,7 @@ impl Pipeline {
         metrics: Vec<Metric>,
         rename: Rename<'_>,
     ) -> Result<Ingested, PipelineClosed> {
-        let now = normalize::now_secs();
-        let mut out = Ingested::default();
-        let mut points = Vec::with_capacity(metrics.len());
-        for m in metrics {
-            match normalize::normalize(m, rename, &self.host, now) {
-                Ok(p) => points.push(p),
-                Err(e) => {
-                    out.rejected += 1;
-                    if out.errors.len() < MAX_REPORTED_ERRORS {
-                        out.errors.push(e.to_string());
-                    }
-                }
-            }
-        }
-        out.accepted = points.len();
+        let (points, out) = normalize_all(metrics, rename, &self.host, normalize::now_secs());
         self.stats
             .rejected
             .fetch_add(out.rejected as u64, Ordering::Relaxed);
@@ -178,22 +322,46 @@ impl Pipeline {
         Ok(out)
     }
 
-    /// Submits already normalised points to `ns`; waits while the channel is full.
+    /// Submits already normalised points to `ns`; waits while the queue is full (in bytes or
+    /// in submissions) for as long as it takes: the agent's own points are never refused.
     pub async fn submit(&self, ns: &str, points: Vec<Point>) -> Result<(), PipelineClosed> {
         if points.is_empty() {
             return Ok(());
         }
-        let n = points.len() as u64;
-        self.stats.queued.fetch_add(n, Ordering::Relaxed);
-        let sub = Submission {
-            ns: ns.into(),
-            points,
+        let permit = match self.reserve(submission_bytes(&points), Wait::Forever).await {
+            Ok(p) => p,
+            Err(_) => return Err(PipelineClosed),
         };
-        if self.tx.send(sub).await.is_err() {
-            self.stats.queued.fetch_sub(n, Ordering::Relaxed);
-            return Err(PipelineClosed);
-        }
-        self.stats.accepted.fetch_add(n, Ordering::Relaxed);
+        self.submit_reserved(ns, points, permit, false).await?;
         Ok(())
     }
+}
+
+/// Normalises `metrics` into points; the invalid ones are counted with their reasons.
+pub fn normalize_all(
+    metrics: Vec<Metric>,
+    rename: Rename<'_>,
+    host: &str,
+    now: i64,
+) -> (Vec<Point>, Ingested) {
+    let mut out = Ingested::default();
+    let mut points = Vec::with_capacity(metrics.len());
+    for m in metrics {
+        match normalize::normalize(m, rename, host, now) {
+            Ok(p) => points.push(p),
+            Err(e) => {
+                out.rejected += 1;
+                if out.errors.len() < MAX_REPORTED_ERRORS {
+                    out.errors.push(e.to_string());
+                }
+            }
+        }
+    }
+    out.accepted = points.len();
+    (points, out)
+}
+
+/// What a submission of `points` counts against the queue's byte bound.
+pub fn submission_bytes(points: &[Point]) -> usize {
+    std::mem::size_of::<Submission>() + points.iter().map(Point::mem_bytes).sum::<usize>()
 }

@@ -62,6 +62,16 @@ pub struct SpoolRecord {
     pub batch: Arc<EncodedBatch>,
 }
 
+/// Where [`Spool::push`] put a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Written to a segment file (`write(2)`, fsynced by the sync task's policy): it survives the
+    /// agent being killed.
+    Disk,
+    /// In memory only (no usable disk, or a memory-only spool): lost if the agent dies first.
+    Memory,
+}
+
 /// Figures for `/me/status`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpoolStats {
@@ -377,11 +387,12 @@ impl Spool {
     }
 
     /// Appends a batch: written to the open segment (one `write`, no fsync) before `push`
-    /// returns. Past the bound the oldest segments are dropped and counted.
+    /// returns. Past the bound the oldest segments are dropped and counted. Says where the batch
+    /// is: [`Stored::Disk`] survives the agent being killed, [`Stored::Memory`] does not.
     ///
     /// The write happens outside the queue's lock, so the delivery loop is never held up by the
     /// disk; the batch is queued (in memory) first, and the output may already be taking it.
-    pub fn push(&self, batch: EncodedBatch) {
+    pub fn push(&self, batch: EncodedBatch) -> Stored {
         let shared = &*self.shared;
         let batch = Arc::new(batch);
         let len = segment::record_len(&batch);
@@ -423,13 +434,17 @@ impl Spool {
             (id, place)
         };
         shared.notify.notify_one();
+        let mut stored = Stored::Memory;
         if let (Some((seg, _, file)), Some(dir)) = (place, &shared.dir) {
             head.clear();
             segment::encode_head(id, &batch, &mut head);
             let written = segment::write_two(&file, &head, &batch.payload);
             let mut g = self.lock();
             match written {
-                Ok(()) => g.written(id, len, shared.opts.cache_bytes),
+                Ok(()) => {
+                    g.written(id, len, shared.opts.cache_bytes);
+                    stored = Stored::Disk;
+                }
                 Err(e) => {
                     // What reached the file is a torn record at its end, which a scan skips.
                     g.unwritten(id, seg, len);
@@ -443,6 +458,7 @@ impl Spool {
         }
         drop(head);
         shared.remove_files(deletions);
+        stored
     }
 
     /// The oldest batch not yet acknowledged; waits for one. Cancel-safe: nothing changes until

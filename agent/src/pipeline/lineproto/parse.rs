@@ -41,9 +41,16 @@ pub fn parse_body(body: &[u8]) -> Parsed<Metric> {
 /// metric and tag map). A line that does not parse, or a metric of it that does not normalise,
 /// is a rejection naming the line.
 pub fn parse_points(body: &[u8], host: &str, now: i64) -> Parsed<Point> {
+    parse_points_from(body, 1, host, now)
+}
+
+/// [`parse_points`] of a part of a body whose first line is line `first_line` of the body, so
+/// rejections name the body's line numbers.
+pub fn parse_points_from(body: &[u8], first_line: usize, host: &str, now: i64) -> Parsed<Point> {
     // A typical line is 50 to 100 bytes; reserving avoids regrowing on big bodies.
     let mut out = Parsed::with_capacity(body.len() / 64);
     for (i, line) in lines(body) {
+        let i = i + first_line - 1;
         match parse_parts(line) {
             Ok(None) => {}
             Ok(Some(parts)) => {
