@@ -16,16 +16,15 @@ use nix::unistd::Pid;
 pub struct PidFile {
     path: PathBuf,
     _lock: Flock<File>,
+    /// Why this agent could not be recorded as the last one started, to be logged once the log
+    /// is open.
+    pub pointer_warning: Option<String>,
 }
 
 impl Drop for PidFile {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
-        if let Some(pointer) = pointer_file() {
-            if fs::read_to_string(&pointer).is_ok_and(|p| Path::new(p.trim()) == self.path) {
-                let _ = fs::remove_file(pointer);
-            }
-        }
+        pointer().forget(&self.path);
     }
 }
 
@@ -75,21 +74,26 @@ pub fn acquire(path: &Path) -> anyhow::Result<PidFile> {
     lock.rewind()?;
     writeln!(lock, "{}", std::process::id())?;
     lock.flush()?;
-    if let Some(pointer) = pointer_file() {
-        // Best effort: lets `agent stop` without arguments find this agent.
-        let _ = fs::write(pointer, path.display().to_string());
-    }
+    // Lets `agent stop` without arguments (and agentctl) find this agent; without it they need
+    // `-f`, so a pointer that cannot be recorded safely is only a warning.
+    let recorded = std::path::absolute(path)
+        .map_err(|e| e.to_string())
+        .and_then(|abs| pointer().record(&abs).map_err(|e| e.to_string()));
+    let pointer_warning = recorded.err().map(|e| {
+        format!("cannot record this agent as the last one started ({e}); `agent stop` needs -f <config> for it")
+    });
     Ok(PidFile {
         path: path.to_owned(),
         _lock: lock,
+        pointer_warning,
     })
 }
 
 /// Where the pid file of the last agent started by this user is recorded, so `agent stop`
 /// works without arguments, as the original agent's did, and
 /// agentctl follows it to the token file beside the pid file.
-pub fn pointer_file() -> Option<PathBuf> {
-    Some(shared::last_started_pointer(nix::unistd::getuid().as_raw()))
+fn pointer() -> shared::pointer::Pointer {
+    shared::pointer::Pointer::for_user(nix::unistd::getuid().as_raw())
 }
 
 /// Starts this binary again in the background (new session, no terminal) and waits until it
@@ -179,18 +183,15 @@ pub fn stop(pid_file: &Path, timeout: Duration) -> anyhow::Result<i32> {
 
 /// Finds the pid file `agent stop` without arguments should use.
 pub fn find_running_pid_file() -> anyhow::Result<PathBuf> {
-    let pointer = pointer_file().context("no runtime directory")?;
-    match fs::read_to_string(&pointer) {
-        Ok(text) => Ok(PathBuf::from(text.trim())),
+    use shared::pointer::PointerError;
+    match pointer().read() {
+        Ok(pid_file) => Ok(pid_file),
         // The pointer goes when its agent stops; an agent started before it may still run.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+        Err(PointerError::NotRecorded(_)) => anyhow::bail!(
             "the last agent this user started is not running (or none was started), and only that one is recorded; to stop another, name its config: agent stop -f <config>"
         ),
-        Err(e) => Err(e).with_context(|| {
-            format!(
-                "cannot read {}, where the last agent this user started is recorded; name its config: agent stop -f <config>",
-                pointer.display()
-            )
-        }),
+        Err(e) => anyhow::bail!(
+            "cannot use the record of the last agent this user started ({e}); name its config: agent stop -f <config>"
+        ),
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 /// The agent's umask: no write for group, nothing for others.
@@ -80,6 +80,31 @@ pub fn tighten_tree(dir: &Path, depth: usize) {
             _ => {}
         }
     }
+}
+
+/// Who besides its owner can read `path` (a config file holding a secret), when someone can:
+/// every local user (o+r), or a group that is not its owner's own (g+r); `None` when only its
+/// owner can.
+pub fn readers_besides_owner(path: &Path) -> Option<String> {
+    let meta = fs::metadata(path).ok()?;
+    let mode = meta.mode();
+    if mode & 0o004 != 0 {
+        return Some(format!("every local user (mode {:o})", mode & 0o777));
+    }
+    if mode & 0o040 != 0 {
+        let own_group = nix::unistd::User::from_uid(meta.uid().into())
+            .ok()
+            .flatten()
+            .map(|u| u.gid.as_raw());
+        if own_group != Some(meta.gid()) {
+            let name = nix::unistd::Group::from_gid(meta.gid().into())
+                .ok()
+                .flatten()
+                .map_or_else(|| meta.gid().to_string(), |g| g.name);
+            return Some(format!("group {name} (mode {:o})", mode & 0o777));
+        }
+    }
+    None
 }
 
 #[cfg(test)]

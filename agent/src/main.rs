@@ -145,8 +145,11 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
 }
 
 fn run_daemon(config: Config, foreground: bool) -> anyhow::Result<()> {
-    let _pid = daemon::acquire(&config.pid_file())?;
+    let pid_file = daemon::acquire(&config.pid_file())?;
     let _log = agent::logging::init(&config.log_dir(), &config.log.level, foreground)?;
+    if let Some(warning) = &pid_file.pointer_warning {
+        tracing::warn!("{warning}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("agent")

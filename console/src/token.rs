@@ -7,7 +7,6 @@
 //! `agent.token_group`) is passed over, and the 401 that follows says so.
 
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The token to send and, for the 401 message, where it came from.
@@ -23,10 +22,8 @@ pub struct Found {
 /// the system-wide token file (parameters so tests can point them elsewhere).
 #[derive(Debug, Clone)]
 pub struct Places {
-    /// `$XDG_RUNTIME_DIR/agent-<uid>.pidfile` (or in the temp dir).
-    pub pointer: PathBuf,
-    /// The user id the pointer must belong to.
-    pub uid: u32,
+    /// `$XDG_RUNTIME_DIR/agent-<uid>.pidfile` (or in `{temp dir}/agent-<uid>/`).
+    pub pointer: shared::pointer::Pointer,
     /// [`shared::DEFAULT_TOKEN_FILE`].
     pub default_file: PathBuf,
 }
@@ -34,10 +31,8 @@ pub struct Places {
 impl Places {
     /// The real places for the user running agentctl.
     pub fn for_this_user() -> Places {
-        let uid = nix::unistd::getuid().as_raw();
         Places {
-            pointer: shared::last_started_pointer(uid),
-            uid,
+            pointer: shared::pointer::Pointer::for_user(nix::unistd::getuid().as_raw()),
             default_file: PathBuf::from(shared::DEFAULT_TOKEN_FILE),
         }
     }
@@ -105,23 +100,16 @@ pub fn find(
     })
 }
 
-/// The token file beside the pid file the last-started pointer names, if the pointer is this
-/// user's own (a pointer in a shared temp dir that someone else made is not followed).
+/// The token file beside the pid file the last-started pointer names, if the pointer can be
+/// trusted (see [`shared::pointer`]: one another user could have planted is not followed).
 fn last_started(places: &Places) -> Result<PathBuf, String> {
-    let shown = places.pointer.display();
-    let meta = std::fs::symlink_metadata(&places.pointer)
-        .map_err(|e| format!("{shown}: {}", reason(&e)))?;
-    if !meta.is_file() || meta.uid() != places.uid || meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{shown}: not followed (not a regular file of this user, or writable by others)"
-        ));
-    }
-    let text =
-        std::fs::read_to_string(&places.pointer).map_err(|e| format!("{shown}: {}", reason(&e)))?;
-    let pid_file = Path::new(text.trim());
+    let pid_file = places.pointer.read().map_err(|e| e.to_string())?;
     match pid_file.parent() {
-        Some(dir) if pid_file.is_absolute() => Ok(dir.join(shared::TOKEN_FILE_NAME)),
-        _ => Err(format!("{shown}: does not name a pid file")),
+        Some(dir) => Ok(dir.join(shared::TOKEN_FILE_NAME)),
+        None => Err(format!(
+            "{}: does not name a pid file",
+            places.pointer.path().display()
+        )),
     }
 }
 
@@ -183,15 +171,13 @@ mod tests {
         std::fs::create_dir(&data).expect("mkdir");
         let started = data.join(shared::TOKEN_FILE_NAME);
         std::fs::write(&started, "from-last-started\n").expect("write");
-        let pointer = dir.path().join("agent-0.pidfile");
-        std::fs::write(&pointer, data.join("agent.pid").display().to_string()).expect("write");
-        std::fs::set_permissions(&pointer, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let pointer = shared::pointer::Pointer::in_dir(dir.path(), nix::unistd::getuid().as_raw());
+        pointer.record(&data.join("agent.pid")).expect("record");
         let default_file = dir.path().join("default_token");
         std::fs::write(&default_file, "from-default\n").expect("write");
         Setup {
             places: Places {
                 pointer,
-                uid: nix::unistd::getuid().as_raw(),
                 default_file,
             },
             started,
@@ -260,16 +246,25 @@ mod tests {
     #[test]
     fn a_pointer_others_may_write_is_not_followed_and_a_named_file_must_be_readable() {
         let s = setup();
-        std::fs::set_permissions(&s.places.pointer, std::fs::Permissions::from_mode(0o666))
-            .expect("chmod");
+        let pointer = s.places.pointer.path();
+        std::fs::set_permissions(&pointer, std::fs::Permissions::from_mode(0o666)).expect("chmod");
         let f = find(None, None, "127.0.0.1:1", &s.places).expect("find");
         assert_eq!(token(&f), "from-default");
+        std::fs::set_permissions(&pointer, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let mut other_user = s.places.clone();
-        other_user.uid += 1;
-        std::fs::set_permissions(&s.places.pointer, std::fs::Permissions::from_mode(0o644))
-            .expect("chmod");
+        let uid = nix::unistd::getuid().as_raw() + 1;
+        std::fs::rename(
+            &pointer,
+            pointer.with_file_name(format!("agent-{uid}.pidfile")),
+        )
+        .expect("rename");
+        other_user.pointer = shared::pointer::Pointer::in_dir(pointer.parent().expect("dir"), uid);
         let f = find(None, None, "127.0.0.1:1", &other_user).expect("find");
-        assert_eq!(token(&f), "from-default");
+        assert_eq!(
+            token(&f),
+            "from-default",
+            "a pointer of another user is not followed"
+        );
         let e = find(
             None,
             Some(Path::new("/nonexistent/tok")),

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod client;
 pub mod metric;
+pub mod pointer;
 
 pub use client::{Client, ClientError};
 pub use metric::{Metric, Value};
@@ -19,14 +20,3 @@ pub const TOKEN_FILE_NAME: &str = "auth_token";
 /// The token file of an agent installed with the packaged layout (`data_dir = /var/lib/agent`),
 /// the last place agentctl looks.
 pub const DEFAULT_TOKEN_FILE: &str = "/var/lib/agent/auth_token";
-
-/// Where `agent start` records the pid file of the last agent user `uid` started, so that
-/// `agent stop` and agentctl find it: `$XDG_RUNTIME_DIR/agent-<uid>.pidfile`, or the same name
-/// in the temp dir when there is no runtime dir.
-pub fn last_started_pointer(uid: u32) -> std::path::PathBuf {
-    let dir = std::env::var_os("XDG_RUNTIME_DIR")
-        .map(std::path::PathBuf::from)
-        .filter(|d| d.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
-    dir.join(format!("agent-{uid}.pidfile"))
-}

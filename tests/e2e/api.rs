@@ -79,6 +79,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 /// error message) of each answer.
 fn post_in_a_loop(
     addr: &str,
+    token: &str,
     clients: usize,
     (content_type, body): (&str, &[u8]),
     until: Instant,
@@ -92,6 +93,7 @@ fn post_in_a_loop(
                     while Instant::now() < until {
                         let r = client
                             .post(format!("http://{addr}/post"))
+                            .bearer_auth(token)
                             .header("content-type", content_type)
                             .body(body.to_vec())
                             .timeout(Duration::from_secs(60))
@@ -123,6 +125,7 @@ fn clients_posting_16_mb_bodies_keep_memory_bounded_and_a_stop_prompt() {
     const BOUND_KIB: u64 = 256 * 1024;
     let mut agent = AgentBuilder::new().registry(ONE_NS).start();
     let pid = agent.pid().expect("running");
+    let token = agent.token().expect("generated token");
     // About 16 MB of line protocol (under the 16 MiB max_body_bytes): some 200,000 points.
     let mut body = Vec::with_capacity(16_000_000);
     let mut i = 0u64;
@@ -159,6 +162,7 @@ fn clients_posting_16_mb_bodies_keep_memory_bounded_and_a_stop_prompt() {
     for (clients, kind) in [(2, lp), (4, lp), (4, ("application/json", json.as_slice()))] {
         let got = post_in_a_loop(
             &agent.addr,
+            &token,
             clients,
             kind,
             Instant::now() + Duration::from_secs(15),
@@ -198,6 +202,7 @@ fn clients_posting_16_mb_bodies_keep_memory_bounded_and_a_stop_prompt() {
         let load = s.spawn(move || {
             post_in_a_loop(
                 &addr,
+                &token,
                 4,
                 ("text/plain", body),
                 Instant::now() + Duration::from_secs(60),

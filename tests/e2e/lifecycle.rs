@@ -200,3 +200,120 @@ fn malformed_config_is_refused_naming_the_key_and_file() {
         "{msg}"
     );
 }
+
+/// A local user who plants the "last agent started" pointer where root's agent looks for it
+/// (the shared temp dir, when root has no `XDG_RUNTIME_DIR`, as under `sudo`) must not make
+/// `agent stop` signal a process of their choosing, nor make `agent start` write through a
+/// symlink of theirs; an agent's own pointer still works.
+#[test]
+fn a_pointer_planted_by_another_user_is_not_followed_by_stop_nor_written_through_by_start() {
+    use std::os::unix::fs::{lchown, PermissionsExt};
+    use std::process::Command;
+    const NOBODY: u32 = 65534;
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    if !root {
+        eprintln!("skipped: needs root (files of another user are planted)");
+        return;
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let shared_tmp = work.path().join("tmp");
+    std::fs::create_dir(&shared_tmp).expect("mkdir");
+    std::fs::set_permissions(&shared_tmp, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let as_nobody = |p: &std::path::Path| lchown(p, Some(NOBODY), Some(NOBODY)).expect("chown");
+    let run_stop = || {
+        support::agent_cmd()
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("TMPDIR", &shared_tmp)
+            .arg("stop")
+            .output()
+            .expect("run agent stop")
+    };
+
+    // The attacker's "pid file": the pid of a process they want dead, locked as an agent's is.
+    let mut victim = Command::new("sleep").arg("60").spawn().expect("victim");
+    let evil = shared_tmp.join("evil.pid");
+    std::fs::write(&evil, format!("{}\n", victim.id())).expect("write");
+    as_nobody(&evil);
+    let mut locker = Command::new("flock")
+        .arg(&evil)
+        .args(["sleep", "60"])
+        .spawn()
+        .expect("flock");
+    let locked = wait_until(Duration::from_secs(10), || {
+        !Command::new("flock")
+            .args(["-n", "-s"])
+            .arg(&evil)
+            .arg("true")
+            .status()
+            .expect("flock -n")
+            .success()
+    });
+    assert!(locked, "the attacker's pid file is locked");
+    let pointer = shared_tmp.join("agent-0.pidfile");
+    std::fs::write(&pointer, evil.display().to_string()).expect("write");
+    as_nobody(&pointer);
+    let private = shared_tmp.join("agent-0");
+    std::fs::create_dir(&private).expect("mkdir");
+    std::fs::write(private.join("agent-0.pidfile"), evil.display().to_string()).expect("write");
+    as_nobody(&private.join("agent-0.pidfile"));
+    as_nobody(&private);
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let stop = run_stop();
+    std::thread::sleep(Duration::from_millis(300));
+    let victim_alive = victim.try_wait().expect("wait").is_none();
+    let _ = victim.kill();
+    let _ = locker.kill();
+    let _ = victim.wait();
+    let _ = locker.wait();
+    assert!(
+        victim_alive,
+        "agent stop signalled the process another user's pointer named:\n{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert!(!stop.status.success(), "nothing of this user's was stopped");
+
+    // A symlink where the pointer is written, to a root-only file.
+    let precious = work.path().join("precious");
+    std::fs::write(&precious, "precious\n").expect("write");
+    std::fs::set_permissions(&precious, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    for planted in [&pointer, &private.join("agent-0.pidfile")] {
+        std::fs::remove_file(planted).expect("rm");
+        std::os::unix::fs::symlink(&precious, planted).expect("symlink");
+        as_nobody(planted);
+    }
+    let mut agent = AgentBuilder::new()
+        .registry(ONE_NS)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("TMPDIR", &shared_tmp.display().to_string())
+        .start();
+    assert_eq!(
+        std::fs::read_to_string(&precious).expect("read"),
+        "precious\n",
+        "agent start wrote through another user's symlink"
+    );
+    assert!(agent.stop(), "{}", agent.stderr());
+
+    // Without the planted files, the agent records itself in a folder only it can write, and a
+    // bare `agent stop` finds it there.
+    std::fs::remove_file(&pointer).expect("rm");
+    std::fs::remove_dir_all(&private).expect("rm");
+    let mut agent = AgentBuilder::new()
+        .registry(ONE_NS)
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("TMPDIR", &shared_tmp.display().to_string())
+        .start();
+    let stop = run_stop();
+    assert!(
+        stop.status.success(),
+        "a bare agent stop finds the agent:\n{}\n{}",
+        String::from_utf8_lossy(&stop.stderr),
+        agent.stderr()
+    );
+    let meta = std::fs::symlink_metadata(&private).expect("private pointer folder");
+    assert!(meta.is_dir(), "a real folder");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700, "only root's");
+    let _ = agent.stop();
+}

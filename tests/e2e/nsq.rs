@@ -790,7 +790,10 @@ fn auth_required_is_answered_with_the_configured_secret() {
         "{stderr}"
     );
     // The harness writes the config readable by everyone: the secret in it is flagged.
-    assert!(stderr.contains("readable by every local user"), "{stderr}");
+    assert!(
+        stderr.contains("output.nsq_auth_secret and can be read by users other than its owner"),
+        "{stderr}"
+    );
 }
 
 #[test]

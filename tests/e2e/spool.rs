@@ -393,10 +393,12 @@ fn every_answered_post_survives_kill9_at_random_moments_of_a_concurrent_load() {
         let kill_after = Duration::from_millis(300 + rng.below(1200));
         let pid = agent.pid().expect("running");
         let addr = agent.addr.clone();
+        let token = agent.token().expect("generated token");
         let got: Vec<Vec<u64>> = std::thread::scope(|s| {
             let clients: Vec<_> = (0..CLIENTS)
                 .map(|c| {
                     let addr = addr.clone();
+                    let token = token.clone();
                     s.spawn(move || {
                         let client = reqwest::blocking::Client::new();
                         let mut mine = Vec::new();
@@ -405,6 +407,7 @@ fn every_answered_post_survives_kill9_at_random_moments_of_a_concurrent_load() {
                             let first = ((round * CLIENTS + c) * 10_000 + k) * PER_POST;
                             let r = client
                                 .post(format!("http://{addr}/post"))
+                                .bearer_auth(&token)
                                 .header("content-type", "text/plain")
                                 .body(durable_body(first..first + PER_POST))
                                 .timeout(Duration::from_secs(20))
@@ -1015,7 +1018,9 @@ fn a_full_disk_keeps_log_lines_whole_rate_limits_warnings_and_the_spool_is_durab
     std::fs::create_dir_all(data.join("out").join(format!("{ns}.lp"))).expect("block output");
     let mut agent = AgentBuilder::new()
         .agent_keys(&format!(
-            "hostname = \"e2e-full\"\nalive_secs = 1\ntoken = \"{TOKEN}\""
+            // Queued posts go to the memory fallback while the disk is full (durable ones
+            // would be refused with 503): that fallback's bound is what is tested here.
+            "hostname = \"e2e-full\"\nalive_secs = 1\ntoken = \"{TOKEN}\"\npost_ack = \"queued\""
         ))
         .config(&format!(
             "[output]\nflush_ms = 50\nbatch_size = {SEQ_POINTS}\nspool_max_bytes = 1048576\ndrain_secs = 1"

@@ -290,37 +290,13 @@ fn create(path: &Path, mode: u32, gid: Option<u32>) -> std::io::Result<String> {
     Ok(secret)
 }
 
-/// Who else can read the config file holding `agent.token`, when someone can: every local
-/// user (o+r), or a group that is not its owner's own (g+r); `None` when only its owner can.
-pub fn config_readers(path: &Path) -> Option<String> {
-    let meta = fs::metadata(path).ok()?;
-    let mode = meta.mode();
-    if mode & 0o004 != 0 {
-        return Some(format!("every local user (mode {:o})", mode & 0o777));
-    }
-    if mode & 0o040 != 0 {
-        let own_group = nix::unistd::User::from_uid(meta.uid().into())
-            .ok()
-            .flatten()
-            .map(|u| u.gid.as_raw());
-        if own_group != Some(meta.gid()) {
-            let name = nix::unistd::Group::from_gid(meta.gid().into())
-                .ok()
-                .flatten()
-                .map_or_else(|| meta.gid().to_string(), |g| g.name);
-            return Some(format!("group {name} (mode {:o})", mode & 0o777));
-        }
-    }
-    None
-}
-
 /// Logs a warning when the config file holding `agent.token` can be read by others.
 pub fn warn_if_config_exposes_token(config: &Config) {
     if config.agent.token.is_empty() || config.agent.token_file.is_some() {
         return;
     }
     let Some(path) = &config.source else { return };
-    if let Some(who) = config_readers(path) {
+    if let Some(who) = crate::files::readers_besides_owner(path) {
         warn!(
             path = %path.display(),
             readers = %who,

@@ -149,13 +149,10 @@ impl NsqSettings {
     }
 }
 
-/// Warns when the config file holding the AUTH secret can be read by every local user.
+/// Warns when the config file holding the AUTH secret can be read by users besides its owner.
 fn warn_if_world_readable(path: &std::path::Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        if meta.permissions().mode() & 0o004 != 0 {
-            warn!(config = %path.display(), "The config file holds output.nsq_auth_secret and is readable by every local user; chmod o-r it.");
-        }
+    if let Some(who) = crate::files::readers_besides_owner(path) {
+        warn!(config = %path.display(), readers = %who, "The config file holds output.nsq_auth_secret and can be read by users other than its owner; restrict it (chmod 600).");
     }
 }
 
