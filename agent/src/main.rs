@@ -56,6 +56,8 @@ fn main() -> ExitCode {
     // Before anything is created: nothing of the agent's is ever writable by group or others,
     // nor readable by others, whatever umask it was started with.
     agent::files::set_umask();
+    // Before any thread: bounded memory depends on it (docs/benchmarks.md, "HTTP ingestion").
+    agent::limit_malloc_arenas();
     let cli = Cli::parse();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
