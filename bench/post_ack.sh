@@ -33,8 +33,8 @@ lines = [f"app.requests.{i % 50},code={200 + i % 3},endpoint=/api/v{i % 7} value
 open(f"{d}/body.lp", "w").write("\n".join(lines) + "\n")
 PY
 
-start_agent() { # mode -> port
-    local mode="$1" port
+start_agent() { # mode -> sets $port (not in a subshell, so the agent's pid is kept for cleanup)
+    local mode="$1"
     port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
     mkdir -p "$work/$mode"
     cat > "$work/$mode/agent.toml" <<TOML
@@ -49,21 +49,21 @@ kind = "file"
 level = "warn"
 TOML
     printf '[[namespace]]\nname = "bench.load"\n' > "$work/$mode/registry.toml"
-    "$agent_bin" start --foreground -f "$work/$mode/agent.toml" 2>"$work/$mode/agent.err" &
+    "$agent_bin" start --foreground -f "$work/$mode/agent.toml" >/dev/null 2>"$work/$mode/agent.err" &
     pids+=($!)
     for _ in $(seq 100); do
         curl -fs "http://127.0.0.1:$port/me/status" >/dev/null 2>&1 && break
         sleep 0.1
     done
-    echo "$port"
 }
-queued_port="$(start_agent queued)"
-durable_port="$(start_agent durable)"
+start_agent queued; queued_port="$port"
+start_agent durable; durable_port="$port"
 
-run() { # port -> requests per second
+run() { # mode port -> requests per second
     local out
-    out="$(CTYPE=text/plain BODY="$work/body.lp" wrk -t1 -c"$conns" -d"${duration}s" \
-        -s "$repo/bench/post_load.lua" "http://127.0.0.1:$1/post?ns=bench.load")"
+    # /post needs the token each agent made at start (docs/api.md, "Token").
+    out="$(TOKEN="$(cat "$work/$1/data/auth_token")" CTYPE=text/plain BODY="$work/body.lp" wrk -t1 -c"$conns" -d"${duration}s" \
+        -s "$repo/bench/post_load.lua" "http://127.0.0.1:$2/post?ns=bench.load")"
     echo "$out" >&2
     if echo "$out" | grep -q 'Non-2xx'; then echo "error: non-2xx answers" >&2; exit 1; fi
     echo "$out" | awk '/Requests\/sec/ {print $2}'
@@ -71,8 +71,8 @@ run() { # port -> requests per second
 
 q_all=""; d_all=""
 for _ in $(seq "$rounds"); do
-    q_all="$q_all $(run "$queued_port")"
-    d_all="$d_all $(run "$durable_port")"
+    q_all="$q_all $(run queued "$queued_port")"
+    d_all="$d_all $(run durable "$durable_port")"
 done
 # Every durable answer was a 200: its points were written to the spool file before it.
 spooled="$(curl -fs "http://127.0.0.1:$durable_port/me/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pipeline"]["accepted"])')"
