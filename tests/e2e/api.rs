@@ -64,15 +64,7 @@ fn posted_json_and_line_protocol_reach_the_file_output_with_the_host_tag() {
 
 /// Peak resident memory of a process (`VmHWM`), in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
+    support::proc_status_kib(pid, "VmHWM")
 }
 
 /// What clients posting `body` in a loop until `until` were answered: (status, Retry-After,
@@ -335,15 +327,7 @@ fn log_offset_follows_a_growing_file_and_refuses_files_outside_the_roots() {
 
 /// Resident memory of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
+    support::proc_status_kib(pid, "VmRSS")
 }
 
 #[test]

@@ -304,15 +304,7 @@ fn root_agentctl_finds_the_token_of_the_agent_it_started_and_a_401_says_where_to
 
 /// Peak resident memory of a process (VmHWM), in KiB.
 fn peak_rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0)
+    support::proc_status_kib(pid, "VmHWM")
 }
 
 #[test]

@@ -430,3 +430,17 @@ impl Drop for Agent {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// A `kB` field of `/proc/<pid>/status` (`"VmHWM"`: peak resident memory, `"VmRSS"`: resident
+/// memory now), in KiB; 0 when the process or the field is gone.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
