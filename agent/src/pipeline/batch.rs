@@ -280,6 +280,24 @@ mod tests {
     use crate::pipeline::{Pipeline, Rename, SubmitError, Wait};
     use shared::Metric;
 
+    /// Runs the batcher over `p`'s queue into `spool` until the returned token is cancelled.
+    fn start_batcher(
+        rx: mpsc::Receiver<Submission>,
+        p: &Pipeline,
+        spool: &Spool,
+        cfg: BatchConfig,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_batcher(
+            rx,
+            cfg,
+            spool.clone(),
+            Arc::clone(p.stats()),
+            stop.clone(),
+        ));
+        (stop, task)
+    }
+
     fn cfg(batch_size: usize, flush_ms: u64) -> BatchConfig {
         BatchConfig {
             batch_size,
@@ -349,14 +367,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let spool = Spool::open(dir.path(), 1 << 30).expect("spool");
         let (p, rx) = Pipeline::new("h", 16);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run_batcher(
-            rx,
-            cfg(10, 200),
-            spool.clone(),
-            Arc::clone(p.stats()),
-            stop.clone(),
-        ));
+        let (stop, task) = start_batcher(rx, &p, &spool, cfg(10, 200));
         p.submit_metrics("a", metrics(25), Rename::Keep)
             .await
             .expect("submit");
@@ -401,15 +412,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let spool = Spool::open(dir.path(), 1 << 30).expect("spool");
         let (p, rx) = Pipeline::with_bound("h", 16, 1 << 20);
-        let stop = CancellationToken::new();
         // flush_ms is a minute: only the waiters can make the batcher flush now.
-        let task = tokio::spawn(run_batcher(
-            rx,
-            cfg(1000, 60_000),
-            spool.clone(),
-            Arc::clone(p.stats()),
-            stop.clone(),
-        ));
+        let (stop, task) = start_batcher(rx, &p, &spool, cfg(1000, 60_000));
         // The agent's own points wait for flush_ms; three posts queue before the batcher runs.
         p.submit("a", points(2)).await.expect("collector");
         let answers = [
@@ -475,14 +479,7 @@ mod tests {
     async fn a_waiter_hears_memory_when_its_batch_is_not_on_disk() {
         let spool = Spool::in_memory(1 << 30);
         let (p, rx) = Pipeline::new("h", 16);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run_batcher(
-            rx,
-            cfg(1000, 60_000),
-            spool.clone(),
-            Arc::clone(p.stats()),
-            stop.clone(),
-        ));
+        let (stop, task) = start_batcher(rx, &p, &spool, cfg(1000, 60_000));
         let answer = submit_waiting(&p, "a", 3).await.await.expect("answered");
         assert_eq!(answer, Stored::Memory);
         stop.cancel();
@@ -494,14 +491,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let spool = Spool::open(dir.path(), 1 << 30).expect("spool");
         let (p, rx) = Pipeline::new("h", 16);
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(run_batcher(
-            rx,
-            cfg(1000, 60_000),
-            spool.clone(),
-            Arc::clone(p.stats()),
-            stop.clone(),
-        ));
+        let (stop, task) = start_batcher(rx, &p, &spool, cfg(1000, 60_000));
         p.submit_metrics("a", metrics(3), Rename::Keep)
             .await
             .expect("a");
