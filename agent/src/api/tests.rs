@@ -62,20 +62,8 @@ fn fixture(namespaces: &[&str], token: &str) -> Fixture {
 }
 
 async fn call(f: &Fixture, req: Request<Body>) -> (StatusCode, serde_json::Value) {
-    let resp = router(f.state.clone())
-        .oneshot(req)
-        .await
-        .expect("router answers");
-    let status = resp.status();
-    let ctype = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    assert_eq!(ctype, "application/json", "every answer is JSON: {bytes:?}");
-    (status, serde_json::from_slice(&bytes).expect("json body"))
+    let (status, _, v) = call_with_retry(f, req).await;
+    (status, v)
 }
 
 fn get(uri: &str) -> Request<Body> {
@@ -207,12 +195,16 @@ async fn call_with_retry(
         .await
         .expect("router answers");
     let status = resp.status();
-    let retry = resp
-        .headers()
-        .get(header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let value_of = |name| {
+        resp.headers()
+            .get(name)
+            .and_then(|v: &axum::http::HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let ctype = value_of(header::CONTENT_TYPE).unwrap_or_default();
+    let retry = value_of(header::RETRY_AFTER);
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(ctype, "application/json", "every answer is JSON: {bytes:?}");
     (
         status,
         retry,
