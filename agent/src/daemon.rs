@@ -16,6 +16,8 @@ use nix::unistd::Pid;
 pub struct PidFile {
     path: PathBuf,
     _lock: Flock<File>,
+    /// The pid file's absolute path as recorded in the last-started pointer, if it was.
+    recorded: Option<PathBuf>,
     /// Why this agent could not be recorded as the last one started, to be logged once the log
     /// is open.
     pub pointer_warning: Option<String>,
@@ -24,7 +26,9 @@ pub struct PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
-        pointer().forget(&self.path);
+        if let Some(recorded) = &self.recorded {
+            pointer().forget(recorded);
+        }
     }
 }
 
@@ -78,13 +82,21 @@ pub fn acquire(path: &Path) -> anyhow::Result<PidFile> {
     // `-f`, so a pointer that cannot be recorded safely is only a warning.
     let recorded = std::path::absolute(path)
         .map_err(|e| e.to_string())
-        .and_then(|abs| pointer().record(&abs).map_err(|e| e.to_string()));
-    let pointer_warning = recorded.err().map(|e| {
-        format!("cannot record this agent as the last one started ({e}); `agent stop` needs -f <config> for it")
-    });
+        .and_then(|abs| match pointer().record(&abs) {
+            Ok(()) => Ok(abs),
+            Err(e) => Err(e.to_string()),
+        });
+    let (recorded, pointer_warning) = match recorded {
+        Ok(abs) => (Some(abs), None),
+        Err(e) => (
+            None,
+            Some(format!("cannot record this agent as the last one started ({e}); `agent stop` needs -f <config> for it")),
+        ),
+    };
     Ok(PidFile {
         path: path.to_owned(),
         _lock: lock,
+        recorded,
         pointer_warning,
     })
 }

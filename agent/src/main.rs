@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     // Before anything is created: nothing of the agent's is ever writable by group or others,
     // nor readable by others, whatever umask it was started with.
     agent::files::set_umask();
-    // Before any thread: bounded memory depends on it (docs/benchmarks.md, "HTTP ingestion").
+    // Before any thread: bounded memory depends on it (docs/security.md, "Bounded memory").
     agent::limit_malloc_arenas();
     let cli = Cli::parse();
     match run(cli.command) {
