@@ -41,7 +41,10 @@ pub fn run(cli: Cli) -> i32 {
         None => match runtime.block_on(tui::run(client, !cli.no_mouse)) {
             Ok(()) => commands::exit::OK,
             Err(e) => {
-                eprintln!("agentctl: {e:#}");
+                eprintln!(
+                    "agentctl: {}",
+                    shared::errors::join(e.chain().map(ToString::to_string))
+                );
                 commands::exit::FAILED
             }
         },
