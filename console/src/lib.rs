@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod fleet;
 pub mod fmt;
 pub mod token;
 pub mod tui;
