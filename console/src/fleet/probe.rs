@@ -124,7 +124,8 @@ pub enum State {
         /// What happened, for a person.
         error: String,
     },
-    /// Answered 401: the token is missing or wrong for this agent.
+    /// Answered 401 (to `/plugins/list` or `/me/ns`; `/me/status` is open to all): the token is
+    /// missing or wrong for this agent, so no action would work. The row keeps its status.
     Unauthorized {
         /// The agent's message.
         error: String,
@@ -315,8 +316,16 @@ impl Prober {
                 ),
                 Ok((Err(e), _, _)) => (state_of_error(&e), None, None, None),
                 Ok((Ok(status), plugins, ns)) => {
+                    // `/me/status` is open to everyone; the token is tested by the other two.
+                    let refused = [plugins.as_ref().err(), ns.as_ref().err()]
+                        .into_iter()
+                        .flatten()
+                        .find_map(|e| match e {
+                            ClientError::Unauthorized { .. } => Some(state_of_error(e)),
+                            _ => None,
+                        });
                     let plugins = plugins.ok();
-                    let state = classify(&status, plugins.as_ref());
+                    let state = refused.unwrap_or_else(|| classify(&status, plugins.as_ref()));
                     (
                         state,
                         Some(status),
