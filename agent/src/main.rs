@@ -50,6 +50,12 @@ enum Cmd {
     },
     /// Print the version.
     Version,
+    /// Internal: write the man pages and shell completions into DIR (packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Where to write `man/` and `completions/`.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -70,6 +76,13 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
+        Cmd::GenerateDocs { dir } => {
+            use clap::CommandFactory;
+            for file in shared::docs::generate(Cli::command(), &dir)? {
+                println!("{}", dir.join(file).display());
+            }
+            Ok(())
+        }
         Cmd::Version => {
             println!("agent {} ({})", env!("CARGO_PKG_VERSION"), agent::BUILD);
             Ok(())

@@ -51,6 +51,12 @@ pub enum Command {
     /// Many agents at once: health of every host, roll-outs in batches (docs/fleet.md).
     #[command(subcommand)]
     Fleet(FleetCommand),
+    /// Internal: write the man pages and shell completions into DIR (packaging).
+    #[command(hide = true)]
+    GenerateDocs {
+        /// Where to write `man/` and `completions/`.
+        dir: PathBuf,
+    },
 }
 
 /// `agentctl fleet ...`.

@@ -25,6 +25,21 @@ pub fn run(cli: Cli) -> i32 {
         }
     };
     let command = match cli.command {
+        Some(cli::Command::GenerateDocs { dir }) => {
+            use clap::CommandFactory;
+            return match shared::docs::generate(Cli::command(), &dir) {
+                Ok(files) => {
+                    for f in files {
+                        println!("{}", dir.join(f).display());
+                    }
+                    commands::exit::OK
+                }
+                Err(e) => {
+                    eprintln!("agentctl: cannot write into {}: {e}", dir.display());
+                    commands::exit::FAILED
+                }
+            };
+        }
         Some(cli::Command::Fleet(cmd)) => {
             // Only the token the operator gave applies to a fleet: the local agent's token file
             // (what `token::find` falls back to) is not the other hosts' token.

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod client;
+pub mod docs;
 pub mod errors;
 pub mod metric;
 pub mod pointer;

@@ -52,8 +52,8 @@ pub async fn run(client: &Client, command: Command, json: bool) -> i32 {
         Command::Log(args) => log::run(client, args, json).await,
         // `agentctl::run` sends these to `fleet::run` with the fleet's token before any client
         // for `--addr` exists; reaching here is a wiring bug, said as such.
-        Command::Fleet(_) => Err(CommandError::Input(
-            "internal error: fleet commands are run by agentctl::run".into(),
+        Command::Fleet(_) | Command::GenerateDocs { .. } => Err(CommandError::Input(
+            "internal error: fleet and generate-docs are run by agentctl::run".into(),
         )),
     };
     match result {
