@@ -857,7 +857,7 @@ fn detail(frame: &mut Frame, f: &FleetView, area: Rect) {
     let host = &f.hosts[i];
     let row = f.rows[i].as_ref();
     let mut text = match row.map(|r| &r.state) {
-        None => "not asked yet".to_owned(),
+        None => "asking...".to_owned(),
         Some(State::Ok) => "ok".to_owned(),
         Some(State::Degraded { reasons }) => reasons
             .iter()
