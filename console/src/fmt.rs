@@ -98,3 +98,11 @@ mod tests {
         assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
     }
 }
+
+/// An I/O error's text without the OS error number (`Connection refused (os error 111)`).
+pub fn without_os_error(reason: &str) -> &str {
+    match reason.find(" (os error") {
+        Some(i) => &reason[..i],
+        None => reason,
+    }
+}
