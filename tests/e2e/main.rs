@@ -7,6 +7,7 @@ mod auth;
 mod checkouts;
 mod console;
 mod contain;
+mod fleet;
 mod lifecycle;
 mod nsq;
 mod plugins;
