@@ -8,6 +8,7 @@ mod checkouts;
 mod cli;
 mod console;
 mod contain;
+mod fleet;
 mod lifecycle;
 mod nsq;
 mod plugins;
