@@ -8,6 +8,7 @@ mod checkouts;
 mod console;
 mod contain;
 mod lifecycle;
+mod metrics;
 mod nsq;
 mod plugins;
 mod registry;
