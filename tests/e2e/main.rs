@@ -5,6 +5,7 @@
 mod api;
 mod auth;
 mod checkouts;
+mod cli;
 mod console;
 mod contain;
 mod lifecycle;

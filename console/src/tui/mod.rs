@@ -1,9 +1,12 @@
 //! The terminal UI: one `select!` loop owns input, network answers and ticks; `App` holds the
-//! state, `ui::draw` only reads it, and network calls run in tasks that report back.
+//! agent's data and routes events to the screen shown (`screens`, one file per screen: its
+//! state, keys and drawing), `ui::draw` only reads it, and network calls run in tasks that
+//! report back.
 
 pub mod app;
 pub mod conn;
 pub mod event;
+pub mod screens;
 pub mod term;
 pub mod ui;
 
