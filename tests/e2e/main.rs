@@ -10,6 +10,7 @@ mod console;
 mod contain;
 mod fleet;
 mod lifecycle;
+mod metrics;
 mod nsq;
 mod plugins;
 mod registry;
