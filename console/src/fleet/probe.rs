@@ -277,10 +277,11 @@ impl Default for Prober {
 }
 
 impl Prober {
-    /// A prober with its own connection pool.
+    /// A prober with its own HTTP client (TLS set-up built once), which keeps no idle
+    /// connection: a thousand hosts must not hold thousands of sockets open.
     pub fn new(options: Options) -> Prober {
         Prober {
-            pool: Client::new(shared::DEFAULT_ADDR, None),
+            pool: Client::without_idle_pool(shared::DEFAULT_ADDR, None),
             options: Options {
                 in_flight: options.in_flight.max(1),
                 ..options
