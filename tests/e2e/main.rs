@@ -7,6 +7,7 @@ mod auth;
 mod checkouts;
 mod console;
 mod contain;
+mod herd;
 mod lifecycle;
 mod nsq;
 mod plugins;

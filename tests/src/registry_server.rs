@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -45,6 +45,8 @@ pub struct Request {
     pub query: BTreeMap<String, String>,
     /// The body, parsed as JSON when it is.
     pub body: Value,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -57,6 +59,17 @@ struct Fixture {
     /// Resource requests being answered now, and the most there ever were at once.
     resources_in_flight: usize,
     most_resources_in_flight: usize,
+    /// Namespace calls held until this many arrived (see [`RegistryServer::hold_ns_calls`]).
+    gate: Option<Gate>,
+    /// When the last gate opened.
+    gate_opened: Option<Instant>,
+}
+
+/// Holds namespace calls until `wanted` of them arrived, then answers them all at once.
+struct Gate {
+    wanted: usize,
+    arrived: usize,
+    open: tokio::sync::watch::Sender<bool>,
 }
 
 type Shared = Arc<Mutex<Fixture>>;
@@ -85,6 +98,7 @@ impl RegistryServer {
         let app = Router::new()
             .route("/api/v1/agent/ns", post(answer_ns))
             .route("/api/v1/agent/resource", get(answer_resource))
+            .route("/api/v1/agent/report", post(answer_report))
             .fallback(unknown)
             .with_state(Arc::clone(&fixture));
         let thread = std::thread::spawn(move || {
@@ -152,6 +166,49 @@ impl RegistryServer {
         self.with(|f| f.requests.clone())
     }
 
+    /// Holds the next `n` namespace calls unanswered until the last of them arrives, then
+    /// answers them together (as a fast machine whose agents started in the same instant
+    /// would see them); later calls are answered as usual.
+    pub fn hold_ns_calls(&self, n: usize) {
+        let (open, _) = tokio::sync::watch::channel(false);
+        self.with(|f| {
+            f.gate = Some(Gate {
+                wanted: n,
+                arrived: 0,
+                open,
+            });
+            f.gate_opened = None;
+        });
+    }
+
+    /// When the gate of [`Self::hold_ns_calls`] opened, once it did.
+    pub fn gate_opened(&self) -> Option<Instant> {
+        self.with(|f| f.gate_opened)
+    }
+
+    /// When each call to `path` arrived (`/api/v1/agent/ns`: one per refresh of an agent), in
+    /// order of arrival.
+    pub fn arrivals(&self, path: &str) -> Vec<Instant> {
+        self.with(|f| {
+            f.requests
+                .iter()
+                .filter(|r| r.path == path)
+                .map(|r| r.at)
+                .collect()
+        })
+    }
+
+    /// The bodies of the agent reports received (`POST /api/v1/agent/report`), in order.
+    pub fn reports(&self) -> Vec<Value> {
+        self.with(|f| {
+            f.requests
+                .iter()
+                .filter(|r| r.method == "POST" && r.path == "/api/v1/agent/report")
+                .map(|r| r.body.clone())
+                .collect()
+        })
+    }
+
     /// Stops listening; the port refuses connections afterwards.
     pub fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -197,6 +254,7 @@ fn record(fixture: &Shared, method: Method, uri: &Uri, body: &[u8]) -> Behaviour
         path: uri.path().to_owned(),
         query,
         body,
+        at: Instant::now(),
     });
     f.behaviour.clone().unwrap_or(Behaviour::Plan)
 }
@@ -242,6 +300,24 @@ async fn misbehave(behaviour: Behaviour) -> Option<Response> {
 
 async fn answer_ns(State(fixture): State<Shared>, uri: Uri, body: Bytes) -> Response {
     let behaviour = record(&fixture, Method::POST, &uri, &body);
+    let held = {
+        let mut f = fixture.lock().unwrap_or_else(|p| p.into_inner());
+        let mut waiting = None;
+        if let Some(gate) = f.gate.as_mut() {
+            gate.arrived += 1;
+            waiting = Some(gate.open.subscribe());
+            if gate.arrived >= gate.wanted {
+                let _ = gate.open.send(true);
+                f.gate = None;
+                f.gate_opened = Some(Instant::now());
+                waiting = None;
+            }
+        }
+        waiting
+    };
+    if let Some(mut open) = held {
+        let _ = open.wait_for(|open| *open).await;
+    }
     if let Some(r) = misbehave(behaviour).await {
         return r;
     }
@@ -254,6 +330,15 @@ async fn answer_ns(State(fixture): State<Shared>, uri: Uri, body: Bytes) -> Resp
         .map(|(i, ns)| (ns.clone(), Value::String(format!("resource-{i}"))))
         .collect();
     axum::Json(json!({"httpstatus": 200, "data": data})).into_response()
+}
+
+/// Takes the report (recorded) and answers as lodastack's registry does.
+async fn answer_report(State(fixture): State<Shared>, uri: Uri, body: Bytes) -> Response {
+    let behaviour = record(&fixture, Method::POST, &uri, &body);
+    if let Some(r) = misbehave(behaviour).await {
+        return r;
+    }
+    axum::Json(json!({"httpstatus": 200, "data": "success"})).into_response()
 }
 
 async fn answer_resource(
