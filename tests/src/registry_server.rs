@@ -59,16 +59,13 @@ struct Fixture {
     /// Resource requests being answered now, and the most there ever were at once.
     resources_in_flight: usize,
     most_resources_in_flight: usize,
-    /// Namespace calls held until this many arrived (see [`RegistryServer::hold_ns_calls`]).
+    /// Namespace calls held until it opens (see [`RegistryServer::hold_ns_calls`]).
     gate: Option<Gate>,
-    /// When the last gate opened.
-    gate_opened: Option<Instant>,
 }
 
-/// Holds namespace calls until `wanted` of them arrived, then answers them all at once.
+/// Holds namespace calls until it opens, then answers them all at once.
 struct Gate {
-    wanted: usize,
-    arrived: usize,
+    held: usize,
     open: tokio::sync::watch::Sender<bool>,
 }
 
@@ -166,24 +163,28 @@ impl RegistryServer {
         self.with(|f| f.requests.clone())
     }
 
-    /// Holds the next `n` namespace calls unanswered until the last of them arrives, then
-    /// answers them together (as a fast machine whose agents started in the same instant
-    /// would see them); later calls are answered as usual.
-    pub fn hold_ns_calls(&self, n: usize) {
+    /// Holds every namespace call unanswered from now until [`Self::answer_held_ns_calls`],
+    /// which answers them together (as a fast machine whose agents started in the same instant
+    /// would see them).
+    pub fn hold_ns_calls(&self) {
         let (open, _) = tokio::sync::watch::channel(false);
-        self.with(|f| {
-            f.gate = Some(Gate {
-                wanted: n,
-                arrived: 0,
-                open,
-            });
-            f.gate_opened = None;
-        });
+        self.with(|f| f.gate = Some(Gate { held: 0, open }));
     }
 
-    /// When the gate of [`Self::hold_ns_calls`] opened, once it did.
-    pub fn gate_opened(&self) -> Option<Instant> {
-        self.with(|f| f.gate_opened)
+    /// How many namespace calls are held now.
+    pub fn held_ns_calls(&self) -> usize {
+        self.with(|f| f.gate.as_ref().map_or(0, |g| g.held))
+    }
+
+    /// Answers the held namespace calls together; later ones are answered as usual. Returns
+    /// when that was.
+    pub fn answer_held_ns_calls(&self) -> Instant {
+        self.with(|f| {
+            if let Some(gate) = f.gate.take() {
+                let _ = gate.open.send(true);
+            }
+        });
+        Instant::now()
     }
 
     /// When each call to `path` arrived (`/api/v1/agent/ns`: one per refresh of an agent), in
@@ -304,14 +305,8 @@ async fn answer_ns(State(fixture): State<Shared>, uri: Uri, body: Bytes) -> Resp
         let mut f = fixture.lock().unwrap_or_else(|p| p.into_inner());
         let mut waiting = None;
         if let Some(gate) = f.gate.as_mut() {
-            gate.arrived += 1;
+            gate.held += 1;
             waiting = Some(gate.open.subscribe());
-            if gate.arrived >= gate.wanted {
-                let _ = gate.open.send(true);
-                f.gate = None;
-                f.gate_opened = Some(Instant::now());
-                waiting = None;
-            }
         }
         waiting
     };
