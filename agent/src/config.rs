@@ -32,7 +32,7 @@ pub enum ConfigError {
         message: String,
     },
     /// The file parsed but some values are unusable.
-    #[error("config file {path}: {n} problem(s):\n  - {list}", n = problems.len(), list = problems.join("\n  - "))]
+    #[error("config file {path}: {n}:\n  - {list}", n = shared::count(problems.len() as u64, "problem"), list = problems.join("\n  - "))]
     Invalid {
         /// The file.
         path: PathBuf,

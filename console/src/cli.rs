@@ -27,6 +27,11 @@ pub struct Cli {
     /// clicks and wheel scrolling; with capture on, shift-drag selects text in most terminals.
     #[arg(long)]
     pub no_mouse: bool,
+    /// Terminal UI over many agents: a host file (one `name addr[:port] [token]` or
+    /// `addr[:port]` per line, see docs/fleet.md), or `-` for stdin; opens on the Fleet screen.
+    /// --token (or --token-file) is sent to hosts without a token of their own.
+    #[arg(long, env = "AGENTCTL_HOSTS", value_name = "FILE")]
+    pub hosts: Option<String>,
     /// What to do; none opens the terminal UI.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -48,6 +53,140 @@ pub enum Command {
     Post(PostArgs),
     /// Read lines of a file the agent may read (its own log, /var/log), optionally following it.
     Log(LogArgs),
+    /// Many agents at once: health of every host, roll-outs in batches (docs/fleet.md).
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+}
+
+/// `agentctl fleet ...`.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// One row per host: state, version, uptime, registry, output, spool, dropped, plugins.
+    Status(FleetStatusArgs),
+    /// Refresh every selected host from the registry (`GET /update`), in batches.
+    Update(FleetUpdateArgs),
+    /// Update, run, enable or disable a plugin on every selected host, in batches.
+    #[command(subcommand)]
+    Plugins(FleetPluginsCommand),
+}
+
+/// Which hosts: a host file or a registry namespace, and which of them (`--filter`).
+#[derive(Debug, Clone, Args)]
+pub struct InventoryArgs {
+    /// Host file: one host per line, `name addr[:port] [token]` or `addr[:port]`; `-` = stdin.
+    #[arg(long, env = "AGENTCTL_HOSTS", value_name = "FILE")]
+    pub hosts: Option<String>,
+    /// Lodastack registry base URL: the hosts are the machines of --ns (or --registry-ns).
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
+    /// The registry namespace whose machines to take (a non-leaf namespace takes every leaf
+    /// below it).
+    #[arg(long, value_name = "NS")]
+    pub registry_ns: Option<String>,
+    /// The agents' API port, for hosts listed without one and for registry machines.
+    #[arg(long, default_value_t = crate::fleet::inventory::DEFAULT_PORT)]
+    pub port: u16,
+    /// Reach registry machines by their `hostname` or by the first address of their `ip` field.
+    #[arg(long, value_enum, default_value_t = ConnectBy::Hostname)]
+    pub connect: ConnectBy,
+    /// Hosts asked at the same time.
+    #[arg(long, default_value_t = crate::fleet::probe::DEFAULT_IN_FLIGHT, value_name = "N")]
+    pub in_flight: usize,
+    /// Only these hosts: terms joined by commas (AND), e.g. `state!=ok`, `version<0.2.0`,
+    /// `ns=web.*`, `name=db-*`, `addr=10.1.*`.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+}
+
+/// How registry machines are reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConnectBy {
+    /// The machine's `hostname`.
+    Hostname,
+    /// The first address in the machine's `ip` field.
+    Ip,
+}
+
+/// `agentctl fleet status`.
+#[derive(Debug, Clone, Args)]
+pub struct FleetStatusArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// The registry namespace (same as --registry-ns).
+    #[arg(long, value_name = "NS")]
+    pub ns: Option<String>,
+    /// Seconds one host may take to answer (a slower host is `unreachable`).
+    #[arg(long, default_value_t = 3.0, value_name = "SECS")]
+    pub timeout: f64,
+}
+
+/// How a roll-out goes.
+#[derive(Debug, Clone, Args)]
+pub struct RolloutArgs {
+    /// Hosts per batch, `N` or `N%` of the selected hosts; the next batch starts when the current
+    /// one has finished. Default: all in one batch.
+    #[arg(long, value_name = "N|N%")]
+    pub batch: Option<String>,
+    /// Start no further batch once a host has failed.
+    #[arg(long)]
+    pub stop_on_failure: bool,
+    /// Seconds one host may take for the action.
+    #[arg(long, default_value_t = 120.0, value_name = "SECS")]
+    pub host_timeout: f64,
+}
+
+/// `agentctl fleet update`.
+#[derive(Debug, Clone, Args)]
+pub struct FleetUpdateArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    /// The registry namespace (same as --registry-ns).
+    #[arg(long, value_name = "NS")]
+    pub ns: Option<String>,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+}
+
+/// `agentctl fleet plugins ...`: `--ns` names the plugin's namespace, and with --registry also
+/// the namespace whose machines are taken (unless --registry-ns says otherwise).
+#[derive(Debug, Subcommand)]
+pub enum FleetPluginsCommand {
+    /// Fetch the plugin's repository and move it to the latest commit, on every host.
+    Update(FleetPluginArgs),
+    /// Run the plugin now on every host and show the results.
+    Run(FleetRunArgs),
+    /// Schedule a disabled plugin again, on every host.
+    Enable(FleetPluginArgs),
+    /// Stop scheduling the plugin, on every host.
+    Disable(FleetPluginArgs),
+}
+
+/// A plugin action on the fleet.
+#[derive(Debug, Clone, Args)]
+pub struct FleetPluginArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+}
+
+/// `agentctl fleet plugins run`.
+#[derive(Debug, Clone, Args)]
+pub struct FleetRunArgs {
+    #[command(flatten)]
+    pub inventory: InventoryArgs,
+    #[command(flatten)]
+    pub plugin: PluginArgs,
+    #[command(flatten)]
+    pub rollout: RolloutArgs,
+    /// Seconds before each run is killed (the agent's default: 10).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// The argument string passed to `plugin.sh`.
+    #[arg(long)]
+    pub param: Option<String>,
 }
 
 /// `agentctl plugins ...`.

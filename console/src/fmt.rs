@@ -56,12 +56,7 @@ pub fn tail(text: &str, max: usize) -> String {
 
 /// `n` and the noun, singular or plural: `1 namespace`, `2 namespaces`.
 pub fn count(n: impl Into<u64>, noun: &str) -> String {
-    let n = n.into();
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
+    shared::count(n, noun)
 }
 
 /// An optional text, or `-`.

@@ -388,6 +388,15 @@ pub fn validate(plan: Plan, topic_template: &str) -> Checked {
         let mut projects: BTreeMap<String, String> = BTreeMap::new();
         for p in ns.plugins {
             let what = format!("plugin {:?}", redact_address(&p.git));
+            // The same refusal the plugin manager applies, so `agent check` reports it too.
+            if let Err(e) = crate::plugins::git::check_address(&p.git) {
+                let why = match e {
+                    crate::plugins::git::GitError::Address { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                bad(what, format!("the address is refused: {why}"));
+                continue;
+            }
             let project = match project_name(&p.git) {
                 Ok(project) => project,
                 Err(e) => {

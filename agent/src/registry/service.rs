@@ -53,6 +53,8 @@ struct Health {
     last_error: Option<String>,
     last_error_at: Option<i64>,
     failures: u64,
+    /// Refreshes the source answered (for `/metrics`; `failures` counts the others).
+    successes: u64,
     from_cache: bool,
     problems: Vec<String>,
     skipped_total: u64,
@@ -69,6 +71,14 @@ impl RegistryHandle {
         status.from_cache = h.from_cache;
         status.problems = h.problems;
         status.skipped_total = h.skipped_total;
+    }
+
+    /// Refreshes since start: (answered, failed).
+    pub fn refreshes(&self) -> (u64, u64) {
+        self.health
+            .lock()
+            .map(|h| (h.successes, h.failures))
+            .unwrap_or_default()
     }
 
     /// Asks the service to refresh now and waits for the outcome.
@@ -243,6 +253,7 @@ impl RegistryService {
         let now = now_secs();
         self.state.registry().update(|h| {
             h.last_success = Some(now);
+            h.successes += 1;
             h.last_error = None;
             h.last_error_at = None;
             h.from_cache = false;
@@ -460,6 +471,7 @@ mod tests {
         assert_eq!(s.last_error_at, None, "cleared with the error it dates");
         assert!(s.last_success.is_some());
         assert_eq!(s.problems, Vec::<String>::new());
+        assert_eq!(state.registry().refreshes(), (4, 2), "answered, failed");
     }
 
     #[tokio::test]

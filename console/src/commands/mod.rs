@@ -2,6 +2,7 @@
 //!
 //! Every command returns an exit code from [`exit`]; errors go to stderr and say what to do.
 
+pub mod fleet;
 mod log;
 pub(crate) mod plugins;
 mod post;
@@ -30,6 +31,14 @@ pub mod exit {
     pub const DECODE: i32 = 5;
     /// A plugin run was ignored because that plugin was already running (EX_TEMPFAIL: retry later).
     pub const BUSY: i32 = 75;
+    /// `fleet status`: every selected host answered, some are degraded (none worse).
+    pub const FLEET_DEGRADED: i32 = 10;
+    /// `fleet status`: some selected host refused the token (401), none unreachable.
+    pub const FLEET_UNAUTHORIZED: i32 = 11;
+    /// `fleet status`: some selected host did not answer usably.
+    pub const FLEET_UNREACHABLE: i32 = 12;
+    /// `fleet` roll-out: `--stop-on-failure` halted it; some hosts were not attempted.
+    pub const FLEET_HALTED: i32 = 13;
 }
 
 /// Runs one subcommand against the agent.
@@ -41,6 +50,11 @@ pub async fn run(client: &Client, command: Command, json: bool) -> i32 {
         Command::Plugins(cmd) => plugins::run(client, cmd, json).await,
         Command::Post(args) => post::run(client, args, json).await,
         Command::Log(args) => log::run(client, args, json).await,
+        // `agentctl::run` sends these to `fleet::run` with the fleet's token before any client
+        // for `--addr` exists; reaching here is a wiring bug, said as such.
+        Command::Fleet(_) => Err(CommandError::Input(
+            "internal error: fleet commands are run by agentctl::run".into(),
+        )),
     };
     match result {
         Ok(code) => code,
@@ -110,6 +124,13 @@ fn print_json<T: Serialize>(value: &T) -> Result<(), CommandError> {
 
 /// Prints rows as left-aligned columns under a header, sized to the widest cell.
 fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    for line in format_table(header, rows) {
+        println!("{line}");
+    }
+}
+
+/// The lines of [`print_table`]: left-aligned columns under a header, sized to the widest cell.
+fn format_table(header: &[&str], rows: &[Vec<String>]) -> Vec<String> {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -125,12 +146,13 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
                 out.push_str(&format!("{cell:<w$}  "));
             }
         }
-        println!("{}", out.trim_end());
+        out.trim_end().to_owned()
     };
-    line(&mut header.iter().copied());
+    let mut lines = vec![line(&mut header.iter().copied())];
     for row in rows {
-        line(&mut row.iter().map(String::as_str));
+        lines.push(line(&mut row.iter().map(String::as_str)));
     }
+    lines
 }
 
 /// Prints `key: value` lines with the keys aligned.
