@@ -105,7 +105,8 @@ fn forty_agents_started_together_spread_their_registry_calls() {
         .collect();
     let agents = start_together(builders);
     assert!(
-        wait_until(Duration::from_secs(60), || server.held_ns_calls() == AGENTS),
+        wait_until(Duration::from_secs(100), || server.held_ns_calls()
+            >= AGENTS),
         "not every agent asked the registry: {} calls",
         server.held_ns_calls()
     );
