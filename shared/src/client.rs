@@ -90,6 +90,19 @@ impl Client {
         Client::new_with(http, addr, token)
     }
 
+    /// Like [`Client::new`], but no connection is kept open after its answer: for talking to a
+    /// thousand agents, where an idle pool would hold thousands of sockets (and hit the
+    /// open-file limit). Share it across hosts with [`Client::with_addr`].
+    pub fn without_idle_pool(addr: &str, token: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap_or_default();
+        Client::new_with(http, addr, token)
+    }
+
     fn new_with(http: reqwest::Client, addr: &str, token: Option<String>) -> Self {
         let base = if addr.starts_with("http://") || addr.starts_with("https://") {
             addr.trim_end_matches('/').to_owned()

@@ -20,6 +20,7 @@ use super::{exit, format_table};
 
 /// Runs a fleet command; `token` is the `--token` (or `--token-file`) for hosts without their own.
 pub async fn run(command: FleetCommand, token: Option<String>, json: bool) -> i32 {
+    raise_open_file_limit();
     let result = match command {
         FleetCommand::Status(args) => {
             status(
@@ -435,4 +436,16 @@ async fn fan_out(
 /// Writes to stdout; a closed pipe (`| head`) ends the output quietly instead of a panic.
 fn out(text: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
+}
+
+/// Raises the soft open-file limit to the hard one: `--in-flight` hosts at once take three
+/// sockets each, more than a 1024 soft limit allows at high settings. Failing to raise it is not
+/// an error (the probes that cannot open a socket say so in their rows).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }

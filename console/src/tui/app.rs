@@ -12,9 +12,11 @@ use shared::ClientError;
 
 use super::conn::Conn;
 use super::event::{Event, Net, Verb};
-use super::screens::{self, logs, plugins};
+use super::screens::{self, fleet, logs, plugins};
 use super::ui;
+use crate::fleet::inventory::Host;
 
+pub use super::screens::fleet::FleetView;
 pub use super::screens::logs::{LogsView, Prompt, LOG_BATCH, LOG_LINES_KEPT, LOG_TAIL_BYTES};
 pub use super::screens::plugins::{Confirm, PluginsView};
 pub use super::screens::Tab;
@@ -71,6 +73,25 @@ pub enum Action {
     },
     /// Several at once.
     Batch(Vec<Action>),
+    /// Fleet: ask every host of the inventory (one round; answers arrive as they come).
+    Probe,
+    /// Fleet: talk to this host (index in the inventory) from now on.
+    Open {
+        /// The host.
+        host: usize,
+    },
+    /// Fleet: ask this host for its plugins (for the picker).
+    HostPlugins {
+        /// The host.
+        host: usize,
+    },
+    /// Fleet: do `action` on these hosts (indexes in the inventory).
+    Fleet {
+        /// What.
+        action: crate::fleet::action::Action,
+        /// Where.
+        hosts: Vec<usize>,
+    },
 }
 
 /// A line at the bottom of the screen about the last thing that happened.
@@ -129,6 +150,10 @@ pub struct App {
     /// Set while the agent refuses the token agentctl sends (or that it sends none): the
     /// banner's text, since the health it shows needs no token but everything else does.
     pub token_refused: Option<String>,
+    /// The Fleet screen, when agentctl started with an inventory.
+    pub fleet: Option<FleetView>,
+    /// The Fleet screen is shown (else the single-agent screens, for the host opened).
+    pub fleet_shown: bool,
 }
 
 impl App {
@@ -156,7 +181,43 @@ impl App {
             flash: None,
             quit: false,
             token_refused: None,
+            fleet: None,
+            fleet_shown: false,
         }
+    }
+
+    /// A console that starts on the Fleet screen over `hosts`.
+    pub fn for_fleet(hosts: Vec<Host>, now: i64) -> Self {
+        App {
+            fleet: Some(FleetView::new(hosts)),
+            fleet_shown: true,
+            ..App::new("", now)
+        }
+    }
+
+    /// Leaves the Fleet screen for host `i` in the single-agent screens, with nothing of the
+    /// host shown before.
+    pub(crate) fn open_host(&mut self, i: usize) -> Action {
+        let fleet = self.fleet.take();
+        let addr = fleet
+            .as_ref()
+            .and_then(|f| f.hosts.get(i))
+            .map(|h| h.addr.clone())
+            .unwrap_or_default();
+        *self = App {
+            area: self.area,
+            fleet,
+            ..App::new(&addr, self.now)
+        };
+        Action::Batch(vec![Action::Open { host: i }, self.start_refresh()])
+    }
+
+    /// Back to the Fleet screen from a host's screens.
+    fn back_to_fleet(&mut self) -> Option<Action> {
+        self.fleet_shown = true;
+        self.confirm = None;
+        self.flash = None;
+        screens::fleet::on_tick(self)
     }
 
     /// Applies one event; returns what the loop should do about it.
@@ -185,6 +246,9 @@ impl App {
     }
 
     fn on_tick(&mut self) -> Option<Action> {
+        if self.fleet_shown {
+            return fleet::on_tick(self);
+        }
         let mut actions = Vec::new();
         if !self.refreshing && self.conn.refresh_due(self.now, self.refresh_sent) {
             actions.push(self.start_refresh());
@@ -243,6 +307,24 @@ impl App {
                 offset,
                 result,
             } => logs::on_answer(self, path, offset, result),
+            Net::Probed { host, row } => {
+                if let Some(f) = &mut self.fleet {
+                    f.answered(host, *row);
+                }
+                None
+            }
+            Net::ProbeDone => {
+                fleet::on_round_done(self);
+                None
+            }
+            Net::HostPlugins { host, result } => {
+                fleet::on_host_plugins(self, host, result);
+                None
+            }
+            Net::Outcome { host, outcome } => {
+                fleet::on_outcome(self, host, outcome);
+                None
+            }
         }
     }
 
@@ -324,6 +406,18 @@ impl App {
             self.help = false;
             return None;
         }
+        if self.fleet_shown {
+            if fleet::typing(self) {
+                return fleet::on_key(self, key);
+            }
+            match key.code {
+                KeyCode::Char('q') => self.quit = true,
+                KeyCode::Char('?') => self.help = true,
+                KeyCode::Char('R') => return fleet::probe_now(self),
+                _ => return fleet::on_key(self, key),
+            }
+            return None;
+        }
         if let Some(c) = self.confirm.take() {
             return plugins::on_confirm_key(self, c, key);
         }
@@ -340,6 +434,9 @@ impl App {
             }
             // An impatient reconnect: try now rather than at the backoff's next slot.
             KeyCode::Char('R') => return self.refresh_now(),
+            KeyCode::Esc if self.fleet.is_some() && !screens::takes_esc(self) => {
+                return self.back_to_fleet()
+            }
             _ => return screens::on_key(self, key),
         }
         None
@@ -350,6 +447,22 @@ impl App {
         if self.help {
             // Like any key: a click closes the overlay, the wheel leaves it open.
             self.help = !matches!(m.kind, MouseEventKind::Down(_));
+            return None;
+        }
+        if self.fleet_shown {
+            match m.kind {
+                MouseEventKind::ScrollUp => fleet::on_wheel(self, true),
+                MouseEventKind::ScrollDown => fleet::on_wheel(self, false),
+                _ => {
+                    if let (Some(ui::Target::Row(pos)), false) =
+                        (ui::target_at(self, m.column, m.row), fleet::typing(self))
+                    {
+                        if let Some(f) = &mut self.fleet {
+                            f.select_at(pos);
+                        }
+                    }
+                }
+            }
             return None;
         }
         if self.confirm.is_some() {
@@ -381,10 +494,7 @@ fn feed<T>(result: Result<T, ClientError>, addr: &str) -> Feed<T> {
 fn short_reason(e: &ClientError) -> String {
     match e {
         ClientError::Unreachable { reason, .. } => {
-            let reason = match reason.find(" (os error") {
-                Some(i) => &reason[..i],
-                None => reason,
-            };
+            let reason = crate::fmt::without_os_error(reason);
             format!("cannot reach the agent: {}", reason.to_lowercase())
         }
         ClientError::Api { status, message } => format!("status failed ({status}): {message}"),

@@ -3,6 +3,7 @@
 //! here, which match on [`Tab`]; the frame around the screens (header, tabs, message line, key
 //! hints, help) is `ui`.
 
+pub mod fleet;
 pub mod logs;
 pub mod namespaces;
 pub mod overview;
@@ -57,6 +58,16 @@ pub(crate) fn on_key(app: &mut App, key: KeyEvent) -> Option<Action> {
     }
 }
 
+/// Whether Esc means something on the screen shown (closing a detail, clearing a search), so
+/// it does not go back to the Fleet screen.
+pub(crate) fn takes_esc(app: &App) -> bool {
+    match app.tab {
+        Tab::Plugins => app.plugins_view.detail_open,
+        Tab::Logs => app.logs.input.is_some() || app.logs.query.is_some(),
+        Tab::Overview | Tab::Namespaces => false,
+    }
+}
+
 /// Whether the screen shown is taking typed text, so keys the frame would take (q, 1-4, ?)
 /// are text instead.
 pub(crate) fn typing(app: &App) -> bool {
@@ -103,7 +114,17 @@ pub(crate) fn draw(frame: &mut Frame, app: &App, body: Rect) {
 
 /// The keys the footer shows for the screen (when no prompt or overlay has them).
 pub(crate) fn hints(app: &App) -> &'static [(&'static str, &'static str)] {
+    if app.fleet_shown {
+        return fleet::hints(app);
+    }
     match app.tab {
+        Tab::Overview | Tab::Namespaces if app.fleet.is_some() => &[
+            ("1-4/Tab", "screens"),
+            ("Esc", "fleet"),
+            ("R", "refresh"),
+            ("?", "help"),
+            ("q", "quit"),
+        ],
         Tab::Plugins => plugins::hints(app),
         Tab::Logs => logs::hints(app),
         Tab::Overview | Tab::Namespaces => &[

@@ -36,7 +36,9 @@ fn areas(area: Rect, app: &App) -> Areas {
     let [head, tabs, banner, body, flash, hints] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
-        Constraint::Length(u16::from(app.conn.is_down() || app.token_refused.is_some())),
+        Constraint::Length(u16::from(
+            !app.fleet_shown && (app.conn.is_down() || app.token_refused.is_some()),
+        )),
         Constraint::Min(1),
         Constraint::Length(1),
         Constraint::Length(1),
@@ -57,13 +59,19 @@ fn areas(area: Rect, app: &App) -> Areas {
 pub enum Target {
     /// A tab's title.
     Tab(Tab),
-    /// A row of the Namespaces or Plugins list (its index in the list).
+    /// A row of the Namespaces, Plugins or Fleet list (its index in the list).
     Row(usize),
 }
 
 /// What is drawn at column `x`, row `y` of a screen of `app.area`, if it can be clicked.
 pub fn target_at(app: &App, x: u16, y: u16) -> Option<Target> {
     let a = areas(app.area, app);
+    if let (true, Some(f)) = (app.fleet_shown, &app.fleet) {
+        if !a.body.contains((x, y).into()) {
+            return None;
+        }
+        return screens::fleet::row_at(f, a.body, y).map(Target::Row);
+    }
     if y == a.tabs.y && a.tabs.height > 0 {
         return header::tab_at(a.tabs, x).map(Target::Tab);
     }
@@ -90,6 +98,16 @@ pub fn draw(frame: &mut Frame, app: &App) {
         flash,
         hints,
     } = areas(frame.area(), app);
+    if let (true, Some(f)) = (app.fleet_shown, &app.fleet) {
+        screens::fleet::draw_header(frame, f, app.now, head, tabs);
+        screens::fleet::draw(frame, f, body);
+        footer::draw(frame, app, flash, hints);
+        screens::fleet::draw_overlays(frame, f);
+        if app.help {
+            help::draw(frame, help::FLEET_KEYS);
+        }
+        return;
+    }
     header::draw(frame, app, head, tabs, banner);
     screens::draw(frame, app, body);
     if down {
@@ -103,7 +121,14 @@ pub fn draw(frame: &mut Frame, app: &App) {
         screens::plugins::draw_confirm(frame, c);
     }
     if app.help {
-        help::draw(frame);
+        help::draw(
+            frame,
+            if app.fleet.is_some() {
+                help::FLEET_AGENT_KEYS
+            } else {
+                help::KEYS
+            },
+        );
     }
 }
 
