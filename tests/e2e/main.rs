@@ -12,4 +12,5 @@ mod nsq;
 mod plugins;
 mod registry;
 mod spool;
+mod sysfam;
 mod system;
