@@ -116,7 +116,8 @@ fn report(c: &mut SystemCollector) {
     println!("clock_gettime(CLOCK_THREAD_CPUTIME_ID) around each call, calls 12 ms apart; mean per call:");
     println!("  baseline: one read of /proc/stat   {base:>10.2?}  ({base_allocs} allocations)");
     println!(
-        "  full system collection (7 families) {all:>10.2?}  = {:.1} x baseline, {metrics} metrics, {all_allocs} allocations",
+        "  full system collection ({} families) {all:>10.2?}  = {:.1} x baseline, {metrics} metrics, {all_allocs} allocations",
+        Family::ALL.len(),
         all.as_secs_f64() / base.as_secs_f64()
     );
     for f in Family::ALL {
@@ -154,9 +155,62 @@ fn report(c: &mut SystemCollector) {
     println!("getrusage(RUSAGE_THREAD) around {LOOP} back-to-back calls (CPU collects nothing: no tick passes):");
     println!("  baseline: one read of /proc/stat   {base:>10.2?}");
     println!(
-        "  full system collection (7 families) {all:>10.2?}  = {:.1} x baseline",
+        "  full system collection ({} families) {all:>10.2?}  = {:.1} x baseline",
+        Family::ALL.len(),
         all.as_secs_f64() / base.as_secs_f64()
     );
+    let (rest, _, _) = per_call(N, GAP, || {
+        Family::ALL
+            .iter()
+            .filter(|f| **f != Family::Socket)
+            .map(|f| c.collect(*f).len())
+            .sum()
+    });
+    println!(
+        "  full system collection without SOCKET {rest:>10.2?}  = {:.1} x baseline",
+        rest.as_secs_f64() / base.as_secs_f64()
+    );
+}
+
+/// SOCKET against the alternative it replaces (reading `/proc/net/tcp` and `tcp6`), cold, with
+/// the sockets now open.
+fn socket_cost(c: &mut SystemCollector, label: &str) {
+    const GAP: Duration = Duration::from_millis(12);
+    let (t, a, m) = per_call(50, GAP, || c.collect(Family::Socket).len());
+    let mut buf = String::with_capacity(1 << 20);
+    let (p, _, _) = per_call(10, GAP, || {
+        ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .map(|f| {
+                buf.clear();
+                std::fs::File::open(f)
+                    .and_then(|mut f| f.read_to_string(&mut buf))
+                    .expect("read /proc/net/tcp")
+            })
+            .sum()
+    });
+    println!(
+        "  SOCKET, {label}: {t:>10.2?} ({m} metrics, {a} allocations); reading /proc/net/tcp + tcp6 instead: {p:>10.2?}"
+    );
+}
+
+/// Opens `pairs` loopback TCP connections (2 sockets each) spread over several listeners, so each
+/// listener's address has its own ephemeral port range.
+fn open_sockets(pairs: usize) -> Vec<std::net::TcpStream> {
+    use nix::sys::resource::{setrlimit, Resource};
+    let want = (pairs * 2 + 1024) as u64;
+    setrlimit(Resource::RLIMIT_NOFILE, want, want).expect("raise RLIMIT_NOFILE (run as root)");
+    let mut socks = Vec::with_capacity(pairs * 2);
+    let per = 20_000;
+    for chunk in 0..pairs.div_ceil(per) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        for _ in 0..per.min(pairs - chunk * per) {
+            socks.push(std::net::TcpStream::connect(addr).expect("connect"));
+            socks.push(l.accept().expect("accept").0);
+        }
+    }
+    socks
 }
 
 fn main() {
@@ -164,6 +218,22 @@ fn main() {
     // Warm: the rate families have a previous sample, as in a running agent.
     full(&mut c);
     report(&mut c);
+    socket_cost(&mut c, "sockets of the machine as it is");
+    let tcp_inuse = || {
+        std::fs::read_to_string("/proc/net/sockstat")
+            .ok()
+            .and_then(|s| {
+                let l = s.lines().find(|l| l.starts_with("TCP:"))?.to_owned();
+                Some(l)
+            })
+            .unwrap_or_default()
+    };
+    let socks = open_sockets(50_000);
+    socket_cost(
+        &mut c,
+        &format!("{} more sockets open ({})", socks.len(), tcp_inuse()),
+    );
+    drop(socks);
 
     let mut crit = Criterion::default()
         .warm_up_time(Duration::from_secs(1))

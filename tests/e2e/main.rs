@@ -16,4 +16,5 @@ mod nsq;
 mod plugins;
 mod registry;
 mod spool;
+mod sysfam;
 mod system;

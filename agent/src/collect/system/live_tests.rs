@@ -735,3 +735,33 @@ fn socket_states_agree_with_ss_for_sockets_the_test_opens() {
     }
     panic!("socket counts never matched ss: {last}");
 }
+
+#[test]
+fn sensors_and_arrays_match_what_sysfs_and_mdstat_list() {
+    // Every readable temp*/fan* input of every chip, and every thermal zone, counted by the test.
+    let mut want = 0;
+    for class in ["/sys/class/hwmon", "/sys/class/thermal"] {
+        for e in std::fs::read_dir(class).into_iter().flatten().flatten() {
+            for f in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                let n = f.file_name().to_string_lossy().into_owned();
+                let sensor =
+                    (n.starts_with("temp") || n.starts_with("fan")) && n.ends_with("_input");
+                let zone = class.ends_with("thermal") && n == "temp";
+                if (sensor || zone)
+                    && std::fs::read_to_string(f.path())
+                        .is_ok_and(|v| v.trim().parse::<f64>().is_ok())
+                {
+                    want += 1;
+                }
+            }
+        }
+    }
+    let m = SystemCollector::new(SystemOptions::default()).collect(Family::Hwmon);
+    assert_eq!(m.len(), want, "{m:?}");
+    let arrays = std::fs::read_to_string("/proc/mdstat")
+        .map(|t| t.lines().filter(|l| l.starts_with("md")).count())
+        .unwrap_or(0);
+    let m = SystemCollector::new(SystemOptions::default()).collect(Family::Raid);
+    let active = m.iter().filter(|x| x.name == "raid.active").count();
+    assert_eq!(active, arrays, "{m:?}");
+}

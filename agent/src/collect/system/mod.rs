@@ -7,14 +7,17 @@
 //! Every metric name, unit and tag is documented in docs/metrics.md.
 
 mod conntrack;
+mod coredump;
 mod cpu;
 mod disk;
 mod fs;
+mod hwmon;
 mod kernel;
 mod mem;
 mod net;
 mod netstat;
 mod pressure;
+mod raid;
 mod socket;
 mod softnet;
 mod time;
@@ -58,11 +61,17 @@ pub enum Family {
     Conntrack,
     /// Per-CPU packet drops and time squeezes (`/proc/net/softnet_stat`).
     Softnet,
+    /// Temperatures and fan speeds (`/sys/class/hwmon`, `/sys/class/thermal`).
+    Hwmon,
+    /// Linux software RAID arrays (`/proc/mdstat`).
+    Raid,
+    /// Core dumps that appeared since the last collection.
+    Coredump,
 }
 
 impl Family {
     /// Every family, in registry order.
-    pub const ALL: [Family; 13] = [
+    pub const ALL: [Family; 16] = [
         Family::Cpu,
         Family::Mem,
         Family::Disk,
@@ -76,6 +85,9 @@ impl Family {
         Family::Vmstat,
         Family::Conntrack,
         Family::Softnet,
+        Family::Hwmon,
+        Family::Raid,
+        Family::Coredump,
     ];
 
     /// The registry's spelling (`measurement_type`), e.g. `CPU`.
@@ -94,6 +106,9 @@ impl Family {
             Family::Vmstat => "VMSTAT",
             Family::Conntrack => "CONNTRACK",
             Family::Softnet => "SOFTNET",
+            Family::Hwmon => "HWMON",
+            Family::Raid => "RAID",
+            Family::Coredump => "COREDUMP",
         }
     }
 
@@ -118,6 +133,7 @@ impl Family {
             | Family::Vmstat
             | Family::Conntrack
             | Family::Softnet => Duration::from_secs(10),
+            Family::Hwmon | Family::Raid | Family::Coredump => Duration::from_secs(60),
             Family::Fs | Family::Kernel | Family::Time => Duration::from_secs(300),
         }
     }
@@ -134,8 +150,11 @@ impl std::fmt::Display for Family {
 pub struct SystemOptions {
     /// Where procfs is mounted; tests point this at a directory of fixture files.
     pub proc_root: PathBuf,
-    /// Where sysfs is mounted (used to tell whole disks from partitions).
+    /// Where sysfs is mounted (whole disks vs partitions, sensors).
     pub sys_root: PathBuf,
+    /// The root filesystem, under which the core dump directory is looked up; tests point it at
+    /// a temporary directory.
+    pub root: PathBuf,
     /// Network interfaces left out: names, or prefixes ending in `*` ([`name_matches`]).
     pub skip_interfaces: Vec<String>,
     /// Block devices left out, as names or prefixes.
@@ -171,6 +190,7 @@ impl SystemOptions {
         SystemOptions {
             proc_root: PathBuf::from("/proc"),
             sys_root: PathBuf::from("/sys"),
+            root: PathBuf::from("/"),
             skip_interfaces: interfaces.to_vec(),
             skip_disks: disks.to_vec(),
             skip_fstypes: fstypes.to_vec(),
@@ -220,6 +240,7 @@ pub struct SystemCollector {
     pressure: Rates,
     vmstat: Rates,
     softnet: softnet::State,
+    coredump: coredump::State,
 }
 
 impl SystemCollector {
@@ -238,6 +259,7 @@ impl SystemCollector {
             pressure: Rates::default(),
             vmstat: Rates::default(),
             softnet: softnet::State::default(),
+            coredump: coredump::State::default(),
         }
     }
 
@@ -267,6 +289,9 @@ impl SystemCollector {
             Family::Vmstat => vmstat::collect(r, o, &mut self.vmstat, now, &mut out),
             Family::Conntrack => conntrack::collect(r, o, &mut out),
             Family::Softnet => softnet::collect(r, o, &mut self.softnet, now, &mut out),
+            Family::Hwmon => hwmon::collect(r, o, &mut out),
+            Family::Raid => raid::collect(r, o, &mut out),
+            Family::Coredump => coredump::collect(r, o, &mut self.coredump, &mut out),
         }
         out.metrics
     }
