@@ -51,26 +51,28 @@ pub fn read_pid(path: &Path) -> Option<i32> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// Fails with a clear message when an agent already holds `path`.
-pub fn ensure_not_running(path: &Path) -> anyhow::Result<()> {
+/// Fails with a clear message when an agent already holds `path`; `config` is the file it
+/// was started with, for the command that stops it.
+pub fn ensure_not_running(path: &Path, config: Option<&Path>) -> anyhow::Result<()> {
     let file = open_pid_file(path)?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(_released_on_drop) => Ok(()),
         Err((_, _)) => bail!(
-            "an agent is already running (pid {}, pid file {}); stop it with `agent stop` first",
+            "an agent is already running on this data dir (pid {}, pid file {}); stop it first: agent stop -f {}",
             read_pid(path).map_or_else(|| "?".to_owned(), |p| p.to_string()),
-            path.display()
+            path.display(),
+            config.map_or_else(|| "<config>".to_owned(), |c| c.display().to_string())
         ),
     }
 }
 
 /// Locks and writes the pid file; the lock lasts as long as the returned guard.
-pub fn acquire(path: &Path) -> anyhow::Result<PidFile> {
+pub fn acquire(path: &Path, config: Option<&Path>) -> anyhow::Result<PidFile> {
     let file = open_pid_file(path)?;
     let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
         Err((_, _)) => {
-            ensure_not_running(path)?;
+            ensure_not_running(path, config)?;
             bail!("pid file {} is locked", path.display());
         }
     };
@@ -181,16 +183,34 @@ pub fn stop(pid_file: &Path, timeout: Duration) -> anyhow::Result<i32> {
     let target = Pid::from_raw(pid);
     kill(target, Signal::SIGTERM).with_context(|| format!("cannot signal pid {pid}"))?;
     let deadline = Instant::now() + timeout;
+    // Done when the process is gone, not when it lets go of its pid file: that happens while it
+    // still exits (the lock goes first), and a caller that starts the next agent or removes the
+    // data dir on "stopped" must not race the old one.
     while Instant::now() < deadline {
-        if kill(target, None).is_err() || !is_locked(pid_file) {
+        if is_gone(target) {
             return Ok(pid);
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     bail!(
         "the agent (pid {pid}) is still draining after {} s; it keeps going, check its log, or wait and run `agent stop` again",
         timeout.as_secs()
     )
+}
+
+/// The process no longer runs: no such pid, or a zombie that only waits to be reaped by its
+/// parent (it has closed everything and runs no code).
+fn is_gone(pid: Pid) -> bool {
+    if kill(pid, None).is_err() {
+        return true;
+    }
+    // The state is the first field after the command, which is in parentheses and may hold
+    // anything, spaces and parentheses included.
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X")
+    })
 }
 
 /// Finds the pid file `agent stop` without arguments should use.

@@ -11,12 +11,15 @@ pub fn sources<'a>(
     std::iter::successors(Some(e), |&e| e.source())
 }
 
-/// `e` and every source, joined with ": ".
+/// `e` and every source, joined with ": " (a cause the text already ends with is not repeated).
 pub fn error_chain(e: &(dyn Error + 'static)) -> String {
-    sources(e)
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
+    shared::errors::chain(e)
+}
+
+/// An `anyhow` error and its context chain as one line, as `{:#}` prints it but without a cause
+/// said twice (`cannot read it: No such file or directory (os error 2)` once).
+pub fn anyhow_chain(e: &anyhow::Error) -> String {
+    shared::errors::join(e.chain().map(ToString::to_string))
 }
 
 #[cfg(test)]

@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("agent: {e:#}");
+            eprintln!("agent: {}", agent::error_chain::anyhow_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -88,19 +88,20 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 Some(Err(e)) => Err(anyhow::anyhow!("{e}")),
                 Some(Ok(checked)) if checked.problems.is_empty() => {
                     println!(
-                        "registry file {}: ok ({} namespaces, {} items)",
+                        "registry file {}: ok ({}, {}); a refresh would run:",
                         c.registry.path.display(),
-                        checked.plan.namespaces.len(),
-                        checked.plan.item_count()
+                        shared::count(checked.plan.namespaces.len() as u64, "namespace"),
+                        shared::count(checked.plan.item_count() as u64, "item")
                     );
+                    print!("{}", describe_plan(&checked.plan));
                     Ok(())
                 }
                 Some(Ok(checked)) => Err(anyhow::anyhow!(
-                    "registry file {}: {} problem(s); a refresh would skip them and run the rest ({} namespaces, {} items):\n  - {}",
+                    "registry file {}: {}; a refresh would skip them and run the rest ({}, {}):\n  - {}",
                     c.registry.path.display(),
-                    checked.problems.len(),
-                    checked.plan.namespaces.len(),
-                    checked.plan.item_count(),
+                    shared::count(checked.problems.len() as u64, "problem"),
+                    shared::count(checked.plan.namespaces.len() as u64, "namespace"),
+                    shared::count(checked.plan.item_count() as u64, "item"),
                     checked.problems.join("\n  - ")
                 )),
             }
@@ -132,7 +133,13 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             let c = Config::load(&path)?;
             let pid_file = c.pid_file();
             if !foreground && !daemon_child {
-                daemon::ensure_not_running(&pid_file)?;
+                if c.output.kind == agent::config::OutputKind::Stdout {
+                    anyhow::bail!(
+                        "{}: output.kind = \"stdout\" writes points to the agent's standard output, which an agent in the background does not have (it would write them nowhere); start it with --foreground, or use output.kind = \"file\"",
+                        path.display()
+                    );
+                }
+                daemon::ensure_not_running(&pid_file, Some(&path))?;
                 let pid = daemon::spawn_detached(&path, &pid_file, &c.agent.data_dir)?;
                 println!(
                     "agent started (pid {pid}); API on http://{}, log in {}",
@@ -146,8 +153,71 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
     }
 }
 
+/// What a plan runs, one line per item under its namespace, as `agent check` prints it.
+fn describe_plan(plan: &agent::registry::Plan) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for (name, ns) in &plan.namespaces {
+        let _ = writeln!(out, "  {name}");
+        let intervals: Vec<String> = ns
+            .intervals
+            .iter()
+            .map(|(family, secs)| format!("{family} every {secs} s"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "    system: every family at its default interval{}",
+            if intervals.is_empty() {
+                String::new()
+            } else {
+                format!(", but {}", intervals.join(", "))
+            }
+        );
+        for p in &ns.ports {
+            let host = p.host.as_deref().unwrap_or("127.0.0.1");
+            let _ = writeln!(
+                out,
+                "    port {}: {host}:{} every {} s (connect timeout {} s)",
+                p.name, p.port, p.interval, p.connect_timeout
+            );
+        }
+        for p in &ns.procs {
+            let _ = writeln!(
+                out,
+                "    process {}: matching {:?} every {} s",
+                p.name, p.bin_path, p.interval
+            );
+        }
+        for p in &ns.plugins {
+            let when = match p.interval {
+                0 => "on demand only".to_owned(),
+                secs => format!("every {secs} s"),
+            };
+            let branch = p
+                .branch
+                .as_deref()
+                .map(|b| format!(", branch {b}"))
+                .unwrap_or_default();
+            let params = if p.parameters.is_empty() {
+                String::new()
+            } else {
+                format!(", parameters {:?}", p.parameters)
+            };
+            let _ = writeln!(
+                out,
+                "    plugin {}: {when}{branch}{params}",
+                agent::plugins::git::redact_address(&p.git)
+            );
+        }
+        for b in &ns.builtins {
+            let _ = writeln!(out, "    built-in {}: every {} s", b.name, b.interval);
+        }
+    }
+    out
+}
+
 fn run_daemon(config: Config, foreground: bool) -> anyhow::Result<()> {
-    let pid_file = daemon::acquire(&config.pid_file())?;
+    let pid_file = daemon::acquire(&config.pid_file(), config.source.as_deref())?;
     let _log = agent::logging::init(&config.log_dir(), &config.log.level, foreground)?;
     if let Some(warning) = &pid_file.pointer_warning {
         tracing::warn!("{warning}");
@@ -161,7 +231,7 @@ fn run_daemon(config: Config, foreground: bool) -> anyhow::Result<()> {
         tokio::spawn(watch_signals(shutdown.clone()));
         let result = agent::run(config, shutdown, |_| {}).await;
         if let Err(e) = &result {
-            tracing::error!(error = %format!("{e:#}"), "Agent failed.");
+            tracing::error!(error = %agent::error_chain::anyhow_chain(e), "Agent failed.");
         }
         result
     })

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::api::metrics::RequestCounts;
 use crate::config::Config;
 use crate::output::spool::Spool;
 use crate::output::OutputStats;
@@ -36,6 +37,8 @@ struct Inner {
     log_reads: Arc<tokio::sync::Semaphore>,
     /// Bytes of `/post` bodies that may be read and parsed at once (`agent.max_inflight_body_bytes`).
     post_bodies: Arc<tokio::sync::Semaphore>,
+    /// API requests answered, for `/metrics`.
+    api_requests: RequestCounts,
 }
 
 impl AgentState {
@@ -67,6 +70,7 @@ impl AgentState {
                 plugins,
                 log_reads: crate::api::log::read_permits(),
                 post_bodies,
+                api_requests: RequestCounts::default(),
             }),
         }
     }
@@ -139,6 +143,11 @@ impl AgentState {
     /// Script and built-in plugins.
     pub fn plugins(&self) -> &PluginManager {
         &self.inner.plugins
+    }
+
+    /// API requests answered, by route and status.
+    pub fn api_requests(&self) -> &RequestCounts {
+        &self.inner.api_requests
     }
 
     /// The places of `/log/offset` reads in progress (they bound its memory).

@@ -1,16 +1,21 @@
-//! Render budget: a screen draws in under 5 ms with 1,000 plugins listed.
+//! Render budget: a screen draws in under 5 ms with 1,000 plugins listed, and the Fleet screen
+//! with 1,000 hosts.
 //!
 //! Each case draws a full frame into ratatui's `TestBackend` (layout, widgets, diff against the
 //! previous frame), against the baseline of drawing an empty frame in the same run.
 //! Run: `cargo bench -p agentctl --bench render`.
 
+use agentctl::fleet::inventory::Host;
+use agentctl::fleet::probe::{Reason, Row, State};
 use agentctl::tui::app::{self, App, Feed, Tab};
 use agentctl::tui::conn::Conn;
+use agentctl::tui::event::{Event, Net};
 use agentctl::tui::ui;
 use criterion::{criterion_group, criterion_main, Criterion};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
-use shared::api::{PluginInfo, RunResult, Status};
+use shared::api::{OutputStatus, PluginInfo, RunResult, Status};
+use std::time::Duration;
 
 const NOW: i64 = 1_764_000_000;
 
@@ -50,6 +55,67 @@ fn app_with_plugins(n: usize) -> App {
     app
 }
 
+/// The Fleet screen over 1,000 hosts that all answered: a mix of states, every row with a
+/// version, uptime and spool, a filter that keeps every host (so the table is full).
+fn fleet_app(n: usize) -> App {
+    let hosts: Vec<Host> = (0..n)
+        .map(|i| {
+            Host::new(
+                &format!("host-{i:04}.dc{}.example.com", i % 3),
+                &format!("10.0.{}.{}:1232", i / 250, i % 250),
+                1232,
+            )
+            .expect("a valid address")
+        })
+        .collect();
+    let mut app = App::for_fleet(hosts.clone(), NOW);
+    for (i, host) in hosts.into_iter().enumerate() {
+        let state = match i % 10 {
+            0 => State::Unreachable {
+                error: "no answer within 3000 ms".into(),
+            },
+            1 => State::Degraded {
+                reasons: vec![
+                    Reason::SpoolNotEmpty { batches: 12 },
+                    Reason::PluginsFailing {
+                        plugins: vec!["web.shop/nginx".into()],
+                    },
+                ],
+            },
+            2 => State::Unauthorized {
+                error: "401: this agent requires a token".into(),
+            },
+            _ => State::Ok,
+        };
+        let status = (i % 10 != 0 && i % 10 != 2).then(|| Status {
+            version: "0.2.0".into(),
+            uptime_secs: 3600 + i as u64,
+            output: OutputStatus {
+                spool_batches: (i % 10 == 1) as u64 * 12,
+                ..OutputStatus::default()
+            },
+            ..Status::default()
+        });
+        let row = Row {
+            host,
+            state,
+            status,
+            failing_plugins: Some(Vec::new()),
+            namespaces: vec![format!("svc{}.prod", i % 40)],
+            elapsed: Duration::from_millis(20),
+        };
+        app.update(Event::Net(Box::new(Net::Probed {
+            host: i,
+            row: Box::new(row),
+        })));
+    }
+    if let Some(f) = app.fleet.as_mut() {
+        f.set_filter("host");
+        f.select_at(n / 2);
+    }
+    app
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("render");
     let mut small = Terminal::new(TestBackend::new(80, 24)).expect("terminal");
@@ -80,6 +146,18 @@ fn bench(c: &mut Criterion) {
         app.tab = tab;
         group.bench_function(name, |b| {
             b.iter(|| small.draw(|f| ui::draw(f, &app)).map(|_| ()).expect("draw"))
+        });
+    }
+    let fleet = fleet_app(1000);
+    for (name, w, h) in [("fleet_1000_80x24", 80, 24), ("fleet_1000_200x60", 200, 60)] {
+        let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("terminal");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                terminal
+                    .draw(|f| ui::draw(f, &fleet))
+                    .map(|_| ())
+                    .expect("draw")
+            })
         });
     }
     // Logs: a full buffer of 10,000 lines, every third one long enough to wrap 3 times; only

@@ -27,6 +27,11 @@ pub struct Cli {
     /// clicks and wheel scrolling; with capture on, shift-drag selects text in most terminals.
     #[arg(long)]
     pub no_mouse: bool,
+    /// Terminal UI over many agents: a host file (one `name addr[:port] [token]` or
+    /// `addr[:port]` per line, see docs/fleet.md), or `-` for stdin; opens on the Fleet screen.
+    /// --token (or --token-file) is sent to hosts without a token of their own.
+    #[arg(long, env = "AGENTCTL_HOSTS", value_name = "FILE")]
+    pub hosts: Option<String>,
     /// What to do; none opens the terminal UI.
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -56,12 +56,7 @@ pub fn tail(text: &str, max: usize) -> String {
 
 /// `n` and the noun, singular or plural: `1 namespace`, `2 namespaces`.
 pub fn count(n: impl Into<u64>, noun: &str) -> String {
-    let n = n.into();
-    if n == 1 {
-        format!("1 {noun}")
-    } else {
-        format!("{n} {noun}s")
-    }
+    shared::count(n, noun)
 }
 
 /// An optional text, or `-`.
@@ -79,6 +74,14 @@ pub fn run_summary(run: &shared::api::RunResult) -> String {
     match run.exit_code {
         Some(code) if !run.ok && run.reason == "exit" => format!("exit {code} {took}"),
         _ => format!("{} {took}", run.reason),
+    }
+}
+
+/// An I/O error's text without the OS error number (`Connection refused (os error 111)`).
+pub fn without_os_error(reason: &str) -> &str {
+    match reason.find(" (os error") {
+        Some(i) => &reason[..i],
+        None => reason,
     }
 }
 

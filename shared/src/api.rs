@@ -26,6 +26,8 @@ pub mod paths {
     pub const PLUGINS_DISABLE: &str = "/plugins/disable";
     /// `GET /log/offset?fpath=&offset=&num=`.
     pub const LOG_OFFSET: &str = "/log/offset";
+    /// `GET /metrics`: the agent's own telemetry in the Prometheus text format.
+    pub const METRICS: &str = "/metrics";
 }
 
 /// How the agent's 404 for a path it does not serve begins (`no endpoint /x; ...`), so clients can

@@ -269,6 +269,12 @@ impl Client {
             reason: describe(&e),
         })?;
         let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
         let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
             addr: self.addr.clone(),
             reason: describe(&e),
@@ -276,7 +282,7 @@ impl Client {
         if !status.is_success() {
             let message = serde_json::from_slice::<api::ErrorBody>(&bytes)
                 .map(|b| b.error)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).trim().to_owned());
+                .unwrap_or_else(|_| foreign_body(&content_type, &bytes, &self.addr));
             if status.as_u16() == 401 {
                 return Err(ClientError::Unauthorized {
                     addr: self.addr.clone(),
@@ -291,9 +297,55 @@ impl Client {
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             addr: self.addr.clone(),
-            reason: e.to_string(),
+            reason: if looks_like_html(&content_type, &bytes) {
+                foreign_body(&content_type, &bytes, &self.addr)
+            } else {
+                e.to_string()
+            },
         })
     }
+}
+
+/// Longest answer text quoted in an error.
+const MAX_QUOTED: usize = 200;
+
+fn looks_like_html(content_type: &str, body: &[u8]) -> bool {
+    content_type.starts_with("text/html") || body.trim_ascii_start().starts_with(b"<")
+}
+
+/// What to say about an answer that is not the agent's JSON: a short text is quoted (axum's own
+/// rejections are plain text), a web page is named by its title and never printed whole.
+fn foreign_body(content_type: &str, body: &[u8], addr: &str) -> String {
+    let text = String::from_utf8_lossy(body);
+    if looks_like_html(content_type, body) {
+        let title = html_title(&text)
+            .map(|t| format!(", titled \"{t}\""))
+            .unwrap_or_default();
+        return format!(
+            "a web page ({} bytes{title}), not the agent's API: is something else listening at {addr}?",
+            body.len()
+        );
+    }
+    let text = text.trim();
+    match text.char_indices().nth(MAX_QUOTED) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], body.len()),
+        None => text.to_owned(),
+    }
+}
+
+/// The text of a page's `<title>`, whitespace collapsed, at most 80 characters.
+fn html_title(page: &str) -> Option<String> {
+    let lower = page.to_ascii_lowercase();
+    let start = lower.find("<title>")? + "<title>".len();
+    let end = start + lower[start..].find("</title>")?;
+    let title: String = page[start..end]
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(80)
+        .collect();
+    (!title.is_empty()).then_some(title)
 }
 
 /// reqwest's Display hides the cause ("error sending request"); walk the chain for the real one.
@@ -309,4 +361,34 @@ fn describe(err: &reqwest::Error) -> String {
         reason = format!("timed out ({reason})");
     }
     reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAGE: &str = "<!DOCTYPE HTML>\n<html><head><title>Error\n response</title></head>\
+                        <body><h1>Error response</h1><p>404</p></body></html>\n";
+
+    #[test]
+    fn a_web_page_is_named_not_printed() {
+        let said = foreign_body("text/html;charset=utf-8", PAGE.as_bytes(), "127.0.0.1:1232");
+        assert!(said.contains("titled \"Error response\""), "{said}");
+        assert!(said.contains("not the agent's API"), "{said}");
+        assert!(said.contains("127.0.0.1:1232"), "{said}");
+        assert!(!said.contains("<h1>"), "{said}");
+        // Served without a content type, it is still seen for what it is.
+        assert!(foreign_body("", PAGE.as_bytes(), "a").contains("web page"));
+    }
+
+    #[test]
+    fn a_short_text_answer_is_quoted_and_a_long_one_cut() {
+        assert_eq!(
+            foreign_body("text/plain", b" Failed to deserialize query \n", "a"),
+            "Failed to deserialize query"
+        );
+        let long = "x".repeat(5000);
+        let said = foreign_body("text/plain", long.as_bytes(), "a");
+        assert!(said.len() < 300 && said.ends_with("(5000 bytes)"), "{said}");
+    }
 }

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod client;
+pub mod errors;
 pub mod metric;
 pub mod pointer;
 
@@ -20,3 +21,14 @@ pub const TOKEN_FILE_NAME: &str = "auth_token";
 /// The token file of an agent installed with the packaged layout (`data_dir = /var/lib/agent`),
 /// the last place agentctl looks.
 pub const DEFAULT_TOKEN_FILE: &str = "/var/lib/agent/auth_token";
+
+/// `n` and the noun, singular or plural: `1 namespace`, `2 namespaces` (nouns of this project
+/// take an `s`).
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}

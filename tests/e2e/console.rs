@@ -549,3 +549,143 @@ fn the_tui_takes_clicks_and_the_wheel_wraps_long_lines_and_gives_the_mouse_back(
     tmux.wait_for("● connected");
     assert_eq!(tmux.mouse_reporting(), "0 0");
 }
+
+/// The Fleet screen (`agentctl --hosts FILE`) over real agents: three healthy ones sharing a
+/// token and a plugin, one with another token, one stopped.
+#[test]
+fn the_fleet_screen_shows_states_filters_drills_down_and_acts_on_the_hosts_shown() {
+    assert!(
+        Tmux::available(),
+        "tmux is not installed; the TUI end-to-end tests need it (apt-get install tmux)"
+    );
+    const FLEET_NS: &str = "e2e.fleet";
+    const TOKEN: &str = "e2e-fleet-token-0123456789";
+    let remotes = tempfile::tempdir().expect("tmp");
+    let url = support::gitrepo::BareRepo::new(remotes.path(), "hello", "echo hello\n").url();
+    let registry = format!(
+        "[[namespace]]\nname = \"{FLEET_NS}\"\nplugins = [{{ git = \"{url}\", interval = 0 }}]\n"
+    );
+    let start = |name: &str, token: &str| {
+        AgentBuilder::new()
+            .agent_keys(&format!("hostname = \"{name}\"\ntoken = \"{token}\""))
+            .registry(&registry)
+            .start()
+    };
+    let healthy: Vec<(&str, support::Agent)> = ["web-01", "web-02", "db-01"]
+        .into_iter()
+        .map(|name| (name, start(name, TOKEN)))
+        .collect();
+    let other_token = start("auth-01", "another-token-9876543210");
+    let mut stopped = start("db-02", TOKEN);
+    assert!(stopped.stop(), "db-02 stops");
+    use std::os::unix::fs::PermissionsExt;
+    for (name, agent) in &healthy {
+        // The unprivileged plugin user (when the tests run as root) must reach the checkout.
+        std::fs::set_permissions(agent.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let cloned = wait_until(Duration::from_secs(30), || {
+            agent.get_with("/plugins/list", Some(TOKEN)).1["plugins"][0]["commit"].is_string()
+        });
+        assert!(cloned, "{name}: plugin not cloned:\n{}", agent.stderr());
+    }
+    let mut inventory = String::from("# the e2e fleet\n");
+    for (name, agent) in &healthy {
+        inventory.push_str(&format!("{name} {}\n", agent.addr));
+    }
+    // A host that takes the connection and never answers: its row waits for the probe's
+    // timeout while the others are shown.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr");
+    inventory.push_str(&format!(
+        "auth-01 {}\n\ndb-02 {}\nmute-01 {silent_addr}\n",
+        other_token.addr, stopped.addr
+    ));
+    let file = remotes.path().join("hosts");
+    std::fs::write(&file, inventory).expect("write the inventory");
+
+    let tmux = Tmux::start(&format!(
+        "{} --hosts {} --token {TOKEN}; echo agentctl-exited-$?; sleep 60",
+        bin("agentctl").display(),
+        file.display()
+    ));
+    let screen = tmux.wait_for("6 hosts: 3 ok, 2 unreachable, 1 unauthorized");
+    assert!(screen.contains("no answer within 3000"), "{screen}");
+    // Worst first, then by name; an unreachable host is a row like the others.
+    let order: Vec<&str> = screen
+        .lines()
+        .filter_map(|l| l.strip_prefix('│')?.split_whitespace().next())
+        .filter(|n| n.contains('-') && *n != "HOST")
+        .collect();
+    assert_eq!(
+        order[..6],
+        ["db-02", "mute-01", "auth-01", "db-01", "web-01", "web-02"],
+        "{screen}"
+    );
+    assert!(screen.contains("unreachable"), "{screen}");
+    assert!(screen.contains("unauthorized"), "{screen}");
+
+    // The filter, then the selected host in the single-agent screens, and back.
+    tmux.keys(&["/"]);
+    tmux.keys(&["-l", "web"]);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("2 of 6 shown");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("web-01 · agent");
+    tmux.wait_for("● connected");
+    tmux.keys(&["3"]);
+    tmux.wait_for("hello");
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("fleet · 6 hosts");
+
+    // Disable the plugin on every host the filter shows: picked from web-01's list, confirmed.
+    tmux.keys(&["a"]);
+    tmux.wait_for("target all 2 shown");
+    tmux.keys(&["d"]);
+    tmux.wait_for("plugin to disable (from web-01)");
+    tmux.wait_for(&format!("{FLEET_NS} hello"));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("2 hosts (every host shown, filter web)?");
+    tmux.keys(&["y"]);
+    tmux.wait_for(&format!(
+        "2 ok, 0 failed, 0 no answer · plugins disable {FLEET_NS}"
+    ));
+    let enabled = |agent: &support::Agent| {
+        agent.get_with("/plugins/list", Some(TOKEN)).1["plugins"][0]["enabled"].clone()
+    };
+    for (name, agent) in &healthy {
+        let want = serde_json::json!(!name.starts_with("web"));
+        assert_eq!(
+            enabled(agent),
+            want,
+            "{name}: only the hosts shown are acted on"
+        );
+    }
+
+    tmux.keys(&["q"]);
+    tmux.wait_for("agentctl-exited-0");
+    drop(silent);
+}
+
+#[test]
+fn a_bad_host_file_is_exit_2_naming_the_line_before_the_fleet_screen_opens() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("hosts");
+    std::fs::write(
+        &file,
+        "web-01 127.0.0.1:1232\n# fine\nweb 02 127.0.0.1 x y\n",
+    )
+    .expect("write");
+    let output = Command::new(bin("agentctl"))
+        .arg("--hosts")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agentctl");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let err = text(&output.stderr);
+    assert!(err.contains("line 3"), "{err}");
+    assert!(
+        text(&output.stdout).is_empty(),
+        "no screen was drawn: {output:?}"
+    );
+}

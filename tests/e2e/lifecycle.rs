@@ -85,15 +85,36 @@ fn detached_start_refuses_a_second_start_and_stop_stops_it() {
         String::from_utf8_lossy(&first.stderr)
     );
     assert!(String::from_utf8_lossy(&first.stdout).contains("agent started (pid "));
+    let pid: i32 = String::from_utf8_lossy(&first.stdout)
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the pid in the start message");
     let second = run(&["start"]);
     assert!(!second.status.success(), "a second start must fail");
     let msg = String::from_utf8_lossy(&second.stderr);
     assert!(msg.contains("already running"), "{msg}");
+    // The command that stops it, with the config it was started with.
+    let canonical = config.canonicalize().expect("canonical");
+    assert!(
+        msg.contains(&format!("agent stop -f {}", canonical.display())),
+        "{msg}"
+    );
     let stop = run(&["stop"]);
     assert!(
         stop.status.success(),
         "{}",
         String::from_utf8_lossy(&stop.stderr)
+    );
+    // "stopped" means gone: no process (or only a zombie waiting for its parent).
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = state
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned));
+    assert!(
+        matches!(state.as_deref(), None | Some("Z" | "X")),
+        "agent stop said stopped while pid {pid} still runs (state {state:?})"
     );
     assert!(!dir.path().join("data/agent.pid").exists());
     let again = run(&["stop"]);
@@ -154,13 +175,13 @@ fn check_reads_the_registry_file_too() {
     let (ok, text) =
         check("[[namespace]]\nname = \"web.shop\"\nports = [{ name = \"ssh\", port = 22 }]\n");
     assert!(ok, "{text}");
-    assert!(text.contains("ok (1 namespaces, 1 items)"), "{text}");
+    assert!(text.contains("ok (1 namespace, 1 item)"), "{text}");
 
     let (ok, text) = check(
         "[[namespace]]\nname = \"bad ns\"\n[[namespace]]\nname = \"web.shop\"\nports = [{ name = \"ssh\", port = 0 }]\n",
     );
     assert!(!ok, "problems fail the check: {text}");
-    assert!(text.contains("2 problem(s)"), "{text}");
+    assert!(text.contains("2 problems"), "{text}");
     assert!(text.contains("\"bad ns\""), "{text}");
     assert!(text.contains("port check"), "{text}");
 
@@ -168,6 +189,116 @@ fn check_reads_the_registry_file_too() {
         check("[[namespace]]\nname = \"a\"\nports = [{ name = \"x\", port = \"22\" }]\n");
     assert!(!ok, "{text}");
     assert!(text.contains("namespace[0].ports[0].port"), "{text}");
+}
+
+#[test]
+fn check_prints_what_would_run_and_refuses_addresses_the_agent_refuses() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "").expect("config");
+    std::fs::write(
+        dir.path().join("registry.toml"),
+        "[[namespace]]\nname = \"web.shop\"\nintervals = { CPU = 10 }\n\
+         ports = [{ name = \"ssh\", port = 22 }]\n\
+         procs = [{ name = \"sshd\", bin_path = \"/usr/sbin/sshd\" }]\n\
+         plugins = [{ git = \"https://git.example/ops/nginx.git\", interval = 60 }]\n",
+    )
+    .expect("registry");
+    let out = agent_check(&config);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "web.shop",
+        "CPU every 10 s",
+        "port ssh: 127.0.0.1:22 every 30 s",
+        "process sshd: matching \"/usr/sbin/sshd\"",
+        "plugin https://git.example/ops/nginx.git: every 60 s",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+
+    // The plugin manager refuses this address; the check must say so instead of "ok".
+    std::fs::write(
+        dir.path().join("registry.toml"),
+        "[[namespace]]\nname = \"web.shop\"\n\
+         plugins = [{ git = \"ftp://files.example/x.git\" }]\n",
+    )
+    .expect("registry");
+    let out = agent_check(&config);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an ftp:// plugin passed the check");
+    assert!(
+        text.contains("1 problem") && text.contains("'ftp://' is not supported"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_unreadable_config_is_said_once() {
+    let out = agent_check(std::path::Path::new("/nonexistent/agent.toml"));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(
+        text.matches("No such file or directory").count(),
+        1,
+        "the cause is repeated: {text}"
+    );
+}
+
+#[test]
+fn a_detached_start_with_the_stdout_output_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nlisten = \"127.0.0.1:{}\"\n[output]\nkind = \"stdout\"\n",
+            support::free_port()
+        ),
+    )
+    .expect("config");
+    std::fs::write(dir.path().join("registry.toml"), ONE_NS).expect("registry");
+    let runtime = tempfile::tempdir().expect("runtime dir");
+    let out = support::agent_cmd()
+        .env("XDG_RUNTIME_DIR", runtime.path())
+        .args(["start", "-f"])
+        .arg(&config)
+        .output()
+        .expect("run agent start");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a background agent writing to stdout writes nowhere: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        text.contains("--foreground") && text.contains("stdout"),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("data/agent.pid").exists(),
+        "no agent was left running"
+    );
+}
+
+#[test]
+fn an_output_that_was_never_reachable_is_logged_at_its_first_failure() {
+    // A port nothing listens on: the first delivery fails with "connection refused".
+    let closed = support::free_port();
+    let agent = AgentBuilder::new()
+        .config(&format!(
+            "[output]\nkind = \"nsq\"\nflush_ms = 100\nnsqd = [\"127.0.0.1:{closed}\"]"
+        ))
+        .registry(ONE_NS)
+        .start();
+    let logged = wait_until(Duration::from_secs(20), || {
+        agent.stderr().contains("Output is failing")
+    });
+    assert!(
+        logged,
+        "nothing says the output is down:\n{}",
+        agent.stderr()
+    );
 }
 
 #[test]

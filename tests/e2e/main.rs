@@ -5,10 +5,13 @@
 mod api;
 mod auth;
 mod checkouts;
+mod cli;
 mod console;
 mod contain;
 mod fleet;
+mod herd;
 mod lifecycle;
+mod metrics;
 mod nsq;
 mod plugins;
 mod registry;

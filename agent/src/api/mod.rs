@@ -2,8 +2,10 @@
 
 pub mod auth;
 mod error;
+pub mod exposition;
 mod extract;
 pub mod log;
+pub mod metrics;
 mod plugins;
 pub mod post;
 pub mod server;
@@ -37,12 +39,14 @@ pub fn router(state: AgentState) -> Router {
         .route(paths::PLUGINS_ENABLE, get(plugins::enable))
         .route(paths::PLUGINS_DISABLE, get(plugins::disable))
         .route(paths::POST, post(post::post))
-        .route(paths::LOG_OFFSET, get(log::offset));
+        .route(paths::LOG_OFFSET, get(log::offset))
+        .route(paths::METRICS, get(metrics::metrics));
     guard(routes, state)
 }
 
 /// The layers every endpoint shares: JSON answers for unknown paths and wrong methods, the token
-/// check, and a JSON 500 instead of a dropped connection should a handler ever panic.
+/// check, a JSON 500 instead of a dropped connection should a handler ever panic, and, around
+/// them all, the request counters of `/metrics` (so 401s and 500s are counted too).
 fn guard(routes: Router<AgentState>, state: AgentState) -> Router {
     routes
         .fallback(error::not_found)
@@ -52,6 +56,10 @@ fn guard(routes: Router<AgentState>, state: AgentState) -> Router {
             auth::require_token,
         ))
         .layer(CatchPanicLayer::custom(panicked))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_requests,
+        ))
         .with_state(state)
 }
 

@@ -489,3 +489,122 @@ async fn a_panicking_handler_answers_a_json_500_and_the_router_lives_on() {
     let resp = app.oneshot(get("/boom")).await.expect("answers again");
     assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }
+
+/// `GET /metrics` with the token `s3cret`: status, content type and body.
+async fn scrape(f: &Fixture) -> (StatusCode, String, String) {
+    let req = Request::get("/metrics")
+        .header(header::AUTHORIZATION, "Bearer s3cret")
+        .body(Body::empty())
+        .expect("request");
+    let resp = router(f.state.clone()).oneshot(req).await.expect("answer");
+    let status = resp.status();
+    let ctype = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        ctype,
+        String::from_utf8(bytes.to_vec()).expect("utf-8"),
+    )
+}
+
+/// The value of the sample line that starts with `series` (name and labels as written).
+fn sample(body: &str, series: &str) -> Option<u64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_needs_the_token_and_agrees_with_status() {
+    let mut f = fixture(&["web.shop"], "s3cret");
+    let (st, v) = call(&f, get("/metrics")).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert!(error_of(&v).contains("requires a token"), "{v}");
+
+    let body = r#"[{"name":"a","value":1},{"name":"b","value":2},{"name":"","value":3}]"#;
+    let req = Request::post("/post?ns=web.shop")
+        .header(header::AUTHORIZATION, "Bearer s3cret")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("request");
+    let (st, v) = call(&f, req).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(f.rx.try_recv().is_ok(), "queued");
+    let (st, ctype, text) = scrape(&f).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(ctype, "text/plain; version=0.0.4; charset=utf-8");
+    let status = super::status::build_status(&f.state);
+    assert_eq!(status.pipeline.accepted, 2);
+    assert_eq!(
+        sample(&text, "agent_points_accepted_total"),
+        Some(status.pipeline.accepted)
+    );
+    assert_eq!(
+        sample(&text, "agent_points_rejected_total"),
+        Some(status.pipeline.rejected)
+    );
+    assert_eq!(sample(&text, "agent_registry_namespaces"), Some(1));
+    let version = format!(
+        "agent_build_info{{version=\"{}\",build=\"{}\"}}",
+        env!("CARGO_PKG_VERSION"),
+        crate::BUILD
+    );
+    assert_eq!(sample(&text, &version), Some(1), "{text}");
+    // Every family has its HELP and TYPE line, before its samples.
+    let mut typed = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            typed.insert(rest.split(' ').next().expect("name").to_owned());
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().expect("name");
+            assert!(typed.contains(name), "{name} has no TYPE before it");
+        }
+    }
+    assert!(typed.len() > 20, "{typed:?}");
+}
+
+#[tokio::test]
+async fn metrics_counts_requests_by_route_template_and_status() {
+    let f = fixture(&["n"], "s3cret");
+    let with_token = |uri: &str| {
+        Request::get(uri)
+            .header(header::AUTHORIZATION, "Bearer s3cret")
+            .body(Body::empty())
+            .expect("request")
+    };
+    for uri in ["/me/status", "/me/status", "/me/ns", "/x/1", "/x/2?y"] {
+        let _ = call(&f, with_token(uri)).await;
+    }
+    let _ = call(&f, get("/me/ns")).await; // no token
+    let _ = call(&f, with_token("/log/offset")).await; // missing fpath
+    let (_, _, text) = scrape(&f).await;
+    let count = |endpoint: &str, status: u16| {
+        sample(
+            &text,
+            &format!("agent_api_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}}"),
+        )
+    };
+    assert_eq!(count("/me/status", 200), Some(2), "{text}");
+    assert_eq!(count("/me/ns", 200), Some(1));
+    assert_eq!(count("/me/ns", 401), Some(1));
+    assert_eq!(count("unmatched", 404), Some(2), "paths are never labels");
+    assert_eq!(count("/log/offset", 400), Some(1));
+    assert!(!text.contains("/x/"), "{text}");
+}
+
+#[tokio::test]
+async fn plugin_names_from_the_registry_are_escaped_in_labels() {
+    let f = fixture(&["n"], "s3cret");
+    f.state
+        .plugins()
+        .runs()
+        .record("ns\"}\nx", "p\\", "regular", "timeout");
+    let (_, _, text) = scrape(&f).await;
+    let want = "agent_plugin_runs_total{ns=\"ns\\\"}\\nx\",plugin=\"p\\\\\",kind=\"regular\",\
+                result=\"failed\",reason=\"timeout\"} 1";
+    assert!(text.lines().any(|l| l == want), "{text}");
+}

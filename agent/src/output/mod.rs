@@ -175,6 +175,9 @@ impl Drop for Refusals {
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
+/// How often a failing output is logged again while it stays down.
+const FAILING_REMINDER: Duration = Duration::from_secs(600);
+
 /// Moves batches from the spool to the output until `drain` is cancelled and the spool is empty,
 /// or `drain` is cancelled and `deadline` passed (what is left stays in the spool).
 pub async fn run_delivery(
@@ -192,6 +195,10 @@ pub async fn run_delivery(
     tokio::pin!(give_up);
     let mut backoff = BACKOFF_MIN;
     let mut refusals = Refusals::default();
+    // Since when deliveries fail, and when that was last logged: an output that was never
+    // reachable is logged at its first failure (not only one that was lost), then every
+    // FAILING_REMINDER while it stays down.
+    let mut failing: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
     loop {
         let record: SpoolRecord = tokio::select! {
             biased;
@@ -220,6 +227,7 @@ pub async fn run_delivery(
                         info!(endpoint = %output.endpoint(), "Output is delivering.");
                         stats.set_error(None);
                     }
+                    failing = None;
                     backoff = BACKOFF_MIN;
                     break;
                 }
@@ -253,8 +261,18 @@ pub async fn run_delivery(
                 }
                 Err(DeliveryError::Retry(e)) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
-                    if stats.connected.swap(false, Ordering::Relaxed) {
-                        warn!(error = %e, "Output is failing; batches wait in the spool.");
+                    stats.connected.store(false, Ordering::Relaxed);
+                    let now = tokio::time::Instant::now();
+                    match &mut failing {
+                        None => {
+                            warn!(endpoint = %output.endpoint(), error = %e, "Output is failing; batches wait in the spool.");
+                            failing = Some((now, now));
+                        }
+                        Some((since, logged)) if now - *logged >= FAILING_REMINDER => {
+                            warn!(endpoint = %output.endpoint(), error = %e, failing_secs = (now - *since).as_secs(), "Output is still failing; batches wait in the spool.");
+                            *logged = now;
+                        }
+                        Some(_) => {}
                     }
                     stats.set_error(Some(e));
                     tokio::select! {

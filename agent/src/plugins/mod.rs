@@ -16,6 +16,7 @@ pub mod checkout;
 pub mod contain;
 pub mod git;
 pub mod runner;
+pub mod runs;
 pub mod state;
 
 use std::collections::BTreeMap;
@@ -167,6 +168,8 @@ struct Inner {
     states: Mutex<PluginStates>,
     /// Serialises state file writes so the last write carries the latest state.
     save: tokio::sync::Mutex<()>,
+    /// Runs so far, by plugin and outcome.
+    runs: runs::RunCounts,
 }
 
 /// The plugins' handle; cheap to clone.
@@ -260,6 +263,7 @@ impl PluginManager {
                 table: Mutex::default(),
                 states: Mutex::default(),
                 save: tokio::sync::Mutex::new(()),
+                runs: runs::RunCounts::default(),
             }),
         }
     }
@@ -681,7 +685,9 @@ impl PluginManager {
     }
 
     /// The result point `plugin.<project>`: 0 ok / 1 failed, tags `type` and `reason`.
+    /// Every run, script or built-in, ends here, so this is also where runs are counted.
     async fn ship_result(&self, ns: &str, project: &str, kind: &str, result: &RunResult) {
+        self.inner.runs.record(ns, project, kind, &result.reason);
         let point = Metric::new(
             format!("plugin.{project}"),
             if result.ok { 0.0 } else { 1.0 },
@@ -853,6 +859,11 @@ impl PluginManager {
     /// Why plugins cannot be contained (the agent refuses to start then), if so.
     pub fn containment_error(&self) -> Option<&str> {
         self.inner.contain.as_ref().err().map(String::as_str)
+    }
+
+    /// Runs so far, by plugin and outcome (for `/metrics`).
+    pub fn runs(&self) -> &runs::RunCounts {
+        &self.inner.runs
     }
 
     /// Counts for `/me/status`.

@@ -7,7 +7,9 @@
 pub mod cache;
 pub mod file;
 pub mod http;
+pub mod report;
 pub mod service;
+pub mod spread;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -53,6 +55,9 @@ pub struct Fetched {
     /// Namespaces the source named but could not describe (their own call failed), with the
     /// reason. They keep what they ran before: see [`Fetched::keep_unavailable`].
     pub unavailable: BTreeMap<String, String>,
+    /// The HTTP registry's namespaces for this host with the host's resource id in each (empty
+    /// for a file).
+    pub registered: BTreeMap<String, String>,
 }
 
 impl Fetched {
@@ -121,7 +126,7 @@ impl Source {
                 Ok(Fetched {
                     plan: loaded.plan,
                     problems: loaded.problems,
-                    unavailable: BTreeMap::new(),
+                    ..Fetched::default()
                 })
             }
             Source::Http(h) => h.fetch().await,
@@ -383,6 +388,15 @@ pub fn validate(plan: Plan, topic_template: &str) -> Checked {
         let mut projects: BTreeMap<String, String> = BTreeMap::new();
         for p in ns.plugins {
             let what = format!("plugin {:?}", redact_address(&p.git));
+            // The same refusal the plugin manager applies, so `agent check` reports it too.
+            if let Err(e) = crate::plugins::git::check_address(&p.git) {
+                let why = match e {
+                    crate::plugins::git::GitError::Address { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                bad(what, format!("the address is refused: {why}"));
+                continue;
+            }
             let project = match project_name(&p.git) {
                 Ok(project) => project,
                 Err(e) => {

@@ -3,60 +3,28 @@
 //! Nothing here draws or talks to the network: drawing reads `App` (see `ui`), and the loop
 //! performs the returned [`Action`]s, whose answers come back as [`Event::Net`].
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseEvent, MouseEventKind};
 use ratatui::layout::Rect;
-use shared::api::{LogChunk, PluginInfo, RunResponse, RunResult, Status};
+use shared::api::{PluginInfo, Status};
 use shared::ClientError;
 
 use super::conn::Conn;
 use super::event::{Event, Net, Verb};
+use super::screens::{self, fleet, logs, plugins};
 use super::ui;
+use crate::fleet::inventory::Host;
+
+pub use super::screens::fleet::FleetView;
+pub use super::screens::logs::{LogsView, Prompt, LOG_BATCH, LOG_LINES_KEPT, LOG_TAIL_BYTES};
+pub use super::screens::plugins::{Confirm, PluginsView};
+pub use super::screens::Tab;
 
 /// Throughput samples kept for the sparkline (one per refresh, about 2 minutes).
 pub const THROUGHPUT_SAMPLES: usize = 60;
-/// Log lines kept in memory while following.
-pub const LOG_LINES_KEPT: usize = 10_000;
-/// Lines asked for per `/log/offset` call.
-pub const LOG_BATCH: u64 = 500;
-/// When a file is opened, start this many bytes before its end rather than at its start.
-pub const LOG_TAIL_BYTES: u64 = 64 * 1024;
 /// Lines (or list rows) one wheel notch scrolls, as in most terminal programs.
 pub const WHEEL_LINES: usize = 3;
-
-/// The screens, in tab order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tab {
-    /// Status, output and registry health, throughput.
-    Overview,
-    /// This host's namespaces.
-    Namespaces,
-    /// The plugin table and its detail pane.
-    Plugins,
-    /// Following a file.
-    Logs,
-}
-
-impl Tab {
-    /// All tabs in order.
-    pub const ALL: [Tab; 4] = [Tab::Overview, Tab::Namespaces, Tab::Plugins, Tab::Logs];
-
-    /// The tab's title, without its number.
-    pub fn title(self) -> &'static str {
-        match self {
-            Tab::Overview => "Overview",
-            Tab::Namespaces => "Namespaces",
-            Tab::Plugins => "Plugins",
-            Tab::Logs => "Logs",
-        }
-    }
-
-    /// Its place in [`Tab::ALL`].
-    pub fn index(self) -> usize {
-        Tab::ALL.iter().position(|t| *t == self).unwrap_or(0)
-    }
-}
 
 /// Data from one endpoint, or why there is none.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,73 +73,25 @@ pub enum Action {
     },
     /// Several at once.
     Batch(Vec<Action>),
-}
-
-/// A disruptive action waiting for `y`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Confirm {
-    /// Update or disable.
-    pub verb: Verb,
-    /// The plugin.
-    pub ns: String,
-    /// The plugin.
-    pub project: String,
-    /// The plugin.
-    pub repo: String,
-}
-
-/// The Plugins screen's own state.
-#[derive(Debug, Clone, Default)]
-pub struct PluginsView {
-    /// Index of the selected row.
-    pub selected: usize,
-    /// The detail pane fills the screen (Enter) and scrolls.
-    pub detail_open: bool,
-    /// Scroll of the opened detail pane, in lines.
-    pub detail_scroll: u16,
-    /// Plugins with a request in flight from this console, by (ns, project).
-    pub busy: BTreeSet<(String, String)>,
-    /// The last on-demand run answers from this console, by (ns, project).
-    pub runs: BTreeMap<(String, String), RunResponse>,
-}
-
-/// What a line of text input is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prompt {
-    /// The file to follow.
-    Path,
-    /// A search in the followed lines.
-    Search,
-}
-
-/// The Logs screen's own state.
-#[derive(Debug, Clone, Default)]
-pub struct LogsView {
-    /// Text being typed and what for.
-    pub input: Option<(Prompt, String)>,
-    /// The file followed.
-    pub path: Option<String>,
-    /// The lines read so far (the newest last).
-    pub lines: VecDeque<String>,
-    /// Where the next read starts.
-    pub next_offset: u64,
-    /// Whether a read is in flight.
-    pub reading: bool,
-    /// Whether the file was read at least once (the first read may jump near the end).
-    pub opened: bool,
-    /// Drop the first line of the next answer (it starts mid-line after a jump).
-    pub skip_partial: bool,
-    /// Following is paused (reads stop; the view stays put).
-    pub paused: bool,
-    /// Lines scrolled up from the newest; 0 follows the end.
-    pub scroll: usize,
-    /// The search term, matched case-insensitively.
-    pub query: Option<String>,
-    /// Long lines are cut at the right edge instead of wrapped (`w` toggles; wrapping is the
-    /// default because the end of a long line is often the error).
-    pub cut: bool,
-    /// Why reading stopped, if it did.
-    pub error: Option<String>,
+    /// Fleet: ask every host of the inventory (one round; answers arrive as they come).
+    Probe,
+    /// Fleet: talk to this host (index in the inventory) from now on.
+    Open {
+        /// The host.
+        host: usize,
+    },
+    /// Fleet: ask this host for its plugins (for the picker).
+    HostPlugins {
+        /// The host.
+        host: usize,
+    },
+    /// Fleet: do `action` on these hosts (indexes in the inventory).
+    Fleet {
+        /// What.
+        action: crate::fleet::action::Action,
+        /// Where.
+        hosts: Vec<usize>,
+    },
 }
 
 /// A line at the bottom of the screen about the last thing that happened.
@@ -230,6 +150,10 @@ pub struct App {
     /// Set while the agent refuses the token agentctl sends (or that it sends none): the
     /// banner's text, since the health it shows needs no token but everything else does.
     pub token_refused: Option<String>,
+    /// The Fleet screen, when agentctl started with an inventory.
+    pub fleet: Option<FleetView>,
+    /// The Fleet screen is shown (else the single-agent screens, for the host opened).
+    pub fleet_shown: bool,
 }
 
 impl App {
@@ -257,7 +181,43 @@ impl App {
             flash: None,
             quit: false,
             token_refused: None,
+            fleet: None,
+            fleet_shown: false,
         }
+    }
+
+    /// A console that starts on the Fleet screen over `hosts`.
+    pub fn for_fleet(hosts: Vec<Host>, now: i64) -> Self {
+        App {
+            fleet: Some(FleetView::new(hosts)),
+            fleet_shown: true,
+            ..App::new("", now)
+        }
+    }
+
+    /// Leaves the Fleet screen for host `i` in the single-agent screens, with nothing of the
+    /// host shown before.
+    pub(crate) fn open_host(&mut self, i: usize) -> Action {
+        let fleet = self.fleet.take();
+        let addr = fleet
+            .as_ref()
+            .and_then(|f| f.hosts.get(i))
+            .map(|h| h.addr.clone())
+            .unwrap_or_default();
+        *self = App {
+            area: self.area,
+            fleet,
+            ..App::new(&addr, self.now)
+        };
+        Action::Batch(vec![Action::Open { host: i }, self.start_refresh()])
+    }
+
+    /// Back to the Fleet screen from a host's screens.
+    fn back_to_fleet(&mut self) -> Option<Action> {
+        self.fleet_shown = true;
+        self.confirm = None;
+        self.flash = None;
+        screens::fleet::on_tick(self)
     }
 
     /// Applies one event; returns what the loop should do about it.
@@ -277,14 +237,6 @@ impl App {
         }
     }
 
-    /// The plugins listed, empty when none are known.
-    pub fn plugin_list(&self) -> &[PluginInfo] {
-        match &self.plugins {
-            Feed::Ready(p) => p,
-            _ => &[],
-        }
-    }
-
     /// The namespaces listed, empty when none are known.
     pub fn namespace_list(&self) -> &[String] {
         match &self.namespaces {
@@ -293,63 +245,15 @@ impl App {
         }
     }
 
-    /// The selected plugin.
-    pub fn selected_plugin(&self) -> Option<&PluginInfo> {
-        self.plugin_list().get(self.plugins_view.selected)
-    }
-
-    /// The newest run of a plugin: its listed last run or this console's on-demand run.
-    pub fn last_run<'a>(&'a self, p: &'a PluginInfo) -> Option<&'a RunResult> {
-        let mine = self
-            .plugins_view
-            .runs
-            .get(&(p.ns.clone(), p.project.clone()))
-            .and_then(|r| r.result.as_ref());
-        match (p.last_run.as_ref(), mine) {
-            (Some(a), Some(b)) => Some(if b.at >= a.at { b } else { a }),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// The agent's log file for today, as a suggestion for the Logs screen.
-    pub fn suggested_log(&self) -> String {
-        let dir = self
-            .status
-            .as_ref()
-            .and_then(|s| s.log_dir.clone())
-            .unwrap_or_else(|| "/var/log".to_owned());
-        let date = time::OffsetDateTime::from_unix_timestamp(self.now)
-            .map(|t| t.date())
-            .unwrap_or(time::Date::MIN);
-        format!(
-            "{}/agent.{:04}-{:02}-{:02}.log",
-            dir.trim_end_matches('/'),
-            date.year(),
-            u8::from(date.month()),
-            date.day()
-        )
-    }
-
-    /// Indexes of the followed lines that match the search.
-    pub fn log_matches(&self) -> Vec<usize> {
-        let Some(q) = self.logs.query.as_deref().map(str::to_lowercase) else {
-            return Vec::new();
-        };
-        self.logs
-            .lines
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.to_lowercase().contains(&q))
-            .map(|(i, _)| i)
-            .collect()
-    }
-
     fn on_tick(&mut self) -> Option<Action> {
+        if self.fleet_shown {
+            return fleet::on_tick(self);
+        }
         let mut actions = Vec::new();
         if !self.refreshing && self.conn.refresh_due(self.now, self.refresh_sent) {
             actions.push(self.start_refresh());
         }
-        if let Some(a) = self.log_read() {
+        if let Some(a) = logs::read(self) {
             actions.push(a);
         }
         batch(actions)
@@ -361,18 +265,12 @@ impl App {
         Action::Refresh
     }
 
-    /// The next read of the followed file, unless paused, stopped or already reading.
-    fn log_read(&mut self) -> Option<Action> {
-        let l = &mut self.logs;
-        let path = l.path.clone()?;
-        if l.reading || l.paused || l.error.is_some() {
-            return None;
+    fn refresh_now(&mut self) -> Option<Action> {
+        if self.refreshing {
+            None
+        } else {
+            Some(self.start_refresh())
         }
-        l.reading = true;
-        Some(Action::ReadLog {
-            path,
-            offset: l.next_offset,
-        })
     }
 
     fn on_net(&mut self, net: Net) -> Option<Action> {
@@ -383,39 +281,7 @@ impl App {
                 namespaces,
                 plugins,
             } => {
-                self.refreshing = false;
-                match status {
-                    Ok(s) => {
-                        self.conn.succeeded(self.now);
-                        self.sample_throughput(at_ms, s.output.delivered_points);
-                        self.status = Some(s);
-                        self.status_at = Some(self.now);
-                    }
-                    Err(e) => {
-                        self.conn.failed(short_reason(&e), self.now);
-                        self.last_delivered = None;
-                    }
-                }
-                if let Some(ns) = &namespaces {
-                    self.token_refused = match ns {
-                        Err(ClientError::Unauthorized { sent, .. }) => Some(format!(
-                            "the agent refused the token: agentctl sent {sent}; pass --token-file or --token (see 2 Namespaces)"
-                        )),
-                        _ => None,
-                    };
-                }
-                if let Some(ns) = namespaces {
-                    self.namespaces = feed(ns, &self.addr);
-                    self.ns_selected = self
-                        .ns_selected
-                        .min(self.namespace_list().len().saturating_sub(1));
-                }
-                if let Some(p) = plugins {
-                    self.plugins = feed(p.map(|l| l.plugins), &self.addr);
-                    let n = self.plugin_list().len();
-                    self.plugins_view.selected =
-                        self.plugins_view.selected.min(n.saturating_sub(1));
-                }
+                self.on_refreshed(at_ms, status, namespaces, plugins);
                 None
             }
             Net::Ran {
@@ -423,34 +289,7 @@ impl App {
                 project,
                 result,
             } => {
-                let key = (ns, project);
-                self.plugins_view.busy.remove(&key);
-                match result {
-                    Ok(r) => {
-                        let ok = r.result.as_ref().is_some_and(|x| x.ok);
-                        let what = match &r.result {
-                            Some(x) => crate::fmt::run_summary(x),
-                            None => r.message.clone(),
-                        };
-                        self.flash(
-                            format!(
-                                "{}/{}: {} {what}",
-                                key.0,
-                                key.1,
-                                if !r.ran {
-                                    "not run:"
-                                } else if ok {
-                                    "ran, ok:"
-                                } else {
-                                    "ran, FAILED:"
-                                }
-                            ),
-                            !ok,
-                        );
-                        self.plugins_view.runs.insert(key, r);
-                    }
-                    Err(e) => self.flash_err(&format!("{}/{}: run", key.0, key.1), &e),
-                }
+                plugins::on_ran(self, ns, project, result);
                 // The list shows the new last run and state at once.
                 self.refresh_now()
             }
@@ -460,82 +299,74 @@ impl App {
                 project,
                 result,
             } => {
-                self.plugins_view
-                    .busy
-                    .remove(&(ns.clone(), project.clone()));
-                match result {
-                    Ok(r) => self.flash(format!("{ns}/{project}: {}", r.message), false),
-                    Err(e) => self.flash_err(&format!("{ns}/{project}: {}", verb.word()), &e),
-                }
+                plugins::on_acted(self, verb, ns, project, result);
                 self.refresh_now()
             }
             Net::Log {
                 path,
                 offset,
                 result,
-            } => {
-                if self.logs.path.as_deref() != Some(path.as_str()) {
-                    return None;
+            } => logs::on_answer(self, path, offset, result),
+            Net::Probed { host, row } => {
+                if let Some(f) = &mut self.fleet {
+                    f.answered(host, *row);
                 }
-                self.logs.reading = false;
-                match result {
-                    Ok(chunk) => self.on_log_chunk(offset, chunk),
-                    // Asked again at the next tick: the agent is away, or its reads are busy.
-                    Err(e) if e.is_unreachable() || e.is_busy() => None,
-                    Err(e) => {
-                        self.logs.error = Some(crate::commands::describe(&e, &self.addr));
-                        None
-                    }
-                }
+                None
+            }
+            Net::ProbeDone => {
+                fleet::on_round_done(self);
+                None
+            }
+            Net::HostPlugins { host, result } => {
+                fleet::on_host_plugins(self, host, result);
+                None
+            }
+            Net::Outcome { host, outcome } => {
+                fleet::on_outcome(self, host, outcome);
+                None
             }
         }
     }
 
-    fn refresh_now(&mut self) -> Option<Action> {
-        if self.refreshing {
-            None
-        } else {
-            Some(self.start_refresh())
-        }
-    }
-
-    fn on_log_chunk(&mut self, offset: u64, chunk: LogChunk) -> Option<Action> {
-        let l = &mut self.logs;
-        if !l.opened {
-            l.opened = true;
-            if chunk.size > offset + LOG_TAIL_BYTES {
-                // A long file: show its end rather than its first lines.
-                l.next_offset = chunk.size - LOG_TAIL_BYTES;
-                l.skip_partial = true;
-                return self.log_read();
+    /// The agent's data every screen shows: status, namespaces, plugins.
+    fn on_refreshed(
+        &mut self,
+        at_ms: u64,
+        status: Result<Status, ClientError>,
+        namespaces: Option<Result<Vec<String>, ClientError>>,
+        plugins: Option<Result<shared::api::PluginList, ClientError>>,
+    ) {
+        self.refreshing = false;
+        match status {
+            Ok(s) => {
+                self.conn.succeeded(self.now);
+                self.sample_throughput(at_ms, s.output.delivered_points);
+                self.status = Some(s);
+                self.status_at = Some(self.now);
+            }
+            Err(e) => {
+                self.conn.failed(short_reason(&e), self.now);
+                self.last_delivered = None;
             }
         }
-        if chunk.size < offset {
-            l.lines.push_back(format!(
-                "--- {} was truncated or rotated; reading from its start ---",
-                chunk.path
-            ));
-            l.next_offset = 0;
-            return self.log_read();
+        if let Some(ns) = &namespaces {
+            self.token_refused = match ns {
+                Err(ClientError::Unauthorized { sent, .. }) => Some(format!(
+                    "the agent refused the token: agentctl sent {sent}; pass --token-file or --token (see 2 Namespaces)"
+                )),
+                _ => None,
+            };
         }
-        let full = chunk.lines.len() as u64 >= LOG_BATCH;
-        let skip = usize::from(std::mem::take(&mut l.skip_partial) && !chunk.lines.is_empty());
-        for line in chunk.lines.into_iter().skip(skip) {
-            l.lines.push_back(line);
-            if l.scroll > 0 {
-                // Keep a scrolled view on the same lines while new ones arrive.
-                l.scroll += 1;
-            }
+        if let Some(ns) = namespaces {
+            self.namespaces = feed(ns, &self.addr);
+            self.ns_selected = self
+                .ns_selected
+                .min(self.namespace_list().len().saturating_sub(1));
         }
-        while l.lines.len() > LOG_LINES_KEPT {
-            l.lines.pop_front();
-        }
-        l.scroll = l.scroll.min(l.lines.len());
-        l.next_offset = chunk.next_offset;
-        if full {
-            self.log_read()
-        } else {
-            None
+        if let Some(p) = plugins {
+            self.plugins = feed(p.map(|l| l.plugins), &self.addr);
+            let n = self.plugin_list().len();
+            self.plugins_view.selected = self.plugins_view.selected.min(n.saturating_sub(1));
         }
     }
 
@@ -552,15 +383,19 @@ impl App {
         self.last_delivered = Some((at_ms, delivered));
     }
 
-    fn flash(&mut self, text: String, error: bool) {
+    /// Shows `text` on the message line.
+    pub(crate) fn flash(&mut self, text: String, error: bool) {
         self.flash = Some(Flash { text, error });
     }
 
-    fn flash_err(&mut self, what: &str, e: &ClientError) {
+    /// Shows what failed and why on the message line, in red.
+    pub(crate) fn flash_err(&mut self, what: &str, e: &ClientError) {
         let text = format!("{what}: {}", crate::commands::describe(e, &self.addr));
         self.flash(text, true);
     }
 
+    /// The frame's keys first (quit, help, an open confirmation, tabs, refresh), then the
+    /// screen's.
     fn on_key(&mut self, key: KeyEvent) -> Option<Action> {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
         if ctrl && key.code == KeyCode::Char('c') {
@@ -571,60 +406,40 @@ impl App {
             self.help = false;
             return None;
         }
-        if let Some(c) = self.confirm.take() {
-            return match key.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
-                    Some(self.plugin_action(c.verb, c.ns, c.project, c.repo))
-                }
-                _ => {
-                    self.flash(
-                        format!("{} of {}/{} cancelled", c.verb.word(), c.ns, c.project),
-                        false,
-                    );
-                    None
-                }
-            };
+        if self.fleet_shown {
+            if fleet::typing(self) {
+                return fleet::on_key(self, key);
+            }
+            match key.code {
+                KeyCode::Char('q') => self.quit = true,
+                KeyCode::Char('?') => self.help = true,
+                KeyCode::Char('R') => return fleet::probe_now(self),
+                _ => return fleet::on_key(self, key),
+            }
+            return None;
         }
-        if self.logs.input.is_some() && self.tab == Tab::Logs {
-            return self.on_input_key(key);
+        if let Some(c) = self.confirm.take() {
+            return plugins::on_confirm_key(self, c, key);
+        }
+        if screens::typing(self) {
+            return screens::on_key(self, key);
         }
         match key.code {
-            KeyCode::Char('q') => {
-                self.quit = true;
-                return None;
-            }
-            KeyCode::Char('?') => {
-                self.help = true;
-                return None;
-            }
-            KeyCode::Char(c @ '1'..='4') => {
-                self.tab = Tab::ALL[(c as u8 - b'1') as usize];
-                return None;
-            }
-            KeyCode::Tab => {
-                self.tab = Tab::ALL[(self.tab.index() + 1) % Tab::ALL.len()];
-                return None;
-            }
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Char(c @ '1'..='4') => self.tab = Tab::ALL[(c as u8 - b'1') as usize],
+            KeyCode::Tab => self.tab = Tab::ALL[(self.tab.index() + 1) % Tab::ALL.len()],
             KeyCode::BackTab => {
-                self.tab = Tab::ALL[(self.tab.index() + Tab::ALL.len() - 1) % Tab::ALL.len()];
-                return None;
+                self.tab = Tab::ALL[(self.tab.index() + Tab::ALL.len() - 1) % Tab::ALL.len()]
             }
-            KeyCode::Char('R') => {
-                // An impatient reconnect: try now rather than at the backoff's next slot.
-                return self.refresh_now();
+            // An impatient reconnect: try now rather than at the backoff's next slot.
+            KeyCode::Char('R') => return self.refresh_now(),
+            KeyCode::Esc if self.fleet.is_some() && !screens::takes_esc(self) => {
+                return self.back_to_fleet()
             }
-            _ => {}
+            _ => return screens::on_key(self, key),
         }
-        match self.tab {
-            Tab::Plugins => self.on_plugins_key(key),
-            Tab::Logs => self.on_logs_key(key),
-            Tab::Namespaces => {
-                let last = self.namespace_list().len().saturating_sub(1);
-                self.ns_selected = list_key(key.code, self.ns_selected, last);
-                None
-            }
-            Tab::Overview => None,
-        }
+        None
     }
 
     /// A left click switches tab or selects a row; the wheel scrolls what is shown.
@@ -634,256 +449,35 @@ impl App {
             self.help = !matches!(m.kind, MouseEventKind::Down(_));
             return None;
         }
+        if self.fleet_shown {
+            match m.kind {
+                MouseEventKind::ScrollUp => fleet::on_wheel(self, true),
+                MouseEventKind::ScrollDown => fleet::on_wheel(self, false),
+                _ => {
+                    if let (Some(ui::Target::Row(pos)), false) =
+                        (ui::target_at(self, m.column, m.row), fleet::typing(self))
+                    {
+                        if let Some(f) = &mut self.fleet {
+                            f.select_at(pos);
+                        }
+                    }
+                }
+            }
+            return None;
+        }
         if self.confirm.is_some() {
             // A stray click must neither confirm nor cancel: the prompt wants y or n.
             return None;
         }
-        let notch = match m.kind {
-            MouseEventKind::ScrollUp => Some(true),
-            MouseEventKind::ScrollDown => Some(false),
-            _ => None,
-        };
-        if let Some(up) = notch {
-            self.wheel(up);
-            return None;
-        }
-        match ui::target_at(self, m.column, m.row)? {
-            ui::Target::Tab(tab) => self.tab = tab,
-            ui::Target::Row(i) => match self.tab {
-                Tab::Namespaces => self.ns_selected = i,
-                Tab::Plugins => self.plugins_view.selected = i,
-                Tab::Overview | Tab::Logs => {}
+        match m.kind {
+            MouseEventKind::ScrollUp => screens::on_wheel(self, true),
+            MouseEventKind::ScrollDown => screens::on_wheel(self, false),
+            _ => match ui::target_at(self, m.column, m.row)? {
+                ui::Target::Tab(tab) => self.tab = tab,
+                ui::Target::Row(i) => screens::on_row_click(self, i),
             },
         }
         None
-    }
-
-    /// One wheel notch on whatever list or log the screen shows.
-    fn wheel(&mut self, up: bool) {
-        let step = |v: usize, max: usize| {
-            if up {
-                v.saturating_sub(WHEEL_LINES)
-            } else {
-                (v + WHEEL_LINES).min(max)
-            }
-        };
-        match self.tab {
-            Tab::Overview => {}
-            Tab::Namespaces => {
-                let last = self.namespace_list().len().saturating_sub(1);
-                self.ns_selected = step(self.ns_selected, last);
-            }
-            Tab::Plugins if self.plugins_view.detail_open => {
-                let v = &mut self.plugins_view;
-                v.detail_scroll = step(usize::from(v.detail_scroll), usize::from(u16::MAX))
-                    .try_into()
-                    .unwrap_or(u16::MAX);
-            }
-            Tab::Plugins => {
-                let last = self.plugin_list().len().saturating_sub(1);
-                self.plugins_view.selected = step(self.plugins_view.selected, last);
-            }
-            Tab::Logs => {
-                // Logs scroll counts lines up from the newest, so "up" adds.
-                let max = self.log_scroll_max();
-                let s = self.logs.scroll;
-                self.logs.scroll = if up {
-                    (s + WHEEL_LINES).min(max)
-                } else {
-                    s.saturating_sub(WHEEL_LINES)
-                };
-            }
-        }
-    }
-
-    /// How far the log view scrolls up: until the first line is at the top of the view.
-    pub fn log_scroll_max(&self) -> usize {
-        let (width, height) = ui::log_text_size(self);
-        ui::log_scroll_max(&self.logs.lines, width, height, !self.logs.cut)
-    }
-
-    fn on_plugins_key(&mut self, key: KeyEvent) -> Option<Action> {
-        let n = self.plugin_list().len();
-        let v = &mut self.plugins_view;
-        if v.detail_open {
-            match key.code {
-                KeyCode::Esc | KeyCode::Enter => v.detail_open = false,
-                KeyCode::Down | KeyCode::Char('j') => {
-                    v.detail_scroll = v.detail_scroll.saturating_add(1)
-                }
-                KeyCode::Up | KeyCode::Char('k') => {
-                    v.detail_scroll = v.detail_scroll.saturating_sub(1)
-                }
-                KeyCode::PageDown => v.detail_scroll = v.detail_scroll.saturating_add(10),
-                KeyCode::PageUp => v.detail_scroll = v.detail_scroll.saturating_sub(10),
-                _ => return self.plugin_key_action(key),
-            }
-            return None;
-        }
-        match key.code {
-            KeyCode::Down
-            | KeyCode::Char('j')
-            | KeyCode::Up
-            | KeyCode::Char('k')
-            | KeyCode::PageDown
-            | KeyCode::PageUp
-            | KeyCode::Home
-            | KeyCode::Char('g')
-            | KeyCode::End
-            | KeyCode::Char('G') => {
-                v.selected = list_key(key.code, v.selected, n.saturating_sub(1))
-            }
-            KeyCode::Enter if n > 0 => {
-                v.detail_open = true;
-                v.detail_scroll = 0;
-            }
-            _ => return self.plugin_key_action(key),
-        }
-        None
-    }
-
-    /// r, u, e, d on the selected plugin; update and disable ask first.
-    fn plugin_key_action(&mut self, key: KeyEvent) -> Option<Action> {
-        let p = self.selected_plugin()?;
-        let (ns, project, repo) = (p.ns.clone(), p.project.clone(), p.repo.clone());
-        if self
-            .plugins_view
-            .busy
-            .contains(&(ns.clone(), project.clone()))
-        {
-            if matches!(key.code, KeyCode::Char('r' | 'u' | 'e' | 'd')) {
-                self.flash(
-                    format!("{ns}/{project}: a request is already going on"),
-                    true,
-                );
-            }
-            return None;
-        }
-        match key.code {
-            KeyCode::Char('r') => {
-                self.plugins_view.busy.insert((ns.clone(), project.clone()));
-                self.flash(format!("{ns}/{project}: running..."), false);
-                Some(Action::Run { ns, project, repo })
-            }
-            KeyCode::Char('e') => Some(self.plugin_action(Verb::Enable, ns, project, repo)),
-            KeyCode::Char('u') | KeyCode::Char('d') => {
-                let verb = if key.code == KeyCode::Char('u') {
-                    Verb::Update
-                } else {
-                    Verb::Disable
-                };
-                self.confirm = Some(Confirm {
-                    verb,
-                    ns,
-                    project,
-                    repo,
-                });
-                None
-            }
-            _ => None,
-        }
-    }
-
-    fn plugin_action(&mut self, verb: Verb, ns: String, project: String, repo: String) -> Action {
-        self.plugins_view.busy.insert((ns.clone(), project.clone()));
-        self.flash(format!("{ns}/{project}: {}...", verb.word()), false);
-        Action::Plugin {
-            verb,
-            ns,
-            project,
-            repo,
-        }
-    }
-
-    fn on_logs_key(&mut self, key: KeyEvent) -> Option<Action> {
-        let max = self.log_scroll_max();
-        let l = &mut self.logs;
-        match key.code {
-            KeyCode::Char('o') | KeyCode::Enter if l.input.is_none() => {
-                let start = l.path.clone().unwrap_or_else(|| self.suggested_log());
-                self.logs.input = Some((Prompt::Path, start));
-            }
-            KeyCode::Char('/') => l.input = Some((Prompt::Search, String::new())),
-            KeyCode::Char(' ') | KeyCode::Char('p') if l.path.is_some() => {
-                l.paused = !l.paused;
-                return self.log_read();
-            }
-            KeyCode::Char('w') => l.cut = !l.cut,
-            KeyCode::Up | KeyCode::Char('k') => l.scroll = (l.scroll + 1).min(max),
-            KeyCode::Down | KeyCode::Char('j') => l.scroll = l.scroll.saturating_sub(1),
-            KeyCode::PageUp => l.scroll = (l.scroll + 10).min(max),
-            KeyCode::PageDown => l.scroll = l.scroll.saturating_sub(10),
-            KeyCode::Home | KeyCode::Char('g') => l.scroll = max,
-            KeyCode::End | KeyCode::Char('G') => l.scroll = 0,
-            KeyCode::Char('n') => self.jump_match(true),
-            KeyCode::Char('N') => self.jump_match(false),
-            KeyCode::Esc => l.query = None,
-            _ => {}
-        }
-        None
-    }
-
-    /// Scrolls so the next match above (`older`) or below the bottom line is the bottom line.
-    fn jump_match(&mut self, older: bool) {
-        let matches = self.log_matches();
-        let n = self.logs.lines.len();
-        if n == 0 {
-            return;
-        }
-        let bottom = n - 1 - self.logs.scroll.min(n - 1);
-        let target = if older {
-            matches.iter().rev().find(|&&i| i < bottom)
-        } else {
-            matches.iter().find(|&&i| i > bottom)
-        };
-        match target {
-            Some(&i) => self.logs.scroll = (n - 1 - i).min(self.log_scroll_max()),
-            None => self.flash("no more matches".into(), false),
-        }
-    }
-
-    fn on_input_key(&mut self, key: KeyEvent) -> Option<Action> {
-        let (prompt, text) = self.logs.input.as_mut()?;
-        let prompt = *prompt;
-        match key.code {
-            KeyCode::Char(c) => text.push(c),
-            KeyCode::Backspace => {
-                text.pop();
-            }
-            KeyCode::Esc => self.logs.input = None,
-            KeyCode::Enter => {
-                let text = text.trim().to_owned();
-                self.logs.input = None;
-                return match prompt {
-                    Prompt::Path if !text.is_empty() => self.open_log(text),
-                    Prompt::Path => None,
-                    Prompt::Search => {
-                        self.logs.query = (!text.is_empty()).then_some(text);
-                        // Show the newest match at the bottom of the view.
-                        let n = self.logs.lines.len();
-                        match self.log_matches().last() {
-                            Some(&i) => self.logs.scroll = (n - 1 - i).min(self.log_scroll_max()),
-                            None if self.logs.query.is_some() => {
-                                self.flash("no line matches".into(), false)
-                            }
-                            None => {}
-                        }
-                        None
-                    }
-                };
-            }
-            _ => {}
-        }
-        None
-    }
-
-    fn open_log(&mut self, path: String) -> Option<Action> {
-        self.logs = LogsView {
-            path: Some(path),
-            cut: self.logs.cut,
-            ..LogsView::default()
-        };
-        self.log_read()
     }
 }
 
@@ -900,28 +494,12 @@ fn feed<T>(result: Result<T, ClientError>, addr: &str) -> Feed<T> {
 fn short_reason(e: &ClientError) -> String {
     match e {
         ClientError::Unreachable { reason, .. } => {
-            let reason = match reason.find(" (os error") {
-                Some(i) => &reason[..i],
-                None => reason,
-            };
+            let reason = crate::fmt::without_os_error(reason);
             format!("cannot reach the agent: {}", reason.to_lowercase())
         }
         ClientError::Api { status, message } => format!("status failed ({status}): {message}"),
         ClientError::Unauthorized { message, .. } => format!("status refused (401): {message}"),
         ClientError::Decode { reason, .. } => format!("unexpected status answer: {reason}"),
-    }
-}
-
-/// j/k, PgUp/PgDn, g/G (and Home/End) on a list of `last + 1` rows.
-fn list_key(code: KeyCode, selected: usize, last: usize) -> usize {
-    match code {
-        KeyCode::Down | KeyCode::Char('j') => (selected + 1).min(last),
-        KeyCode::Up | KeyCode::Char('k') => selected.saturating_sub(1),
-        KeyCode::PageDown => (selected + 10).min(last),
-        KeyCode::PageUp => selected.saturating_sub(10),
-        KeyCode::Home | KeyCode::Char('g') => 0,
-        KeyCode::End | KeyCode::Char('G') => last,
-        _ => selected,
     }
 }
 

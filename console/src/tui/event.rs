@@ -6,10 +6,13 @@ use std::time::Duration;
 use ratatui::crossterm::event::{
     self as ct, KeyEvent, KeyEventKind, MouseButton, MouseEvent, MouseEventKind,
 };
-use shared::api::{ActionResponse, LogChunk, PluginList, RunResponse, Status};
+use shared::api::{ActionResponse, LogChunk, PluginInfo, PluginList, RunResponse, Status};
 use shared::ClientError;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use crate::fleet::action::Outcome;
+use crate::fleet::probe::Row;
 
 /// One thing that happened.
 #[derive(Debug)]
@@ -100,6 +103,29 @@ pub enum Net {
         offset: u64,
         /// The answer.
         result: Result<LogChunk, ClientError>,
+    },
+    /// Fleet: one host's probe answered (or timed out).
+    Probed {
+        /// Index in the inventory.
+        host: usize,
+        /// What it said.
+        row: Box<Row>,
+    },
+    /// Fleet: the probe round is over.
+    ProbeDone,
+    /// Fleet: a host's `/plugins/list`, for the picker.
+    HostPlugins {
+        /// Index in the inventory.
+        host: usize,
+        /// The plugins, or why not.
+        result: Result<Vec<PluginInfo>, String>,
+    },
+    /// Fleet: an action finished on one host.
+    Outcome {
+        /// Index in the inventory.
+        host: usize,
+        /// How it went.
+        outcome: Outcome,
     },
 }
 

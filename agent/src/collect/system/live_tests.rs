@@ -333,8 +333,11 @@ fn every_family_stamps_one_second_and_never_panics_on_a_missing_proc() {
     let mut real = SystemCollector::new(SystemOptions::default());
     for f in Family::ALL {
         let m = empty.collect(f);
-        // Only TIME (a syscall, not a file) can have anything to say here.
-        assert!(f == Family::Time || m.is_empty(), "{f}: {m:?}");
+        // Only TIME and SOCKET (a syscall and netlink, not files) can have anything to say here.
+        assert!(
+            f == Family::Time || f == Family::Socket || m.is_empty(),
+            "{f}: {m:?}"
+        );
         assert!(
             empty.collect(f).len() == m.len(),
             "second failure is quiet and equal"
@@ -343,4 +346,392 @@ fn every_family_stamps_one_second_and_never_panics_on_a_missing_proc() {
         let ts = m.first().and_then(|m| m.timestamp);
         assert!(m.iter().all(|x| x.timestamp == ts && ts.is_some()), "{f}");
     }
+}
+
+/// Collects `family` twice, reading the kernel's counters with `read` just before and just after
+/// each collection and running `between` in the gap, and checks every rate `names[i]` (tag `tag`)
+/// against counter `i`: the collector's two reads lie inside the test's, so its delta lies
+/// between `b0 - a1` and `b1 - a0`, over a time between `tb0 - ta1` and `tb1 - ta0`. Returns the
+/// second collection. `scale` turns the counters' unit into the metric's.
+fn rates_within_kernel_bounds(
+    family: Family,
+    names: &[&str],
+    tag: Option<(&str, &str)>,
+    scale: f64,
+    read: impl Fn() -> Vec<u64>,
+    between: impl FnOnce(),
+) -> Vec<Metric> {
+    let mut c = SystemCollector::new(SystemOptions::default());
+    let ta0 = Instant::now();
+    let a0 = read();
+    let first = c.collect(family);
+    let a1 = read();
+    let ta1 = Instant::now();
+    for n in names {
+        assert!(
+            get(&first, n, tag).is_none(),
+            "{n}: first sample has no rate"
+        );
+    }
+    between();
+    std::thread::sleep(Duration::from_millis(30));
+    let tb0 = Instant::now();
+    let b0 = read();
+    let m = c.collect(family);
+    let b1 = read();
+    let tb1 = Instant::now();
+    let (long, short) = (
+        tb1.duration_since(ta0).as_secs_f64(),
+        tb0.duration_since(ta1).as_secs_f64(),
+    );
+    for (i, n) in names.iter().enumerate() {
+        let r = get(&m, n, tag).unwrap_or_else(|| panic!("{n} missing: {m:?}"));
+        let low = b0[i].saturating_sub(a1[i]) as f64 * scale / long;
+        let high = b1[i].saturating_sub(a0[i]) as f64 * scale / short;
+        assert!(
+            r >= low * 0.999 && r <= high * 1.001,
+            "{n}: {r}/s outside [{low}, {high}]"
+        );
+    }
+    m
+}
+
+/// `(section, field)` counters of a `/proc/net/snmp`-shaped file, read now.
+fn snmp_counters(path: &str, wanted: &[(&str, &str)]) -> Vec<u64> {
+    let text = proc_file(path);
+    let lines: Vec<&str> = text.lines().collect();
+    wanted
+        .iter()
+        .map(|(sec, field)| {
+            lines
+                .windows(2)
+                .find_map(|w| {
+                    let (hs, h) = w[0].split_once(": ")?;
+                    let (vs, v) = w[1].split_once(": ")?;
+                    let i = h.split(' ').position(|x| x == *field)?;
+                    (hs == *sec && vs == *sec).then(|| v.split(' ').nth(i)?.parse().ok())?
+                })
+                .unwrap_or_else(|| panic!("{sec} {field} in {path}"))
+        })
+        .collect()
+}
+
+#[test]
+fn netstat_rates_count_the_connections_the_test_makes() {
+    let wanted = [
+        ("Tcp", "ActiveOpens"),
+        ("Tcp", "PassiveOpens"),
+        ("Tcp", "InSegs"),
+        ("Tcp", "OutSegs"),
+        ("Udp", "OutDatagrams"),
+        ("Udp", "InDatagrams"),
+    ];
+    let names = [
+        "netstat.tcp_active_opens",
+        "netstat.tcp_passive_opens",
+        "netstat.tcp_in_segs",
+        "netstat.tcp_out_segs",
+        "netstat.udp_out_datagrams",
+        "netstat.udp_in_datagrams",
+    ];
+    let before = snmp_counters("/proc/net/snmp", &wanted);
+    let m = rates_within_kernel_bounds(
+        Family::Netstat,
+        &names,
+        None,
+        1.0,
+        || snmp_counters("/proc/net/snmp", &wanted),
+        || {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = l.local_addr().expect("addr");
+            for _ in 0..20 {
+                let c = std::net::TcpStream::connect(addr).expect("connect");
+                drop(l.accept().expect("accept"));
+                drop(c);
+            }
+            let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+            let to = u.local_addr().expect("addr");
+            for _ in 0..20 {
+                u.send_to(b"x", to).expect("send");
+            }
+            let mut buf = [0u8; 4];
+            for _ in 0..20 {
+                u.recv_from(&mut buf).expect("recv");
+            }
+        },
+    );
+    let after = snmp_counters("/proc/net/snmp", &wanted);
+    assert!(
+        after[0] - before[0] >= 20 && after[4] - before[4] >= 20,
+        "the kernel counted"
+    );
+    assert!(get(&m, "netstat.tcp_active_opens", None).expect("opens") > 0.0);
+    let ext = snmp_counters("/proc/net/netstat", &[("TcpExt", "ListenOverflows")]);
+    assert!(ext[0] < u64::MAX);
+    for n in [
+        "netstat.tcp_listen_overflows",
+        "netstat.tcp_retrans_segs",
+        "netstat.udp6_in_datagrams",
+    ] {
+        assert!(get(&m, n, None).expect(n) >= 0.0, "{n}");
+    }
+    assert!(get(&m, "netstat.tcp_curr_estab", None).expect("curr_estab") >= 0.0);
+}
+
+fn vmstat_counters(keys: &[&str]) -> Vec<u64> {
+    let text = proc_file("/proc/vmstat");
+    keys.iter()
+        .map(|k| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("{k} in /proc/vmstat"))
+        })
+        .collect()
+}
+
+#[test]
+fn vmstat_rates_match_the_kernels_counters() {
+    let keys = ["pgfault", "pgmajfault", "pswpin", "pswpout", "oom_kill"];
+    let names = [
+        "vmstat.page_faults",
+        "vmstat.major_faults",
+        "vmstat.swap_in_pages",
+        "vmstat.swap_out_pages",
+        "vmstat.oom_kills",
+    ];
+    let m = rates_within_kernel_bounds(
+        Family::Vmstat,
+        &names,
+        None,
+        1.0,
+        || vmstat_counters(&keys),
+        || {
+            // 16 MiB touched page by page: thousands of minor faults in the window.
+            let mut v = vec![0u8; 16 << 20];
+            for i in (0..v.len()).step_by(4096) {
+                v[i] = 1;
+            }
+            assert_eq!(std::hint::black_box(&v)[4096], 1);
+        },
+    );
+    assert!(get(&m, "vmstat.page_faults", None).expect("faults") > 0.0);
+    assert!(get(&m, "vmstat.paged_in_bytes", None).expect("pgpgin") >= 0.0);
+}
+
+#[test]
+fn pressure_averages_equal_the_files_and_stall_rates_fit_the_totals() {
+    if std::fs::read_to_string("/proc/pressure/cpu").is_err() {
+        // A kernel without PSI: the family must then be empty (and is tested on fixtures).
+        let m = SystemCollector::new(SystemOptions::default()).collect(Family::Pressure);
+        assert!(m.is_empty(), "{m:?}");
+        return;
+    }
+    let total = |res: &str, kind: &str| -> u64 {
+        proc_file(&format!("/proc/pressure/{res}"))
+            .lines()
+            .find(|l| l.starts_with(kind))
+            .and_then(|l| l.rsplit_once("total=")?.1.trim().parse().ok())
+            .expect("total")
+    };
+    let avg10 = |text: &str, kind: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(kind))
+            .and_then(|l| l.split_once("avg10=")?.1.split(' ').next()?.parse().ok())
+            .expect("avg10")
+    };
+    let res = ["cpu", "memory", "io"];
+    for r in res {
+        let before = proc_file(&format!("/proc/pressure/{r}"));
+        let m = SystemCollector::new(SystemOptions::default()).collect(Family::Pressure);
+        let after = proc_file(&format!("/proc/pressure/{r}"));
+        for kind in ["some", "full"] {
+            let got = m
+                .iter()
+                .find(|x| {
+                    x.name == "pressure.avg10"
+                        && x.tags.get("resource").map(String::as_str) == Some(r)
+                        && x.tags.get("kind").map(String::as_str) == Some(kind)
+                })
+                .map(float)
+                .expect("avg10 series");
+            // The kernel recomputes the averages every 2 s: one of the two reads is the one seen.
+            assert!(
+                got == avg10(&before, kind) || got == avg10(&after, kind),
+                "{r} {kind}: {got} vs {before:?} / {after:?}"
+            );
+        }
+    }
+    // The stall rate in percent is µs stalled per second / 10^4.
+    let m = rates_within_kernel_bounds(
+        Family::Pressure,
+        &["pressure.stall_percent"],
+        Some(("resource", "io")),
+        1e-4,
+        || vec![total("io", "some")],
+        || std::thread::sleep(Duration::from_millis(20)),
+    );
+    let series = m
+        .iter()
+        .filter(|x| x.name == "pressure.stall_percent")
+        .count();
+    assert_eq!(series, 6, "some and full for each resource");
+}
+
+#[test]
+fn conntrack_entries_and_limit_equal_the_kernels() {
+    let count = std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_count");
+    let m = SystemCollector::new(SystemOptions::default()).collect(Family::Conntrack);
+    let Ok(before) = count else {
+        assert!(m.is_empty(), "no module, no metrics: {m:?}");
+        return;
+    };
+    let after = proc_file("/proc/sys/net/netfilter/nf_conntrack_count");
+    let (lo, hi): (f64, f64) = (
+        before.trim().parse().expect("count"),
+        after.trim().parse().expect("count"),
+    );
+    let max: f64 = proc_file("/proc/sys/net/netfilter/nf_conntrack_max")
+        .trim()
+        .parse()
+        .expect("max");
+    let got = get(&m, "conntrack.entries", None).expect("entries");
+    assert!(
+        got >= lo.min(hi) && got <= lo.max(hi),
+        "{got} vs {lo}..{hi}"
+    );
+    assert_eq!(get(&m, "conntrack.limit", None), Some(max));
+    let pct = get(&m, "conntrack.used_percent", None).expect("pct");
+    assert!((pct - got / max * 100.0).abs() < 1e-9);
+}
+
+#[test]
+fn softnet_total_processed_fits_the_kernels_sum() {
+    let sum = || -> Vec<u64> {
+        let mut s = vec![0u64; 2];
+        for l in proc_file("/proc/net/softnet_stat").lines() {
+            let c: Vec<u64> = l
+                .split(' ')
+                .map(|w| u64::from_str_radix(w, 16).expect("hex"))
+                .collect();
+            s[0] += c[0];
+            s[1] += c[1];
+        }
+        s
+    };
+    let m = rates_within_kernel_bounds(
+        Family::Softnet,
+        &["softnet.processed", "softnet.dropped"],
+        Some(("cpu", "cpu-total")),
+        1.0,
+        sum,
+        || {
+            // Loopback packets go through the backlog of the sending CPU.
+            let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+            let to = u.local_addr().expect("addr");
+            for _ in 0..50 {
+                u.send_to(b"x", to).expect("send");
+            }
+        },
+    );
+    let lines = proc_file("/proc/net/softnet_stat").lines().count();
+    let per_cpu = m
+        .iter()
+        .filter(|x| {
+            x.name == "softnet.processed" && x.tags.get("cpu").is_some_and(|c| c != "cpu-total")
+        })
+        .count();
+    assert_eq!(per_cpu, lines, "one series per online CPU");
+}
+
+/// Sockets `ss` lists for one IP version and state, now.
+fn ss_count(ip: &str, state: &str) -> f64 {
+    let out = std::process::Command::new("ss")
+        .args(["-H", "-tan", &format!("-{ip}"), "state", state])
+        .output()
+        .expect("run ss (iproute2)");
+    assert!(out.status.success(), "ss: {out:?}");
+    String::from_utf8_lossy(&out.stdout).lines().count() as f64
+}
+
+#[test]
+fn socket_states_agree_with_ss_for_sockets_the_test_opens() {
+    use std::net::{TcpListener, TcpStream};
+    let mut keep = Vec::new();
+    let mut listeners = Vec::new();
+    for host in ["127.0.0.1:0", "[::1]:0"] {
+        let l = TcpListener::bind(host).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        // Two established pairs (4 sockets), kept open.
+        for _ in 0..2 {
+            let c = TcpStream::connect(addr).expect("connect");
+            let (s, _) = l.accept().expect("accept");
+            keep.push((c, s));
+        }
+        // Three closed connections whose client closed first: the client side sits in TIME_WAIT.
+        for _ in 0..3 {
+            let c = TcpStream::connect(addr).expect("connect");
+            let (mut s, _) = l.accept().expect("accept");
+            drop(c);
+            let mut b = [0u8; 1];
+            assert_eq!(s.read(&mut b).expect("eof"), 0);
+        }
+        listeners.push(l);
+    }
+    let mine = [("established", 4.0), ("listen", 1.0), ("time_wait", 3.0)];
+    fn ss_name(s: &str) -> &str {
+        match s {
+            "listen" => "listening",
+            "time_wait" => "time-wait",
+            s => s,
+        }
+    }
+    let mut c = SystemCollector::new(SystemOptions::default());
+    // Other programs on the machine open and close sockets too: a figure must lie between what
+    // `ss` saw just before and just after the collection; a few tries absorb a burst of churn.
+    let mut last = String::new();
+    for _ in 0..5 {
+        let before: Vec<f64> = ["4", "6"]
+            .iter()
+            .flat_map(|ip| mine.iter().map(move |(s, _)| ss_count(ip, ss_name(s))))
+            .collect();
+        let m = c.collect(Family::Socket);
+        let after: Vec<f64> = ["4", "6"]
+            .iter()
+            .flat_map(|ip| mine.iter().map(move |(s, _)| ss_count(ip, ss_name(s))))
+            .collect();
+        let mut ok = true;
+        for (i, (ip, (state, at_least))) in ["4", "6"]
+            .iter()
+            .flat_map(|ip| mine.iter().map(move |s| (*ip, *s)))
+            .enumerate()
+        {
+            let got = m
+                .iter()
+                .find(|x| {
+                    x.name == "socket.tcp"
+                        && x.tags.get("ip").map(String::as_str) == Some(ip)
+                        && x.tags.get("state").map(String::as_str) == Some(state)
+                })
+                .map(float)
+                .expect("series present");
+            assert!(
+                got >= at_least,
+                "ip{ip} {state}: {got} < the test's own {at_least}"
+            );
+            let (lo, hi) = (before[i].min(after[i]), before[i].max(after[i]));
+            if got < lo || got > hi {
+                ok = false;
+                last = format!("ip{ip} {state}: {got}, ss {lo}..{hi}");
+            }
+        }
+        // sockstat: TCP in use counts the IPv4 sockets, `tw` both versions' TIME_WAIT.
+        assert!(get(&m, "socket.inuse", Some(("proto", "tcp"))).expect("inuse") >= 5.0);
+        assert!(get(&m, "socket.time_wait", Some(("proto", "tcp"))).expect("tw") >= 6.0);
+        assert!(get(&m, "socket.inuse", Some(("proto", "tcp6"))).expect("tcp6") >= 5.0);
+        if ok {
+            drop(keep);
+            return;
+        }
+    }
+    panic!("socket counts never matched ss: {last}");
 }

@@ -1,17 +1,24 @@
-//! System collectors: CPU, memory, disk io, network, filesystems, kernel counters and clock, read
-//! straight from `/proc` (and `statvfs`, `adjtimex`).
+//! System collectors: CPU, memory, disk io, network, filesystems, kernel counters and clock, TCP/UDP
+//! counters, sockets, pressure, vmstat, conntrack, softnet, sensors, md RAID and core dumps, read
+//! straight from `/proc` and `/sys` (and `statvfs`, `adjtimex`, sock_diag netlink).
 //!
 //! Direct parsing instead of sysinfo: one family costs one or two small file reads into a reused
 //! buffer, with no process table kept in memory (see docs/metrics.md and docs/benchmarks.md).
 //! Every metric name, unit and tag is documented in docs/metrics.md.
 
+mod conntrack;
 mod cpu;
 mod disk;
 mod fs;
 mod kernel;
 mod mem;
 mod net;
+mod netstat;
+mod pressure;
+mod socket;
+mod softnet;
 mod time;
+mod vmstat;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -39,11 +46,23 @@ pub enum Family {
     Kernel,
     /// Kernel clock discipline state (`adjtimex`).
     Time,
+    /// TCP and UDP protocol counters as rates (`/proc/net/snmp`, `/proc/net/netstat`, `snmp6`).
+    Netstat,
+    /// TCP sockets by state (sock_diag netlink) and sockets per protocol (`/proc/net/sockstat{,6}`).
+    Socket,
+    /// Pressure stall information for cpu, memory and io (`/proc/pressure/*`).
+    Pressure,
+    /// Paging, swapping and OOM kills as rates (`/proc/vmstat`).
+    Vmstat,
+    /// Connection tracking table fill (`/proc/sys/net/netfilter/nf_conntrack_*`).
+    Conntrack,
+    /// Per-CPU packet drops and time squeezes (`/proc/net/softnet_stat`).
+    Softnet,
 }
 
 impl Family {
     /// Every family, in registry order.
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 13] = [
         Family::Cpu,
         Family::Mem,
         Family::Disk,
@@ -51,6 +70,12 @@ impl Family {
         Family::Fs,
         Family::Kernel,
         Family::Time,
+        Family::Netstat,
+        Family::Socket,
+        Family::Pressure,
+        Family::Vmstat,
+        Family::Conntrack,
+        Family::Softnet,
     ];
 
     /// The registry's spelling (`measurement_type`), e.g. `CPU`.
@@ -63,6 +88,12 @@ impl Family {
             Family::Fs => "FS",
             Family::Kernel => "KERNEL",
             Family::Time => "TIME",
+            Family::Netstat => "NETSTAT",
+            Family::Socket => "SOCKET",
+            Family::Pressure => "PRESSURE",
+            Family::Vmstat => "VMSTAT",
+            Family::Conntrack => "CONNTRACK",
+            Family::Softnet => "SOFTNET",
         }
     }
 
@@ -73,10 +104,20 @@ impl Family {
             .find(|f| f.name().eq_ignore_ascii_case(s))
     }
 
-    /// SPEC 4: fast-moving families every 10 s, slow ones every 300 s.
+    /// SPEC 4: fast-moving families every 10 s, slow ones every 300 s; sensors, arrays and core
+    /// dumps every 60 s, so an overheating disk, a degraded array or a crash shows within a minute.
     pub fn default_interval(self) -> Duration {
         match self {
-            Family::Cpu | Family::Mem | Family::Disk | Family::Net => Duration::from_secs(10),
+            Family::Cpu
+            | Family::Mem
+            | Family::Disk
+            | Family::Net
+            | Family::Netstat
+            | Family::Socket
+            | Family::Pressure
+            | Family::Vmstat
+            | Family::Conntrack
+            | Family::Softnet => Duration::from_secs(10),
             Family::Fs | Family::Kernel | Family::Time => Duration::from_secs(300),
         }
     }
@@ -174,6 +215,11 @@ pub struct SystemCollector {
     net: net::State,
     fs: fs::State,
     kernel: kernel::State,
+    netstat: Rates,
+    socket: socket::State,
+    pressure: Rates,
+    vmstat: Rates,
+    softnet: softnet::State,
 }
 
 impl SystemCollector {
@@ -187,6 +233,11 @@ impl SystemCollector {
             net: net::State::default(),
             fs: fs::State::default(),
             kernel: kernel::State::default(),
+            netstat: Rates::default(),
+            socket: socket::State::default(),
+            pressure: Rates::default(),
+            vmstat: Rates::default(),
+            softnet: softnet::State::default(),
         }
     }
 
@@ -210,6 +261,12 @@ impl SystemCollector {
             Family::Fs => fs::collect(r, o, &mut self.fs, &mut out),
             Family::Kernel => kernel::collect(r, o, &mut self.kernel, now, &mut out),
             Family::Time => time::collect(r, &mut out),
+            Family::Netstat => netstat::collect(r, o, &mut self.netstat, now, &mut out),
+            Family::Socket => socket::collect(r, o, &mut self.socket, &mut out),
+            Family::Pressure => pressure::collect(r, o, &mut self.pressure, now, &mut out),
+            Family::Vmstat => vmstat::collect(r, o, &mut self.vmstat, now, &mut out),
+            Family::Conntrack => conntrack::collect(r, o, &mut out),
+            Family::Softnet => softnet::collect(r, o, &mut self.softnet, now, &mut out),
         }
         out.metrics
     }
@@ -223,6 +280,33 @@ pub(crate) fn rate(prev: u64, cur: u64, secs: f64) -> Option<f64> {
         return None;
     }
     Some((cur - prev) as f64 / secs)
+}
+
+/// The previous reading of a fixed list of counters, so the next one can turn them into rates.
+#[derive(Default)]
+pub(super) struct Rates {
+    prev: Option<(Instant, Vec<Option<u64>>)>,
+}
+
+impl Rates {
+    /// Keeps `cur` for next time, calling `emit(i, rate)` for every counter `i` read both times
+    /// that did not go backwards.
+    pub(super) fn advance(
+        &mut self,
+        now: Instant,
+        cur: Vec<Option<u64>>,
+        mut emit: impl FnMut(usize, f64),
+    ) {
+        if let Some((at, prev)) = &self.prev {
+            let secs = now.duration_since(*at).as_secs_f64();
+            for (i, (p, c)) in prev.iter().zip(&cur).enumerate() {
+                if let Some(r) = p.zip(*c).and_then(|(p, c)| rate(p, c, secs)) {
+                    emit(i, r);
+                }
+            }
+        }
+        self.prev = Some((now, cur));
+    }
 }
 
 /// The metrics of one collection, all stamped with the same second.
@@ -281,6 +365,29 @@ impl Reader {
             Ok(_) => {
                 self.recovered(path);
                 Some(&self.buf)
+            }
+            Err(e) => {
+                self.failed(path, &e);
+                None
+            }
+        }
+    }
+
+    /// Like [`Reader::read`], but a file that does not exist (or that the kernel was built or booted
+    /// without, `EOPNOTSUPP`) is no failure: `None` without a log line.
+    fn read_optional(&mut self, path: &Path) -> Option<&str> {
+        self.buf.clear();
+        let res = File::open(path).and_then(|mut f| f.read_to_string(&mut self.buf));
+        match res {
+            Ok(_) => {
+                self.recovered(path);
+                Some(&self.buf)
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    || e.raw_os_error() == Some(libc::EOPNOTSUPP) =>
+            {
+                None
             }
             Err(e) => {
                 self.failed(path, &e);

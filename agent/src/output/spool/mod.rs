@@ -90,6 +90,61 @@ pub struct SpoolStats {
     /// Bytes of damaged records whose framing could not be read: their points (and, at the end
     /// of a segment, their number) are not in the dropped figures. 0 = the figures are exact.
     pub lost_unknown_bytes: u64,
+    /// The dropped figures split by why (for `/metrics`); they add up to the totals above.
+    pub dropped_by: [Dropped; DropReason::ALL.len()],
+}
+
+/// Why the spool dropped batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Past `output.spool_max_bytes`: the oldest segment went.
+    SpoolFull,
+    /// On memory (no usable disk) and past its bound: the oldest batch went.
+    MemoryFull,
+    /// Found damaged on disk when the spool was opened.
+    Damaged,
+    /// A record that could not be read back for delivery.
+    Unreadable,
+}
+
+impl DropReason {
+    /// Every reason, in the order of [`SpoolStats::dropped_by`].
+    pub const ALL: [DropReason; 4] = [
+        DropReason::SpoolFull,
+        DropReason::MemoryFull,
+        DropReason::Damaged,
+        DropReason::Unreadable,
+    ];
+
+    /// The `reason` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::SpoolFull => "spool_full",
+            DropReason::MemoryFull => "memory_full",
+            DropReason::Damaged => "damaged",
+            DropReason::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// Batches and points dropped for one reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Batches.
+    pub batches: u64,
+    /// Points in them.
+    pub points: u64,
+}
+
+impl SpoolStats {
+    /// Counts a drop in the totals and under its reason.
+    fn drop(&mut self, reason: DropReason, batches: u64, points: u64) {
+        self.dropped_batches += batches;
+        self.dropped_points += points;
+        let by = &mut self.dropped_by[reason as usize];
+        by.batches += batches;
+        by.points += points;
+    }
 }
 
 /// Why the spool could not be opened.
@@ -312,8 +367,7 @@ impl Spool {
             for d in &scan.damage {
                 let loss = d.loss(acked);
                 g.stats.damaged_ranges += 1;
-                g.stats.dropped_batches += loss.batches;
-                g.stats.dropped_points += loss.points;
+                g.stats.drop(DropReason::Damaged, loss.batches, loss.points);
                 g.stats.lost_unknown_bytes += loss.unknown_bytes;
                 warn!(
                     segment = %path.display(),
@@ -574,8 +628,7 @@ impl Spool {
                             if let Some(b) = g.warnings.unreadable.record(1, u64::from(e.points)) {
                                 warn_unreadable(&b, Some((id, &error)));
                             }
-                            g.stats.dropped_batches += 1;
-                            g.stats.dropped_points += u64::from(e.points);
+                            g.stats.drop(DropReason::Unreadable, 1, u64::from(e.points));
                             g.forget(&e, &mut deletions);
                         }
                     }
@@ -948,8 +1001,7 @@ impl Inner {
             }
         }
         self.queue = kept;
-        self.stats.dropped_batches += batches;
-        self.stats.dropped_points += points;
+        self.stats.drop(DropReason::SpoolFull, batches, points);
         if let Some(b) = self.warnings.bound.record(batches, points) {
             warn_bound(&b);
         }
@@ -967,8 +1019,8 @@ impl Inner {
         if let Some(b) = self.warnings.memory.record(1, u64::from(e.points)) {
             warn_memory(&b);
         }
-        self.stats.dropped_batches += 1;
-        self.stats.dropped_points += u64::from(e.points);
+        self.stats
+            .drop(DropReason::MemoryFull, 1, u64::from(e.points));
         let mut none = Vec::new(); // memory-only: no file
         self.forget(&e, &mut none);
         true

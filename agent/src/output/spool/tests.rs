@@ -220,6 +220,15 @@ async fn past_the_bound_the_oldest_segments_are_dropped_and_counted() {
     assert!(st.dropped_batches > 100, "{st:?}");
     assert_eq!(st.dropped_points, st.dropped_batches, "one point each");
     assert_eq!(st.batches + st.dropped_batches, 200);
+    let full = super::DropReason::SpoolFull as usize;
+    assert_eq!(
+        st.dropped_by[full],
+        super::Dropped {
+            batches: st.dropped_batches,
+            points: st.dropped_points
+        },
+        "all of them for the bound: {st:?}"
+    );
     let left = drain(&spool).await;
     let first_left = 200 - left.len();
     assert_eq!(
@@ -460,6 +469,15 @@ async fn a_damaged_segment_gives_its_intact_records_then_goes_to_quarantine() {
         ),
         (1, 2, 2, 0),
         "exactly the damaged record is lost: {st:?}"
+    );
+    let damaged = super::DropReason::Damaged as usize;
+    assert_eq!(
+        (
+            st.dropped_by[damaged].batches,
+            st.dropped_by[damaged].points
+        ),
+        (1, 2),
+        "counted as damaged: {st:?}"
     );
     let mut expected = sent.clone();
     expected.remove(2);

@@ -7,7 +7,8 @@ use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use super::BAD;
-use crate::tui::app::{App, Prompt, Tab};
+use crate::tui::app::App;
+use crate::tui::screens;
 
 pub(super) fn draw(frame: &mut Frame, app: &App, flash: Rect, hints: Rect) {
     if let Some(f) = &app.flash {
@@ -18,45 +19,8 @@ pub(super) fn draw(frame: &mut Frame, app: &App, flash: Rect, hints: Rect) {
         &[("any key", "close help")]
     } else if app.confirm.is_some() {
         &[("y", "confirm"), ("n/Esc", "cancel")]
-    } else if let (Tab::Logs, Some((prompt, _))) = (app.tab, &app.logs.input) {
-        match prompt {
-            Prompt::Path => &[("Enter", "follow file"), ("Esc", "cancel")],
-            Prompt::Search => &[("Enter", "search"), ("Esc", "cancel")],
-        }
     } else {
-        match app.tab {
-            Tab::Plugins if app.plugins_view.detail_open => &[
-                ("j/k", "scroll"),
-                ("r", "run"),
-                ("u", "update"),
-                ("e/d", "enable/disable"),
-                ("Esc", "back"),
-                ("?", "help"),
-            ],
-            Tab::Plugins => &[
-                ("j/k", "select"),
-                ("Enter", "detail"),
-                ("r", "run"),
-                ("u", "update"),
-                ("e/d", "enable/disable"),
-                ("?", "help"),
-            ],
-            Tab::Logs => &[
-                ("o", "open"),
-                ("Space", "pause"),
-                ("j/k", "scroll"),
-                ("/", "search"),
-                ("n/N", "next"),
-                ("w", if app.logs.cut { "wrap" } else { "cut" }),
-                ("?", "help"),
-            ],
-            Tab::Overview | Tab::Namespaces => &[
-                ("1-4/Tab", "screens"),
-                ("R", "refresh"),
-                ("?", "help"),
-                ("q", "quit"),
-            ],
-        }
+        screens::hints(app)
     };
     let key_style = Style::new().fg(Color::Black).bg(Color::Gray);
     let mut spans = Vec::with_capacity(keys.len() * 3);

@@ -7,7 +7,8 @@ use ratatui::Frame;
 
 use super::{centered, LABEL};
 
-const KEYS: &[(&str, &str)] = &[
+/// The single-agent screens' keys.
+pub(super) const KEYS: &[(&str, &str)] = &[
     ("1 2 3 4, Tab", "Overview, Namespaces, Plugins, Logs"),
     ("R", "refresh now (or reconnect at once)"),
     ("q, Ctrl-C", "quit"),
@@ -31,9 +32,51 @@ const KEYS: &[(&str, &str)] = &[
     ("wheel", "scroll 3 lines (shift-drag selects text)"),
 ];
 
-pub(super) fn draw(frame: &mut Frame) {
-    let area = centered(frame.area(), 68, KEYS.len() as u16 + 2);
-    let lines: Vec<Line> = KEYS
+/// The Fleet screen's keys.
+pub(super) const FLEET_KEYS: &[(&str, &str)] = &[
+    ("j/k, PgUp/PgDn, g/G", "select a host"),
+    (
+        "Enter",
+        "open it in the single-agent screens (Esc there: back)",
+    ),
+    ("/", "filter: state!=ok,name=db-* or plain text; Esc clears"),
+    ("a", "actions go to the selected host / all hosts shown"),
+    ("u", "update: refresh from the registry (/update)"),
+    (
+        "p r e d",
+        "plugin update / run / enable / disable (pick it)",
+    ),
+    ("R", "ask every host now"),
+    ("y / n", "confirm / cancel: asked for all hosts shown, and"),
+    ("", "for a plugin update or disable on one host"),
+    ("q, Ctrl-C", "quit"),
+];
+
+/// The single-agent screens' keys when opened from the Fleet screen.
+pub(super) const FLEET_AGENT_KEYS: &[(&str, &str)] = &[
+    ("Esc", "back to the Fleet screen"),
+    ("1 2 3 4, Tab", "Overview, Namespaces, Plugins, Logs"),
+    ("R", "refresh now (or reconnect at once)"),
+    ("q, Ctrl-C", "quit"),
+    ("", ""),
+    ("Plugins", ""),
+    ("j/k, PgUp/PgDn", "select a plugin"),
+    ("Enter, Esc", "open / close the last run's output"),
+    ("r", "run the plugin now"),
+    ("u", "update to the latest commit (asks first)"),
+    ("e / d", "enable / disable (disable asks first)"),
+    ("", ""),
+    ("Logs", ""),
+    ("o", "open a file (suggests the agent's log)"),
+    ("Space", "pause / resume following"),
+    ("j/k, PgUp/PgDn, g/G", "scroll; G follows the end"),
+    ("/, n, N", "search; older / newer match"),
+    ("w", "wrap long lines (default) or cut them"),
+];
+
+pub(super) fn draw(frame: &mut Frame, keys: &[(&str, &str)]) {
+    let area = centered(frame.area(), 68, keys.len() as u16 + 2);
+    let lines: Vec<Line> = keys
         .iter()
         .map(|(k, what)| {
             if what.is_empty() {

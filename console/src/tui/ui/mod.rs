@@ -1,20 +1,19 @@
-//! Drawing: reads `App`, never changes it. One file per screen, plus header, footer and help.
+//! The frame around the screens: header, tabs, banners, message line, key hints, help and the
+//! confirmation overlay. Drawing reads `App`, never changes it; each screen draws its own body
+//! (`screens`).
 
 mod footer;
 mod header;
 mod help;
-mod logs;
-mod namespaces;
-mod overview;
-mod plugins;
 
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Style};
 use ratatui::Frame;
 
-use super::app::{App, Feed, Tab};
+use super::app::{App, Tab};
+use super::screens;
 
-pub use logs::log_scroll_max;
+pub use super::screens::logs::log_scroll_max;
 
 /// Style of labels in key/value lists.
 pub(crate) const LABEL: Style = Style::new().fg(Color::Cyan);
@@ -37,7 +36,9 @@ fn areas(area: Rect, app: &App) -> Areas {
     let [head, tabs, banner, body, flash, hints] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(1),
-        Constraint::Length(u16::from(app.conn.is_down() || app.token_refused.is_some())),
+        Constraint::Length(u16::from(
+            !app.fleet_shown && (app.conn.is_down() || app.token_refused.is_some()),
+        )),
         Constraint::Min(1),
         Constraint::Length(1),
         Constraint::Length(1),
@@ -58,58 +59,32 @@ fn areas(area: Rect, app: &App) -> Areas {
 pub enum Target {
     /// A tab's title.
     Tab(Tab),
-    /// A row of the Namespaces or Plugins list (its index in the list).
+    /// A row of the Namespaces, Plugins or Fleet list (its index in the list).
     Row(usize),
 }
 
 /// What is drawn at column `x`, row `y` of a screen of `app.area`, if it can be clicked.
 pub fn target_at(app: &App, x: u16, y: u16) -> Option<Target> {
     let a = areas(app.area, app);
+    if let (true, Some(f)) = (app.fleet_shown, &app.fleet) {
+        if !a.body.contains((x, y).into()) {
+            return None;
+        }
+        return screens::fleet::row_at(f, a.body, y).map(Target::Row);
+    }
     if y == a.tabs.y && a.tabs.height > 0 {
         return header::tab_at(a.tabs, x).map(Target::Tab);
     }
     if !a.body.contains((x, y).into()) {
         return None;
     }
-    match app.tab {
-        Tab::Namespaces if matches!(app.namespaces, Feed::Ready(_)) => {
-            let n = app.namespace_list().len();
-            row_at(a.body, app.ns_selected, n, y).map(Target::Row)
-        }
-        Tab::Plugins if !app.plugins_view.detail_open && matches!(app.plugins, Feed::Ready(_)) => {
-            let n = app.plugin_list().len();
-            let table = plugins::table_area(a.body);
-            row_at(table, app.plugins_view.selected, n, y).map(Target::Row)
-        }
-        _ => None,
-    }
+    screens::row_at(app, a.body, y).map(Target::Row)
 }
 
 /// Columns and rows of the Logs screen's text, at `app.area`.
 pub fn log_text_size(app: &App) -> (usize, usize) {
-    let t = logs::text_area(areas(app.area, app).body);
+    let t = screens::logs::text_area(areas(app.area, app).body);
     (usize::from(t.width), usize::from(t.height))
-}
-
-/// Rows of data a bordered table with a header line shows in `area`.
-pub(crate) fn table_rows(area: Rect) -> usize {
-    usize::from(area.height.saturating_sub(3).max(1))
-}
-
-/// The first row shown of a list that keeps `selected` in view in `visible` rows.
-pub(crate) fn first_shown(selected: usize, visible: usize) -> usize {
-    selected.saturating_sub(visible.saturating_sub(1))
-}
-
-/// The list index drawn on screen row `y` of a bordered table with a header line in `area`.
-fn row_at(area: Rect, selected: usize, len: usize, y: u16) -> Option<usize> {
-    let top = area.y + 2;
-    if y < top || y >= area.bottom().saturating_sub(1) {
-        return None;
-    }
-    let i =
-        first_shown(selected.min(len.saturating_sub(1)), table_rows(area)) + usize::from(y - top);
-    (i < len).then_some(i)
 }
 
 /// Draws the whole screen for `app`.
@@ -123,13 +98,18 @@ pub fn draw(frame: &mut Frame, app: &App) {
         flash,
         hints,
     } = areas(frame.area(), app);
-    header::draw(frame, app, head, tabs, banner);
-    match app.tab {
-        Tab::Overview => overview::draw(frame, app, body),
-        Tab::Namespaces => namespaces::draw(frame, app, body),
-        Tab::Plugins => plugins::draw(frame, app, body),
-        Tab::Logs => logs::draw(frame, app, body),
+    if let (true, Some(f)) = (app.fleet_shown, &app.fleet) {
+        screens::fleet::draw_header(frame, f, app.now, head, tabs);
+        screens::fleet::draw(frame, f, body);
+        footer::draw(frame, app, flash, hints);
+        screens::fleet::draw_overlays(frame, f);
+        if app.help {
+            help::draw(frame, help::FLEET_KEYS);
+        }
+        return;
     }
+    header::draw(frame, app, head, tabs, banner);
+    screens::draw(frame, app, body);
     if down {
         // Stale data stays readable but visibly old.
         frame
@@ -138,10 +118,17 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
     footer::draw(frame, app, flash, hints);
     if let Some(c) = &app.confirm {
-        plugins::draw_confirm(frame, c);
+        screens::plugins::draw_confirm(frame, c);
     }
     if app.help {
-        help::draw(frame);
+        help::draw(
+            frame,
+            if app.fleet.is_some() {
+                help::FLEET_AGENT_KEYS
+            } else {
+                help::KEYS
+            },
+        );
     }
 }
 

@@ -1,12 +1,33 @@
-//! Namespaces: this host's namespaces with how many plugins each has and how they fare.
+//! Namespaces: this host's namespaces with how many plugins each has and how they fare. Its
+//! state is the selected row, `App::ns_selected`.
 
+use ratatui::crossterm::event::KeyEvent;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Modifier, Style};
 use ratatui::widgets::{Block, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 
-use super::{first_shown, table_rows};
-use crate::tui::app::{App, Feed};
+use super::{first_shown, list_key, table_row_at, table_rows, wheel_step};
+use crate::tui::app::{Action, App, Feed};
+
+pub(super) fn on_key(app: &mut App, key: KeyEvent) -> Option<Action> {
+    let last = app.namespace_list().len().saturating_sub(1);
+    app.ns_selected = list_key(key.code, app.ns_selected, last);
+    None
+}
+
+pub(super) fn on_wheel(app: &mut App, up: bool) {
+    let last = app.namespace_list().len().saturating_sub(1);
+    app.ns_selected = wheel_step(app.ns_selected, last, up);
+}
+
+/// The namespace drawn on row `y` of the screen's `body`.
+pub(super) fn row_at(app: &App, body: Rect, y: u16) -> Option<usize> {
+    if !matches!(app.namespaces, Feed::Ready(_)) {
+        return None;
+    }
+    table_row_at(body, app.ns_selected, app.namespace_list().len(), y)
+}
 
 pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
     let block = Block::bordered().title(" Namespaces ");

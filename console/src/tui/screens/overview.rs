@@ -6,9 +6,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Paragraph, Sparkline};
 use ratatui::Frame;
 
-use super::{BAD, GOOD, LABEL};
 use crate::fmt::{age, bytes, count, duration, opt, tail};
 use crate::tui::app::App;
+use crate::tui::ui::{BAD, GOOD, LABEL};
 
 pub(super) fn draw(frame: &mut Frame, app: &App, area: Rect) {
     let Some(s) = &app.status else {
