@@ -258,8 +258,10 @@ fn fleet_of_fifty_agents_status_filters_registry_and_rollouts() {
             let ns = if i <= 25 { "fleet.web" } else { "fleet.db" };
             let mut registry = quiet_namespaces(&[ns]);
             if i <= 5 {
+                // The same quiet namespace as the others (the last table), with the plugin.
+                registry.push_str(&quiet_namespaces(&[PLUGIN_NS]));
                 registry.push_str(&format!(
-                    "[[namespace]]\nname = \"{PLUGIN_NS}\"\nintervals = {{ CPU = 0, MEM = 0, DISK = 0, NET = 0, FS = 0, KERNEL = 0, TIME = 0 }}\nplugins = [{{ git = \"{}\", interval = 0 }}]\n",
+                    "plugins = [{{ git = \"{}\", interval = 0 }}]\n",
                     hello.url()
                 ));
             }
