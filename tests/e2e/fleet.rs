@@ -455,7 +455,17 @@ fn fleet_of_fifty_agents_status_filters_registry_and_rollouts() {
     assert_eq!(code, 12, "{err}");
     let rows = json_lines(&out);
     assert_eq!(rows.len(), AGENTS, "{out}");
-    assert_eq!(rows.iter().filter(|r| r["state"] == "ok").count(), 44);
+    let not_ok: Vec<String> = rows
+        .iter()
+        .filter(|r| r["state"] != "ok")
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r["name"], r["state"], r["error"], r["reasons"]
+            )
+        })
+        .collect();
+    assert_eq!(rows.len() - not_ok.len(), 44, "{not_ok:#?}");
     let asked = registry.requests.lock().expect("lock").clone();
     assert_eq!(asked.len(), 1, "{asked:?}");
     assert!(
