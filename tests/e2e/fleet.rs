@@ -450,6 +450,8 @@ fn fleet_of_fifty_agents_status_filters_registry_and_rollouts() {
         &port_text,
         "--token",
         TOKEN,
+        "--timeout",
+        "10",
         "--json",
     ]);
     assert_eq!(code, 12, "{err}");
