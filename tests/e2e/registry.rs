@@ -68,7 +68,7 @@ fn editing_the_file_registry_and_calling_update_changes_what_runs() {
     assert_eq!(namespaces(&agent), ["e2e.a"]);
     let jobs = agent.status()["jobs"].clone();
     assert_eq!(jobs["ports"], 1, "{jobs}");
-    assert_eq!(jobs["system"], 7, "one job per system family: {jobs}");
+    assert_eq!(jobs["system"], 12, "one job per system family: {jobs}");
 
     // Add a namespace (with a process check on the agent itself, and MEM every second) and a
     // namespace that cannot be a topic.

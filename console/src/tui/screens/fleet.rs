@@ -918,7 +918,10 @@ pub(crate) fn draw_overlays(frame: &mut Frame, f: &FleetView) {
         let mut lines = Vec::new();
         let (list, note): (&[PluginInfo], Option<String>) = match &p.plugins {
             None => (&[], Some(format!("asking {host} for its plugins..."))),
-            Some(Err(e)) => (&[], Some(format!("{host}'s plugin list: {e}"))),
+            Some(Err(e)) => (
+                &[],
+                Some(format!("{host}'s plugin list: {}", without_os_error(e))),
+            ),
             Some(Ok(l)) if l.is_empty() => (&[], Some(format!("{host} has no plugins"))),
             Some(Ok(l)) => (l, None),
         };
