@@ -18,6 +18,11 @@ use tokio::sync::mpsc;
 
 use super::inventory::Host;
 
+/// Batches in the spool from which a host counts as degraded. Every batch passes through the
+/// durable spool on its way out, so one or two are there in normal operation; a backlog means the
+/// output is behind (a failing output is reported as such, whatever the spool holds).
+pub const SPOOL_BACKLOG: u64 = 10;
+
 /// Hosts asked at the same time unless told otherwise.
 pub const DEFAULT_IN_FLIGHT: usize = 64;
 /// How long one host may take to answer unless told otherwise.
@@ -50,7 +55,7 @@ pub enum Reason {
         /// The output's last error.
         error: String,
     },
-    /// Batches wait in the spool (the output is behind or down).
+    /// At least [`SPOOL_BACKLOG`] batches wait in the spool (the output is behind).
     SpoolNotEmpty {
         /// Batches in the on-disk spool.
         batches: u64,
@@ -223,7 +228,7 @@ pub fn classify(status: &Status, plugins: Option<&PluginList>) -> State {
             });
         }
     }
-    if o.spool_batches > 0 {
+    if o.spool_batches >= SPOOL_BACKLOG {
         reasons.push(Reason::SpoolNotEmpty {
             batches: o.spool_batches,
         });
@@ -434,7 +439,7 @@ mod tests {
     fn every_degraded_cause_is_reported() {
         let mut s = Status::default();
         s.output.last_error = Some("nsqd refused".into());
-        s.output.spool_batches = 3;
+        s.output.spool_batches = SPOOL_BACKLOG;
         s.output.dropped_points = 10;
         s.registry.last_error = Some("timed out".into());
         s.jobs.skipped_ticks = 2;
@@ -476,6 +481,14 @@ mod tests {
             }
         );
         assert_eq!(state.name(), "degraded");
+    }
+
+    #[test]
+    fn a_batch_or_two_on_its_way_through_the_spool_is_not_a_backlog() {
+        let mut s = Status::default();
+        s.output.connected = true;
+        s.output.spool_batches = SPOOL_BACKLOG - 1;
+        assert_eq!(classify(&s, None), State::Ok);
     }
 
     #[test]
