@@ -23,26 +23,32 @@ pub const UNMATCHED: &str = "unmatched";
 #[derive(Debug, Default)]
 pub struct RequestCounts {
     /// Keys are bounded: route templates are the router's (every other path is [`UNMATCHED`])
-    /// and statuses the handlers' own.
-    counts: Mutex<BTreeMap<(String, u16), u64>>,
+    /// and statuses the handlers' own. By endpoint first, so counting a request allocates
+    /// nothing once its endpoint has been seen.
+    counts: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
 }
 
 impl RequestCounts {
     fn record(&self, endpoint: &str, status: u16) {
-        if let Ok(mut c) = self.counts.lock() {
-            match c.get_mut(&(endpoint.to_owned(), status)) {
-                Some(n) => *n += 1,
-                None => {
-                    c.insert((endpoint.to_owned(), status), 1);
-                }
-            }
+        let Ok(mut c) = self.counts.lock() else {
+            return;
+        };
+        if !c.contains_key(endpoint) {
+            c.insert(endpoint.to_owned(), BTreeMap::new());
+        }
+        if let Some(statuses) = c.get_mut(endpoint) {
+            *statuses.entry(status).or_insert(0) += 1;
         }
     }
 
     fn snapshot(&self) -> Vec<((String, u16), u64)> {
         self.counts
             .lock()
-            .map(|c| c.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .map(|c| {
+                c.iter()
+                    .flat_map(|(e, s)| s.iter().map(|(st, n)| ((e.clone(), *st), *n)))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -50,14 +56,12 @@ impl RequestCounts {
 /// Middleware: counts every answered request under its route template (`unmatched` for paths
 /// no route serves, so a scanner cannot grow the counters), whatever its status, 401s included.
 pub async fn count_requests(State(state): State<AgentState>, req: Request, next: Next) -> Response {
-    let endpoint = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| UNMATCHED.to_owned(), |p| p.as_str().to_owned());
+    let endpoint = req.extensions().get::<MatchedPath>().cloned();
     let resp = next.run(req).await;
+    let endpoint = endpoint.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
     state
         .api_requests()
-        .record(&endpoint, resp.status().as_u16());
+        .record(endpoint, resp.status().as_u16());
     resp
 }
 
