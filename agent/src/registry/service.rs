@@ -105,13 +105,18 @@ pub struct RegistryService {
     reported_problems: BTreeSet<String>,
     /// `/update` requests; registered at construction so none is refused while starting.
     requests: mpsc::Receiver<Request>,
+    /// The `[registry]` section and `output.topic` the source and the last check were made
+    /// with; a reload that changes them rebuilds the source and refreshes at once.
+    settings: (crate::config::RegistryConfig, String),
 }
 
 impl RegistryService {
     /// The service for the state's configuration.
     pub fn new(state: AgentState) -> Result<Self, RegistryError> {
-        let source = Source::from_config(state.config(), state.hostname())?;
-        let cache_path = cache::path(&state.config().agent.data_dir);
+        let config = state.config();
+        let source = Source::from_config(&config, state.hostname())?;
+        let cache_path = cache::path(&config.agent.data_dir);
+        let settings = (config.registry.clone(), config.output.topic.clone());
         let (tx, requests) = mpsc::channel::<Request>(8);
         if state.registry().requests.set(tx).is_err() {
             warn!(
@@ -126,24 +131,64 @@ impl RegistryService {
             cached: None,
             reported_error: None,
             reported_problems: BTreeSet::new(),
+            settings,
         })
+    }
+
+    /// Takes a reloaded configuration: a new source, refresh clock or topic is used from now
+    /// on; true when the caller should refresh at once.
+    fn reconfigure(&mut self) -> bool {
+        let config = self.state.config();
+        let settings = (config.registry.clone(), config.output.topic.clone());
+        if settings == self.settings {
+            return false;
+        }
+        if settings.0 != self.settings.0 {
+            match Source::from_config(&config, self.state.hostname()) {
+                Ok(source) => {
+                    info!(from = %self.source.describe(), to = %source.describe(), refresh_secs = settings.0.refresh_secs, "Registry settings reloaded.");
+                    self.source = source;
+                }
+                // The reload checked it; kept as it was if it fails all the same.
+                Err(e) => {
+                    warn!(error = %e, "Reloaded registry settings unusable; the source in force stays.");
+                    return false;
+                }
+            }
+        }
+        self.settings = settings;
+        self.reported_error = None;
+        true
     }
 
     /// Puts the cached plan in force (so a slow or down registry does not leave the host idle),
     /// asks the source, then refreshes on the clock and on request until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let every = Duration::from_secs(self.state.config().registry.refresh_secs.max(1));
+        let mut configs = self.state.subscribe_config();
+        configs.mark_unchanged();
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = self.start() => {}
         }
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let clock = |refresh_secs: u64| {
+            let every = Duration::from_secs(refresh_secs.max(1));
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        };
+        let mut tick = clock(self.settings.0.refresh_secs);
         loop {
             let reply = tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => None,
                 Some(reply) = self.requests.recv() => Some(reply),
+                Ok(()) = configs.changed() => {
+                    if !self.reconfigure() {
+                        continue;
+                    }
+                    tick = clock(self.settings.0.refresh_secs);
+                    None
+                }
             };
             // A slow registry must not hold up shutdown for (1 + namespaces) * timeout_secs.
             let outcome = tokio::select! {
