@@ -14,5 +14,6 @@ mod metrics;
 mod nsq;
 mod plugins;
 mod registry;
+mod reload;
 mod spool;
 mod system;
