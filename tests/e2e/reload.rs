@@ -324,6 +324,19 @@ fn a_broken_config_is_refused_whole_and_the_agent_runs_on_the_old_one() {
         agent.stderr()
     );
 
+    // A new token holds from the next request; the old one is refused.
+    let token2 = "e2e-reload-second-token-987654";
+    std::fs::write(
+        &agent.config_path,
+        format!("[agent]\nlisten = \"{}\"\ndata_dir = \"data\"\ntoken = \"{token2}\"\nalive_secs = 3600\n", agent.addr),
+    )
+    .expect("write");
+    let (code, stdout, stderr) = reload(&agent.config_path);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("agent.token"), "{stdout}");
+    assert_eq!(agent.get_with("/me/ns", Some(TOKEN)).0, 401);
+    assert_eq!(agent.get_with("/me/ns", Some(token2)).0, 200);
+
     // No agent: exit 1.
     assert!(agent.stop(), "{}", agent.stderr());
     let (code, _, stderr) = reload(&agent.config_path);
