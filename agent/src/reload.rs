@@ -446,6 +446,9 @@ pub fn request(pid_file: &Path, timeout: Duration) -> anyhow::Result<(i32, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::spool::Spool;
+    use crate::output::{DeliveryError, EncodedBatch};
+    use std::sync::{Arc, Mutex};
 
     fn load(dir: &Path, text: &str) -> Config {
         let path = dir.join("agent.toml");
@@ -521,6 +524,83 @@ mod tests {
                 "{name} is not a key of the config file"
             );
         }
+    }
+
+    /// Records what it took; fails every batch with Retry while `down`.
+    struct Recording {
+        name: &'static str,
+        down: bool,
+        got: Arc<Mutex<Vec<(&'static str, String)>>>,
+    }
+
+    impl Output for Recording {
+        fn endpoint(&self) -> String {
+            self.name.to_owned()
+        }
+        fn deliver<'a>(
+            &'a mut self,
+            batch: &'a Arc<EncodedBatch>,
+        ) -> crate::output::BoxFuture<'a, Result<(), DeliveryError>> {
+            Box::pin(async move {
+                if self.down {
+                    return Err(DeliveryError::Retry("down".into()));
+                }
+                let payload = String::from_utf8_lossy(&batch.payload).into_owned();
+                self.got.lock().expect("lock").push((self.name, payload));
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_failing_on_the_old_output_is_delivered_once_on_the_new_one() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let output = |name, down| -> Box<dyn Output> {
+            Box::new(Recording {
+                name,
+                down,
+                got: Arc::clone(&got),
+            })
+        };
+        let (swaps_tx, swaps) = mpsc::channel(4);
+        let stats = Arc::new(crate::output::OutputStats::default());
+        let drain = CancellationToken::new();
+        let delivery = tokio::spawn(crate::output::run_delivery_with(
+            spool.clone(),
+            output("old", true),
+            swaps,
+            Arc::clone(&stats),
+            drain.clone(),
+            Duration::from_secs(5),
+        ));
+        for n in 0..3 {
+            spool.push(EncodedBatch {
+                ns: "a".into(),
+                points: 1,
+                payload: format!("p{n}").into_bytes(),
+            });
+        }
+        // The old output fails the first batch and backs off; the new one takes it at once.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(got.lock().expect("lock").is_empty());
+        swaps_tx.send(output("new", false)).await.expect("send");
+        drain.cancel();
+        tokio::time::timeout(Duration::from_secs(10), delivery)
+            .await
+            .expect("drains")
+            .expect("task");
+        assert_eq!(
+            *got.lock().expect("lock"),
+            [
+                ("new", "p0".into()),
+                ("new", "p1".into()),
+                ("new", "p2".into())
+            ]
+        );
+        assert_eq!(stats.endpoint.lock().expect("lock").as_deref(), Some("new"));
+        assert!(spool.is_empty());
     }
 
     #[test]
