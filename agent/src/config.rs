@@ -199,6 +199,13 @@ pub struct RegistryConfig {
     pub refresh_secs: u64,
     /// Seconds an HTTP registry call may take.
     pub timeout_secs: u64,
+    /// The window over which a fleet's periodic HTTP registry calls are spread, in seconds:
+    /// each host calls at its own point of it (from its hostname) plus a random part; 0 = the
+    /// whole period of the call.
+    pub splay_secs: u64,
+    /// Seconds between agent reports to the HTTP registry (`POST /api/v1/agent/report`);
+    /// 0 = no report.
+    pub report_secs: u64,
 }
 
 impl Default for RegistryConfig {
@@ -209,6 +216,8 @@ impl Default for RegistryConfig {
             url: String::new(),
             refresh_secs: 60,
             timeout_secs: 10,
+            splay_secs: 0,
+            report_secs: 600,
         }
     }
 }

@@ -154,6 +154,7 @@ pub async fn run(
     ));
 
     producers.spawn(registry.run(shutdown.clone()));
+    producers.spawn(registry::report::run(state.clone(), shutdown.clone()));
     producers.spawn(scheduler::run(
         state.clone(),
         Arc::new(scheduler::runner::AgentRunner::new(state.clone())),

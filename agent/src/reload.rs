@@ -66,6 +66,8 @@ pub const RESTART_KEYS: &[&str] = &[
     "output.max_message_bytes",
     "output.drain_secs",
     "agent.alive_secs",
+    // The agent report (lodastack `/agent/report`) reads `[registry]` once when it starts.
+    "registry.report_secs",
 ];
 
 /// What changed between two configurations, as `section.key` names (never values: the token

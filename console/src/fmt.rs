@@ -77,6 +77,14 @@ pub fn run_summary(run: &shared::api::RunResult) -> String {
     }
 }
 
+/// An I/O error's text without the OS error number (`Connection refused (os error 111)`).
+pub fn without_os_error(reason: &str) -> &str {
+    match reason.find(" (os error") {
+        Some(i) => &reason[..i],
+        None => reason,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -439,3 +439,39 @@ fn the_summary_fits_80_columns_at_a_thousand_hosts() {
         "{first}"
     );
 }
+
+#[test]
+fn moving_one_answer_into_place_gives_the_order_a_full_sort_gives() {
+    let hosts: Vec<Host> = (0..60u16)
+        .map(|i| host(&format!("h{:02}", (i * 37) % 60), 20_000 + i))
+        .collect();
+    let mut app = App::for_fleet(hosts, NOW);
+    key(&mut app, KeyCode::Char('/'));
+    keys(&mut app, "state!=degraded");
+    key(&mut app, KeyCode::Enter);
+    // Three rounds in which hosts change state in a scattered order.
+    for round in 0..3usize {
+        for k in 0..60usize {
+            let i = (k * 7 + round * 11) % 60;
+            let state = match (i + round) % 3 {
+                0 => State::Ok,
+                1 => State::Degraded {
+                    reasons: vec![Reason::SkippedTicks { ticks: 1 }],
+                },
+                _ => State::Unreachable {
+                    error: "Connection refused (os error 111)".into(),
+                },
+            };
+            answer(&mut app, i, state, Some("0.2.0"));
+            let f = app.fleet.as_ref().expect("a fleet");
+            let mut sorted = f.clone();
+            sorted.resort();
+            assert_eq!(f.shown, sorted.shown, "round {round}, after host {i}");
+        }
+    }
+    let screen = render(&app, 80, 24);
+    assert!(
+        screen.contains("Connection refused  "),
+        "no OS error number: {screen}"
+    );
+}

@@ -592,8 +592,12 @@ fn the_fleet_screen_shows_states_filters_drills_down_and_acts_on_the_hosts_shown
     for (name, agent) in &healthy {
         inventory.push_str(&format!("{name} {}\n", agent.addr));
     }
+    // A host that takes the connection and never answers: its row waits for the probe's
+    // timeout while the others are shown.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("addr");
     inventory.push_str(&format!(
-        "auth-01 {}\n\ndb-02 {}\n",
+        "auth-01 {}\n\ndb-02 {}\nmute-01 {silent_addr}\n",
         other_token.addr, stopped.addr
     ));
     let file = remotes.path().join("hosts");
@@ -604,7 +608,8 @@ fn the_fleet_screen_shows_states_filters_drills_down_and_acts_on_the_hosts_shown
         bin("agentctl").display(),
         file.display()
     ));
-    let screen = tmux.wait_for("5 hosts: 3 ok, 1 unreachable, 1 unauthorized");
+    let screen = tmux.wait_for("6 hosts: 3 ok, 2 unreachable, 1 unauthorized");
+    assert!(screen.contains("no answer within 3000"), "{screen}");
     // Worst first, then by name; an unreachable host is a row like the others.
     let order: Vec<&str> = screen
         .lines()
@@ -612,8 +617,8 @@ fn the_fleet_screen_shows_states_filters_drills_down_and_acts_on_the_hosts_shown
         .filter(|n| n.contains('-') && *n != "HOST")
         .collect();
     assert_eq!(
-        order[..5],
-        ["db-02", "auth-01", "db-01", "web-01", "web-02"],
+        order[..6],
+        ["db-02", "mute-01", "auth-01", "db-01", "web-01", "web-02"],
         "{screen}"
     );
     assert!(screen.contains("unreachable"), "{screen}");
@@ -623,14 +628,14 @@ fn the_fleet_screen_shows_states_filters_drills_down_and_acts_on_the_hosts_shown
     tmux.keys(&["/"]);
     tmux.keys(&["-l", "web"]);
     tmux.keys(&["Enter"]);
-    tmux.wait_for("2 of 5 shown");
+    tmux.wait_for("2 of 6 shown");
     tmux.keys(&["Enter"]);
     tmux.wait_for("web-01 · agent");
     tmux.wait_for("● connected");
     tmux.keys(&["3"]);
     tmux.wait_for("hello");
     tmux.keys(&["Escape"]);
-    tmux.wait_for("fleet · 5 hosts");
+    tmux.wait_for("fleet · 6 hosts");
 
     // Disable the plugin on every host the filter shows: picked from web-01's list, confirmed.
     tmux.keys(&["a"]);
@@ -658,4 +663,29 @@ fn the_fleet_screen_shows_states_filters_drills_down_and_acts_on_the_hosts_shown
 
     tmux.keys(&["q"]);
     tmux.wait_for("agentctl-exited-0");
+    drop(silent);
+}
+
+#[test]
+fn a_bad_host_file_is_exit_2_naming_the_line_before_the_fleet_screen_opens() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("hosts");
+    std::fs::write(
+        &file,
+        "web-01 127.0.0.1:1232\n# fine\nweb 02 127.0.0.1 x y\n",
+    )
+    .expect("write");
+    let output = Command::new(bin("agentctl"))
+        .arg("--hosts")
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run agentctl");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let err = text(&output.stderr);
+    assert!(err.contains("line 3"), "{err}");
+    assert!(
+        text(&output.stdout).is_empty(),
+        "no screen was drawn: {output:?}"
+    );
 }

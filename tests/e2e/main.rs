@@ -9,6 +9,7 @@ mod cli;
 mod console;
 mod contain;
 mod fleet;
+mod herd;
 mod lifecycle;
 mod metrics;
 mod nsq;

@@ -109,7 +109,7 @@ pub fn agent_cmd() -> Command {
 /// so the agent's heartbeat is their only data: tests can then count points and check order.
 pub fn quiet_namespaces(names: &[&str]) -> String {
     const QUIET: &str = "intervals = { CPU = 0, MEM = 0, DISK = 0, NET = 0, FS = 0, KERNEL = 0, \
-        TIME = 0, NETSTAT = 0, PRESSURE = 0, VMSTAT = 0, CONNTRACK = 0, SOFTNET = 0 }";
+        TIME = 0, NETSTAT = 0, SOCKET = 0, PRESSURE = 0, VMSTAT = 0, CONNTRACK = 0, SOFTNET = 0 }";
     names
         .iter()
         .map(|n| format!("[[namespace]]\nname = \"{n}\"\n{QUIET}\n"))

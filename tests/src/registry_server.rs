@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -45,6 +45,8 @@ pub struct Request {
     pub query: BTreeMap<String, String>,
     /// The body, parsed as JSON when it is.
     pub body: Value,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -57,6 +59,14 @@ struct Fixture {
     /// Resource requests being answered now, and the most there ever were at once.
     resources_in_flight: usize,
     most_resources_in_flight: usize,
+    /// Namespace calls held until it opens (see [`RegistryServer::hold_ns_calls`]).
+    gate: Option<Gate>,
+}
+
+/// Holds namespace calls until it opens, then answers them all at once.
+struct Gate {
+    held: usize,
+    open: tokio::sync::watch::Sender<bool>,
 }
 
 type Shared = Arc<Mutex<Fixture>>;
@@ -85,6 +95,7 @@ impl RegistryServer {
         let app = Router::new()
             .route("/api/v1/agent/ns", post(answer_ns))
             .route("/api/v1/agent/resource", get(answer_resource))
+            .route("/api/v1/agent/report", post(answer_report))
             .fallback(unknown)
             .with_state(Arc::clone(&fixture));
         let thread = std::thread::spawn(move || {
@@ -152,6 +163,53 @@ impl RegistryServer {
         self.with(|f| f.requests.clone())
     }
 
+    /// Holds every namespace call unanswered from now until [`Self::answer_held_ns_calls`],
+    /// which answers them together (as a fast machine whose agents started in the same instant
+    /// would see them).
+    pub fn hold_ns_calls(&self) {
+        let (open, _) = tokio::sync::watch::channel(false);
+        self.with(|f| f.gate = Some(Gate { held: 0, open }));
+    }
+
+    /// How many namespace calls are held now.
+    pub fn held_ns_calls(&self) -> usize {
+        self.with(|f| f.gate.as_ref().map_or(0, |g| g.held))
+    }
+
+    /// Answers the held namespace calls together; later ones are answered as usual. Returns
+    /// when that was.
+    pub fn answer_held_ns_calls(&self) -> Instant {
+        self.with(|f| {
+            if let Some(gate) = f.gate.take() {
+                let _ = gate.open.send(true);
+            }
+        });
+        Instant::now()
+    }
+
+    /// When each call to `path` arrived (`/api/v1/agent/ns`: one per refresh of an agent), in
+    /// order of arrival.
+    pub fn arrivals(&self, path: &str) -> Vec<Instant> {
+        self.with(|f| {
+            f.requests
+                .iter()
+                .filter(|r| r.path == path)
+                .map(|r| r.at)
+                .collect()
+        })
+    }
+
+    /// The bodies of the agent reports received (`POST /api/v1/agent/report`), in order.
+    pub fn reports(&self) -> Vec<Value> {
+        self.with(|f| {
+            f.requests
+                .iter()
+                .filter(|r| r.method == "POST" && r.path == "/api/v1/agent/report")
+                .map(|r| r.body.clone())
+                .collect()
+        })
+    }
+
     /// Stops listening; the port refuses connections afterwards.
     pub fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -197,6 +255,7 @@ fn record(fixture: &Shared, method: Method, uri: &Uri, body: &[u8]) -> Behaviour
         path: uri.path().to_owned(),
         query,
         body,
+        at: Instant::now(),
     });
     f.behaviour.clone().unwrap_or(Behaviour::Plan)
 }
@@ -242,6 +301,18 @@ async fn misbehave(behaviour: Behaviour) -> Option<Response> {
 
 async fn answer_ns(State(fixture): State<Shared>, uri: Uri, body: Bytes) -> Response {
     let behaviour = record(&fixture, Method::POST, &uri, &body);
+    let held = {
+        let mut f = fixture.lock().unwrap_or_else(|p| p.into_inner());
+        let mut waiting = None;
+        if let Some(gate) = f.gate.as_mut() {
+            gate.held += 1;
+            waiting = Some(gate.open.subscribe());
+        }
+        waiting
+    };
+    if let Some(mut open) = held {
+        let _ = open.wait_for(|open| *open).await;
+    }
     if let Some(r) = misbehave(behaviour).await {
         return r;
     }
@@ -254,6 +325,15 @@ async fn answer_ns(State(fixture): State<Shared>, uri: Uri, body: Bytes) -> Resp
         .map(|(i, ns)| (ns.clone(), Value::String(format!("resource-{i}"))))
         .collect();
     axum::Json(json!({"httpstatus": 200, "data": data})).into_response()
+}
+
+/// Takes the report (recorded) and answers as lodastack's registry does.
+async fn answer_report(State(fixture): State<Shared>, uri: Uri, body: Bytes) -> Response {
+    let behaviour = record(&fixture, Method::POST, &uri, &body);
+    if let Some(r) = misbehave(behaviour).await {
+        return r;
+    }
+    axum::Json(json!({"httpstatus": 200, "data": "success"})).into_response()
 }
 
 async fn answer_resource(

@@ -68,15 +68,22 @@ pub fn store(path: &Path, source: &str, plan: &Plan) -> Result<(), String> {
     let err = |e: std::io::Error| format!("registry cache {}: {e}", path.display());
     let json = serde_json::to_vec_pretty(&file)
         .map_err(|e| format!("registry cache {}: {e}", path.display()))?;
+    write_atomic(path, &json).map_err(err)
+}
+
+/// Replaces the file at `path` with `bytes` (temporary file beside it, fsync, rename): a crash
+/// leaves the old or the new file, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        crate::files::create_dir_all(dir, crate::files::PASS_DIR).map_err(err)?;
+        crate::files::create_dir_all(dir, crate::files::PASS_DIR)?;
     }
-    let tmp = path.with_extension("json.tmp");
-    let mut f = crate::files::create(&tmp).map_err(err)?;
-    f.write_all(&json).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    Ok(())
+    let mut name = path.as_os_str().to_owned();
+    name.push(".tmp");
+    let tmp = PathBuf::from(name);
+    let mut f = crate::files::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 #[cfg(test)]

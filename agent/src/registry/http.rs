@@ -30,6 +30,8 @@ use super::{BuiltinItem, Fetched, NamespacePlan, PluginItem, PortItem, ProcItem,
 pub const NS_PATH: &str = "/api/v1/agent/ns";
 /// Path of the per-namespace resource call.
 pub const RESOURCE_PATH: &str = "/api/v1/agent/resource";
+/// Path of the agent report.
+pub const REPORT_PATH: &str = "/api/v1/agent/report";
 
 /// Where the serial number is read from, when readable (often root only).
 const SERIAL_FILE: &str = "/sys/class/dmi/id/product_serial";
@@ -54,27 +56,29 @@ pub struct Identity {
 impl Identity {
     /// Reads this host's addresses and serial number (blocking: interface list and sysfs).
     pub fn of_this_host(hostname: &str) -> Identity {
-        let networks = sysinfo::Networks::new_with_refreshed_list();
-        let mut ips: Vec<IpAddr> = networks
-            .values()
-            .flat_map(|data| data.ip_networks().iter().map(|n| n.addr))
-            .filter(|ip| usable_ip(*ip))
-            .collect();
-        ips.sort();
-        ips.dedup();
         let sn = std::fs::read_to_string(SERIAL_FILE)
             .map(|s| s.trim().to_owned())
             .unwrap_or_default();
         Identity {
             hostname: hostname.to_owned(),
-            ip: ips
-                .iter()
-                .map(IpAddr::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
+            ip: this_host_ips().join(","),
             sn,
         }
     }
+}
+
+/// This host's addresses, sorted, without loopback and IPv6 link-local ones (blocking: reads
+/// the interface list).
+pub fn this_host_ips() -> Vec<String> {
+    let networks = sysinfo::Networks::new_with_refreshed_list();
+    let mut ips: Vec<IpAddr> = networks
+        .values()
+        .flat_map(|data| data.ip_networks().iter().map(|n| n.addr))
+        .filter(|ip| usable_ip(*ip))
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips.iter().map(IpAddr::to_string).collect()
 }
 
 /// Loopback and IPv6 link-local addresses say nothing about which host this is.
@@ -144,6 +148,18 @@ impl HttpSource {
         let namespaces: BTreeMap<String, Json> = self
             .call(self.client.post(&url).json(&identity), &url)
             .await?;
+        // The resource id of this host in each namespace, for the agent report's `uuid`.
+        let registered: BTreeMap<String, String> = namespaces
+            .iter()
+            .map(|(ns, id)| {
+                let id = match id {
+                    Json::String(s) => s.clone(),
+                    Json::Null => String::new(),
+                    other => other.to_string(),
+                };
+                (ns.clone(), id)
+            })
+            .collect();
         // A few namespaces at a time: a host in many namespaces behind a slow registry would
         // otherwise wait for each in turn, while a burst of one request per namespace could
         // flood the registry when a whole fleet refreshes. `buffered` keeps the registry's order.
@@ -161,7 +177,10 @@ impl HttpSource {
                 }
             })
             .buffered(NAMESPACES_AT_ONCE);
-        let mut fetched = Fetched::default();
+        let mut fetched = Fetched {
+            registered,
+            ..Fetched::default()
+        };
         let mut first_error = None;
         while let Some((ns, answer)) = answers.next().await {
             match answer {
@@ -182,6 +201,14 @@ impl HttpSource {
             Some(e) if fetched.plan.namespaces.is_empty() => Err(e),
             _ => Ok(fetched),
         }
+    }
+
+    /// Sends the agent report (`POST {base}/api/v1/agent/report`); any answer but HTTP 2xx
+    /// with `httpstatus` 200 is an error.
+    pub async fn report(&self, report: &super::report::Report) -> Result<(), RegistryError> {
+        let url = format!("{}{REPORT_PATH}", self.base);
+        let _: Json = self.call(self.client.post(&url).json(report), &url).await?;
+        Ok(())
     }
 
     /// Sends a request and unwraps the envelope; `shown` names the call in errors.

@@ -7,7 +7,9 @@
 pub mod cache;
 pub mod file;
 pub mod http;
+pub mod report;
 pub mod service;
+pub mod spread;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -53,6 +55,9 @@ pub struct Fetched {
     /// Namespaces the source named but could not describe (their own call failed), with the
     /// reason. They keep what they ran before: see [`Fetched::keep_unavailable`].
     pub unavailable: BTreeMap<String, String>,
+    /// The HTTP registry's namespaces for this host with the host's resource id in each (empty
+    /// for a file).
+    pub registered: BTreeMap<String, String>,
 }
 
 impl Fetched {
@@ -121,7 +126,7 @@ impl Source {
                 Ok(Fetched {
                     plan: loaded.plan,
                     problems: loaded.problems,
-                    unavailable: BTreeMap::new(),
+                    ..Fetched::default()
                 })
             }
             Source::Http(h) => h.fetch().await,

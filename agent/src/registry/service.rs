@@ -5,7 +5,7 @@
 //! A refresh that fails keeps the plan in force: the failure is counted, recorded for
 //! `/me/status`, and logged once per distinct error rather than on every refresh.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::spread::Spread;
 use super::{cache, validate, Fetched, Plan, RegistryError, Source};
 use crate::pipeline::normalize::now_secs;
 use crate::state::AgentState;
@@ -42,6 +43,8 @@ type Request = oneshot::Sender<Refreshed>;
 pub struct RegistryHandle {
     health: Mutex<Health>,
     requests: OnceLock<mpsc::Sender<Request>>,
+    /// The HTTP registry's last namespace answer: namespace -> this host's resource id.
+    registered: Mutex<Option<BTreeMap<String, String>>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -84,6 +87,12 @@ impl RegistryHandle {
         let (reply, answer) = oneshot::channel();
         tx.send(reply).await.map_err(|_| NotRunning)?;
         answer.await.map_err(|_| NotRunning)
+    }
+
+    /// The namespaces the HTTP registry last named for this host, each with the host's
+    /// resource id there; `None` until it answered once since start.
+    pub fn registered(&self) -> Option<BTreeMap<String, String>> {
+        self.registered.lock().ok().and_then(|r| r.clone())
     }
 
     fn update(&self, f: impl FnOnce(&mut Health)) {
@@ -135,6 +144,16 @@ impl RegistryService {
         })
     }
 
+    /// The refresh clock for the source and `[registry]` settings in force.
+    fn clock(&self) -> Clock {
+        let every = Duration::from_secs(self.settings.0.refresh_secs.max(1));
+        let splay = Duration::from_secs(self.settings.0.splay_secs);
+        match self.source {
+            Source::File(_) => Clock::Fixed(every),
+            Source::Http(_) => Clock::Spread(Spread::new(self.state.hostname(), every, splay)),
+        }
+    }
+
     /// Takes a reloaded configuration: a new source, refresh clock or topic is used from now
     /// on; true when the caller should refresh at once.
     fn reconfigure(&mut self) -> bool {
@@ -163,46 +182,73 @@ impl RegistryService {
 
     /// Puts the cached plan in force (so a slow or down registry does not leave the host idle),
     /// asks the source, then refreshes on the clock and on request until `shutdown`.
+    ///
+    /// A file is read at start and every `refresh_secs` from then on. An HTTP registry is asked
+    /// at this host's slot ([`Spread`]), backed off while it fails; at start it is asked at
+    /// once only when there is no cached plan to run meanwhile, so a fleet restarted together
+    /// does not call it together either.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut configs = self.state.subscribe_config();
         configs.mark_unchanged();
-        tokio::select! {
+        let mut clock = self.clock();
+        let started = tokio::select! {
             () = shutdown.cancelled() => return,
-            () = self.start() => {}
-        }
-        let clock = |refresh_secs: u64| {
-            let every = Duration::from_secs(refresh_secs.max(1));
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick
+            started = self.start(&clock) => started,
         };
-        let mut tick = clock(self.settings.0.refresh_secs);
+        if let Some(ok) = started {
+            clock.record(ok);
+        }
+        let mut due = clock.first(Duration::from_secs(self.settings.0.refresh_secs.max(1)));
         loop {
             let reply = tokio::select! {
                 () = shutdown.cancelled() => return,
-                _ = tick.tick() => None,
+                () = tokio::time::sleep_until(due) => None,
                 Some(reply) = self.requests.recv() => Some(reply),
                 Ok(()) = configs.changed() => {
                     if !self.reconfigure() {
                         continue;
                     }
-                    tick = clock(self.settings.0.refresh_secs);
+                    // A new source or period: refresh now, then on the new clock.
+                    clock = self.clock();
+                    due = tokio::time::Instant::now();
                     None
                 }
             };
+            let periodic = reply.is_none();
             // A slow registry must not hold up shutdown for (1 + namespaces) * timeout_secs.
             let outcome = tokio::select! {
                 () = shutdown.cancelled() => return,
                 outcome = self.refresh() => outcome,
             };
+            let ok = outcome.result.is_ok();
             if let Some(reply) = reply {
                 // The caller may have gone away; the refresh still counted.
                 let _ = reply.send(outcome);
             }
+            // Only the clock's own calls back off: an operator's `/update` that fails does
+            // not push the next refresh further out, one that succeeds ends the backoff.
+            if periodic || ok {
+                clock.record(ok);
+            }
+            if let Some(next) = clock.next(due, periodic) {
+                due = next;
+            }
         }
     }
 
-    async fn start(&mut self) {
+    /// Puts the cached plan in force, then asks the source unless the clock says to wait for
+    /// the slot; returns whether the source answered, when it was asked.
+    async fn start(&mut self, clock: &Clock) -> Option<bool> {
+        let has_cache = self.load_cache().await;
+        if has_cache && matches!(clock, Clock::Spread(_)) {
+            debug!("Asking the registry at this host's slot; the cached plan runs until then.");
+            return None;
+        }
+        Some(self.refresh().await.result.is_ok())
+    }
+
+    /// Puts the cached plan in force; returns whether there was one.
+    async fn load_cache(&mut self) -> bool {
         let path = self.cache_path.clone();
         let source = self.source.describe();
         let cached = tokio::task::spawn_blocking(move || cache::load(&path, &source)).await;
@@ -218,12 +264,18 @@ impl RegistryService {
                 self.cached = Some(cached.plan);
                 self.state.set_plan(checked.plan);
                 self.state.registry().update(|h| h.from_cache = true);
+                true
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => warn!(error = %e, "Registry cache unusable; ignoring it."),
-            Err(e) => warn!(error = %e, "Registry cache reader failed."),
+            Ok(Ok(None)) => false,
+            Ok(Err(e)) => {
+                warn!(error = %e, "Registry cache unusable; ignoring it.");
+                false
+            }
+            Err(e) => {
+                warn!(error = %e, "Registry cache reader failed.");
+                false
+            }
         }
-        self.refresh().await;
     }
 
     /// Asks the source once and applies what it says; the periodic and the `/update` refresh
@@ -233,6 +285,11 @@ impl RegistryService {
             Ok(f) => f,
             Err(e) => return self.failed(e),
         };
+        if let Source::Http(_) = self.source {
+            if let Ok(mut r) = self.state.registry().registered.lock() {
+                *r = Some(fetched.registered.clone());
+            }
+        }
         let mut checked = validate(fetched.plan, &self.state.config().output.topic);
         Fetched::keep_unavailable(&fetched.unavailable, &self.state.plan(), &mut checked);
         let mut problems = fetched.problems;
@@ -332,6 +389,44 @@ impl RegistryService {
         // Also after a failure: retrying a broken disk on every refresh would only repeat the
         // warning; the next change tries again.
         self.cached = Some(plan);
+    }
+}
+
+/// When the periodic refresh comes.
+enum Clock {
+    /// Every period from start (a file: nobody else to spare).
+    Fixed(Duration),
+    /// At this host's slot, backed off while the registry fails.
+    Spread(Spread),
+}
+
+impl Clock {
+    fn record(&mut self, ok: bool) {
+        if let Clock::Spread(s) = self {
+            s.record(ok);
+        }
+    }
+
+    /// When the first periodic refresh after start is due.
+    fn first(&self, every: Duration) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        match self {
+            Clock::Fixed(_) => now + every,
+            Clock::Spread(s) => now + s.delay(),
+        }
+    }
+
+    /// The next due time after a refresh: `None` keeps `due` (a file's clock is not moved by
+    /// `/update`). A fixed clock that fell behind (a slow refresh) counts from now.
+    fn next(&self, due: tokio::time::Instant, periodic: bool) -> Option<tokio::time::Instant> {
+        let now = tokio::time::Instant::now();
+        match self {
+            Clock::Fixed(every) if periodic => Some((due + *every).max(now)),
+            Clock::Fixed(_) => None,
+            // The slot is on the wall clock: asking again gives the same slot unless the
+            // backoff changed.
+            Clock::Spread(s) => Some(now + s.delay()),
+        }
     }
 }
 
@@ -440,7 +535,12 @@ mod tests {
         std::fs::remove_file(&registry).expect("remove");
         let (state, _rx) = state(dir.path());
         let mut service = RegistryService::new(state.clone()).expect("service");
-        service.start().await;
+        let clock = Clock::Fixed(Duration::from_secs(60));
+        assert_eq!(
+            service.start(&clock).await,
+            Some(false),
+            "a file is read at once"
+        );
         assert_eq!(state.plan().namespace_names(), ["cached"]);
         let s = status(&state);
         assert!(s.from_cache && s.failures == 1, "{s:?}");
@@ -502,7 +602,11 @@ mod tests {
         assert_eq!(code, 200, "{body}");
         assert_eq!(body["ok"], true);
         assert_eq!(body["namespaces"], serde_json::json!(["n1"]));
-        assert_eq!(body["started"], 7, "one job per system family: {body}");
+        assert_eq!(
+            body["started"],
+            crate::collect::system::Family::ALL.len(),
+            "one job per system family: {body}"
+        );
         shutdown.cancel();
     }
 }

@@ -547,4 +547,65 @@ mod tests {
         );
         assert!(took < Duration::from_secs(2), "took {took:?}");
     }
+
+    #[tokio::test]
+    async fn no_more_than_in_flight_hosts_are_asked_at_once() {
+        use std::sync::atomic::AtomicUsize;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Ten hosts answering every call after 50 ms; at most 2 hosts (3 calls each) at once.
+        let active = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let body = serde_json::to_string(&Status::default()).expect("json");
+        let mut hosts = Vec::new();
+        let mut servers = Vec::new();
+        for i in 0..10 {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = listener.local_addr().expect("addr").to_string();
+            hosts.push(Host::new(&format!("h{i}"), &addr, 1).expect("addr"));
+            let (active, most, body) = (Arc::clone(&active), Arc::clone(&most), body.clone());
+            servers.push(tokio::spawn(async move {
+                while let Ok((mut sock, _)) = listener.accept().await {
+                    let (active, most, body) =
+                        (Arc::clone(&active), Arc::clone(&most), body.clone());
+                    tokio::spawn(async move {
+                        let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        let mut buf = [0u8; 4096];
+                        let _ = sock.read(&mut buf).await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = sock.write_all(reply.as_bytes()).await;
+                        active.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+            }));
+        }
+        let started = Instant::now();
+        let rows = probe_all(
+            &hosts,
+            Options {
+                in_flight: 2,
+                timeout: Duration::from_secs(5),
+            },
+        )
+        .await;
+        let took = started.elapsed();
+        for s in servers {
+            s.abort();
+        }
+        assert_eq!(rows.len(), 10);
+        assert!(rows.iter().all(|r| r.version().is_some()), "{rows:?}");
+        let most = most.load(Ordering::SeqCst);
+        assert!(
+            most <= 6,
+            "{most} connections at once with 2 hosts in flight"
+        );
+        // Five rounds of two hosts, 50 ms each: it cannot be faster than 250 ms.
+        assert!(took >= Duration::from_millis(250), "took {took:?}");
+    }
 }

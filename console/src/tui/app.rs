@@ -494,10 +494,7 @@ fn feed<T>(result: Result<T, ClientError>, addr: &str) -> Feed<T> {
 fn short_reason(e: &ClientError) -> String {
     match e {
         ClientError::Unreachable { reason, .. } => {
-            let reason = match reason.find(" (os error") {
-                Some(i) => &reason[..i],
-                None => reason,
-            };
+            let reason = crate::fmt::without_os_error(reason);
             format!("cannot reach the agent: {}", reason.to_lowercase())
         }
         ClientError::Api { status, message } => format!("status failed ({status}): {message}"),

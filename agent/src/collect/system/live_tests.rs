@@ -333,8 +333,11 @@ fn every_family_stamps_one_second_and_never_panics_on_a_missing_proc() {
     let mut real = SystemCollector::new(SystemOptions::default());
     for f in Family::ALL {
         let m = empty.collect(f);
-        // Only TIME (a syscall, not a file) can have anything to say here.
-        assert!(f == Family::Time || m.is_empty(), "{f}: {m:?}");
+        // Only TIME and SOCKET (a syscall and netlink, not files) can have anything to say here.
+        assert!(
+            f == Family::Time || f == Family::Socket || m.is_empty(),
+            "{f}: {m:?}"
+        );
         assert!(
             empty.collect(f).len() == m.len(),
             "second failure is quiet and equal"
@@ -638,4 +641,97 @@ fn softnet_total_processed_fits_the_kernels_sum() {
         })
         .count();
     assert_eq!(per_cpu, lines, "one series per online CPU");
+}
+
+/// Sockets `ss` lists for one IP version and state, now.
+fn ss_count(ip: &str, state: &str) -> f64 {
+    let out = std::process::Command::new("ss")
+        .args(["-H", "-tan", &format!("-{ip}"), "state", state])
+        .output()
+        .expect("run ss (iproute2)");
+    assert!(out.status.success(), "ss: {out:?}");
+    String::from_utf8_lossy(&out.stdout).lines().count() as f64
+}
+
+#[test]
+fn socket_states_agree_with_ss_for_sockets_the_test_opens() {
+    use std::net::{TcpListener, TcpStream};
+    let mut keep = Vec::new();
+    let mut listeners = Vec::new();
+    for host in ["127.0.0.1:0", "[::1]:0"] {
+        let l = TcpListener::bind(host).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        // Two established pairs (4 sockets), kept open.
+        for _ in 0..2 {
+            let c = TcpStream::connect(addr).expect("connect");
+            let (s, _) = l.accept().expect("accept");
+            keep.push((c, s));
+        }
+        // Three closed connections whose client closed first: the client side sits in TIME_WAIT.
+        for _ in 0..3 {
+            let c = TcpStream::connect(addr).expect("connect");
+            let (mut s, _) = l.accept().expect("accept");
+            drop(c);
+            let mut b = [0u8; 1];
+            assert_eq!(s.read(&mut b).expect("eof"), 0);
+        }
+        listeners.push(l);
+    }
+    let mine = [("established", 4.0), ("listen", 1.0), ("time_wait", 3.0)];
+    fn ss_name(s: &str) -> &str {
+        match s {
+            "listen" => "listening",
+            "time_wait" => "time-wait",
+            s => s,
+        }
+    }
+    let mut c = SystemCollector::new(SystemOptions::default());
+    // Other programs on the machine open and close sockets too: a figure must lie between what
+    // `ss` saw just before and just after the collection; a few tries absorb a burst of churn.
+    let mut last = String::new();
+    for _ in 0..5 {
+        let before: Vec<f64> = ["4", "6"]
+            .iter()
+            .flat_map(|ip| mine.iter().map(move |(s, _)| ss_count(ip, ss_name(s))))
+            .collect();
+        let m = c.collect(Family::Socket);
+        let after: Vec<f64> = ["4", "6"]
+            .iter()
+            .flat_map(|ip| mine.iter().map(move |(s, _)| ss_count(ip, ss_name(s))))
+            .collect();
+        let mut ok = true;
+        for (i, (ip, (state, at_least))) in ["4", "6"]
+            .iter()
+            .flat_map(|ip| mine.iter().map(move |s| (*ip, *s)))
+            .enumerate()
+        {
+            let got = m
+                .iter()
+                .find(|x| {
+                    x.name == "socket.tcp"
+                        && x.tags.get("ip").map(String::as_str) == Some(ip)
+                        && x.tags.get("state").map(String::as_str) == Some(state)
+                })
+                .map(float)
+                .expect("series present");
+            assert!(
+                got >= at_least,
+                "ip{ip} {state}: {got} < the test's own {at_least}"
+            );
+            let (lo, hi) = (before[i].min(after[i]), before[i].max(after[i]));
+            if got < lo || got > hi {
+                ok = false;
+                last = format!("ip{ip} {state}: {got}, ss {lo}..{hi}");
+            }
+        }
+        // sockstat: TCP in use counts the IPv4 sockets, `tw` both versions' TIME_WAIT.
+        assert!(get(&m, "socket.inuse", Some(("proto", "tcp"))).expect("inuse") >= 5.0);
+        assert!(get(&m, "socket.time_wait", Some(("proto", "tcp"))).expect("tw") >= 6.0);
+        assert!(get(&m, "socket.inuse", Some(("proto", "tcp6"))).expect("tcp6") >= 5.0);
+        if ok {
+            drop(keep);
+            return;
+        }
+    }
+    panic!("socket counts never matched ss: {last}");
 }

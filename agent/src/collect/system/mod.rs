@@ -15,6 +15,7 @@ mod mem;
 mod net;
 mod netstat;
 mod pressure;
+mod socket;
 mod softnet;
 mod time;
 mod vmstat;
@@ -47,6 +48,8 @@ pub enum Family {
     Time,
     /// TCP and UDP protocol counters as rates (`/proc/net/snmp`, `/proc/net/netstat`, `snmp6`).
     Netstat,
+    /// TCP sockets by state (sock_diag netlink) and sockets per protocol (`/proc/net/sockstat{,6}`).
+    Socket,
     /// Pressure stall information for cpu, memory and io (`/proc/pressure/*`).
     Pressure,
     /// Paging, swapping and OOM kills as rates (`/proc/vmstat`).
@@ -59,7 +62,7 @@ pub enum Family {
 
 impl Family {
     /// Every family, in registry order.
-    pub const ALL: [Family; 12] = [
+    pub const ALL: [Family; 13] = [
         Family::Cpu,
         Family::Mem,
         Family::Disk,
@@ -68,6 +71,7 @@ impl Family {
         Family::Kernel,
         Family::Time,
         Family::Netstat,
+        Family::Socket,
         Family::Pressure,
         Family::Vmstat,
         Family::Conntrack,
@@ -85,6 +89,7 @@ impl Family {
             Family::Kernel => "KERNEL",
             Family::Time => "TIME",
             Family::Netstat => "NETSTAT",
+            Family::Socket => "SOCKET",
             Family::Pressure => "PRESSURE",
             Family::Vmstat => "VMSTAT",
             Family::Conntrack => "CONNTRACK",
@@ -108,6 +113,7 @@ impl Family {
             | Family::Disk
             | Family::Net
             | Family::Netstat
+            | Family::Socket
             | Family::Pressure
             | Family::Vmstat
             | Family::Conntrack
@@ -210,6 +216,7 @@ pub struct SystemCollector {
     fs: fs::State,
     kernel: kernel::State,
     netstat: Rates,
+    socket: socket::State,
     pressure: Rates,
     vmstat: Rates,
     softnet: softnet::State,
@@ -227,6 +234,7 @@ impl SystemCollector {
             fs: fs::State::default(),
             kernel: kernel::State::default(),
             netstat: Rates::default(),
+            socket: socket::State::default(),
             pressure: Rates::default(),
             vmstat: Rates::default(),
             softnet: softnet::State::default(),
@@ -259,6 +267,7 @@ impl SystemCollector {
             Family::Kernel => kernel::collect(r, o, &mut self.kernel, now, &mut out),
             Family::Time => time::collect(r, &mut out),
             Family::Netstat => netstat::collect(r, o, &mut self.netstat, now, &mut out),
+            Family::Socket => socket::collect(r, o, &mut self.socket, &mut out),
             Family::Pressure => pressure::collect(r, o, &mut self.pressure, now, &mut out),
             Family::Vmstat => vmstat::collect(r, o, &mut self.vmstat, now, &mut out),
             Family::Conntrack => conntrack::collect(r, o, &mut out),

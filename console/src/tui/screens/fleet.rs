@@ -24,7 +24,7 @@ use crate::fleet::action::{Action as HostAction, Outcome};
 use crate::fleet::filter::Filter;
 use crate::fleet::inventory::Host;
 use crate::fleet::probe::{Row, State};
-use crate::fmt::duration;
+use crate::fmt::{duration, without_os_error};
 use crate::tui::app::{Action, App};
 use crate::tui::ui::{centered, BAD, GOOD, LABEL};
 
@@ -235,13 +235,36 @@ impl FleetView {
     /// Recomputes the hosts shown and their order: state (worst first), then name.
     pub fn resort(&mut self) {
         let mut shown: Vec<usize> = (0..self.hosts.len()).filter(|&i| self.passes(i)).collect();
-        shown.sort_by(|&a, &b| {
-            (self.rank(a), &self.hosts[a].name).cmp(&(self.rank(b), &self.hosts[b].name))
-        });
+        shown.sort_by_key(|&i| self.key(i));
         self.shown = shown;
+        self.keep_selection();
+    }
+
+    /// Moves host `i` alone to its place after its answer changed: a search and a shift
+    /// rather than a sort, since a round brings one answer per host.
+    fn replace(&mut self, i: usize) {
+        if let Some(p) = self.shown.iter().position(|&j| j == i) {
+            self.shown.remove(p);
+        }
+        if self.passes(i) {
+            let key = self.key(i);
+            let at = self.shown.partition_point(|&j| self.key(j) < key);
+            self.shown.insert(at, i);
+        }
+        self.keep_selection();
+    }
+
+    /// Before the user moved it, the selection is the top row; after, it stays on its host
+    /// while that host is shown.
+    fn keep_selection(&mut self) {
         if !self.picked || self.selected.is_none_or(|s| !self.shown.contains(&s)) {
             self.selected = self.shown.first().copied();
         }
+    }
+
+    /// The sort key of host `i`: state (worst first), name, place in the inventory.
+    fn key(&self, i: usize) -> (u8, &str, usize) {
+        (self.rank(i), self.hosts[i].name.as_str(), i)
     }
 
     fn rank(&self, i: usize) -> u8 {
@@ -279,7 +302,7 @@ impl FleetView {
         if let Some(slot) = self.rows.get_mut(i) {
             *slot = Some(row);
             self.answered += 1;
-            self.resort();
+            self.replace(i);
         }
     }
 
@@ -827,7 +850,9 @@ fn note(f: &FleetView, i: usize) -> (String, Style) {
                 .join(", "),
             Style::new().fg(Color::Yellow),
         ),
-        Some(State::Unreachable { error } | State::Unauthorized { error }) => (error.clone(), BAD),
+        Some(State::Unreachable { error } | State::Unauthorized { error }) => {
+            (without_os_error(error).to_owned(), BAD)
+        }
     }
 }
 
@@ -857,14 +882,16 @@ fn detail(frame: &mut Frame, f: &FleetView, area: Rect) {
     let host = &f.hosts[i];
     let row = f.rows[i].as_ref();
     let mut text = match row.map(|r| &r.state) {
-        None => "not asked yet".to_owned(),
+        None => "asking...".to_owned(),
         Some(State::Ok) => "ok".to_owned(),
         Some(State::Degraded { reasons }) => reasons
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; "),
-        Some(State::Unreachable { error } | State::Unauthorized { error }) => error.clone(),
+        Some(State::Unreachable { error } | State::Unauthorized { error }) => {
+            without_os_error(error).to_owned()
+        }
     };
     if let Some(o) = &f.outcomes[i] {
         text = format!("{text} · last action: {}", outcome_line(o));
@@ -891,7 +918,10 @@ pub(crate) fn draw_overlays(frame: &mut Frame, f: &FleetView) {
         let mut lines = Vec::new();
         let (list, note): (&[PluginInfo], Option<String>) = match &p.plugins {
             None => (&[], Some(format!("asking {host} for its plugins..."))),
-            Some(Err(e)) => (&[], Some(format!("{host}'s plugin list: {e}"))),
+            Some(Err(e)) => (
+                &[],
+                Some(format!("{host}'s plugin list: {}", without_os_error(e))),
+            ),
             Some(Ok(l)) if l.is_empty() => (&[], Some(format!("{host} has no plugins"))),
             Some(Ok(l)) => (l, None),
         };

@@ -35,20 +35,15 @@ pub(super) const KEYS: &[(&str, &str)] = &[
 /// The Fleet screen's keys.
 pub(super) const FLEET_KEYS: &[(&str, &str)] = &[
     ("j/k, PgUp/PgDn, g/G", "select a host"),
-    (
-        "Enter",
-        "open it in the single-agent screens (Esc there: back)",
-    ),
-    ("/", "filter: state!=ok,name=db-* or plain text; Esc clears"),
-    ("a", "actions go to the selected host / all hosts shown"),
-    ("u", "update: refresh from the registry (/update)"),
-    (
-        "p r e d",
-        "plugin update / run / enable / disable (pick it)",
-    ),
+    ("Enter", "open it (Esc there comes back)"),
+    ("/", "filter: state!=ok,name=db-* or text"),
+    ("Esc", "clear the filter"),
+    ("a", "act on the selected host / all shown"),
+    ("u", "update: refresh from the registry"),
+    ("p r e d", "plugin update / run / enable / disable"),
+    ("y / n", "confirm / cancel (asked for all shown,"),
+    ("", "and for a plugin update or disable)"),
     ("R", "ask every host now"),
-    ("y / n", "confirm / cancel: asked for all hosts shown, and"),
-    ("", "for a plugin update or disable on one host"),
     ("q, Ctrl-C", "quit"),
 ];
 
