@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::collect::system;
 
@@ -42,7 +42,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `[agent]`: identity, directories, the API.
@@ -61,7 +61,7 @@ pub struct Config {
 }
 
 /// `[agent]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     /// Address of the HTTP API.
@@ -115,7 +115,7 @@ pub struct AgentConfig {
 }
 
 /// `agent.plugin_containment`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PluginContainment {
     /// A cgroup per run where the host allows it, else the subreaper fallback.
@@ -128,7 +128,7 @@ pub enum PluginContainment {
 }
 
 /// When `POST /post` answers (`agent.post_ack`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PostAck {
     /// Once the points are written to the spool file: they survive the agent being killed.
@@ -166,7 +166,7 @@ impl Default for AgentConfig {
 }
 
 /// Where the registry answer comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RegistrySource {
     /// A TOML or JSON file (the embedded default).
@@ -186,7 +186,7 @@ impl fmt::Display for RegistrySource {
 }
 
 /// `[registry]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
     /// `file` or `http`.
@@ -223,7 +223,7 @@ impl Default for RegistryConfig {
 }
 
 /// Which output points are shipped to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {
     /// NSQ over TCP.
@@ -249,7 +249,7 @@ impl fmt::Display for OutputKind {
 }
 
 /// How a batch is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// InfluxDB line protocol, precision seconds.
@@ -260,7 +260,7 @@ pub enum Format {
 }
 
 /// `[output]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
     /// `nsq`, `influxdb`, `file` or `stdout`.
@@ -316,7 +316,7 @@ pub struct OutputConfig {
 }
 
 /// Compression of the NSQ connection, negotiated in IDENTIFY.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum NsqCompression {
     /// Bytes go as they are.
@@ -361,7 +361,7 @@ impl Default for OutputConfig {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// Directory of the agent's log file; default `{data_dir}/log`.
@@ -381,7 +381,7 @@ impl Default for LogConfig {
 
 /// `[system]`: devices the system collectors leave out. Each entry is a name or a prefix ending
 /// in `*`; an empty list leaves nothing out.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SystemConfig {
     /// Network interfaces left out (NET).

@@ -172,14 +172,20 @@ fn is_locked(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Asks the agent recorded in `pid_file` to stop, and waits for it to exit.
-pub fn stop(pid_file: &Path, timeout: Duration) -> anyhow::Result<i32> {
-    let Some(pid) = read_pid(pid_file).filter(|_| is_locked(pid_file)) else {
-        bail!(
+/// The pid of the agent holding `pid_file` locked.
+pub fn running_pid(pid_file: &Path) -> anyhow::Result<i32> {
+    match read_pid(pid_file).filter(|_| is_locked(pid_file)) {
+        Some(pid) => Ok(pid),
+        None => bail!(
             "no agent is running (no locked pid file at {})",
             pid_file.display()
-        );
-    };
+        ),
+    }
+}
+
+/// Asks the agent recorded in `pid_file` to stop, and waits for it to exit.
+pub fn stop(pid_file: &Path, timeout: Duration) -> anyhow::Result<i32> {
+    let pid = running_pid(pid_file)?;
     let target = Pid::from_raw(pid);
     kill(target, Signal::SIGTERM).with_context(|| format!("cannot signal pid {pid}"))?;
     let deadline = Instant::now() + timeout;

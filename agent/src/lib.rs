@@ -15,6 +15,7 @@ pub mod paths;
 pub mod pipeline;
 pub mod plugins;
 pub mod registry;
+pub mod reload;
 pub mod scheduler;
 pub mod state;
 pub mod trust;
@@ -69,6 +70,9 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: impl FnOnce(SocketAddr),
 ) -> anyhow::Result<()> {
+    // First: from here on SIGHUP reloads instead of ending the process (its default action).
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler (config reload)")?;
     // The API never runs open: the configured token, or the one in {data_dir}/auth_token.
     let token = {
         let c = config.clone();
@@ -139,9 +143,11 @@ pub async fn run(
         Arc::clone(pipeline.stats()),
         stop_batcher.clone(),
     ));
-    let delivery = tokio::spawn(output::run_delivery(
+    let (output_swaps, swaps) = tokio::sync::mpsc::channel(4);
+    let delivery = tokio::spawn(output::run_delivery_with(
         spool.clone(),
         output,
+        swaps,
         output_stats,
         drain.clone(),
         Duration::from_secs(config.output.drain_secs),
@@ -158,6 +164,8 @@ pub async fn run(
     let syncer = tokio::spawn(spool.clone().run_sync(stop_sync.clone()));
 
     producers.spawn(collect::alive::run(state.clone(), shutdown.clone()));
+    producers
+        .spawn(reload::Reloader::new(state.clone(), output_swaps).run(hangups, shutdown.clone()));
     producers.spawn(plugins::run_sync(state.clone(), shutdown.clone()));
     let app = api::router(state.clone());
     let api_shutdown = shutdown.clone();

@@ -17,7 +17,7 @@ use tracing_subscriber::filter::{LevelFilter, ParseError, Targets};
 use tracing_subscriber::fmt::time::FormatTime;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{fmt, Layer};
+use tracing_subscriber::{fmt, reload};
 
 /// Log files kept (one per day).
 const KEEP_FILES: usize = 7;
@@ -58,21 +58,34 @@ pub fn init(dir: &Path, level: &str, to_stderr: bool) -> anyhow::Result<WorkerGu
         .finish(appender);
     let filter =
         filter(level).unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO));
-    let file_layer = fmt::layer()
-        .with_ansi(false)
-        .with_writer(writer)
-        .with_filter(filter.clone());
-    let stderr_layer = to_stderr.then(|| {
-        fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
-    });
+    // One filter for both layers, behind a reload handle so `log.level` changes at run time.
+    let (filter, handle) = reload::Layer::new(filter);
+    let file_layer = fmt::layer().with_ansi(false).with_writer(writer);
+    let stderr_layer = to_stderr.then(|| fmt::layer().with_writer(std::io::stderr));
     tracing_subscriber::registry()
+        .with(filter)
         .with(file_layer)
         .with(stderr_layer)
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot install the logger: {e}"))?;
+    let _ = LEVEL.set(handle);
     Ok(guard)
+}
+
+/// The handle on the installed logger's filter (unset when [`init`] was not called: tests).
+static LEVEL: std::sync::OnceLock<reload::Handle<Targets, tracing_subscriber::Registry>> =
+    std::sync::OnceLock::new();
+
+/// Puts a new `log.level` in force (see [`filter`] for what it accepts). Without an installed
+/// logger (the agent run in process by tests) there is nothing to change and this succeeds.
+pub fn set_level(level: &str) -> Result<(), String> {
+    let targets = filter(level)?;
+    match LEVEL.get() {
+        Some(handle) => handle
+            .reload(targets)
+            .map_err(|e| format!("cannot change the log level: {e}")),
+        None => Ok(()),
+    }
 }
 
 /// The current time as the log lines show it (`2026-11-25T10:00:00.123456Z`).

@@ -42,6 +42,17 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Make the running agent re-read its config file (SIGHUP) and wait until it applied or
+    /// refused it; exits 0 when applied, 2 when refused (the agent keeps its configuration), 1
+    /// when no agent answered.
+    Reload {
+        /// The configuration of the agent to reload; default: the last one this user started.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Seconds to wait for the agent to report the outcome.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
     /// Check a configuration file and report every problem.
     Check {
         /// The configuration file.
@@ -69,7 +80,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("agent: {}", agent::error_chain::anyhow_chain(&e));
-            ExitCode::FAILURE
+            if e.is::<agent::reload::Refused>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -118,6 +133,15 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                     checked.problems.join("\n  - ")
                 )),
             }
+        }
+        Cmd::Reload { config, timeout } => {
+            let pid_file = match config {
+                Some(path) => agent::reload::pid_file_of(&path)?,
+                None => daemon::find_running_pid_file()?,
+            };
+            let (pid, message) = agent::reload::request(&pid_file, Duration::from_secs(timeout))?;
+            println!("agent (pid {pid}) reloaded: {message}");
+            Ok(())
         }
         Cmd::Stop { config, timeout } => {
             let named = config.is_some();

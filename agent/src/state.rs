@@ -23,7 +23,8 @@ pub struct AgentState {
 }
 
 struct Inner {
-    config: Config,
+    /// The configuration in force; replaced whole by a reload (`crate::reload`).
+    config: watch::Sender<Arc<Config>>,
     hostname: String,
     started: Instant,
     started_at: i64,
@@ -55,6 +56,7 @@ impl AgentState {
         let post_bodies = Arc::new(tokio::sync::Semaphore::new(
             config.agent.max_inflight_body_bytes,
         ));
+        let (config, _) = watch::channel(Arc::new(config));
         AgentState {
             inner: Arc::new(Inner {
                 config,
@@ -75,9 +77,20 @@ impl AgentState {
         }
     }
 
-    /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.inner.config
+    /// The configuration in force (a reload may replace it; each call sees the latest).
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.inner.config.borrow())
+    }
+
+    /// Follows reloads of the configuration.
+    pub fn subscribe_config(&self) -> watch::Receiver<Arc<Config>> {
+        self.inner.config.subscribe()
+    }
+
+    /// Puts a reloaded configuration in force; only `crate::reload` calls this, after it kept
+    /// the keys that need a restart at their running values.
+    pub fn set_config(&self, config: Config) {
+        self.inner.config.send_replace(Arc::new(config));
     }
 
     /// The `host` tag value.

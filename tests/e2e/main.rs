@@ -15,6 +15,7 @@ mod metrics;
 mod nsq;
 mod plugins;
 mod registry;
+mod reload;
 mod spool;
 mod sysfam;
 mod system;

@@ -39,14 +39,14 @@ pub async fn require_token(State(state): State<AgentState>, req: Request, next: 
     let given = header.map(bearer);
     match given {
         Some(Some(given)) if bool::from(given.ct_eq(token)) => next.run(req).await,
-        Some(Some(_)) => unauthorized(format!("the bearer token is wrong; {}", where_is(cfg))),
+        Some(Some(_)) => unauthorized(format!("the bearer token is wrong; {}", where_is(&cfg))),
         Some(None) => unauthorized(format!(
             "the Authorization header is not `Bearer <token>`; {}",
-            where_is(cfg)
+            where_is(&cfg)
         )),
         None => unauthorized(format!(
             "this agent requires a token: send `Authorization: Bearer <token>`; {}",
-            where_is(cfg)
+            where_is(&cfg)
         )),
     }
 }

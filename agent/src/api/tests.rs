@@ -220,7 +220,7 @@ fn durable_fixture() -> (
     tokio_util::sync::CancellationToken,
 ) {
     let mut f = fixture(&["n"], "");
-    let mut config = f.state.config().clone();
+    let mut config = (*f.state.config()).clone();
     config.agent.post_ack = PostAck::Durable;
     let (pipeline, rx) = Pipeline::new("test-host", 64);
     let spool = f.state.spool().clone();
@@ -319,7 +319,7 @@ async fn a_durable_post_is_refused_before_reading_while_the_spool_is_in_memory()
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(dir.path().join("spool"), "a file in the way").expect("file");
     let spool = Spool::open(&dir.path().join("spool"), 1 << 20).expect("spool");
-    let config = f.state.config().clone();
+    let config = (*f.state.config()).clone();
     let (pipeline, rx) = Pipeline::new("test-host", 64);
     f.rx = rx;
     f.state = AgentState::new(

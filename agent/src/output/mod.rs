@@ -182,7 +182,45 @@ const FAILING_REMINDER: Duration = Duration::from_secs(600);
 /// or `drain` is cancelled and `deadline` passed (what is left stays in the spool).
 pub async fn run_delivery(
     spool: Spool,
+    output: Box<dyn Output>,
+    stats: Arc<OutputStats>,
+    drain: CancellationToken,
+    deadline: Duration,
+) {
+    let (_none, swaps) = tokio::sync::mpsc::channel(1);
+    run_delivery_with(spool, output, swaps, stats, drain, deadline).await;
+}
+
+/// Takes the newest output sent on `swaps`, if any (a reload sends one per change).
+fn take_swap(
+    output: &mut Box<dyn Output>,
+    swaps: &mut tokio::sync::mpsc::Receiver<Box<dyn Output>>,
+    stats: &OutputStats,
+) {
+    let mut newest = None;
+    while let Ok(o) = swaps.try_recv() {
+        newest = Some(o);
+    }
+    if let Some(o) = newest {
+        switch(output, o, stats);
+    }
+}
+
+fn switch(output: &mut Box<dyn Output>, new: Box<dyn Output>, stats: &OutputStats) {
+    info!(from = %output.endpoint(), to = %new.endpoint(), "Output switched by a reload.");
+    *output = new;
+    stats.set_endpoint(output.endpoint());
+    // The next success logs "Output is delivering." for the new endpoint.
+    stats.connected.store(false, Ordering::Relaxed);
+}
+
+/// [`run_delivery`], taking a new output from `swaps` between deliveries: a batch being
+/// delivered finishes on the output it started on (acked, or retried on the new output), so a
+/// switch neither loses nor repeats a batch.
+pub async fn run_delivery_with(
+    spool: Spool,
     mut output: Box<dyn Output>,
+    mut swaps: tokio::sync::mpsc::Receiver<Box<dyn Output>>,
     stats: Arc<OutputStats>,
     drain: CancellationToken,
     deadline: Duration,
@@ -205,8 +243,13 @@ pub async fn run_delivery(
             r = spool.next() => r,
             () = drain.cancelled(), if spool.is_empty() => break,
             () = &mut give_up => break,
+            Some(new) = swaps.recv() => {
+                switch(&mut output, new, &stats);
+                continue;
+            }
         };
         loop {
+            take_swap(&mut output, &mut swaps, &stats);
             let result = tokio::select! {
                 r = output.deliver(&record.batch) => r,
                 () = &mut give_up => {
@@ -278,6 +321,13 @@ pub async fn run_delivery(
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {}
                         () = &mut give_up => return,
+                        // A new output is tried at once, not after the old one's backoff.
+                        Some(new) = swaps.recv() => {
+                            switch(&mut output, new, &stats);
+                            failing = None;
+                            backoff = BACKOFF_MIN;
+                            continue;
+                        }
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }

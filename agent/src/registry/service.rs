@@ -114,13 +114,18 @@ pub struct RegistryService {
     reported_problems: BTreeSet<String>,
     /// `/update` requests; registered at construction so none is refused while starting.
     requests: mpsc::Receiver<Request>,
+    /// The `[registry]` section and `output.topic` the source and the last check were made
+    /// with; a reload that changes them rebuilds the source and refreshes at once.
+    settings: (crate::config::RegistryConfig, String),
 }
 
 impl RegistryService {
     /// The service for the state's configuration.
     pub fn new(state: AgentState) -> Result<Self, RegistryError> {
-        let source = Source::from_config(state.config(), state.hostname())?;
-        let cache_path = cache::path(&state.config().agent.data_dir);
+        let config = state.config();
+        let source = Source::from_config(&config, state.hostname())?;
+        let cache_path = cache::path(&config.agent.data_dir);
+        let settings = (config.registry.clone(), config.output.topic.clone());
         let (tx, requests) = mpsc::channel::<Request>(8);
         if state.registry().requests.set(tx).is_err() {
             warn!(
@@ -135,7 +140,44 @@ impl RegistryService {
             cached: None,
             reported_error: None,
             reported_problems: BTreeSet::new(),
+            settings,
         })
+    }
+
+    /// The refresh clock for the source and `[registry]` settings in force.
+    fn clock(&self) -> Clock {
+        let every = Duration::from_secs(self.settings.0.refresh_secs.max(1));
+        let splay = Duration::from_secs(self.settings.0.splay_secs);
+        match self.source {
+            Source::File(_) => Clock::Fixed(every),
+            Source::Http(_) => Clock::Spread(Spread::new(self.state.hostname(), every, splay)),
+        }
+    }
+
+    /// Takes a reloaded configuration: a new source, refresh clock or topic is used from now
+    /// on; true when the caller should refresh at once.
+    fn reconfigure(&mut self) -> bool {
+        let config = self.state.config();
+        let settings = (config.registry.clone(), config.output.topic.clone());
+        if settings == self.settings {
+            return false;
+        }
+        if settings.0 != self.settings.0 {
+            match Source::from_config(&config, self.state.hostname()) {
+                Ok(source) => {
+                    info!(from = %self.source.describe(), to = %source.describe(), refresh_secs = settings.0.refresh_secs, "Registry settings reloaded.");
+                    self.source = source;
+                }
+                // The reload checked it; kept as it was if it fails all the same.
+                Err(e) => {
+                    warn!(error = %e, "Reloaded registry settings unusable; the source in force stays.");
+                    return false;
+                }
+            }
+        }
+        self.settings = settings;
+        self.reported_error = None;
+        true
     }
 
     /// Puts the cached plan in force (so a slow or down registry does not leave the host idle),
@@ -146,12 +188,9 @@ impl RegistryService {
     /// once only when there is no cached plan to run meanwhile, so a fleet restarted together
     /// does not call it together either.
     pub async fn run(mut self, shutdown: CancellationToken) {
-        let every = Duration::from_secs(self.state.config().registry.refresh_secs.max(1));
-        let splay = Duration::from_secs(self.state.config().registry.splay_secs);
-        let mut clock = match self.source {
-            Source::File(_) => Clock::Fixed(every),
-            Source::Http(_) => Clock::Spread(Spread::new(self.state.hostname(), every, splay)),
-        };
+        let mut configs = self.state.subscribe_config();
+        configs.mark_unchanged();
+        let mut clock = self.clock();
         let started = tokio::select! {
             () = shutdown.cancelled() => return,
             started = self.start(&clock) => started,
@@ -159,12 +198,21 @@ impl RegistryService {
         if let Some(ok) = started {
             clock.record(ok);
         }
-        let mut due = clock.first(every);
+        let mut due = clock.first(Duration::from_secs(self.settings.0.refresh_secs.max(1)));
         loop {
             let reply = tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep_until(due) => None,
                 Some(reply) = self.requests.recv() => Some(reply),
+                Ok(()) = configs.changed() => {
+                    if !self.reconfigure() {
+                        continue;
+                    }
+                    // A new source or period: refresh now, then on the new clock.
+                    clock = self.clock();
+                    due = tokio::time::Instant::now();
+                    None
+                }
             };
             let periodic = reply.is_none();
             // A slow registry must not hold up shutdown for (1 + namespaces) * timeout_secs.

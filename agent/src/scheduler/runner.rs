@@ -10,6 +10,7 @@ use super::{JobKey, JobSpec, Runner, Work};
 use crate::collect::port;
 use crate::collect::proc::ProcCollector;
 use crate::collect::system::{Family, SystemCollector};
+use crate::config::SystemConfig;
 use crate::output::BoxFuture;
 use crate::pipeline::Rename;
 use crate::plugins::Scheduled;
@@ -19,8 +20,9 @@ use crate::state::AgentState;
 /// Runs collectors and hands their metrics to the pipeline.
 pub struct AgentRunner {
     state: AgentState,
-    /// One long-lived collector: its counters make the rates, so it outlives every reconcile.
-    system: Arc<Mutex<SystemCollector>>,
+    /// One long-lived collector: its counters make the rates, so it outlives every reconcile
+    /// (and reloads: the `[system]` section it was set up with is kept beside it).
+    system: Arc<Mutex<(SystemCollector, SystemConfig)>>,
     /// One process collector; it keys its samples by (name, bin_path), so namespaces may share it.
     procs: Arc<Mutex<ProcCollector>>,
 }
@@ -28,10 +30,11 @@ pub struct AgentRunner {
 impl AgentRunner {
     /// A runner sending to the state's pipeline.
     pub fn new(state: AgentState) -> Self {
-        let system = SystemCollector::new(state.config().system.options());
+        let section = state.config().system.clone();
+        let system = SystemCollector::new(section.options());
         AgentRunner {
             state,
-            system: Arc::new(Mutex::new(system)),
+            system: Arc::new(Mutex::new((system, section))),
             procs: Arc::default(),
         }
     }
@@ -58,11 +61,18 @@ async fn submit(state: &AgentState, namespaces: &[String], metrics: Vec<Metric>)
     true
 }
 
-fn collect_system(system: &Mutex<SystemCollector>, family: Family) -> Vec<Metric> {
-    system
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .collect(family)
+fn collect_system(
+    system: &Mutex<(SystemCollector, SystemConfig)>,
+    section: &SystemConfig,
+    family: Family,
+) -> Vec<Metric> {
+    let mut g = system.lock().unwrap_or_else(PoisonError::into_inner);
+    let (collector, in_force) = &mut *g;
+    if in_force != section {
+        collector.set_options(section.options());
+        *in_force = section.clone();
+    }
+    collector.collect(family)
 }
 
 impl Runner for AgentRunner {
@@ -73,8 +83,12 @@ impl Runner for AgentRunner {
             Work::System { family, namespaces } => {
                 let (family, namespaces) = (*family, Arc::clone(namespaces));
                 let system = Arc::clone(&self.system);
+                let config = state.config();
                 Box::pin(async move {
-                    match tokio::task::spawn_blocking(move || collect_system(&system, family)).await
+                    match tokio::task::spawn_blocking(move || {
+                        collect_system(&system, &config.system, family)
+                    })
+                    .await
                     {
                         Ok(metrics) => {
                             submit(&state, &namespaces, metrics).await;

@@ -268,6 +268,11 @@ impl SystemCollector {
         &self.options
     }
 
+    /// Replaces the options (a config reload); the previous samples stay, so rates go on.
+    pub fn set_options(&mut self, options: SystemOptions) {
+        self.options = options;
+    }
+
     /// Collects one family now. Never panics; a failed read logs once and yields nothing for that
     /// part.
     pub fn collect(&mut self, family: Family) -> Vec<Metric> {
