@@ -199,7 +199,15 @@ fn socket_cost(c: &mut SystemCollector, label: &str) {
 fn open_sockets(pairs: usize) -> Vec<std::net::TcpStream> {
     use nix::sys::resource::{setrlimit, Resource};
     let want = (pairs * 2 + 1024) as u64;
-    setrlimit(Resource::RLIMIT_NOFILE, want, want).expect("raise RLIMIT_NOFILE (run as root)");
+    if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, want) {
+        // Without CAP_SYS_RESOURCE the hard limit stays; docs/benchmarks.md says how the 100 k
+        // figure was taken then (sockets held by helper processes).
+        println!(
+            "  SOCKET with {} more sockets: skipped, cannot raise RLIMIT_NOFILE: {e}",
+            pairs * 2
+        );
+        return Vec::new();
+    }
     let mut socks = Vec::with_capacity(pairs * 2);
     let per = 20_000;
     for chunk in 0..pairs.div_ceil(per) {
@@ -229,10 +237,12 @@ fn main() {
             .unwrap_or_default()
     };
     let socks = open_sockets(50_000);
-    socket_cost(
-        &mut c,
-        &format!("{} more sockets open ({})", socks.len(), tcp_inuse()),
-    );
+    if !socks.is_empty() {
+        socket_cost(
+            &mut c,
+            &format!("{} more sockets open ({})", socks.len(), tcp_inuse()),
+        );
+    }
     drop(socks);
 
     let mut crit = Criterion::default()
