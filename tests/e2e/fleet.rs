@@ -250,6 +250,7 @@ fn write_hosts(dir: &Path, file: &str, lines: &[String]) -> String {
 
 #[test]
 fn fleet_of_fifty_agents_status_filters_registry_and_rollouts() {
+    let _alone = support::machine_wide();
     let remotes = tempfile::tempdir().expect("tmp");
     let hello = BareRepo::new(remotes.path(), "hello", "echo \"hello $1\"\n");
     let port = free_port();

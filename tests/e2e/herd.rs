@@ -85,6 +85,7 @@ fn per_second(times: &[Instant], from: Instant, seconds: usize) -> Vec<usize> {
 
 #[test]
 fn forty_agents_started_together_spread_their_registry_calls() {
+    let _alone = support::machine_wide();
     const AGENTS: usize = 40;
     const PERIOD: u64 = 5;
     const REFRESHES: u64 = 5;

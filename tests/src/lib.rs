@@ -445,3 +445,14 @@ pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Held by the tests that load the whole machine (tens of agents at once) or measure it (host
+/// gauges against node_exporter), so they never run at the same time as each other: on a
+/// 2-core machine two of them together starve their agents past any honest timeout. Other
+/// tests still run beside them.
+pub fn machine_wide() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that panicked while holding it leaves nothing to repair.
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
