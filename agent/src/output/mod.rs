@@ -289,6 +289,7 @@ pub async fn run_delivery_with(
                         .fetch_add(u64::from(points), Ordering::Relaxed);
                     stats.set_error(Some(reason));
                     backoff = BACKOFF_MIN;
+                    failing = None;
                     break;
                 }
                 Err(DeliveryError::Reject(e)) => {
@@ -300,6 +301,8 @@ pub async fn run_delivery_with(
                         .rejected_points
                         .fetch_add(u64::from(record.batch.points), Ordering::Relaxed);
                     stats.set_error(Some(e));
+                    // It answered: reachable, so a later failure is a new one to log.
+                    failing = None;
                     break;
                 }
                 Err(DeliveryError::Retry(e)) => {
