@@ -970,26 +970,6 @@ pub(crate) fn draw_overlays(frame: &mut Frame, f: &FleetView) {
         );
     }
     if let Some(c) = &f.confirm {
-        let area = centered(frame.area(), 64, 6);
-        frame.render_widget(Clear, area);
-        frame.render_widget(
-            Paragraph::new(vec![
-                Line::from(c.question.clone()),
-                Line::from(""),
-                Line::from(vec![
-                    Span::styled(" y ", Style::new().fg(Color::Black).bg(Color::Yellow)),
-                    Span::raw(" yes   "),
-                    Span::styled(" n ", Style::new().fg(Color::Black).bg(Color::Gray)),
-                    Span::raw(" no"),
-                ]),
-            ])
-            .wrap(Wrap { trim: true })
-            .block(
-                Block::bordered()
-                    .title(" Confirm ")
-                    .border_style(Style::new().fg(Color::Yellow)),
-            ),
-            area,
-        );
+        crate::tui::ui::confirm_box(frame, 64, 6, vec![Line::from(c.question.clone())]);
     }
 }

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Modifier, Style};
+use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Clear, Paragraph, Row, Table, Wrap};
+use ratatui::widgets::{Block, Paragraph, Row, Table, Wrap};
 use ratatui::Frame;
 use shared::api::{ActionResponse, PluginInfo, RunResponse, RunResult};
 use shared::ClientError;
@@ -17,7 +17,7 @@ use crate::commands::plugins::{interval, state};
 use crate::fmt::{age, run_summary};
 use crate::tui::app::{Action, App, Feed};
 use crate::tui::event::Verb;
-use crate::tui::ui::{centered, BAD, GOOD, LABEL};
+use crate::tui::ui::{BAD, GOOD, LABEL};
 
 /// The Plugins screen's own state.
 #[derive(Debug, Clone, Default)]
@@ -488,10 +488,11 @@ pub(crate) fn draw_confirm(frame: &mut Frame, c: &Confirm) {
         Verb::Disable => "stop scheduling it until enabled (or the agent's re-enable delay)",
         Verb::Enable => "schedule it again",
     };
-    let area = centered(frame.area(), 60, 7);
-    frame.render_widget(Clear, area);
-    frame.render_widget(
-        Paragraph::new(vec![
+    crate::tui::ui::confirm_box(
+        frame,
+        60,
+        7,
+        vec![
             Line::from(format!(
                 "{} {}/{}?",
                 capitalised(c.verb.word()),
@@ -499,21 +500,7 @@ pub(crate) fn draw_confirm(frame: &mut Frame, c: &Confirm) {
                 c.project
             )),
             Line::from(format!("This will {what}.")),
-            Line::from(""),
-            Line::from(vec![
-                Span::styled(" y ", Style::new().fg(Color::Black).bg(Color::Yellow)),
-                Span::raw(" yes   "),
-                Span::styled(" n ", Style::new().fg(Color::Black).bg(Color::Gray)),
-                Span::raw(" no"),
-            ]),
-        ])
-        .wrap(Wrap { trim: true })
-        .block(
-            Block::bordered()
-                .title(" Confirm ")
-                .border_style(Style::new().fg(Color::Yellow)),
-        ),
-        area,
+        ],
     );
 }
 

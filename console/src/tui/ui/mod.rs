@@ -8,6 +8,7 @@ mod help;
 
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
 use ratatui::style::{Color, Style};
+use ratatui::text::{Line, Span};
 use ratatui::Frame;
 
 use super::app::{App, Tab};
@@ -141,4 +142,27 @@ pub(crate) fn centered(area: Rect, w: u16, h: u16) -> Rect {
         .flex(Flex::Center)
         .areas(row);
     cell
+}
+
+/// A yes/no prompt of `w` x `h` centred on the frame: the question's lines, then the `y` / `n`
+/// keys. Every confirm of the TUI looks and answers the same.
+pub(crate) fn confirm_box(frame: &mut Frame, w: u16, h: u16, mut lines: Vec<Line<'static>>) {
+    use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+    lines.push(Line::from(""));
+    lines.push(Line::from(vec![
+        Span::styled(" y ", Style::new().fg(Color::Black).bg(Color::Yellow)),
+        Span::raw(" yes   "),
+        Span::styled(" n ", Style::new().fg(Color::Black).bg(Color::Gray)),
+        Span::raw(" no"),
+    ]));
+    let area = centered(frame.area(), w, h);
+    frame.render_widget(Clear, area);
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: true }).block(
+            Block::bordered()
+                .title(" Confirm ")
+                .border_style(Style::new().fg(Color::Yellow)),
+        ),
+        area,
+    );
 }
