@@ -389,36 +389,31 @@ struct Reader {
 impl Reader {
     /// The file's whole text, or `None` (logged once) when it cannot be read.
     fn read(&mut self, path: &Path) -> Option<&str> {
-        self.buf.clear();
-        let res = File::open(path).and_then(|mut f| f.read_to_string(&mut self.buf));
-        match res {
-            Ok(_) => {
-                self.recovered(path);
-                Some(&self.buf)
-            }
-            Err(e) => {
-                self.failed(path, &e);
-                None
-            }
-        }
+        self.read_unless(path, |_| false)
     }
 
     /// Like [`Reader::read`], but a file that does not exist (or that the kernel was built or booted
     /// without, `EOPNOTSUPP`) is no failure: `None` without a log line.
     fn read_optional(&mut self, path: &Path) -> Option<&str> {
+        self.read_unless(path, |e| {
+            e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::EOPNOTSUPP)
+        })
+    }
+
+    /// The file's text; an error `absent` accepts is `None` without a log line, any other is
+    /// logged once.
+    fn read_unless(
+        &mut self,
+        path: &Path,
+        absent: impl Fn(&std::io::Error) -> bool,
+    ) -> Option<&str> {
         self.buf.clear();
-        let res = File::open(path).and_then(|mut f| f.read_to_string(&mut self.buf));
-        match res {
+        match File::open(path).and_then(|mut f| f.read_to_string(&mut self.buf)) {
             Ok(_) => {
                 self.recovered(path);
                 Some(&self.buf)
             }
-            Err(e)
-                if e.kind() == std::io::ErrorKind::NotFound
-                    || e.raw_os_error() == Some(libc::EOPNOTSUPP) =>
-            {
-                None
-            }
+            Err(e) if absent(&e) => None,
             Err(e) => {
                 self.failed(path, &e);
                 None
