@@ -1,14 +1,15 @@
 //! The TUI rendered into ratatui's `TestBackend` at 80x24 from fixed data (no network), after
 //! key presses; compared with the committed insta snapshots in `tests/snapshots/`.
 
+mod common;
+
 use agentctl::tui::app::{Action, App, Feed, Tab};
 use agentctl::tui::conn::Conn;
 use agentctl::tui::event::{Event, Net, Verb};
 use agentctl::tui::ui;
+use common::{key, keys, render_at};
 use ratatui::backend::TestBackend;
-use ratatui::crossterm::event::{
-    KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind,
-};
+use ratatui::crossterm::event::{KeyCode, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::Terminal;
 use shared::api::{
     JobCounts, LogChunk, OutputStatus, PipelineStatus, PluginCounts, PluginInfo, RegistryStatus,
@@ -128,22 +129,8 @@ fn app() -> App {
     app
 }
 
-fn key(app: &mut App, code: KeyCode) -> Option<Action> {
-    app.update(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))
-}
-
-fn keys(app: &mut App, text: &str) {
-    for c in text.chars() {
-        key(app, KeyCode::Char(c));
-    }
-}
-
 fn render(app: &App) -> String {
-    let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("test terminal");
-    terminal
-        .draw(|frame| ui::draw(frame, app))
-        .expect("draw into the test backend");
-    terminal.backend().to_string()
+    render_at(app, 80, 24)
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! drill-down and back, actions on the selected host and on every host shown, and what it
 //! draws at 80x24 (compared with insta snapshots in `tests/snapshots/`).
 
+mod common;
+
 use std::time::Duration;
 
 use agentctl::fleet::action::{Action as HostAction, Outcome};
@@ -9,10 +11,8 @@ use agentctl::fleet::inventory::Host;
 use agentctl::fleet::probe::{Reason, Row, State};
 use agentctl::tui::app::{Action, App, Tab};
 use agentctl::tui::event::{Event, Net};
-use agentctl::tui::ui;
-use ratatui::backend::TestBackend;
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use ratatui::Terminal;
+use common::{key, keys, render_at};
+use ratatui::crossterm::event::KeyCode;
 use shared::api::{OutputStatus, PluginInfo, Status};
 
 const NOW: i64 = 1_764_000_000;
@@ -105,16 +105,6 @@ fn fleet_app() -> App {
     app
 }
 
-fn key(app: &mut App, code: KeyCode) -> Option<Action> {
-    app.update(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))
-}
-
-fn keys(app: &mut App, text: &str) {
-    for c in text.chars() {
-        key(app, KeyCode::Char(c));
-    }
-}
-
 fn shown_names(app: &App) -> Vec<String> {
     let f = app.fleet.as_ref().expect("a fleet");
     f.shown.iter().map(|&i| f.hosts[i].name.clone()).collect()
@@ -123,14 +113,6 @@ fn shown_names(app: &App) -> Vec<String> {
 fn selected_name(app: &App) -> String {
     let f = app.fleet.as_ref().expect("a fleet");
     f.hosts[f.selected.expect("a selection")].name.clone()
-}
-
-fn render(app: &App, w: u16, h: u16) -> String {
-    let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
-    terminal
-        .draw(|frame| ui::draw(frame, app))
-        .expect("draw into the test backend");
-    terminal.backend().to_string()
 }
 
 #[test]
@@ -211,7 +193,7 @@ fn a_bad_expression_says_why_and_hides_nothing() {
     let f = app.fleet.as_ref().expect("a fleet");
     assert!(f.filter_error.is_some());
     assert_eq!(f.shown.len(), 6);
-    let screen = render(&app, 80, 24);
+    let screen = render_at(&app, 80, 24);
     assert!(screen.contains("filter colour=red ("), "{screen}");
 }
 
@@ -259,7 +241,7 @@ fn an_action_on_every_host_shown_asks_first_and_says_how_many() {
     key(&mut app, KeyCode::Enter);
     key(&mut app, KeyCode::Char('a'));
     assert_eq!(key(&mut app, KeyCode::Char('u')), None);
-    let screen = render(&app, 80, 24);
+    let screen = render_at(&app, 80, 24);
     assert!(
         screen.contains("update (refresh from the registry) on 3 hosts"),
         "{screen}"
@@ -295,7 +277,7 @@ fn an_action_on_every_host_shown_asks_first_and_says_how_many() {
         "2 ok, 0 failed, 1 no answer (each row says why) · update (refresh from the registry) on 3 hosts"
     );
     assert!(flash.error);
-    let screen = render(&app, 80, 24);
+    let screen = render_at(&app, 80, 24);
     assert!(
         screen.contains("│web-01         ok           0.1.0    1h00m   0     0     ok: 0 started"),
         "{screen}"
@@ -329,7 +311,7 @@ fn a_plugin_is_picked_from_the_selected_hosts_list_or_typed() {
             plugin("web.shop", "disk"),
         ]),
     })));
-    assert!(render(&app, 80, 24).contains("plugin to update (from web-02)"));
+    assert!(render_at(&app, 80, 24).contains("plugin to update (from web-02)"));
     key(&mut app, KeyCode::Char('j'));
     // An update on one host asks too.
     assert_eq!(key(&mut app, KeyCode::Enter), None);
@@ -361,7 +343,7 @@ fn a_plugin_is_picked_from_the_selected_hosts_list_or_typed() {
         host: 0,
         result: Err("unreachable: connection refused".into()),
     })));
-    assert!(render(&app, 80, 24).contains("web-02's plugin list: unreachable"));
+    assert!(render_at(&app, 80, 24).contains("web-02's plugin list: unreachable"));
     key(&mut app, KeyCode::Enter);
     keys(&mut app, "db.main pg-bloat");
     assert_eq!(
@@ -400,7 +382,7 @@ fn a_probe_round_starts_on_ticks_and_r_and_never_twice_at_once() {
 #[test]
 fn the_fleet_screen_at_80x24() {
     let app = fleet_app();
-    let screen = render(&app, 80, 24);
+    let screen = render_at(&app, 80, 24);
     let first = screen.lines().next().unwrap_or_default().to_owned();
     assert!(
         first.contains("6 hosts: 2 ok, 1 degraded, 1 unreachable, 1 unauthorized, 1 asking"),
@@ -432,7 +414,7 @@ fn the_summary_fits_80_columns_at_a_thousand_hosts() {
             answer(&mut app, i, state, Some("0.2.0"));
         }
     }
-    let screen = render(&app, 80, 24);
+    let screen = render_at(&app, 80, 24);
     let first = screen.lines().next().unwrap_or_default().to_owned();
     assert!(
         first.contains("1000 hosts: 248 ok, 248 degr, 247 unreach, 247 unauth, 10 new"),
@@ -469,7 +451,7 @@ fn moving_one_answer_into_place_gives_the_order_a_full_sort_gives() {
             assert_eq!(f.shown, sorted.shown, "round {round}, after host {i}");
         }
     }
-    let screen = render(&app, 80, 24);
+    let screen = render_at(&app, 80, 24);
     assert!(
         screen.contains("Connection refused  "),
         "no OS error number: {screen}"
