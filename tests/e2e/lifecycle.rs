@@ -526,3 +526,75 @@ fn two_logins_of_one_user_each_stop_the_agent_they_started() {
         String::from_utf8_lossy(&stop_b.stderr)
     );
 }
+
+/// `agent stop` says "stopped" only once the process is gone. The agent lets go of its pid
+/// file's lock before the process has finished exiting; here exiting is made slow on purpose
+/// (a library preloaded into the agent sleeps 1.5 s in its exit-time destructor), so a stop that
+/// trusted the lock would report the agent stopped while it still runs.
+#[test]
+fn stop_waits_until_the_process_is_gone_even_when_exiting_is_slow() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let c_file = dir.path().join("slow_exit.c");
+    std::fs::write(
+        &c_file,
+        "#include <unistd.h>\n__attribute__((destructor)) static void slow(void) { usleep(1500000); }\n",
+    )
+    .expect("c");
+    let lib = dir.path().join("slow_exit.so");
+    let cc = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&c_file)
+        .output()
+        .expect("cc (gcc) is needed to build the slow-exit library");
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let config = dir.path().join("agent.toml");
+    let port = support::free_port();
+    std::fs::write(&config, format!("[agent]\nlisten = \"127.0.0.1:{port}\"\n")).expect("config");
+    std::fs::write(dir.path().join("registry.toml"), ONE_NS).expect("registry");
+    let runtime = tempfile::tempdir().expect("runtime dir");
+    // Only the agent started gets the library: `agent stop` itself must exit at once, or its
+    // own slow exit would give the agent the time to finish before the check.
+    let run = |args: &[&str]| {
+        let mut c = support::agent_cmd();
+        if args == ["start"] {
+            c.env("LD_PRELOAD", &lib);
+        }
+        c.env("XDG_RUNTIME_DIR", runtime.path())
+            .args(args)
+            .arg("-f")
+            .arg(&config)
+            .output()
+            .expect("run agent")
+    };
+    let started = run(&["start"]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let pid: i32 = String::from_utf8_lossy(&started.stdout)
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the pid in the start message");
+    let stop = run(&["stop"]);
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned));
+    assert!(
+        matches!(state.as_deref(), None | Some("Z" | "X")),
+        "agent stop said stopped while pid {pid} still runs (state {state:?})"
+    );
+}
