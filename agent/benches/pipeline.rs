@@ -134,7 +134,12 @@ fn pipeline(c: &mut Criterion) {
     {
         let mut tap = pipe
             .tap()
-            .open(agent::pipeline::tap::Filter::default(), None, 1)
+            // As `GET /tap` opens it with the defaults: sampled down to agent.tap_max_rate.
+            .open(
+                agent::pipeline::tap::Filter::default(),
+                Some(agent::config::AgentConfig::default().tap_max_rate),
+                1,
+            )
             .expect("tap");
         let done = tap_done.clone();
         rt.spawn(async move {
