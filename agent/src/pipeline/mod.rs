@@ -176,6 +176,48 @@ impl<T> Parsed<T> {
     }
 }
 
+/// Points already encoded as line protocol, one line each, every line ending in `\n`: what the
+/// batcher copies into a batch as it is (the `/post` path encodes on its own task, so encoding
+/// is spread over the cores instead of done by the one batcher).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Lines {
+    /// The lines.
+    pub bytes: Vec<u8>,
+    /// Lines (points) in `bytes`.
+    pub points: usize,
+}
+
+impl Lines {
+    /// Appends `points`, encoded.
+    pub fn push_points(&mut self, points: &[Point]) {
+        for p in points {
+            lineproto::encode_point(p, &mut self.bytes);
+        }
+        self.points += points.len();
+    }
+}
+
+/// A body (or piece) encoded for the batcher, with what was refused.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Encoded {
+    /// The accepted points.
+    pub lines: Lines,
+    /// Elements or lines (or their metrics) refused.
+    pub rejected: usize,
+    /// The first [`MAX_REPORTED_ERRORS`] reasons.
+    pub errors: Vec<String>,
+}
+
+impl Encoded {
+    /// Takes in parsed points, encoding them, and their rejections.
+    pub fn add(&mut self, parsed: Parsed<Point>) {
+        self.lines.push_points(&parsed.items);
+        self.rejected += parsed.rejected;
+        let room = MAX_REPORTED_ERRORS.saturating_sub(self.errors.len());
+        self.errors.extend(parsed.errors.into_iter().take(room));
+    }
+}
+
 /// The producers' handle on the pipeline; cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {

@@ -8,6 +8,7 @@
 //! Integers carry an `i` suffix; floats never do; booleans are `true`/`false`.
 
 pub mod parse;
+pub mod pass;
 
 use shared::Value;
 
@@ -88,7 +89,7 @@ fn is_measurement_special(b: u8) -> bool {
     matches!(b, b',' | b' ')
 }
 
-fn is_tag_special(b: u8) -> bool {
+pub(crate) fn is_tag_special(b: u8) -> bool {
     matches!(b, b',' | b'=' | b' ')
 }
 
@@ -99,7 +100,7 @@ fn is_string_special(b: u8) -> bool {
 /// Copies `s`, putting a backslash before every byte `special` picks. Most names need no
 /// escaping, so they are scanned once and copied whole (the encoder's hot path).
 #[inline]
-fn escape(s: &[u8], special: impl Fn(u8) -> bool, out: &mut Vec<u8>) {
+pub(crate) fn escape(s: &[u8], special: impl Fn(u8) -> bool, out: &mut Vec<u8>) {
     let Some(first) = s.iter().position(|&b| special(b)) else {
         out.extend_from_slice(s);
         return;

@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use shared::{Metric, Value};
 
 use crate::pipeline::normalize::{normalize_parts, Rename};
-use crate::pipeline::{Parsed, Point};
+use crate::pipeline::{Encoded, Parsed, Point};
 
 /// Parses a whole body into metrics; every line is either metrics or one counted rejection.
 pub fn parse_body(body: &[u8]) -> Parsed<Metric> {
@@ -71,6 +71,24 @@ pub fn parse_points_from(body: &[u8], first_line: usize, host: &str, now: i64) -
                 }
             }
             Err(reason) => out.reject(format!("line {i}: {reason}")),
+        }
+    }
+    out
+}
+
+/// [`parse_points_from`], encoded: lines already in the encoder's form are checked and copied
+/// ([`pass_through`](super::pass::pass_through)), the others are parsed, normalised and
+/// encoded. Accepts and refuses exactly what [`parse_points_from`] does.
+pub fn encode_points_from(body: &[u8], first_line: usize, host: &str, now: i64) -> Encoded {
+    let host_tag = super::pass::host_tag(host);
+    let mut out = Encoded::default();
+    // The host tag makes each line longer than it came.
+    out.lines.bytes.reserve(body.len() + body.len() / 4);
+    for (i, line) in lines(body) {
+        if super::pass::pass_through(line, &host_tag, now, &mut out.lines.bytes) {
+            out.lines.points += 1;
+        } else {
+            out.add(parse_points_from(line, i + first_line - 1, host, now));
         }
     }
     out
