@@ -78,6 +78,9 @@ pub struct Submission {
     pub ns: Arc<str>,
     /// Normalised points.
     pub points: Vec<Point>,
+    /// Normalised points already encoded as line protocol (from `/post`, when the output
+    /// format is line protocol).
+    pub lines: Lines,
     /// The share of the queue's byte bound these points hold; the batcher gives it back (drops
     /// it) as it encodes them.
     pub permit: Option<OwnedSemaphorePermit>,
@@ -294,13 +297,43 @@ impl Pipeline {
         &self,
         ns: &str,
         points: Vec<Point>,
+        permit: OwnedSemaphorePermit,
+        ack: bool,
+    ) -> Result<Option<oneshot::Receiver<Stored>>, PipelineClosed> {
+        let bytes = submission_bytes(&points);
+        self.queue(ns, points, Lines::default(), bytes, permit, ack)
+            .await
+    }
+
+    /// [`Pipeline::submit_reserved`] for points already encoded as line protocol, which the
+    /// batcher copies as they are (the output format must be line protocol; see
+    /// [`Lines`]).
+    pub async fn submit_lines_reserved(
+        &self,
+        ns: &str,
+        lines: Lines,
+        permit: OwnedSemaphorePermit,
+        ack: bool,
+    ) -> Result<Option<oneshot::Receiver<Stored>>, PipelineClosed> {
+        let bytes = std::mem::size_of::<Submission>() + lines.bytes.capacity();
+        self.queue(ns, Vec::new(), lines, bytes, permit, ack).await
+    }
+
+    /// Queues a submission of `bytes` (its share of the bound) under `permit`, fitted first.
+    async fn queue(
+        &self,
+        ns: &str,
+        points: Vec<Point>,
+        lines: Lines,
+        bytes: usize,
         mut permit: OwnedSemaphorePermit,
         ack: bool,
     ) -> Result<Option<oneshot::Receiver<Stored>>, PipelineClosed> {
-        if points.is_empty() {
+        let n = (points.len() + lines.points) as u64;
+        if n == 0 {
             return Ok(None);
         }
-        let want = submission_bytes(&points).clamp(1, self.budget_bytes);
+        let want = bytes.clamp(1, self.budget_bytes);
         let held = permit.num_permits();
         if held > want {
             drop(permit.split(held - want));
@@ -310,7 +343,6 @@ impl Pipeline {
                 permit.merge(more);
             }
         }
-        let n = points.len() as u64;
         let (done, answer) = if ack {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -321,6 +353,7 @@ impl Pipeline {
         let sub = Submission {
             ns: ns.into(),
             points,
+            lines,
             permit: Some(permit),
             done,
         };
