@@ -42,6 +42,9 @@ pub const PIECE_BYTES: usize = 1024 * 1024;
 /// points afterwards.
 const RESERVE_PER_BODY_BYTE: usize = 8;
 
+/// The producer `/post` points are shown under in the taps.
+const PRODUCER: &str = "POST /post";
+
 /// `Retry-After` when the agent is busy (bodies or queue full), in seconds.
 const BUSY_RETRY_SECS: u64 = 1;
 /// `Retry-After` when the spool cannot write to disk: the spool tries the disk again every 5 s.
@@ -378,12 +381,12 @@ async fn ingest(
         let queued = match ready {
             Ready::Points(p) => {
                 pipeline
-                    .submit_reserved(&out.ns, p.items, permit, durable)
+                    .submit_reserved(&out.ns, PRODUCER, p.items, permit, durable)
                     .await
             }
             Ready::Lines(e) => {
                 pipeline
-                    .submit_lines_reserved(&out.ns, e.lines, permit, durable)
+                    .submit_lines_reserved(&out.ns, PRODUCER, e.lines, permit, durable)
                     .await
             }
         };

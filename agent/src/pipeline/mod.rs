@@ -3,12 +3,14 @@
 //!
 //! ```text
 //! producers --submit--> [bounded channel] --> batcher (per ns) --encode--> spool --> output
+//!                  \--> open taps (copies, never waited for: tap.rs)
 //! ```
 
 pub mod batch;
 pub mod json;
 pub mod lineproto;
 pub mod normalize;
+pub mod tap;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -232,6 +234,8 @@ pub struct Pipeline {
     budget_bytes: usize,
     /// Cancelled when the agent starts stopping: bounded waits ([`Wait::AtMost`]) give up.
     stopping: CancellationToken,
+    /// The live taps (`GET /tap`), offered every submission while one is open.
+    tap: Arc<tap::TapHub>,
 }
 
 impl Pipeline {
@@ -257,13 +261,21 @@ impl Pipeline {
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
             stopping: CancellationToken::new(),
+            tap: Arc::default(),
         };
         (p, rx)
     }
 
     /// The agent is stopping: producers waiting a bounded time for room give up now.
+    /// The open taps end too.
     pub fn stop_waiting(&self) {
         self.stopping.cancel();
+        self.tap.close();
+    }
+
+    /// The live taps.
+    pub fn tap(&self) -> &Arc<tap::TapHub> {
+        &self.tap
     }
 
     /// Takes `bytes` of the queue's bound (at most the whole bound), waiting as `wait` says.
@@ -293,15 +305,16 @@ impl Pipeline {
     /// fitted to the points' size: the excess is given back, a shortfall taken if it is free
     /// (never waited for, so two producers holding reservations cannot wait on each other).
     /// With `ack`, the answer says where the points went once they are in the spool.
+    /// `producer` names the job or API call the points come from (for the taps).
     pub async fn submit_reserved(
         &self,
         ns: &str,
+        producer: &str,
         points: Vec<Point>,
         permit: OwnedSemaphorePermit,
         ack: bool,
     ) -> Result<Option<oneshot::Receiver<Stored>>, PipelineClosed> {
-        let bytes = submission_bytes(&points);
-        self.queue(ns, points, Lines::default(), bytes, permit, ack)
+        self.queue(ns, producer, points, Lines::default(), permit, ack)
             .await
     }
 
@@ -311,21 +324,23 @@ impl Pipeline {
     pub async fn submit_lines_reserved(
         &self,
         ns: &str,
+        producer: &str,
         lines: Lines,
         permit: OwnedSemaphorePermit,
         ack: bool,
     ) -> Result<Option<oneshot::Receiver<Stored>>, PipelineClosed> {
-        let bytes = std::mem::size_of::<Submission>() + lines.bytes.capacity();
-        self.queue(ns, Vec::new(), lines, bytes, permit, ack).await
+        self.queue(ns, producer, Vec::new(), lines, permit, ack)
+            .await
     }
 
-    /// Queues a submission of `bytes` (its share of the bound) under `permit`, fitted first.
+    /// Queues a submission under `permit`, fitted first to its size, offering its points to the
+    /// open taps.
     async fn queue(
         &self,
         ns: &str,
+        producer: &str,
         points: Vec<Point>,
         lines: Lines,
-        bytes: usize,
         mut permit: OwnedSemaphorePermit,
         ack: bool,
     ) -> Result<Option<oneshot::Receiver<Stored>>, PipelineClosed> {
@@ -333,7 +348,7 @@ impl Pipeline {
         if n == 0 {
             return Ok(None);
         }
-        let want = bytes.clamp(1, self.budget_bytes);
+        let want = (submission_bytes(&points) + lines.bytes.capacity()).clamp(1, self.budget_bytes);
         let held = permit.num_permits();
         if held > want {
             drop(permit.split(held - want));
@@ -341,6 +356,16 @@ impl Pipeline {
             if let Ok(more) = Arc::clone(&self.budget).try_acquire_many_owned((want - held) as u32)
             {
                 permit.merge(more);
+            }
+        }
+        if self.tap.is_open() {
+            if !points.is_empty() {
+                self.tap.offer(ns, producer, &points);
+            }
+            if lines.points > 0 {
+                // Encoded lines are read back for the taps only while one is open.
+                let back = lineproto::parse::parse_points(&lines.bytes, &self.host, 0);
+                self.tap.offer(ns, producer, &back.items);
             }
         }
         let (done, answer) = if ack {
@@ -386,6 +411,7 @@ impl Pipeline {
     pub async fn submit_metrics(
         &self,
         ns: &str,
+        producer: &str,
         metrics: Vec<Metric>,
         rename: Rename<'_>,
     ) -> Result<Ingested, PipelineClosed> {
@@ -393,13 +419,18 @@ impl Pipeline {
         self.stats
             .rejected
             .fetch_add(out.rejected as u64, Ordering::Relaxed);
-        self.submit(ns, points).await?;
+        self.submit(ns, producer, points).await?;
         Ok(out)
     }
 
     /// Submits already normalised points to `ns`; waits while the queue is full (in bytes or
     /// in submissions) for as long as it takes: the agent's own points are never refused.
-    pub async fn submit(&self, ns: &str, points: Vec<Point>) -> Result<(), PipelineClosed> {
+    pub async fn submit(
+        &self,
+        ns: &str,
+        producer: &str,
+        points: Vec<Point>,
+    ) -> Result<(), PipelineClosed> {
         if points.is_empty() {
             return Ok(());
         }
@@ -407,7 +438,8 @@ impl Pipeline {
             Ok(p) => p,
             Err(_) => return Err(PipelineClosed),
         };
-        self.submit_reserved(ns, points, permit, false).await?;
+        self.submit_reserved(ns, producer, points, permit, false)
+            .await?;
         Ok(())
     }
 }
