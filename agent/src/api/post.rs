@@ -211,7 +211,7 @@ fn line_pieces(body: &[u8], size: usize) -> Vec<Piece> {
     let (mut start, mut line) = (0, 1);
     while start < body.len() {
         let mut end = (start + size).min(body.len());
-        if let Some(nl) = body[end - 1..].iter().position(|b| *b == b'\n') {
+        if let Some(nl) = memchr::memchr(b'\n', &body[end - 1..]) {
             end = end - 1 + nl + 1;
         } else {
             end = body.len();
@@ -220,7 +220,7 @@ fn line_pieces(body: &[u8], size: usize) -> Vec<Piece> {
             range: start..end,
             first_line: line,
         });
-        line += body[start..end].iter().filter(|b| **b == b'\n').count();
+        line += memchr::memchr_iter(b'\n', &body[start..end]).count();
         start = end;
     }
     pieces

@@ -114,11 +114,15 @@ pub fn parse_line(line: &[u8], out: &mut Vec<Metric>) -> Result<(), String> {
     Ok(())
 }
 
-/// Lines of a body with their 1-based numbers.
+/// Lines of a body with their 1-based numbers (the last one may be empty).
 fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
-    body.split(|b| *b == b'\n')
-        .enumerate()
-        .map(|(i, l)| (i + 1, l))
+    let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+    let mut start = 0;
+    ends.enumerate().map(move |(i, end)| {
+        let line = &body[start..end];
+        start = end + 1;
+        (i + 1, line)
+    })
 }
 
 /// One line taken apart, borrowing from the body wherever nothing needed unescaping.

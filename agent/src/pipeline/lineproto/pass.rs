@@ -25,29 +25,30 @@ pub fn host_tag(host: &str) -> Vec<u8> {
 /// `host_tag` is [`host_tag`]'s; `now` replaces a timestamp that is missing or not in seconds.
 pub fn pass_through(line: &[u8], host_tag: &[u8], now: i64, out: &mut Vec<u8>) -> bool {
     // Printable ASCII, no escapes, no quotes: names are then exactly what the encoder writes,
-    // and none holds a control character (the normaliser's text check).
-    if line
-        .iter()
-        .any(|&b| !(b' '..=b'~').contains(&b) || b == b'\\' || b == b'"')
-    {
+    // and none holds a control character (the normaliser's text check). A fold, not `any`, so
+    // the check runs over the whole line without a branch per byte (it vectorises).
+    let plain = line.iter().fold(true, |ok, &b| {
+        ok & (b.wrapping_sub(b' ') <= b'~' - b' ') & (b != b'\\') & (b != b'"')
+    });
+    if !plain {
         return false;
     }
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(series), Some(field)) = (parts.next(), parts.next()) else {
+    let Some(space) = memchr::memchr(b' ', line) else {
         return false;
     };
-    let timestamp = match (parts.next(), parts.next()) {
-        (None, _) => None,
-        (Some(ts), None) => match parse_digits(ts) {
-            Some(t) => Some(t),
+    let series = &line[..space];
+    let rest = &line[space + 1..];
+    let (field, timestamp) = match memchr::memchr(b' ', rest) {
+        None => (rest, None),
+        Some(at) => match parse_digits(&rest[at + 1..]) {
+            Some(t) => (&rest[..at], Some(t)),
             None => return false,
         },
-        _ => return false,
     };
     let Some(value) = field.strip_prefix(b"value=") else {
         return false;
     };
-    let Some(value) = canonical_value(value) else {
+    let Some(spelling) = canonical_value(value) else {
         return false;
     };
     let mut names = series.split(|&b| b == b',');
@@ -62,7 +63,7 @@ pub fn pass_through(line: &[u8], host_tag: &[u8], now: i64, out: &mut Vec<u8>) -
     let mut at = measurement.len();
     for tag in names {
         tags += 1;
-        let Some(eq) = tag.iter().position(|&b| b == b'=') else {
+        let Some(eq) = memchr::memchr(b'=', tag) else {
             return false;
         };
         let (key, value) = (&tag[..eq], &tag[eq + 1..]);
@@ -90,29 +91,45 @@ pub fn pass_through(line: &[u8], host_tag: &[u8], now: i64, out: &mut Vec<u8>) -
         _ => now,
     };
     out.reserve(line.len() + host_tag.len() + 24);
-    if has_host {
-        out.extend_from_slice(series);
+    // The line up to its field is copied in two pieces around the host tag; a boolean is
+    // spelled anew.
+    let i = if has_host {
+        space
     } else {
-        let i = host_at.unwrap_or(series.len());
-        out.extend_from_slice(&series[..i]);
+        host_at.unwrap_or(space)
+    };
+    out.extend_from_slice(&line[..i]);
+    if !has_host {
         out.extend_from_slice(host_tag);
-        out.extend_from_slice(&series[i..]);
     }
-    out.extend_from_slice(b" value=");
-    out.extend_from_slice(value);
+    match spelling {
+        Spelling::AsWritten => out.extend_from_slice(&line[i..space + 1 + field.len()]),
+        Spelling::Canonical(value) => {
+            out.extend_from_slice(&line[i..space]);
+            out.extend_from_slice(b" value=");
+            out.extend_from_slice(value);
+        }
+    }
     out.push(b' ');
     out.extend_from_slice(itoa::Buffer::new().format(timestamp).as_bytes());
     out.push(b'\n');
     true
 }
 
-/// The value as the encoder writes it, when the token is one the full path reads as the same
-/// float, integer or boolean: floats and `i` integers are kept as written (InfluxDB reads
-/// `1` and `1.0` alike), booleans are spelled `true`/`false`.
-fn canonical_value(tok: &[u8]) -> Option<&[u8]> {
+/// How a value the fast path takes is written out.
+enum Spelling {
+    /// As it came: floats (InfluxDB reads `1` and `1.0` alike) and `i` integers.
+    AsWritten,
+    /// Booleans, spelled `true`/`false` as the encoder does.
+    Canonical(&'static [u8]),
+}
+
+/// How to write the value, when the token is one the full path reads as the same float,
+/// integer or boolean.
+fn canonical_value(tok: &[u8]) -> Option<Spelling> {
     match tok {
-        b"t" | b"T" | b"true" | b"True" | b"TRUE" => return Some(b"true"),
-        b"f" | b"F" | b"false" | b"False" | b"FALSE" => return Some(b"false"),
+        b"t" | b"T" | b"true" | b"True" | b"TRUE" => return Some(Spelling::Canonical(b"true")),
+        b"f" | b"F" | b"false" | b"False" | b"FALSE" => return Some(Spelling::Canonical(b"false")),
         _ => {}
     }
     if let Some(int) = tok.strip_suffix(b"i") {
@@ -122,9 +139,9 @@ fn canonical_value(tok: &[u8]) -> Option<&[u8]> {
             && (digits.len() == 1 || digits[0] != b'0')
             // Fits an i64: 18 digits always do; longer ones are left to the full path.
             && digits.len() <= 18;
-        return valid.then_some(tok);
+        return valid.then_some(Spelling::AsWritten);
     }
-    is_plain_float(tok).then_some(tok)
+    is_plain_float(tok).then_some(Spelling::AsWritten)
 }
 
 /// `-?digits(.digits)?` without leading zeros and with at most 300 integer digits: finite, and
@@ -141,10 +158,13 @@ fn is_plain_float(tok: &[u8]) -> bool {
 
 /// A timestamp of digits only that fits an i64 (a sign or anything else takes the full path).
 fn parse_digits(s: &[u8]) -> Option<i64> {
-    if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+    if s.is_empty() {
         return None;
     }
-    std::str::from_utf8(s).ok()?.parse().ok()
+    s.iter().try_fold(0i64, |n, &b| {
+        let d = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(i64::from(d))
+    })
 }
 
 #[cfg(test)]
@@ -199,6 +219,11 @@ mod tests {
                 "m value=T 1764000000123",
                 "m,host=h1 value=true 1764000999\n",
             ),
+            (
+                "m,a=1 value=TRUE 1764000000",
+                "m,a=1,host=h1 value=true 1764000000\n",
+            ),
+            ("m,host=x value=True", "m,host=x value=true 1764000999\n"),
             (
                 "m value=FALSE 9223372036854775807",
                 "m,host=h1 value=false 1764000999\n",
