@@ -114,10 +114,11 @@ struct Pending {
     deadline: Instant,
 }
 
-/// The batches being filled, and how large each namespace's last batch was: a new batch is
-/// allocated at that size, so a busy namespace gets `batch_size` at once (no regrowing on the
-/// hot path) while a quiet one does not hold `batch_size` points' worth of memory for a few
-/// dozen points.
+/// The batches being filled, and how large each namespace's last batch was: a new batch of
+/// points (JSON) is allocated at that size, so a busy namespace gets `batch_size` at once (no
+/// regrowing on the hot path) while a quiet one does not hold `batch_size` points' worth of
+/// memory for a few dozen points. Line protocol needs no sizing: a busy namespace's batch is
+/// the encoded body it was handed.
 #[derive(Default)]
 struct Batches {
     pending: HashMap<Arc<str>, Pending>,
