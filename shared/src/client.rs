@@ -269,12 +269,7 @@ impl Client {
             reason: describe(&e),
         })?;
         let status = resp.status();
-        let content_type = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let content_type = content_type(&resp);
         let bytes = resp.bytes().await.map_err(|e| ClientError::Unreachable {
             addr: self.addr.clone(),
             reason: describe(&e),
@@ -328,12 +323,7 @@ impl Client {
         let resp = req.send().await.map_err(unreachable)?;
         let status = resp.status();
         if !status.is_success() {
-            let content_type = resp
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
+            let content_type = content_type(&resp);
             // An error answer is small; a foreign server's is cut at the quote limit anyway.
             let body = read_capped(resp, 64 * 1024).await.map_err(unreachable)?;
             return Err(self.refused(status.as_u16(), &content_type, &body));
@@ -344,6 +334,15 @@ impl Client {
             addr: self.addr.clone(),
         })
     }
+}
+
+/// The answer's `Content-Type`, empty when it has none.
+fn content_type(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
 }
 
 async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, reqwest::Error> {

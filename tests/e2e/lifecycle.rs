@@ -86,12 +86,7 @@ fn detached_start_refuses_a_second_start_and_stop_stops_it() {
         String::from_utf8_lossy(&first.stderr)
     );
     assert!(String::from_utf8_lossy(&first.stdout).contains("agent started (pid "));
-    let pid: i32 = String::from_utf8_lossy(&first.stdout)
-        .split("(pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|p| p.parse().ok())
-        .expect("the pid in the start message");
+    let pid = started_pid(&first);
     let second = run(&["start"]);
     assert!(!second.status.success(), "a second start must fail");
     let msg = String::from_utf8_lossy(&second.stderr);
@@ -108,15 +103,7 @@ fn detached_start_refuses_a_second_start_and_stop_stops_it() {
         "{}",
         String::from_utf8_lossy(&stop.stderr)
     );
-    // "stopped" means gone: no process (or only a zombie waiting for its parent).
-    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = state
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned));
-    assert!(
-        matches!(state.as_deref(), None | Some("Z" | "X")),
-        "agent stop said stopped while pid {pid} still runs (state {state:?})"
-    );
+    assert_gone(pid);
     assert!(!dir.path().join("data/agent.pid").exists());
     let again = run(&["stop"]);
     assert!(!again.status.success(), "stopping a stopped agent fails");
@@ -577,18 +564,28 @@ fn stop_waits_until_the_process_is_gone_even_when_exiting_is_slow() {
         "{}",
         String::from_utf8_lossy(&started.stderr)
     );
-    let pid: i32 = String::from_utf8_lossy(&started.stdout)
-        .split("(pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|p| p.parse().ok())
-        .expect("the pid in the start message");
+    let pid = started_pid(&started);
     let stop = run(&["stop"]);
     assert!(
         stop.status.success(),
         "{}",
         String::from_utf8_lossy(&stop.stderr)
     );
+    assert_gone(pid);
+}
+
+/// The pid `agent start` printed (`agent started (pid N); ...`).
+fn started_pid(started: &std::process::Output) -> i32 {
+    String::from_utf8_lossy(&started.stdout)
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the pid in the start message")
+}
+
+/// "Stopped" means gone: no process, or only a zombie waiting for its parent.
+fn assert_gone(pid: i32) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let state = stat
         .rsplit_once(')')

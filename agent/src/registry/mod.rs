@@ -212,22 +212,21 @@ impl BuiltinItem {
     /// The item's identity in its namespace: the name and its parameters
     /// (`http_check(url=https://a/)`), so two items of one built-in stay apart.
     pub fn id(&self) -> String {
-        let params: Vec<String> = self
-            .params
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        format!("{}({})", self.name, params.join(","))
+        format!("{}({})", self.name, self.params_joined(","))
     }
 
     /// The parameters as one line (`url=https://a/ timeout=5`).
     pub fn params_line(&self) -> String {
+        self.params_joined(" ")
+    }
+
+    fn params_joined(&self, sep: &str) -> String {
         let params: Vec<String> = self
             .params
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        params.join(" ")
+        params.join(sep)
     }
 }
 
