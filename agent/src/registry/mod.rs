@@ -61,6 +61,16 @@ pub struct Fetched {
 }
 
 impl Fetched {
+    /// The answer validated as a refresh applies it: the usable plan, and every problem (the
+    /// source's first, then validation's, then the unavailable namespaces', which keep their
+    /// items from `in_force`).
+    pub fn check(self, in_force: &Plan, topic_template: &str) -> Checked {
+        let mut checked = validate(self.plan, topic_template);
+        Fetched::keep_unavailable(&self.unavailable, in_force, &mut checked);
+        checked.problems.splice(0..0, self.problems);
+        checked
+    }
+
     /// Puts each unavailable namespace's items from `in_force` into `checked` (the validated
     /// answer), so one namespace whose call fails neither stops nor blocks the others, and
     /// reports each in `problems`.
@@ -323,9 +333,12 @@ pub fn check_file(config: &Config) -> Option<Result<Checked, RegistryError>> {
     Some(
         file::load(&config.registry.path)
             .map(|loaded| {
-                let mut checked = validate(loaded.plan, &config.output.topic);
-                checked.problems.splice(0..0, loaded.problems);
-                checked
+                Fetched {
+                    plan: loaded.plan,
+                    problems: loaded.problems,
+                    ..Fetched::default()
+                }
+                .check(&Plan::default(), &config.output.topic)
             })
             .map_err(RegistryError::File),
     )
