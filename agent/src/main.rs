@@ -59,6 +59,28 @@ enum Cmd {
         #[arg(short = 'f', long = "config", value_name = "FILE")]
         config: PathBuf,
     },
+    /// Run each job of the configured plan once and print the points the agent would send, as
+    /// line protocol under a `# ns NAME` line per namespace. Sends nothing and changes no state
+    /// (no spool, registry cache or plugin state; git plugins are cloned into a temporary
+    /// directory). Exits 1 when a job failed, listing which and why on stderr.
+    Test {
+        /// The configuration file.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: PathBuf,
+        /// Only the jobs of this namespace (system families: only what is sent to it).
+        #[arg(long, value_name = "NS")]
+        ns: Option<String>,
+        /// Only these jobs: a system family (`CPU`), a port check's name or port, a process
+        /// check's name, or KIND NAME (`plugin nginx-stats`, `builtin http_check`, `port 8080`;
+        /// kinds: system, port, proc, plugin, builtin).
+        #[arg(long, num_args = 1..=2, value_names = ["WHAT", "NAME"])]
+        only: Vec<String>,
+    },
+    /// Script plugins: the author's tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCmd,
+    },
     /// Print the version.
     Version,
     /// Internal: write the man pages and shell completions into DIR (packaging).
@@ -66,6 +88,43 @@ enum Cmd {
     GenerateDocs {
         /// Where to write `man/` and `completions/`.
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCmd {
+    /// Run a plugin once exactly as the agent runs it (its user when root, the clean
+    /// environment, the working directory, the timeout and output caps, the JSON parsing and the
+    /// renaming) and print its points as line protocol, or the precise failure: exit status,
+    /// stderr tail, the JSON error with a snippet and its position. Sends nothing. Exits 1 when
+    /// the run failed or the agent would drop some of its metrics.
+    Test {
+        /// A folder holding `plugin.sh` (run where it is), or a git address (cloned into a
+        /// temporary directory, as the agent clones it).
+        #[arg(value_name = "DIR|REPO")]
+        target: String,
+        /// The argument string, as the registry's `parameters` (split on whitespace, no quoting).
+        #[arg(
+            long,
+            value_name = "ARGS",
+            default_value = "",
+            allow_hyphen_values = true
+        )]
+        param: String,
+        /// Seconds the run may take (a periodic run gets its interval minus a tenth, at most
+        /// 5 s less).
+        #[arg(long, value_name = "S", default_value_t = 10.0)]
+        timeout: f64,
+        /// The agent's configuration, for its plugin user and containment; default: the
+        /// built-in defaults.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The namespace the run is for (`AGENT_NS`).
+        #[arg(long, value_name = "NS", default_value = "test")]
+        ns: String,
+        /// The branch of a REPO to clone; default: its default branch.
+        #[arg(long, value_name = "BRANCH")]
+        branch: Option<String>,
     },
 }
 
@@ -133,6 +192,65 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                     checked.problems.join("\n  - ")
                 )),
             }
+        }
+        Cmd::Test { config, ns, only } => {
+            let c = Config::load(&config)?;
+            let sel = agent::dryrun::Selection { ns, only };
+            let tested = runtime()?.block_on(agent::dryrun::run(c, &sel))?;
+            print!("{}", tested.output);
+            if tested.failures.is_empty() {
+                return Ok(());
+            }
+            let list: Vec<String> = tested
+                .failures
+                .iter()
+                .map(|(job, why)| format!("{job}: {why}"))
+                .collect();
+            anyhow::bail!(
+                "{} of {} failed:\n  - {}",
+                tested.failures.len(),
+                shared::count(tested.ran as u64, "job"),
+                list.join("\n  - ")
+            )
+        }
+        Cmd::Plugin {
+            command:
+                PluginCmd::Test {
+                    target,
+                    param,
+                    timeout,
+                    config,
+                    ns,
+                    branch,
+                },
+        } => {
+            let timeout = Duration::try_from_secs_f64(timeout)
+                .ok()
+                .filter(|t| !t.is_zero())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--timeout {timeout}: give a number of seconds above 0")
+                })?;
+            let c = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::default(),
+            };
+            let test = agent::dryrun::plugin::PluginTest {
+                target,
+                params: param,
+                timeout,
+                ns,
+                branch,
+            };
+            let tested = runtime()?.block_on(agent::dryrun::plugin::run(c, &test))?;
+            print!("{}", tested.output);
+            if tested.rejected == 0 {
+                return Ok(());
+            }
+            anyhow::bail!(
+                "the agent would drop {} of this run:\n  - {}",
+                shared::count(tested.rejected as u64, "metric"),
+                tested.errors.join("\n  - ")
+            )
         }
         Cmd::Reload { config, timeout } => {
             let pid_file = match config {
@@ -251,6 +369,14 @@ fn describe_plan(plan: &agent::registry::Plan) -> String {
         }
     }
     out
+}
+
+/// The runtime of the commands that run jobs once (`agent test`, `agent plugin test`).
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("agent-test")
+        .build()?)
 }
 
 fn run_daemon(config: Config, foreground: bool) -> anyhow::Result<()> {

@@ -1,0 +1,355 @@
+//! `agent test` and `agent plugin test`: run jobs once and print the points the agent would send,
+//! sending nothing and changing no state.
+//!
+//! `agent test` builds the plan as a refresh does, then runs the scheduler's jobs for it through
+//! the agent's own [`AgentRunner`], into a [`Pipeline`] whose receiving end is read here instead
+//! of by the batcher: the points are normalised, renamed and `host`-tagged by the same code, and
+//! printed with the pipeline's line-protocol encoder. The runner's state is made for the run:
+//! its data dir and `plugins_dir` are a temporary directory (git plugins are cloned there and
+//! removed with it), its spool lives in memory and is never read, and no plugin state, registry
+//! cache or log is written.
+//!
+//! `agent plugin test` ([`plugin`]) runs one plugin folder or repository the same way.
+
+pub mod plugin;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::config::Config;
+use crate::output::spool::Spool;
+use crate::pipeline::{lineproto, Pipeline, Point, Submission};
+use crate::registry::{Plan, Source};
+use crate::scheduler::runner::AgentRunner;
+use crate::scheduler::{desired, JobKey, JobKind, Work};
+use crate::state::AgentState;
+
+/// Time between the two samples of the jobs that compute rates.
+pub const RATE_GAP: Duration = Duration::from_secs(1);
+
+/// Submissions the test pipeline holds before the collector takes them (it takes them at once).
+const QUEUE_CAPACITY: usize = 1024;
+
+/// What `agent test` runs.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only this namespace.
+    pub ns: Option<String>,
+    /// Only the jobs this names: `[FAMILY | PORT | PROC]` or `[KIND, NAME]`
+    /// ([`Selection::matches`]); empty = every job.
+    pub only: Vec<String>,
+}
+
+/// Kinds the two-word form of `--only` takes.
+const ONLY_KINDS: &str = "system, port, proc, plugin, builtin";
+
+impl Selection {
+    /// Checks the shape of `--only` before anything runs.
+    fn check(&self) -> anyhow::Result<()> {
+        match self.only.as_slice() {
+            [] | [_] => Ok(()),
+            [kind, _] if only_kind(kind).is_some() => Ok(()),
+            [kind, _] => bail!("--only {kind:?}: unknown kind; use one of {ONLY_KINDS}"),
+            _ => bail!("--only takes one word (a family, port or process) or two (KIND NAME)"),
+        }
+    }
+
+    /// Whether `--only` selects the job: one word is a system family (`CPU`, any case), a
+    /// port check's name or port number, or a process check's name; two words are a kind and
+    /// a name (`plugin nginx-stats`, `builtin http_check`, `port 8080`).
+    fn matches(&self, work: &Work) -> bool {
+        let (kind, name) = match self.only.as_slice() {
+            [] => return true,
+            [name] => (None, name.as_str()),
+            [kind, name] => (only_kind(kind), name.as_str()),
+            _ => return false,
+        };
+        let wanted = |k: JobKind| kind.is_none_or(|want| want == k);
+        match work {
+            Work::System { family, .. } => {
+                wanted(JobKind::System) && family.name().eq_ignore_ascii_case(name)
+            }
+            Work::Port { item, .. } => {
+                wanted(JobKind::Port) && (item.name == name || item.port.to_string() == name)
+            }
+            Work::Proc { item, .. } => wanted(JobKind::Proc) && item.name == name,
+            Work::Plugin { project, .. } => {
+                kind == Some(JobKind::Plugin)
+                    && (project == name
+                        || crate::registry::project_name(name).is_ok_and(|p| p == *project))
+            }
+            Work::Builtin { item, .. } => kind == Some(JobKind::Builtin) && item.name == name,
+        }
+    }
+}
+
+fn only_kind(word: &str) -> Option<JobKind> {
+    match word.to_ascii_lowercase().as_str() {
+        "system" | "family" => Some(JobKind::System),
+        "port" => Some(JobKind::Port),
+        "proc" | "process" => Some(JobKind::Proc),
+        "plugin" => Some(JobKind::Plugin),
+        "builtin" | "built-in" => Some(JobKind::Builtin),
+        _ => None,
+    }
+}
+
+/// What `agent test` found: the points per namespace, and the jobs that failed.
+#[derive(Debug, Default)]
+pub struct Tested {
+    /// The line protocol to print: per namespace a `# ns NAME` line, then its points.
+    pub output: String,
+    /// Points printed.
+    pub points: usize,
+    /// Jobs run.
+    pub ran: usize,
+    /// The failed jobs, with why.
+    pub failures: Vec<(String, String)>,
+}
+
+/// Prints a progress note on stderr (stdout carries only the points).
+fn note(msg: &str) {
+    eprintln!("agent test: {msg}");
+}
+
+/// Runs every job of `config`'s plan that `sel` selects once and returns what it would send.
+/// Errors are the ones that stop everything (registry unreadable, a selection matching
+/// nothing); a failing job is listed in [`Tested::failures`].
+pub async fn run(config: Config, sel: &Selection) -> anyhow::Result<Tested> {
+    sel.check()?;
+    let host = crate::hostname(&config);
+    let source = Source::from_config(&config, &host).context("registry")?;
+    note(&format!(
+        "reading the registry ({}) as host {host}; its cache is not written",
+        source.describe()
+    ));
+    let checked = source
+        .fetch()
+        .await?
+        .check(&Plan::default(), &config.output.topic);
+    for p in &checked.problems {
+        note(&format!("registry: skipped: {p}"));
+    }
+    let mut plan = checked.plan;
+    if let Some(ns) = &sel.ns {
+        if !plan.namespaces.contains_key(ns) {
+            bail!(
+                "namespace {ns:?} is not in this host's plan; it has: {}",
+                names_or_none(plan.namespaces.keys())
+            );
+        }
+        plan.namespaces.retain(|name, _| name == ns);
+    }
+    let plugins_wanted = match sel.only.as_slice() {
+        [] => true,
+        [kind, _] => only_kind(kind) == Some(JobKind::Plugin),
+        _ => false,
+    };
+    for (ns, nsp) in plan.namespaces.iter().filter(|_| plugins_wanted) {
+        for p in nsp.plugins.iter().filter(|p| p.interval == 0) {
+            note(&format!(
+                "plugin {ns}/{}: on demand only (interval 0), so not run",
+                crate::plugins::git::redact_address(&p.git)
+            ));
+        }
+    }
+
+    let mut jobs: Vec<(JobKey, Work)> = desired(&plan)
+        .into_iter()
+        .filter(|(_, spec)| sel.matches(&spec.work))
+        .map(|(key, spec)| (key, spec.work))
+        .collect();
+    jobs.sort_by(|a, b| a.0.cmp(&b.0));
+    if jobs.is_empty() {
+        let mut keys: Vec<JobKey> = desired(&plan).into_keys().collect();
+        keys.sort();
+        let all: Vec<String> = keys.iter().map(JobKey::to_string).collect();
+        bail!(
+            "nothing to run: {} of this host's plan; it runs: {}",
+            if sel.only.is_empty() {
+                "no job".to_owned()
+            } else {
+                format!("--only {} matches no job", sel.only.join(" "))
+            },
+            names_or_none(all.iter())
+        );
+    }
+    let mut namespaces = BTreeSet::new();
+    for (_, work) in &jobs {
+        match work {
+            Work::System {
+                namespaces: all, ..
+            } => namespaces.extend(all.iter().cloned()),
+            Work::Port { ns, .. }
+            | Work::Proc { ns, .. }
+            | Work::Plugin { ns, .. }
+            | Work::Builtin { ns, .. } => {
+                namespaces.insert(ns.clone());
+            }
+        }
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("agent-test-")
+        .tempdir()
+        .context("cannot make a temporary directory for the run")?;
+    let mut run_config = config.clone();
+    run_config.agent.data_dir = scratch.path().join("data");
+    run_config.agent.plugins_dir = Some(scratch.path().join("plugins"));
+    let (pipeline, rx) = Pipeline::with_bound(&host, QUEUE_CAPACITY, config.output.queue_max_bytes);
+    let collector = Collector::start(rx);
+    let state = AgentState::new(
+        run_config,
+        host,
+        pipeline.clone(),
+        Spool::in_memory(config.output.spool_max_bytes),
+        Arc::default(),
+    );
+    let mut tested = Tested::default();
+
+    // Git plugins: cloned into the scratch directory as the agent clones them.
+    let mut clone_plan = Plan::default();
+    for (key, _) in jobs.iter().filter(|(k, _)| k.kind == JobKind::Plugin) {
+        if let Some(nsp) = plan.namespaces.get(&key.ns) {
+            let items = nsp
+                .plugins
+                .iter()
+                .filter(|p| crate::registry::project_name(&p.git).is_ok_and(|p| p == key.id))
+                .cloned();
+            let into = clone_plan.namespaces.entry(key.ns.clone()).or_default();
+            into.plugins.extend(items);
+        }
+    }
+    if !clone_plan.namespaces.is_empty() {
+        if state.plugins().identity().is_ok_and(|id| id.is_some()) {
+            // The plugin user must be able to reach its checkouts, as under a data dir.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o711))
+                .context("cannot open the temporary directory to the plugin user")?;
+        }
+        note(&format!(
+            "cloning {} into {} (removed afterwards)",
+            shared::count(clone_plan.item_count() as u64, "plugin"),
+            scratch.path().display()
+        ));
+        state.plugins().sync(&clone_plan).await;
+        let unusable: BTreeMap<(String, String), String> = state
+            .plugins()
+            .list()
+            .plugins
+            .into_iter()
+            .filter_map(|p| Some(((p.ns, p.project), p.problem?)))
+            .collect();
+        jobs.retain(|(key, _)| {
+            let Some(problem) = unusable.get(&(key.ns.clone(), key.id.clone())) else {
+                return true;
+            };
+            tested.failures.push((key.to_string(), problem.clone()));
+            false
+        });
+    }
+
+    let runner = AgentRunner::new(state);
+    let rates: Vec<&(JobKey, Work)> = jobs
+        .iter()
+        .filter(|(k, _)| matches!(k.kind, JobKind::System | JobKind::Proc))
+        .collect();
+    if !rates.is_empty() {
+        note(&format!(
+            "system and process rates need two samples: took the first, the second follows in {} s",
+            RATE_GAP.as_secs()
+        ));
+        let first = rates.iter().map(|(k, w)| runner.run_once(k, w));
+        futures_util::future::join_all(first).await;
+        tokio::time::sleep(RATE_GAP).await;
+        collector.take(&pipeline).await;
+    }
+    let started = Instant::now();
+    let runs = jobs.iter().map(|(k, w)| {
+        let run = runner.run_once(k, w);
+        async move { (k.to_string(), run.await) }
+    });
+    for (job, result) in futures_util::future::join_all(runs).await {
+        tested.ran += 1;
+        if let Err(why) = result {
+            tested.failures.push((job, why));
+        }
+    }
+    let mut by_ns: BTreeMap<String, Vec<Point>> =
+        namespaces.into_iter().map(|ns| (ns, Vec::new())).collect();
+    for sub in collector.take(&pipeline).await {
+        by_ns
+            .entry(sub.ns.to_string())
+            .or_default()
+            .extend(sub.points);
+    }
+    let mut out = Vec::new();
+    for (ns, mut points) in by_ns {
+        out.extend_from_slice(format!("# ns {ns}\n").as_bytes());
+        // Jobs ran at the same time: a stable order makes two runs comparable.
+        points.sort_by(|a, b| (&a.measurement, &a.tags).cmp(&(&b.measurement, &b.tags)));
+        for p in &points {
+            lineproto::encode_point(p, &mut out);
+        }
+        tested.points += points.len();
+    }
+    tested.output = String::from_utf8_lossy(&out).into_owned();
+    tested.failures.sort();
+    note(&format!(
+        "{} ran in {:.1} s, {} failed; {}, nothing was sent",
+        shared::count(tested.ran as u64, "job"),
+        started.elapsed().as_secs_f64(),
+        tested.failures.len(),
+        shared::count(tested.points as u64, "point"),
+    ));
+    drop(runner);
+    drop(scratch);
+    Ok(tested)
+}
+
+fn names_or_none<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = names.map(String::as_str).collect();
+    if v.is_empty() {
+        "none".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Takes the test pipeline's submissions as they come (in place of the batcher), so no producer
+/// ever waits for room.
+struct Collector {
+    got: Arc<Mutex<Vec<Submission>>>,
+    points: Arc<AtomicU64>,
+}
+
+impl Collector {
+    fn start(mut rx: tokio::sync::mpsc::Receiver<Submission>) -> Collector {
+        let got: Arc<Mutex<Vec<Submission>>> = Arc::default();
+        let points: Arc<AtomicU64> = Arc::default();
+        let (g, p) = (Arc::clone(&got), Arc::clone(&points));
+        tokio::spawn(async move {
+            while let Some(mut sub) = rx.recv().await {
+                // Gives the points' share of the queue bound back at once.
+                sub.permit = None;
+                let n = sub.points.len() as u64;
+                g.lock().unwrap_or_else(PoisonError::into_inner).push(sub);
+                p.fetch_add(n, Ordering::Release);
+            }
+        });
+        Collector { got, points }
+    }
+
+    /// Everything submitted so far: waits until the collector has received every point the
+    /// pipeline accepted (the runs that submitted them have finished).
+    async fn take(&self, pipeline: &Pipeline) -> Vec<Submission> {
+        let accepted = pipeline.stats().accepted.load(Ordering::Acquire);
+        while self.points.load(Ordering::Acquire) < accepted {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        std::mem::take(&mut *self.got.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
