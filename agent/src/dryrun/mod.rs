@@ -353,3 +353,75 @@ impl Collector {
         std::mem::take(&mut *self.got.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{BuiltinItem, PortItem, ProcItem};
+
+    fn sel(only: &[&str]) -> Selection {
+        Selection {
+            ns: None,
+            only: only.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn only_names_a_job_by_one_word_or_by_kind_and_name() {
+        let system = Work::System {
+            family: crate::collect::system::Family::Cpu,
+            namespaces: vec!["a".to_owned()].into(),
+        };
+        let port = Work::Port {
+            ns: "a".to_owned(),
+            item: PortItem {
+                name: "web".to_owned(),
+                port: 8080,
+                connect_timeout: 3,
+                host: None,
+                interval: 30,
+            },
+        };
+        let proc = Work::Proc {
+            ns: "a".to_owned(),
+            item: ProcItem {
+                name: "web".to_owned(),
+                bin_path: "nginx".to_owned(),
+                interval: 30,
+            },
+        };
+        let plugin = Work::Plugin {
+            ns: "a".to_owned(),
+            project: "nginx-stats".to_owned(),
+        };
+        let builtin = Work::Builtin {
+            ns: "a".to_owned(),
+            item: BuiltinItem {
+                name: "http_check".to_owned(),
+                interval: 60,
+                params: Default::default(),
+            },
+        };
+        let all = [&system, &port, &proc, &plugin, &builtin];
+        let picked = |only: &[&str]| -> Vec<usize> {
+            let s = sel(only);
+            assert!(s.check().is_ok(), "{only:?}");
+            (0..all.len()).filter(|&i| s.matches(all[i])).collect()
+        };
+        assert_eq!(picked(&[]), [0, 1, 2, 3, 4]);
+        assert_eq!(picked(&["cpu"]), [0]);
+        assert_eq!(picked(&["web"]), [1, 2], "a port and a process of one name");
+        assert_eq!(picked(&["8080"]), [1]);
+        assert_eq!(picked(&["proc", "web"]), [2]);
+        assert_eq!(picked(&["port", "8080"]), [1]);
+        assert_eq!(picked(&["plugin", "nginx-stats"]), [3]);
+        assert_eq!(
+            picked(&["plugin", "https://git.example.com/ops/nginx-stats.git"]),
+            [3]
+        );
+        assert_eq!(picked(&["builtin", "http_check"]), [4]);
+        // One word never picks a plugin or a built-in: their names could be anything.
+        assert_eq!(picked(&["nginx-stats"]), Vec::<usize>::new());
+        assert!(sel(&["plugins", "x"]).check().is_err());
+    }
+}

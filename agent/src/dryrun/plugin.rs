@@ -181,6 +181,13 @@ async fn clone(
     plugins_dir: &Path,
     access: Access,
 ) -> anyhow::Result<(PathBuf, String)> {
+    let local = !t.target.contains(':');
+    if local && !Path::new(&t.target).exists() {
+        bail!(
+            "{}: no such folder; give a folder holding plugin.sh, or a git address",
+            t.target
+        );
+    }
     let hint = if Path::new(&t.target).is_dir() {
         format!(
             "{} has no plugin.sh, so it was taken for a git repository: ",

@@ -971,21 +971,20 @@ pub fn parse_metrics(stdout: &[u8]) -> Result<Vec<Metric>, String> {
 /// Characters of context on each side of a JSON error's position.
 const AROUND_CHARS: usize = 40;
 
-/// The text around `line`:`column` (both from 1, as serde_json counts; column 0 = before the
-/// line's first character) marked `<here>`, when that position lies past the quoted start
-/// (otherwise the start already shows it).
+/// The text around `line`:`column` (both from 1, the column in bytes, as serde_json counts),
+/// `<here>` marking the character the error is at, when that lies past the quoted start (otherwise the start
+/// already shows it).
 fn around_position(text: &str, line: usize, column: usize) -> Option<String> {
     let line_start: usize = text
         .split_inclusive('\n')
         .take(line.saturating_sub(1))
         .map(str::len)
         .sum();
-    let rest = text.get(line_start..)?;
-    let at = line_start
-        + rest
-            .char_indices()
-            .nth(column)
-            .map_or(rest.len(), |(i, _)| i);
+    // serde_json counts columns in bytes; a lossy conversion keeps the offsets of valid UTF-8.
+    let mut at = (line_start + column.saturating_sub(1)).min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
     if text[..at].chars().count() < SNIPPET_CHARS.saturating_sub(AROUND_CHARS) {
         return None;
     }
