@@ -59,8 +59,10 @@ enum Cmd {
         #[arg(short = 'f', long = "config", value_name = "FILE")]
         config: PathBuf,
     },
-    /// Run each job of the configured plan once and print the points the agent would send, as
-    /// line protocol under a `# ns NAME` line per namespace. Sends nothing and changes no state
+    /// Run each job of the plan once and print the points the agent would send; sends nothing.
+    ///
+    /// The points are printed as line protocol under a `# ns NAME` line per namespace. Nothing
+    /// is sent and no state changes
     /// (no spool, registry cache or plugin state; git plugins are cloned into a temporary
     /// directory). Exits 1 when a job failed, listing which and why on stderr.
     Test {
@@ -93,8 +95,9 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum PluginCmd {
-    /// Run a plugin once exactly as the agent runs it (its user when root, the clean
-    /// environment, the working directory, the timeout and output caps, the JSON parsing and the
+    /// Run a plugin once exactly as the agent runs it and print its points, or why it failed.
+    ///
+    /// As the agent runs it: its user when root, the clean environment, the working directory, the timeout and output caps, the JSON parsing and the
     /// renaming) and print its points as line protocol, or the precise failure: exit status,
     /// stderr tail, the JSON error with a snippet and its position. Sends nothing. Exits 1 when
     /// the run failed or the agent would drop some of its metrics.

@@ -90,12 +90,13 @@ pub async fn run(config: Config, t: &PluginTest) -> anyhow::Result<PluginTested>
         }
     };
     note(&format!(
-        "running `bash plugin.sh{}{}` in {} as {user}, timeout {:.1} s, output cap {} bytes per stream",
+        "running `bash plugin.sh{}{}` in {} as {user}, timeout {:.1} s, output cap {} bytes per stream; contained by {}",
         if t.params.trim().is_empty() { "" } else { " " },
         runner::split_args(&t.params).join(" "),
         dir.display(),
         t.timeout.as_secs_f64(),
-        runner::OUTPUT_CAP
+        runner::OUTPUT_CAP,
+        manager.counts().containment
     ));
     let at = now_secs();
     let outcome = manager
