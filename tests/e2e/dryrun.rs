@@ -229,12 +229,15 @@ fn agent_test_prints_what_the_running_agent_sends_and_writes_nothing() {
     }
 
     // A real agent with the same registry: the same series with the same value types.
+    // Its directory is open to the plugin user before it starts: a first run that could not
+    // reach the checkout would send a series `agent test` rightly never printed.
+    let agent_dir = tempfile::tempdir().expect("tmp");
+    open_dir(agent_dir.path());
     let agent = AgentBuilder::new()
         .agent_keys(&format!("hostname = \"{HOST}\""))
         .config("[output]\nflush_ms = 100")
         .registry(&registry)
-        .start();
-    open_dir(agent.dir.path());
+        .start_in(agent_dir);
     let sent = || -> BTreeSet<Line> {
         agent
             .output_file(NS)
