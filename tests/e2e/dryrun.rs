@@ -515,3 +515,59 @@ fn agent_plugin_test_prints_the_points_or_the_exact_failure() {
         "{stderr}"
     );
 }
+
+#[test]
+fn agent_test_reads_an_http_registry_without_writing_its_cache() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    let server = support::registry_server::RegistryServer::start();
+    server.set_namespace(
+        "e2e.dryrun.http",
+        serde_json::json!([
+            {"measurement_type": "PORT", "name": "web", "port": port.to_string(),
+             "connect_timeout": "1", "interval": "30"},
+            {"measurement_type": "SNMP", "interval": "10"},
+        ]),
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nhostname = \"{HOST}\"\n[registry]\nsource = \"http\"\nurl = \"{}\"\ntimeout_secs = 5\n",
+            server.url()
+        ),
+    )
+    .expect("config");
+    let out = agent_cmd()
+        .args(["test", "-f"])
+        .arg(&config)
+        .args(["--only", "web"])
+        .output()
+        .expect("agent test");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "agent test: reading the registry (http {}) as host {HOST}; its cache is not written",
+            server.url()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("agent test: registry: skipped: ") && stderr.contains("SNMP"),
+        "the item the agent would skip is named: {stderr}"
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0], "# ns e2e.dryrun.http");
+    assert!(
+        lines[1].starts_with(&format!("PORT.web.{port},host={HOST} value=1.0 ")),
+        "{stdout}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "no registry cache, no data dir"
+    );
+    assert!(!server.requests().is_empty());
+}
