@@ -134,7 +134,7 @@ fn pipeline(c: &mut Criterion) {
                 rt.block_on(async {
                     let target = stats.delivered_points.load(Ordering::Relaxed) + RUN_POINTS as u64;
                     for chunk in chunks {
-                        pipe.submit_metrics("bench.ns", chunk, Rename::Keep)
+                        pipe.submit_metrics("bench.ns", "bench", chunk, Rename::Keep)
                             .await
                             .expect("open pipeline");
                     }

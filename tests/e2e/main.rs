@@ -20,3 +20,4 @@ mod reload;
 mod spool;
 mod sysfam;
 mod system;
+mod tap;

@@ -566,6 +566,7 @@ impl PluginManager {
     /// Runs a (known) plugin once; `Err` carries the busy state when it was not idle, or
     /// `IDLE` when the plugin is no longer in the plan.
     async fn run_project(&self, ns: &str, project: &str, kind: RunKind) -> Result<RunResult, u8> {
+        let producer = format!("plugin {ns}/{project}");
         let Some((item, checkout, busy)) = self.with_entry(ns, project, |e| {
             (e.item.clone(), e.checkout.clone(), Arc::clone(&e.busy))
         }) else {
@@ -601,9 +602,10 @@ impl PluginManager {
         let ships = kind == RunKind::Regular || item.interval > 0;
         let (result, metrics) = judge(&outcome, at, kind.tag(), ships);
         if !metrics.is_empty() {
-            self.ship(ns, project, metrics).await;
+            self.ship(ns, &producer, project, metrics).await;
         }
-        self.ship_result(ns, project, kind.tag(), &result).await;
+        self.ship_result(ns, &producer, project, kind.tag(), &result)
+            .await;
         if result.ok {
             debug!(ns, plugin = project, ms = result.duration_ms, "Plugin ran.");
         } else {
@@ -658,11 +660,12 @@ impl PluginManager {
             .map_err(String::as_str)
     }
 
-    async fn ship(&self, ns: &str, project: &str, metrics: Vec<Metric>) {
+    /// `producer` names the run for the taps (`plugin ns/project`, `builtin ns/name`).
+    async fn ship(&self, ns: &str, producer: &str, project: &str, metrics: Vec<Metric>) {
         match self
             .inner
             .pipeline
-            .submit_metrics(ns, metrics, Rename::Plugin(project))
+            .submit_metrics(ns, producer, metrics, Rename::Plugin(project))
             .await
         {
             Ok(ing) if ing.rejected > 0 => warn!(
@@ -679,7 +682,14 @@ impl PluginManager {
 
     /// The result point `plugin.<project>`: 0 ok / 1 failed, tags `type` and `reason`.
     /// Every run, script or built-in, ends here, so this is also where runs are counted.
-    async fn ship_result(&self, ns: &str, project: &str, kind: &str, result: &RunResult) {
+    async fn ship_result(
+        &self,
+        ns: &str,
+        producer: &str,
+        project: &str,
+        kind: &str,
+        result: &RunResult,
+    ) {
         self.inner.runs.record(ns, project, kind, &result.reason);
         let point = Metric::new(
             format!("plugin.{project}"),
@@ -690,7 +700,7 @@ impl PluginManager {
         if let Err(e) = self
             .inner
             .pipeline
-            .submit_metrics(ns, vec![point], Rename::Keep)
+            .submit_metrics(ns, producer, vec![point], Rename::Keep)
             .await
         {
             debug!(ns, plugin = project, error = %e, "Plugin result point not shipped.");
@@ -704,10 +714,11 @@ impl PluginManager {
         let at = now_secs();
         let started = Instant::now();
         let timeout = periodic_timeout(item.interval);
+        let producer = format!("builtin {ns}/{}", item.name);
         let ran = tokio::time::timeout(timeout, builtin::run(&item.name, &item.params)).await;
         let (reason, error) = match ran {
             Ok(Ok(metrics)) => {
-                self.ship(ns, &item.name, metrics).await;
+                self.ship(ns, &producer, &item.name, metrics).await;
                 (Reason::Ok, None)
             }
             Ok(Err(e)) => (Reason::Exit, Some(e)),
@@ -728,7 +739,7 @@ impl PluginManager {
         if let Some(e) = &result.error {
             warn!(ns, plugin = %item.name, reason = %result.reason, error = %e, "Built-in plugin failed.");
         }
-        self.ship_result(ns, &item.name, &result.kind, &result)
+        self.ship_result(ns, &producer, &item.name, &result.kind, &result)
             .await;
         result
     }

@@ -41,14 +41,20 @@ impl AgentRunner {
 }
 
 /// Submits metrics to each namespace; false once the pipeline is closed (shutting down).
-async fn submit(state: &AgentState, namespaces: &[String], metrics: Vec<Metric>) -> bool {
+/// `job` names the producer for the taps (`system CPU`, `port ns/name:80@host`).
+async fn submit(
+    state: &AgentState,
+    job: &str,
+    namespaces: &[String],
+    metrics: Vec<Metric>,
+) -> bool {
     if metrics.is_empty() {
         return true;
     }
     for ns in namespaces {
         match state
             .pipeline()
-            .submit_metrics(ns, metrics.clone(), Rename::Keep)
+            .submit_metrics(ns, job, metrics.clone(), Rename::Keep)
             .await
         {
             Ok(ingested) if ingested.rejected > 0 => {
@@ -94,7 +100,7 @@ impl AgentRunner {
                     .await
                     {
                         Ok(metrics) => {
-                            submit(&state, &namespaces, metrics).await;
+                            submit(&state, &job, &namespaces, metrics).await;
                             Ok(())
                         }
                         Err(e) => {
@@ -109,7 +115,7 @@ impl AgentRunner {
                 Box::pin(async move {
                     // A closed port is a value (`up` 0), not a failed run.
                     let metric = port::check(&item).await;
-                    submit(&state, &[ns], vec![metric]).await;
+                    submit(&state, &job, &[ns], vec![metric]).await;
                     Ok(())
                 })
             }
@@ -153,7 +159,7 @@ impl AgentRunner {
                     .await;
                     match collected {
                         Ok(metrics) => {
-                            submit(&state, &[ns], metrics).await;
+                            submit(&state, &job, &[ns], metrics).await;
                             Ok(())
                         }
                         Err(e) => {

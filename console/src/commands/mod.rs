@@ -7,6 +7,7 @@ mod log;
 pub(crate) mod plugins;
 mod post;
 mod status;
+mod tap;
 
 use serde::Serialize;
 use shared::{Client, ClientError};
@@ -50,6 +51,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> i32 {
         Command::Plugins(cmd) => plugins::run(client, cmd, json).await,
         Command::Post(args) => post::run(client, args, json).await,
         Command::Log(args) => log::run(client, args, json).await,
+        Command::Tap(args) => tap::run(client, args, json).await,
         // `agentctl::run` sends these to `fleet::run` with the fleet's token before any client
         // for `--addr` exists; reaching here is a wiring bug, said as such.
         Command::Fleet(_) | Command::GenerateDocs { .. } => Err(CommandError::Input(
