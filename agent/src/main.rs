@@ -131,6 +131,9 @@ enum PluginCmd {
     },
 }
 
+/// The longest `agent plugin test --timeout`, the bound of `/plugins/run`'s.
+const PLUGIN_TEST_MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 fn main() -> ExitCode {
     // Before anything is created: nothing of the agent's is ever writable by group or others,
     // nor readable by others, whatever umask it was started with.
@@ -229,9 +232,12 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         } => {
             let timeout = Duration::try_from_secs_f64(timeout)
                 .ok()
-                .filter(|t| !t.is_zero())
+                .filter(|t| !t.is_zero() && *t <= PLUGIN_TEST_MAX_TIMEOUT)
                 .ok_or_else(|| {
-                    anyhow::anyhow!("--timeout {timeout}: give a number of seconds above 0")
+                    anyhow::anyhow!(
+                        "--timeout {timeout}: give seconds above 0, at most {} (as /plugins/run)",
+                        PLUGIN_TEST_MAX_TIMEOUT.as_secs()
+                    )
                 })?;
             let c = match config {
                 Some(path) => Config::load(&path)?,

@@ -330,6 +330,39 @@ fn agent_test_selects_by_namespace_and_job() {
         "{stderr}"
     );
     assert!(!dir.path().join("data").exists());
+
+    // An existing data dir is read (an operator's disable), never written.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let until = 4_000_000_000i64;
+    std::fs::write(
+        data.join("plugins-state.json"),
+        format!("{{\"disabled\": {{\"{NS}\": {{\"good\": {until}}}}}}}"),
+    )
+    .expect("state");
+    let snapshot = || -> Vec<(String, Vec<u8>)> {
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&data)
+            .expect("read data")
+            .map(|e| {
+                let e = e.expect("entry");
+                let bytes = std::fs::read(e.path()).unwrap_or_default();
+                (e.file_name().to_string_lossy().into_owned(), bytes)
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    let before = snapshot();
+    let (code, (stdout, stderr)) = run(&["--only", "plugin", "good"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("agent test: plugin {NS}/good is disabled for ")) && stderr.contains(
+            " s more (plugins-state.json): it runs here all the same, but the agent sends nothing for it until then"
+        ),
+        "{stderr}"
+    );
+    assert!(stdout.contains("PLUGIN.good.conn,"), "{stdout}");
+    assert_eq!(snapshot(), before, "the data dir changed");
 }
 
 /// A plugin folder `<root>/<name>/plugin.sh`, readable by the plugin user.

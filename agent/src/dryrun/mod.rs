@@ -252,6 +252,24 @@ pub async fn run(config: Config, sel: &Selection) -> anyhow::Result<Tested> {
         });
     }
 
+    // An operator's disable is read (not changed): the test runs the plugin all the same, and
+    // says the agent would not.
+    let states_path = config.agent.data_dir.join(crate::plugins::state::FILE_NAME);
+    match crate::plugins::state::PluginStates::load(&states_path) {
+        Ok(states) => {
+            let now = crate::pipeline::normalize::now_secs();
+            for (key, _) in jobs.iter().filter(|(k, _)| k.kind == JobKind::Plugin) {
+                if let Some(until) = states.disabled_until(&key.ns, &key.id, now) {
+                    note(&format!(
+                        "{key} is disabled for {} s more (plugins-state.json): it runs here all the same, but the agent sends nothing for it until then",
+                        until - now
+                    ));
+                }
+            }
+        }
+        Err(e) => note(&format!("{e}; taken as no plugin disabled")),
+    }
+
     let runner = AgentRunner::new(state);
     let rates: Vec<&(JobKey, Work)> = jobs
         .iter()
