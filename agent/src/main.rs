@@ -215,7 +215,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
             anyhow::bail!(
                 "{} of {} failed:\n  - {}",
                 tested.failures.len(),
-                shared::count(tested.ran as u64, "job"),
+                shared::count(tested.jobs as u64, "job"),
                 list.join("\n  - ")
             )
         }

@@ -274,6 +274,11 @@ fn agent_test_selects_by_namespace_and_job() {
     let registry_path = dir.path().join("registry.toml");
     let mut registry = registry(free_port(), &good.url(), &broken.url(), &registry_path);
     registry.push_str("[[namespace]]\nname = \"e2e.other\"\n");
+    let gone = remotes.path().join("gone.git");
+    registry.push_str(&format!(
+        "[[namespace]]\nname = \"e2e.gone\"\nintervals = {{ CPU = 0, MEM = 0 }}\nplugins = [{{ git = \"file://{}\", interval = 5 }}]\n",
+        gone.display()
+    ));
     std::fs::write(&registry_path, &registry).expect("registry");
     let config = dir.path().join("agent.toml");
     std::fs::write(&config, format!("[agent]\nhostname = \"{HOST}\"\n")).expect("config");
@@ -310,7 +315,8 @@ fn agent_test_selects_by_namespace_and_job() {
     let by_ns = sections(&stdout);
     assert_eq!(
         by_ns.keys().collect::<Vec<_>>(),
-        ["e2e.dryrun", "e2e.other"]
+        ["e2e.dryrun", "e2e.other"],
+        "e2e.gone turns MEM off"
     );
     assert_eq!(by_ns["e2e.dryrun"], by_ns["e2e.other"]);
     assert!(by_ns[NS].iter().all(|l| l.measurement.starts_with("mem.")));
@@ -325,8 +331,19 @@ fn agent_test_selects_by_namespace_and_job() {
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains(
-            "agent: namespace \"e2e.nowhere\" is not in this host's plan; it has: e2e.dryrun, e2e.other"
+            "agent: namespace \"e2e.nowhere\" is not in this host's plan; it has: e2e.dryrun, e2e.gone, e2e.other"
         ),
+        "{stderr}"
+    );
+    // A plugin that cannot be cloned is a failed job, with git's reason.
+    let (code, (stdout, stderr)) = run(&["--ns", "e2e.gone", "--only", "plugin", "gone"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stdout, "# ns e2e.gone\n");
+    assert!(
+        stderr.contains(&format!(
+            "agent: 1 of 1 job failed:\n  - plugin e2e.gone/gone: git clone of file://{}: ",
+            gone.display()
+        )),
         "{stderr}"
     );
     assert!(!dir.path().join("data").exists());

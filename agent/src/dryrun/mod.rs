@@ -105,8 +105,8 @@ pub struct Tested {
     pub output: String,
     /// Points printed.
     pub points: usize,
-    /// Jobs run.
-    pub ran: usize,
+    /// Jobs selected (each ran, unless its plugin could not be cloned: a failure).
+    pub jobs: usize,
     /// The failed jobs, with why.
     pub failures: Vec<(String, String)>,
 }
@@ -122,76 +122,14 @@ fn note(msg: &str) {
 pub async fn run(config: Config, sel: &Selection) -> anyhow::Result<Tested> {
     sel.check()?;
     let host = crate::hostname(&config);
-    let source = Source::from_config(&config, &host).context("registry")?;
-    note(&format!(
-        "reading the registry ({}) as host {host}; its cache is not written",
-        source.describe()
-    ));
-    let checked = source
-        .fetch()
-        .await?
-        .check(&Plan::default(), &config.output.topic);
-    for p in &checked.problems {
-        note(&format!("registry: skipped: {p}"));
-    }
-    let mut plan = checked.plan;
-    if let Some(ns) = &sel.ns {
-        if !plan.namespaces.contains_key(ns) {
-            bail!(
-                "namespace {ns:?} is not in this host's plan; it has: {}",
-                names_or_none(plan.namespaces.keys())
-            );
-        }
-        plan.namespaces.retain(|name, _| name == ns);
-    }
-    let plugins_wanted = match sel.only.as_slice() {
-        [] => true,
-        [kind, _] => only_kind(kind) == Some(JobKind::Plugin),
-        _ => false,
+    let plan = fetch_plan(&config, &host, sel).await?;
+    let mut jobs = select_jobs(&plan, sel)?;
+    let namespaces = namespaces_of(&jobs);
+    let mut tested = Tested {
+        jobs: jobs.len(),
+        ..Tested::default()
     };
-    for (ns, nsp) in plan.namespaces.iter().filter(|_| plugins_wanted) {
-        for p in nsp.plugins.iter().filter(|p| p.interval == 0) {
-            note(&format!(
-                "plugin {ns}/{}: on demand only (interval 0), so not run",
-                crate::plugins::git::redact_address(&p.git)
-            ));
-        }
-    }
 
-    let mut jobs: Vec<(JobKey, Work)> = desired(&plan)
-        .into_iter()
-        .filter(|(_, spec)| sel.matches(&spec.work))
-        .map(|(key, spec)| (key, spec.work))
-        .collect();
-    jobs.sort_by(|a, b| a.0.cmp(&b.0));
-    if jobs.is_empty() {
-        let mut keys: Vec<JobKey> = desired(&plan).into_keys().collect();
-        keys.sort();
-        let all: Vec<String> = keys.iter().map(JobKey::to_string).collect();
-        bail!(
-            "nothing to run: {} of this host's plan; it runs: {}",
-            if sel.only.is_empty() {
-                "no job".to_owned()
-            } else {
-                format!("--only {} matches no job", sel.only.join(" "))
-            },
-            names_or_none(all.iter())
-        );
-    }
-    let mut namespaces = BTreeSet::new();
-    for (_, work) in &jobs {
-        match work {
-            Work::System {
-                namespaces: all, ..
-            } => namespaces.extend(all.iter().cloned()),
-            Work::Port { ns, .. }
-            | Work::Proc { ns, .. }
-            | Work::Plugin { ns, .. }
-            | Work::Builtin { ns, .. } => {
-                namespaces.insert(ns.clone());
-            }
-        }
-    }
     let scratch = tempfile::Builder::new()
         .prefix("agent-test-")
         .tempdir()
@@ -208,67 +146,15 @@ pub async fn run(config: Config, sel: &Selection) -> anyhow::Result<Tested> {
         Spool::in_memory(config.output.spool_max_bytes),
         Arc::default(),
     );
-    let mut tested = Tested::default();
-
-    // Git plugins: cloned into the scratch directory as the agent clones them.
-    let mut clone_plan = Plan::default();
-    for (key, _) in jobs.iter().filter(|(k, _)| k.kind == JobKind::Plugin) {
-        if let Some(nsp) = plan.namespaces.get(&key.ns) {
-            let items = nsp
-                .plugins
-                .iter()
-                .filter(|p| crate::registry::project_name(&p.git).is_ok_and(|p| p == key.id))
-                .cloned();
-            let into = clone_plan.namespaces.entry(key.ns.clone()).or_default();
-            into.plugins.extend(items);
-        }
-    }
-    if !clone_plan.namespaces.is_empty() {
-        if state.plugins().identity().is_ok_and(|id| id.is_some()) {
-            // The plugin user must be able to reach its checkouts, as under a data dir.
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o711))
-                .context("cannot open the temporary directory to the plugin user")?;
-        }
-        note(&format!(
-            "cloning {} into {} (removed afterwards)",
-            shared::count(clone_plan.item_count() as u64, "plugin"),
-            scratch.path().display()
-        ));
-        state.plugins().sync(&clone_plan).await;
-        let unusable: BTreeMap<(String, String), String> = state
-            .plugins()
-            .list()
-            .plugins
-            .into_iter()
-            .filter_map(|p| Some(((p.ns, p.project), p.problem?)))
-            .collect();
-        jobs.retain(|(key, _)| {
-            let Some(problem) = unusable.get(&(key.ns.clone(), key.id.clone())) else {
-                return true;
-            };
-            tested.failures.push((key.to_string(), problem.clone()));
-            false
-        });
-    }
-
-    // An operator's disable is read (not changed): the test runs the plugin all the same, and
-    // says the agent would not.
-    let states_path = config.agent.data_dir.join(crate::plugins::state::FILE_NAME);
-    match crate::plugins::state::PluginStates::load(&states_path) {
-        Ok(states) => {
-            let now = crate::pipeline::normalize::now_secs();
-            for (key, _) in jobs.iter().filter(|(k, _)| k.kind == JobKind::Plugin) {
-                if let Some(until) = states.disabled_until(&key.ns, &key.id, now) {
-                    note(&format!(
-                        "{key} is disabled for {} s more (plugins-state.json): it runs here all the same, but the agent sends nothing for it until then",
-                        until - now
-                    ));
-                }
-            }
-        }
-        Err(e) => note(&format!("{e}; taken as no plugin disabled")),
-    }
+    clone_plugins(
+        &state,
+        &plan,
+        &mut jobs,
+        scratch.path(),
+        &mut tested.failures,
+    )
+    .await?;
+    note_disabled(&config, &jobs);
 
     let runner = AgentRunner::new(state);
     let rates: Vec<&(JobKey, Work)> = jobs
@@ -291,20 +177,191 @@ pub async fn run(config: Config, sel: &Selection) -> anyhow::Result<Tested> {
         async move { (k.to_string(), run.await) }
     });
     for (job, result) in futures_util::future::join_all(runs).await {
-        tested.ran += 1;
         if let Err(why) = result {
             tested.failures.push((job, why));
         }
     }
+    let (output, points) = encode(namespaces, collector.take(&pipeline).await);
+    tested.output = output;
+    tested.points = points;
+    tested.failures.sort();
+    note(&format!(
+        "{} ran in {:.1} s, {} failed; {}, nothing was sent",
+        shared::count(jobs.len() as u64, "job"),
+        started.elapsed().as_secs_f64(),
+        tested.failures.len(),
+        shared::count(tested.points as u64, "point"),
+    ));
+    Ok(tested)
+}
+
+/// The plan as a refresh would put it in force (without writing the cache), cut to `--ns`.
+async fn fetch_plan(config: &Config, host: &str, sel: &Selection) -> anyhow::Result<Plan> {
+    let source = Source::from_config(config, host).context("registry")?;
+    note(&format!(
+        "reading the registry ({}) as host {host}; its cache is not written",
+        source.describe()
+    ));
+    let checked = source
+        .fetch()
+        .await?
+        .check(&Plan::default(), &config.output.topic);
+    for p in &checked.problems {
+        note(&format!("registry: skipped: {p}"));
+    }
+    let mut plan = checked.plan;
+    if let Some(ns) = &sel.ns {
+        if !plan.namespaces.contains_key(ns) {
+            bail!(
+                "namespace {ns:?} is not in this host's plan; it has: {}",
+                names_or_none(plan.namespaces.keys())
+            );
+        }
+        plan.namespaces.retain(|name, _| name == ns);
+    }
+    Ok(plan)
+}
+
+/// The scheduler's jobs for `plan` that `--only` selects, in key order; none is an error that
+/// lists what the plan runs.
+fn select_jobs(plan: &Plan, sel: &Selection) -> anyhow::Result<Vec<(JobKey, Work)>> {
+    let plugins_wanted = match sel.only.as_slice() {
+        [] => true,
+        [kind, _] => only_kind(kind) == Some(JobKind::Plugin),
+        _ => false,
+    };
+    for (ns, nsp) in plan.namespaces.iter().filter(|_| plugins_wanted) {
+        for p in nsp.plugins.iter().filter(|p| p.interval == 0) {
+            note(&format!(
+                "plugin {ns}/{}: on demand only (interval 0), so not run",
+                crate::plugins::git::redact_address(&p.git)
+            ));
+        }
+    }
+    let mut all: Vec<(JobKey, Work)> = desired(plan)
+        .into_iter()
+        .map(|(key, spec)| (key, spec.work))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let keys: Vec<String> = all.iter().map(|(k, _)| k.to_string()).collect();
+    let jobs: Vec<(JobKey, Work)> = all.into_iter().filter(|(_, w)| sel.matches(w)).collect();
+    if jobs.is_empty() {
+        bail!(
+            "nothing to run: {} of this host's plan; it runs: {}",
+            if sel.only.is_empty() {
+                "no job".to_owned()
+            } else {
+                format!("--only {} matches no job", sel.only.join(" "))
+            },
+            names_or_none(keys.iter())
+        );
+    }
+    Ok(jobs)
+}
+
+/// The namespaces the jobs send to.
+fn namespaces_of(jobs: &[(JobKey, Work)]) -> BTreeSet<String> {
+    let mut namespaces = BTreeSet::new();
+    for (_, work) in jobs {
+        match work {
+            Work::System {
+                namespaces: all, ..
+            } => namespaces.extend(all.iter().cloned()),
+            Work::Port { ns, .. }
+            | Work::Proc { ns, .. }
+            | Work::Plugin { ns, .. }
+            | Work::Builtin { ns, .. } => {
+                namespaces.insert(ns.clone());
+            }
+        }
+    }
+    namespaces
+}
+
+/// Clones the selected git plugins into `scratch` as the agent clones them; a plugin that cannot
+/// be cloned (or that the manager refuses) is a failure and its job is dropped.
+async fn clone_plugins(
+    state: &AgentState,
+    plan: &Plan,
+    jobs: &mut Vec<(JobKey, Work)>,
+    scratch: &std::path::Path,
+    failures: &mut Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    let mut clone_plan = Plan::default();
+    for (key, _) in jobs.iter().filter(|(k, _)| k.kind == JobKind::Plugin) {
+        if let Some(nsp) = plan.namespaces.get(&key.ns) {
+            let items = nsp
+                .plugins
+                .iter()
+                .filter(|p| crate::registry::project_name(&p.git).is_ok_and(|p| p == key.id))
+                .cloned();
+            let into = clone_plan.namespaces.entry(key.ns.clone()).or_default();
+            into.plugins.extend(items);
+        }
+    }
+    if clone_plan.namespaces.is_empty() {
+        return Ok(());
+    }
+    if state.plugins().identity().is_ok_and(|id| id.is_some()) {
+        // The plugin user must be able to reach its checkouts, as under a data dir.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(scratch, std::fs::Permissions::from_mode(0o711))
+            .context("cannot open the temporary directory to the plugin user")?;
+    }
+    note(&format!(
+        "cloning {} into {} (removed afterwards)",
+        shared::count(clone_plan.item_count() as u64, "plugin"),
+        scratch.display()
+    ));
+    state.plugins().sync(&clone_plan).await;
+    let unusable: BTreeMap<(String, String), String> = state
+        .plugins()
+        .list()
+        .plugins
+        .into_iter()
+        .filter_map(|p| Some(((p.ns, p.project), p.problem?)))
+        .collect();
+    jobs.retain(|(key, _)| {
+        let Some(problem) = unusable.get(&(key.ns.clone(), key.id.clone())) else {
+            return true;
+        };
+        failures.push((key.to_string(), problem.clone()));
+        false
+    });
+    Ok(())
+}
+
+/// Says which selected plugins an operator disabled (`plugins-state.json` is read, not
+/// changed): the test runs them all the same, the agent would not.
+fn note_disabled(config: &Config, jobs: &[(JobKey, Work)]) {
+    let path = config.agent.data_dir.join(crate::plugins::state::FILE_NAME);
+    let states = match crate::plugins::state::PluginStates::load(&path) {
+        Ok(states) => states,
+        Err(e) => return note(&format!("{e}; taken as no plugin disabled")),
+    };
+    let now = crate::pipeline::normalize::now_secs();
+    for (key, _) in jobs.iter().filter(|(k, _)| k.kind == JobKind::Plugin) {
+        if let Some(until) = states.disabled_until(&key.ns, &key.id, now) {
+            note(&format!(
+                "{key} is disabled for {} s more (plugins-state.json): it runs here all the same, but the agent sends nothing for it until then",
+                until - now
+            ));
+        }
+    }
+}
+
+/// The points as line protocol with the pipeline's encoder, under a `# ns NAME` line for each
+/// namespace (also those that got no point); and how many there are.
+fn encode(namespaces: BTreeSet<String>, subs: Vec<Submission>) -> (String, usize) {
     let mut by_ns: BTreeMap<String, Vec<Point>> =
         namespaces.into_iter().map(|ns| (ns, Vec::new())).collect();
-    for sub in collector.take(&pipeline).await {
+    for sub in subs {
         by_ns
             .entry(sub.ns.to_string())
             .or_default()
             .extend(sub.points);
     }
-    let mut out = Vec::new();
+    let (mut out, mut n) = (Vec::new(), 0);
     for (ns, mut points) in by_ns {
         out.extend_from_slice(format!("# ns {ns}\n").as_bytes());
         // Jobs ran at the same time: a stable order makes two runs comparable.
@@ -312,20 +369,9 @@ pub async fn run(config: Config, sel: &Selection) -> anyhow::Result<Tested> {
         for p in &points {
             lineproto::encode_point(p, &mut out);
         }
-        tested.points += points.len();
+        n += points.len();
     }
-    tested.output = String::from_utf8_lossy(&out).into_owned();
-    tested.failures.sort();
-    note(&format!(
-        "{} ran in {:.1} s, {} failed; {}, nothing was sent",
-        shared::count(tested.ran as u64, "job"),
-        started.elapsed().as_secs_f64(),
-        tested.failures.len(),
-        shared::count(tested.points as u64, "point"),
-    ));
-    drop(runner);
-    drop(scratch);
-    Ok(tested)
+    (String::from_utf8_lossy(&out).into_owned(), n)
 }
 
 fn names_or_none<'a>(names: impl Iterator<Item = &'a String>) -> String {
