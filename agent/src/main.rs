@@ -202,7 +202,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Test { config, ns, only } => {
             let c = Config::load(&config)?;
             let sel = agent::dryrun::Selection { ns, only };
-            let tested = runtime()?.block_on(agent::dryrun::run(c, &sel))?;
+            let tested = run_once(agent::dryrun::run(c, &sel))?;
             print!("{}", tested.output);
             if tested.failures.is_empty() {
                 return Ok(());
@@ -250,7 +250,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 ns,
                 branch,
             };
-            let tested = runtime()?.block_on(agent::dryrun::plugin::run(c, &test))?;
+            let tested = run_once(agent::dryrun::plugin::run(c, &test))?;
             print!("{}", tested.output);
             if tested.rejected == 0 {
                 return Ok(());
@@ -380,12 +380,24 @@ fn describe_plan(plan: &agent::registry::Plan) -> String {
     out
 }
 
-/// The runtime of the commands that run jobs once (`agent test`, `agent plugin test`).
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
+/// Runs a command that runs jobs once (`agent test`, `agent plugin test`) until it is done or
+/// interrupted (Ctrl-C, SIGTERM): then it is dropped, which kills the plugin runs going on and
+/// removes the temporary directory, as the end of a run does.
+fn run_once<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("agent-test")
-        .build()?)
+        .build()?;
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            done = work => done,
+            _ = term.recv() => anyhow::bail!("stopped by SIGTERM; nothing was sent"),
+            _ = int.recv() => anyhow::bail!("interrupted; nothing was sent"),
+        }
+    })
 }
 
 fn run_daemon(config: Config, foreground: bool) -> anyhow::Result<()> {

@@ -621,3 +621,60 @@ fn agent_test_reads_an_http_registry_without_writing_its_cache() {
     );
     assert!(!server.requests().is_empty());
 }
+
+#[test]
+fn an_interrupted_plugin_test_kills_the_run_and_says_nothing_was_sent() {
+    use std::io::{BufRead, BufReader};
+    let root = tempfile::tempdir().expect("tmp");
+    open_dir(root.path());
+    // Where the plugin (perhaps `nobody`) leaves the pid of what it started.
+    let pids = root.path().join("pids");
+    std::fs::create_dir(&pids).expect("mkdir");
+    std::fs::set_permissions(&pids, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let slow = plugin_dir(
+        root.path(),
+        "slow",
+        &format!("sleep 300 &\necho $! > {}/child\nwait\n", pids.display()),
+    );
+    let mut child = agent_cmd()
+        .args(["plugin", "test", &slow, "--timeout", "120"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("agent plugin test");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    stderr.read_line(&mut first).expect("read");
+    assert!(first.starts_with("agent plugin test: running "), "{first}");
+    let child_file = pids.join("child");
+    assert!(wait_until(Duration::from_secs(10), || child_file.exists()));
+    let started: u32 = wait_for_pid(&child_file);
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let stopped = wait_until(Duration::from_secs(10), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    assert!(stopped, "agent plugin test did not stop on SIGINT");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).expect("read");
+    assert_eq!(rest, "agent: interrupted; nothing was sent\n");
+    assert_eq!(child.wait().expect("status").code(), Some(1));
+    // What the plugin started went with it (a zombie waits for init to reap it, runs nothing).
+    let gone = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{started}/stat"))
+            .map_or(true, |s| s.contains(") Z "))
+    });
+    assert!(gone, "the plugin's sleep {started} still runs");
+}
+
+fn wait_for_pid(file: &Path) -> u32 {
+    let mut pid = None;
+    wait_until(Duration::from_secs(10), || {
+        pid = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        pid.is_some()
+    });
+    pid.unwrap_or_else(|| panic!("no pid in {}", file.display()))
+}
