@@ -39,8 +39,8 @@ const QUEUE_CAPACITY: usize = 1024;
 pub struct Selection {
     /// Only this namespace.
     pub ns: Option<String>,
-    /// Only the jobs this names: `[FAMILY | PORT | PROC]` or `[KIND, NAME]`
-    /// ([`Selection::matches`]); empty = every job.
+    /// Only the jobs this names: `[FAMILY | PORT | PROC]` or `[KIND, NAME]` (`--only`, as
+    /// docs/operations.md describes it); empty = every job.
     pub only: Vec<String>,
 }
 
