@@ -369,9 +369,29 @@ fn agent_test_selects_by_namespace_and_job() {
         files.sort();
         files
     };
+    // This host's checkout of `good` (as a running agent left it), behind the remote.
+    let checkout = data.join("plugins").join(NS).join("good");
+    std::fs::create_dir_all(checkout.parent().expect("parent")).expect("mkdir");
+    support::gitrepo::git(
+        dir.path(),
+        &["clone", "-q", &good.url(), checkout.to_str().expect("utf8")],
+    );
+    let old = rev_parse(&checkout);
+    good.push(&format!("{GOOD}# v2\n"));
+    let new = rev_parse(&good.bare);
     let before = snapshot();
     let (code, (stdout, stderr)) = run(&["--only", "plugin", "good"]);
     assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "agent test: plugin {NS}/good: tested the remote's {}, but this host's checkout {} is at {}, which a running agent runs until /plugins/update\n",
+            &new[..10],
+            checkout.display(),
+            &old[..10]
+        )),
+        "{stderr}"
+    );
+    assert_eq!(rev_parse(&checkout), old, "the checkout was left as it was");
     assert!(
         stderr.contains(&format!("agent test: plugin {NS}/good is disabled for ")) && stderr.contains(
             " s more (plugins-state.json): it runs here all the same, but the agent sends nothing for it until then"
@@ -380,6 +400,15 @@ fn agent_test_selects_by_namespace_and_job() {
     );
     assert!(stdout.contains("PLUGIN.good.conn,"), "{stdout}");
     assert_eq!(snapshot(), before, "the data dir changed");
+}
+
+fn rev_parse(repo: &Path) -> String {
+    let out = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(repo)
+        .output()
+        .expect("git rev-parse");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// A plugin folder `<root>/<name>/plugin.sh`, readable by the plugin user.

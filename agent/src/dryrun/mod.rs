@@ -14,6 +14,7 @@
 pub mod plugin;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -23,6 +24,8 @@ use anyhow::{bail, Context};
 use crate::config::Config;
 use crate::output::spool::Spool;
 use crate::pipeline::{lineproto, Pipeline, Point, Submission};
+use crate::plugins::checkout::{Access, Checkout};
+use crate::plugins::git;
 use crate::registry::{Plan, Source};
 use crate::scheduler::runner::AgentRunner;
 use crate::scheduler::{desired, JobKey, JobKind, Work};
@@ -151,6 +154,7 @@ pub async fn run(config: Config, sel: &Selection) -> anyhow::Result<Tested> {
         &plan,
         &mut jobs,
         scratch.path(),
+        &config.plugins_dir(),
         &mut tested.failures,
     )
     .await?;
@@ -284,7 +288,8 @@ async fn clone_plugins(
     state: &AgentState,
     plan: &Plan,
     jobs: &mut Vec<(JobKey, Work)>,
-    scratch: &std::path::Path,
+    scratch: &Path,
+    installed_plugins: &Path,
     failures: &mut Vec<(String, String)>,
 ) -> anyhow::Result<()> {
     let mut clone_plan = Plan::default();
@@ -314,10 +319,13 @@ async fn clone_plugins(
         scratch.display()
     ));
     state.plugins().sync(&clone_plan).await;
-    let unusable: BTreeMap<(String, String), String> = state
-        .plugins()
-        .list()
-        .plugins
+    let listed = state.plugins().list().plugins;
+    for p in &listed {
+        if let Some(tested) = &p.commit {
+            note_cached_commit(installed_plugins, &p.ns, &p.project, tested).await;
+        }
+    }
+    let unusable: BTreeMap<(String, String), String> = listed
         .into_iter()
         .filter_map(|p| Some(((p.ns, p.project), p.problem?)))
         .collect();
@@ -329,6 +337,34 @@ async fn clone_plugins(
         false
     });
     Ok(())
+}
+
+/// Says when this host's checkout of a plugin (in `installed_plugins`, read only) is at another
+/// commit than the one tested: a running agent runs its checkout until `/plugins/update`.
+async fn note_cached_commit(installed_plugins: &Path, ns: &str, project: &str, tested: &str) {
+    let Ok(cached) = Checkout::new(installed_plugins, ns, project, Access::default()) else {
+        return;
+    };
+    let dir = cached.dir().to_path_buf();
+    let at = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || dir.is_dir().then(|| git::head_commit(&dir)).flatten())
+            .await
+            .ok()
+            .flatten()
+    };
+    if let Some(at) = at.filter(|at| at != tested) {
+        note(&format!(
+            "plugin {ns}/{project}: tested the remote's {}, but this host's checkout {} is at {}, which a running agent runs until /plugins/update",
+            short(tested),
+            dir.display(),
+            short(&at)
+        ));
+    }
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..10).unwrap_or(commit)
 }
 
 /// Says which selected plugins an operator disabled (`plugins-state.json` is read, not
