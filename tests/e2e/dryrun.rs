@@ -123,7 +123,7 @@ fn registry(port: u16, good: &str, broken: &str, file: &Path) -> String {
          intervals = {{ CPU = 1, MEM = 1, {OFF} }}\n\
          ports = [{{ name = \"listener\", port = {port}, interval = 1 }}]\n\
          procs = [{{ name = \"sleeper\", bin_path = \"sleep\", interval = 1 }}]\n\
-         plugins = [{{ git = \"{good}\", interval = 2, parameters = \"7\" }}, {{ git = \"{broken}\", interval = 2 }}]\n\
+         plugins = [{{ git = \"{good}\", interval = 5, parameters = \"7\" }}, {{ git = \"{broken}\", interval = 5 }}]\n\
          builtins = [{{ name = \"file_age\", interval = 1, params = {{ path = \"{}\" }} }}]\n",
         file.display()
     )

@@ -983,8 +983,8 @@ pub fn parse_metrics(stdout: &[u8]) -> Result<Vec<Metric>, String> {
 const AROUND_CHARS: usize = 40;
 
 /// The text around `line`:`column` (both from 1, the column in bytes, as serde_json counts),
-/// `<here>` marking the character the error is at, when that lies past the quoted start (otherwise the start
-/// already shows it).
+/// `<here>` marking the character the error is at, when that lies past the quoted start
+/// (otherwise the start already shows it).
 fn around_position(text: &str, line: usize, column: usize) -> Option<String> {
     let line_start: usize = text
         .split_inclusive('\n')
