@@ -402,6 +402,13 @@ fn agent_test_selects_by_namespace_and_job() {
     assert_eq!(snapshot(), before, "the data dir changed");
 }
 
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
 fn rev_parse(repo: &Path) -> String {
     let out = Command::new("git")
         .args(["rev-parse", "HEAD"])
@@ -575,6 +582,23 @@ fn agent_plugin_test_prints_the_points_or_the_exact_failure() {
     );
 
     let none = root.path().join("none").display().to_string();
+    // As root the run is the plugin user's: a folder only root can read is named with why.
+    let root_only = plugin_dir(root.path(), "private", "echo '[]'\n");
+    std::fs::set_permissions(&root_only, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let (code, _, stderr) = plugin_test(&[&root_only]);
+    if is_root() {
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains("agent: plugin private failed (exit): exited with 126\n  exit status: 126\n")
+                && stderr.ends_with(&format!(
+                    "\n  the plugin runs as nobody (agent.plugins_user), who must be able to read {root_only} and search every folder above it (the agent's own checkouts are readable by that user's group)\n"
+                )),
+            "{stderr}"
+        );
+    } else {
+        assert_eq!(code, Some(0), "the agent's own user runs it: {stderr}");
+    }
+
     let (code, _, stderr) = plugin_test(&[&none]);
     assert_eq!(code, Some(1));
     assert_eq!(

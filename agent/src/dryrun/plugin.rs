@@ -99,6 +99,7 @@ pub async fn run(config: Config, t: &PluginTest) -> anyhow::Result<PluginTested>
         manager.counts().containment
     ));
     let at = now_secs();
+    let shown = dir.clone();
     let outcome = manager
         .run_in(dir, &t.ns, &project, &t.params, t.timeout)
         .await;
@@ -113,6 +114,14 @@ pub async fn run(config: Config, t: &PluginTest) -> anyhow::Result<PluginTested>
             msg.push_str(&format!("\n  exit status: {code}"));
         }
         push_stderr(&mut msg, &result.stderr);
+        // bash's "Permission denied": as root the run is the plugin user's, not the author's.
+        if let (Some(id), Some(126)) = (&identity, result.exit_code) {
+            msg.push_str(&format!(
+                "\n  the plugin runs as {} (agent.plugins_user), who must be able to read {} and search every folder above it (the agent's own checkouts are readable by that user's group)",
+                id.name,
+                shown.display()
+            ));
+        }
         drop(scratch);
         bail!(msg);
     }
