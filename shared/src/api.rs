@@ -243,9 +243,13 @@ pub struct PluginCounts {
 pub struct PluginInfo {
     /// Namespace.
     pub ns: String,
-    /// Project name (the repository's name).
+    /// Project name (the repository's name), or the built-in's name.
     pub project: String,
-    /// Repository address.
+    /// `script` (a git checkout) or `builtin` (compiled in: no repository, no commit, runs on
+    /// its schedule only).
+    #[serde(default = "script_kind")]
+    pub kind: String,
+    /// Repository address; empty for a built-in.
     pub repo: String,
     /// Seconds between runs; 0 = on demand only.
     pub interval: u64,
@@ -265,6 +269,15 @@ pub struct PluginInfo {
     /// The last run.
     pub last_run: Option<RunResult>,
 }
+
+fn script_kind() -> String {
+    PLUGIN_SCRIPT.to_owned()
+}
+
+/// [`PluginInfo::kind`] of a script plugin.
+pub const PLUGIN_SCRIPT: &str = "script";
+/// [`PluginInfo::kind`] of a built-in plugin.
+pub const PLUGIN_BUILTIN: &str = "builtin";
 
 /// Answer of `GET /plugins/list`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -10,7 +10,7 @@ mod plugins;
 pub mod post;
 pub mod server;
 mod status;
-mod tap;
+pub mod tap;
 mod update;
 
 use std::any::Any;

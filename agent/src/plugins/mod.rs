@@ -25,7 +25,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use shared::api::{ActionResponse, PluginCounts, PluginInfo, PluginList, RunResponse, RunResult};
+use shared::api::{
+    ActionResponse, PluginCounts, PluginInfo, PluginList, RunResponse, RunResult, PLUGIN_SCRIPT,
+};
 use shared::Metric;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -165,6 +167,8 @@ struct Inner {
     home: PathBuf,
     pipeline: Pipeline,
     table: Mutex<Table>,
+    /// The built-in items and their last results, for the list.
+    builtins: builtin::book::Book,
     states: Mutex<PluginStates>,
     /// Serialises state file writes so the last write carries the latest state.
     save: tokio::sync::Mutex<()>,
@@ -261,6 +265,7 @@ impl PluginManager {
                 home: std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from),
                 pipeline,
                 table: Mutex::default(),
+                builtins: builtin::book::Book::default(),
                 states: Mutex::default(),
                 save: tokio::sync::Mutex::new(()),
                 runs: runs::RunCounts::default(),
@@ -317,6 +322,7 @@ impl PluginManager {
     /// forgotten (their checkout stays on disk),
     /// changed items take their new interval and parameters. Returns when the clones are done.
     pub async fn sync(&self, plan: &Plan) {
+        self.inner.builtins.sync(plan);
         let mut prepare = Vec::new();
         {
             let mut table = self.table();
@@ -331,6 +337,7 @@ impl PluginManager {
                         repo: git::redact_address(&item.git),
                         interval: item.interval,
                         parameters: item.parameters.clone(),
+                        kind: PLUGIN_SCRIPT.to_owned(),
                         enabled: false,
                         problem: Some(problem),
                         ..PluginInfo::default()
@@ -491,6 +498,13 @@ impl PluginManager {
                 ns: ns.to_owned(),
                 repo: r.repo.clone(),
                 problem: r.problem.clone().unwrap_or_default(),
+            });
+        }
+        if self.inner.builtins.has(ns, repo) {
+            return Err(PluginError::Refused {
+                ns: ns.to_owned(),
+                repo: repo.to_owned(),
+                problem: "it is a built-in plugin: compiled into the agent, it has no checkout to update and runs on its schedule only (its last result is in /plugins/list)".into(),
             });
         }
         Err(PluginError::NotFound {
@@ -715,6 +729,7 @@ impl PluginManager {
         let started = Instant::now();
         let timeout = periodic_timeout(item.interval);
         let producer = format!("builtin {ns}/{}", item.name);
+        self.inner.builtins.started(ns, item);
         let ran = tokio::time::timeout(timeout, builtin::run(&item.name, &item.params)).await;
         let (reason, error) = match ran {
             Ok(Ok(metrics)) => {
@@ -741,6 +756,7 @@ impl PluginManager {
         }
         self.ship_result(ns, &producer, &item.name, &result.kind, &result)
             .await;
+        self.inner.builtins.finished(ns, item, preview(&result));
         result
     }
 
@@ -855,6 +871,7 @@ impl PluginManager {
             .iter()
             .map(|((ns, _), e)| entry_info(ns, e, &states, now))
             .chain(table.refused.iter().cloned())
+            .chain(self.inner.builtins.list())
             .collect();
         plugins.sort_by(|a, b| (&a.ns, &a.project).cmp(&(&b.ns, &b.project)));
         PluginList { plugins }
@@ -910,6 +927,7 @@ fn entry_info(ns: &str, e: &Entry, states: &PluginStates, now: i64) -> PluginInf
     PluginInfo {
         ns: ns.to_owned(),
         project: e.project.clone(),
+        kind: PLUGIN_SCRIPT.to_owned(),
         repo: git::redact_address(&e.item.git),
         interval: e.item.interval,
         parameters: e.item.parameters.clone(),
