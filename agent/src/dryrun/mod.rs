@@ -319,7 +319,14 @@ async fn clone_plugins(
         scratch.display()
     ));
     state.plugins().sync(&clone_plan).await;
-    let listed = state.plugins().list().plugins;
+    // The list also holds the built-ins (they need no clone).
+    let listed: Vec<_> = state
+        .plugins()
+        .list()
+        .plugins
+        .into_iter()
+        .filter(|p| p.kind == shared::api::PLUGIN_SCRIPT)
+        .collect();
     for p in &listed {
         if let Some(tested) = &p.commit {
             note_cached_commit(installed_plugins, &p.ns, &p.project, tested).await;
@@ -330,6 +337,9 @@ async fn clone_plugins(
         .filter_map(|p| Some(((p.ns, p.project), p.problem?)))
         .collect();
     jobs.retain(|(key, _)| {
+        if key.kind != JobKind::Plugin {
+            return true;
+        }
         let Some(problem) = unusable.get(&(key.ns.clone(), key.id.clone())) else {
             return true;
         };
