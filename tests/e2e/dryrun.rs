@@ -259,6 +259,22 @@ fn agent_test_prints_what_the_running_agent_sends_and_writes_nothing() {
         "sent by the agent but not printed by agent test: {:#?}",
         sent.difference(tested).collect::<Vec<_>>()
     );
+    // The agent's own line-protocol parser takes the output as it is (the `# ns` line is a
+    // comment), and writes every point back out byte for byte.
+    let (code, body) = agent.post(
+        &format!("/post?ns={NS}"),
+        "text/plain",
+        stdout.clone().into_bytes(),
+    );
+    let points: Vec<&str> = stdout.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["accepted"], points.len(), "{body}");
+    assert_eq!(body["rejected"], 0, "{body}");
+    let echoed = wait_until(Duration::from_secs(30), || {
+        let out = agent.output_file(NS);
+        points.iter().all(|p| out.lines().any(|l| l == *p))
+    });
+    assert!(echoed, "the posted lines did not come out as they went in");
     let _ = sleeper.kill();
     let _ = sleeper.wait();
     drop(listener);
