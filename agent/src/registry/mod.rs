@@ -734,4 +734,54 @@ mod tests {
         }
         assert_eq!(checked.problems.len(), 4, "{all}");
     }
+
+    #[test]
+    fn a_fetched_answer_is_checked_as_a_refresh_applies_it() {
+        let ok = NamespacePlan {
+            ports: vec![PortItem {
+                name: "web".into(),
+                port: 80,
+                connect_timeout: 3,
+                host: None,
+                interval: 30,
+            }],
+            ..NamespacePlan::default()
+        };
+        let bad = NamespacePlan {
+            ports: vec![PortItem {
+                port: 0,
+                ..ok.ports[0].clone()
+            }],
+            ..NamespacePlan::default()
+        };
+        let fetched = Fetched {
+            plan: Plan {
+                namespaces: [("a".to_owned(), ok.clone()), ("b".to_owned(), bad)].into(),
+            },
+            problems: vec!["from the source".to_owned()],
+            unavailable: [
+                ("c".to_owned(), "timed out".to_owned()),
+                ("d".to_owned(), "refused".to_owned()),
+            ]
+            .into(),
+            registered: BTreeMap::new(),
+        };
+        let in_force = Plan {
+            namespaces: [("c".to_owned(), ok.clone())].into(),
+        };
+        let checked = fetched.check(&in_force, "{ns}");
+        // The unavailable namespace that ran before keeps its items; the new one is not started.
+        assert_eq!(
+            checked.plan.namespaces.keys().collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        assert_eq!(checked.plan.namespaces["c"], ok);
+        assert!(checked.plan.namespaces["b"].ports.is_empty());
+        let p = &checked.problems;
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert_eq!(p[0], "from the source");
+        assert!(p[1].contains("port"), "validation second: {p:?}");
+        assert!(p[2].starts_with("namespace \"c\": not refreshed"), "{p:?}");
+        assert!(p[3].starts_with("namespace \"d\": not started"), "{p:?}");
+    }
 }
