@@ -74,9 +74,13 @@ enum Cmd {
         ns: Option<String>,
         /// Only these jobs: a system family (`CPU`), a port check's name or port, a process
         /// check's name, or KIND NAME (`plugin nginx-stats`, `builtin http_check`, `port 8080`;
-        /// kinds: system, port, proc, plugin, builtin).
+        /// kinds: system, port, proc, plugin, builtin). Give it once per job wanted.
         #[arg(long, num_args = 1..=2, value_names = ["WHAT", "NAME"])]
         only: Vec<String>,
+        /// The `--only` values grouped by occurrence (filled in from the matches: derive
+        /// flattens them).
+        #[arg(skip)]
+        only_each: Vec<Vec<String>>,
     },
     /// Script plugins: the author's tools.
     Plugin {
@@ -140,7 +144,7 @@ fn main() -> ExitCode {
     agent::files::set_umask();
     // Before any thread: bounded memory depends on it (docs/security.md, "Bounded memory").
     agent::limit_malloc_arenas();
-    let cli = Cli::parse();
+    let cli = parse_cli();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -152,6 +156,21 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The command line, with each `agent test --only` kept apart (`--only cpu --only plugin x`).
+fn parse_cli() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Cmd::Test { only_each, .. } = &mut cli.command {
+        *only_each = matches
+            .subcommand_matches("test")
+            .and_then(|m| m.get_occurrences::<String>("only"))
+            .map(|each| each.map(|o| o.cloned().collect()).collect())
+            .unwrap_or_default();
+    }
+    cli
 }
 
 fn run(cmd: Cmd) -> anyhow::Result<()> {
@@ -199,9 +218,17 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 )),
             }
         }
-        Cmd::Test { config, ns, only } => {
+        Cmd::Test {
+            config,
+            ns,
+            only_each,
+            ..
+        } => {
             let c = Config::load(&config)?;
-            let sel = agent::dryrun::Selection { ns, only };
+            let sel = agent::dryrun::Selection {
+                ns,
+                only: only_each,
+            };
             let tested = run_once(agent::dryrun::run(c, &sel))?;
             print!("{}", tested.output);
             if tested.failures.is_empty() {

@@ -325,10 +325,24 @@ fn agent_test_selects_by_namespace_and_job() {
         "{stderr}"
     );
 
-    // A family goes to every namespace that wants it, each under its own header.
-    let (code, (stdout, stderr)) = run(&["--only", "mem"]);
+    // A family goes to every namespace that wants it, each under its own header; `--only`
+    // may be given once per job.
+    let (code, (stdout, stderr)) = run(&["--only", "mem", "--only", "port", "listener"]);
     assert_eq!(code, Some(0), "{stderr}");
-    let by_ns = sections(&stdout);
+    let mut by_ns = sections(&stdout);
+    let port_lines: Vec<Line> = by_ns
+        .get_mut(NS)
+        .map(|lines| {
+            let ports: Vec<Line> = lines
+                .iter()
+                .filter(|l| l.measurement.starts_with("PORT.listener."))
+                .cloned()
+                .collect();
+            lines.retain(|l| !l.measurement.starts_with("PORT."));
+            ports
+        })
+        .unwrap_or_default();
+    assert_eq!(port_lines.len(), 1, "{stdout}");
     assert_eq!(
         by_ns.keys().collect::<Vec<_>>(),
         ["e2e.dryrun", "e2e.other"],
@@ -341,6 +355,14 @@ fn agent_test_selects_by_namespace_and_job() {
     assert_eq!(code, Some(1));
     assert!(
         stderr.contains("agent: nothing to run: --only nothing-like-this matches no job of this host's plan; it runs: "),
+        "{stderr}"
+    );
+    let (code, (_, stderr)) = run(&["--only", "plugins", "good"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(
+            "agent: --only \"plugins\": unknown kind; use one of system, port, proc, plugin, builtin\n"
+        ),
         "{stderr}"
     );
     let (code, (_, stderr)) = run(&["--ns", "e2e.nowhere"]);

@@ -42,51 +42,78 @@ const QUEUE_CAPACITY: usize = 1024;
 pub struct Selection {
     /// Only this namespace.
     pub ns: Option<String>,
-    /// Only the jobs this names: `[FAMILY | PORT | PROC]` or `[KIND, NAME]` (`--only`, as
-    /// docs/operations.md describes it); empty = every job.
-    pub only: Vec<String>,
+    /// Only the jobs one of these names, each one `--only`: `[FAMILY | PORT | PROC]` or
+    /// `[KIND, NAME]` (as docs/operations.md describes them); empty = every job.
+    pub only: Vec<Vec<String>>,
 }
 
 /// Kinds the two-word form of `--only` takes.
 const ONLY_KINDS: &str = "system, port, proc, plugin, builtin";
 
 impl Selection {
-    /// Checks the shape of `--only` before anything runs.
+    /// Checks the shape of every `--only` before anything runs.
     fn check(&self) -> anyhow::Result<()> {
-        match self.only.as_slice() {
-            [] | [_] => Ok(()),
-            [kind, _] if only_kind(kind).is_some() => Ok(()),
-            [kind, _] => bail!("--only {kind:?}: unknown kind; use one of {ONLY_KINDS}"),
-            _ => bail!("--only takes one word (a family, port or process) or two (KIND NAME)"),
+        for only in &self.only {
+            match only.as_slice() {
+                [_] => {}
+                [kind, _] if only_kind(kind).is_some() => {}
+                [kind, _] => bail!("--only {kind:?}: unknown kind; use one of {ONLY_KINDS}"),
+                _ => bail!(
+                    "--only takes one word (a family, port or process) or two (KIND NAME); give it once per job"
+                ),
+            }
         }
+        Ok(())
     }
 
-    /// Whether `--only` selects the job: one word is a system family (`CPU`, any case), a
-    /// port check's name or port number, or a process check's name; two words are a kind and
-    /// a name (`plugin nginx-stats`, `builtin http_check`, `port 8080`).
+    /// Whether the job is selected: no `--only`, or one that names it.
     fn matches(&self, work: &Work) -> bool {
-        let (kind, name) = match self.only.as_slice() {
-            [] => return true,
-            [name] => (None, name.as_str()),
-            [kind, name] => (only_kind(kind), name.as_str()),
-            _ => return false,
-        };
-        let wanted = |k: JobKind| kind.is_none_or(|want| want == k);
-        match work {
-            Work::System { family, .. } => {
-                wanted(JobKind::System) && family.name().eq_ignore_ascii_case(name)
-            }
-            Work::Port { item, .. } => {
-                wanted(JobKind::Port) && (item.name == name || item.port.to_string() == name)
-            }
-            Work::Proc { item, .. } => wanted(JobKind::Proc) && item.name == name,
-            Work::Plugin { project, .. } => {
-                kind == Some(JobKind::Plugin)
-                    && (project == name
-                        || crate::registry::project_name(name).is_ok_and(|p| p == *project))
-            }
-            Work::Builtin { item, .. } => kind == Some(JobKind::Builtin) && item.name == name,
+        self.only.is_empty() || self.only.iter().any(|only| names(only, work))
+    }
+
+    /// Whether a `--only` could name a plugin.
+    fn wants_plugins(&self) -> bool {
+        self.only.is_empty()
+            || self.only.iter().any(
+                |o| matches!(o.as_slice(), [kind, _] if only_kind(kind) == Some(JobKind::Plugin)),
+            )
+    }
+
+    /// The selection as typed, for messages.
+    fn describe(&self) -> String {
+        let each: Vec<String> = self
+            .only
+            .iter()
+            .map(|o| format!("--only {}", o.join(" ")))
+            .collect();
+        each.join(" ")
+    }
+}
+
+/// Whether one `--only` names the job: one word is a system family (`CPU`, any case), a port
+/// check's name or port number, or a process check's name; two words are a kind and a name
+/// (`plugin nginx-stats`, `builtin http_check`, `port 8080`).
+fn names(only: &[String], work: &Work) -> bool {
+    let (kind, name) = match only {
+        [name] => (None, name.as_str()),
+        [kind, name] => (only_kind(kind), name.as_str()),
+        _ => return false,
+    };
+    let wanted = |k: JobKind| kind.is_none_or(|want| want == k);
+    match work {
+        Work::System { family, .. } => {
+            wanted(JobKind::System) && family.name().eq_ignore_ascii_case(name)
         }
+        Work::Port { item, .. } => {
+            wanted(JobKind::Port) && (item.name == name || item.port.to_string() == name)
+        }
+        Work::Proc { item, .. } => wanted(JobKind::Proc) && item.name == name,
+        Work::Plugin { project, .. } => {
+            kind == Some(JobKind::Plugin)
+                && (project == name
+                    || crate::registry::project_name(name).is_ok_and(|p| p == *project))
+        }
+        Work::Builtin { item, .. } => kind == Some(JobKind::Builtin) && item.name == name,
     }
 }
 
@@ -229,12 +256,7 @@ async fn fetch_plan(config: &Config, host: &str, sel: &Selection) -> anyhow::Res
 /// The scheduler's jobs for `plan` that `--only` selects, in key order; none is an error that
 /// lists what the plan runs.
 fn select_jobs(plan: &Plan, sel: &Selection) -> anyhow::Result<Vec<(JobKey, Work)>> {
-    let plugins_wanted = match sel.only.as_slice() {
-        [] => true,
-        [kind, _] => only_kind(kind) == Some(JobKind::Plugin),
-        _ => false,
-    };
-    for (ns, nsp) in plan.namespaces.iter().filter(|_| plugins_wanted) {
+    for (ns, nsp) in plan.namespaces.iter().filter(|_| sel.wants_plugins()) {
         for p in nsp.plugins.iter().filter(|p| p.interval == 0) {
             note(&format!(
                 "plugin {ns}/{}: on demand only (interval 0), so not run",
@@ -255,7 +277,12 @@ fn select_jobs(plan: &Plan, sel: &Selection) -> anyhow::Result<Vec<(JobKey, Work
             if sel.only.is_empty() {
                 "no job".to_owned()
             } else {
-                format!("--only {} matches no job", sel.only.join(" "))
+                let verb = if sel.only.len() == 1 {
+                    "matches"
+                } else {
+                    "match"
+                };
+                format!("{} {verb} no job", sel.describe())
             },
             names_or_none(keys.iter())
         );
@@ -472,7 +499,11 @@ mod tests {
     fn sel(only: &[&str]) -> Selection {
         Selection {
             ns: None,
-            only: only.iter().map(|s| (*s).to_owned()).collect(),
+            only: if only.is_empty() {
+                Vec::new()
+            } else {
+                vec![only.iter().map(|s| (*s).to_owned()).collect()]
+            },
         }
     }
 
@@ -533,5 +564,17 @@ mod tests {
         // One word never picks a plugin or a built-in: their names could be anything.
         assert_eq!(picked(&["nginx-stats"]), Vec::<usize>::new());
         assert!(sel(&["plugins", "x"]).check().is_err());
+        // Several `--only`: any of them.
+        let two = Selection {
+            ns: None,
+            only: vec![
+                vec!["8080".to_owned()],
+                vec!["builtin".to_owned(), "http_check".to_owned()],
+            ],
+        };
+        let picked: Vec<usize> = (0..all.len()).filter(|&i| two.matches(all[i])).collect();
+        assert_eq!(picked, [1, 4]);
+        assert!(!two.wants_plugins());
+        assert_eq!(two.describe(), "--only 8080 --only builtin http_check");
     }
 }
