@@ -8,6 +8,15 @@
 //!   500,000 points per second. `..._one_tap_open`: the same with a `/tap` open that matches
 //!   every point and is read as fast as it comes; budget (issue 15): at most 10 % slower.
 //!
+//! - `post_to_nsq`: the whole agent (`agent::run`, durable `/post` answers, the durable spool,
+//!   the `nsq` output) in this process, 4 HTTP/1.1 keep-alive connections posting 1,000-point
+//!   bodies (line protocol or JSON) to `/post`, until the NSQ peer answered `OK` for every point,
+//!   vs writing the MPUBs the agent sends for those bodies to the same peer on a raw TCP
+//!   connection: one at a time, each waiting for its `OK`, and all at once (answers read as they
+//!   come). Budgets (issue 16): 1 M points/s and 70 % of the raw baseline for line protocol,
+//!   500 k points/s for JSON, and two cores 1.7x one (run the bench binary under
+//!   `taskset -c 0` and `taskset -c 0,1`).
+//!
 //! Run: `cargo bench -p agent --bench pipeline`; figures go to docs/benchmarks.md.
 
 use std::hint::black_box;
@@ -134,7 +143,12 @@ fn pipeline(c: &mut Criterion) {
     {
         let mut tap = pipe
             .tap()
-            .open(agent::pipeline::tap::Filter::default(), None, 1)
+            // As `GET /tap` opens it with the defaults: sampled down to agent.tap_max_rate.
+            .open(
+                agent::pipeline::tap::Filter::default(),
+                Some(agent::config::AgentConfig::default().tap_max_rate),
+                1,
+            )
             .expect("tap");
         let done = tap_done.clone();
         rt.spawn(async move {
@@ -170,20 +184,7 @@ fn pipeline(c: &mut Criterion) {
             cmd
         })
         .collect();
-    let mut conn = rt.block_on(async {
-        let mut s = tokio::net::TcpStream::connect(peer.addr())
-            .await
-            .expect("connect");
-        s.set_nodelay(true).expect("nodelay");
-        let mut hello = nsq::MAGIC.to_vec();
-        nsq::encode_identify(
-            br#"{"client_id":"raw","heartbeat_interval":-1}"#,
-            &mut hello,
-        );
-        s.write_all(&hello).await.expect("identify");
-        read_ok(&mut s).await;
-        s
-    });
+    let mut conn = rt.block_on(raw_connection(&peer));
     g.bench_function("baseline_raw_tcp_same_bytes", |b| {
         b.iter(|| {
             rt.block_on(async {
@@ -244,5 +245,244 @@ async fn wait_for(mut done: impl FnMut() -> bool) {
     }
 }
 
-criterion_group!(benches, encoding, pipeline);
+/// Bodies per measured run of `post_to_nsq`, and the connections posting them.
+const E2E_BODIES: usize = 100;
+const E2E_CONNS: usize = 4;
+const E2E_NS: &str = "bench.e2e";
+const E2E_TOKEN: &str = "bench-token-0123456789";
+
+/// The body `bench/post_load.sh` posts: 1,000 lines, two tags, a float, a timestamp in seconds.
+fn e2e_line_body() -> Vec<u8> {
+    let mut body = String::new();
+    for i in 0..BATCH {
+        body.push_str(&format!(
+            "app.requests.{},code={},endpoint=/api/v{} value={} 1764000000\n",
+            i % 50,
+            200 + i % 3,
+            i % 7,
+            i as f64 * 1.5
+        ));
+    }
+    body.into_bytes()
+}
+
+/// The same 1,000 metrics as a JSON list.
+fn e2e_json_body() -> Vec<u8> {
+    let metrics: Vec<serde_json::Value> = (0..BATCH)
+        .map(|i| {
+            serde_json::json!({
+                "name": format!("app.requests.{}", i % 50),
+                "value": i as f64 * 1.5,
+                "timestamp": 1_764_000_000,
+                "tags": {"endpoint": format!("/api/v{}", i % 7), "code": (200 + i % 3).to_string()},
+            })
+        })
+        .collect();
+    serde_json::to_vec(&metrics).expect("json")
+}
+
+/// A whole HTTP/1.1 request posting `body` to the agent at `addr`.
+fn post_request(addr: std::net::SocketAddr, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST /post?ns={E2E_NS} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {E2E_TOKEN}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// Reads one HTTP/1.1 response (headers and a `Content-Length` body) and checks it is a 200.
+async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "agent answered {head}");
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("content-length");
+            if buf.len() >= end + 4 + len {
+                return;
+            }
+        }
+        let n = s.read(&mut chunk).await.expect("read answer");
+        assert!(n > 0, "the agent closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Posts `E2E_BODIES` requests over `conns` (spread evenly), each answered before the next on
+/// its connection; hands the connections back.
+async fn post_all(
+    conns: Vec<tokio::net::TcpStream>,
+    request: &Arc<Vec<u8>>,
+) -> Vec<tokio::net::TcpStream> {
+    let per = E2E_BODIES / conns.len();
+    let mut tasks = Vec::new();
+    for mut s in conns {
+        let request = Arc::clone(request);
+        tasks.push(tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(4096);
+            for _ in 0..per {
+                s.write_all(&request).await.expect("post");
+                read_response(&mut s, &mut buf).await;
+            }
+            s
+        }));
+    }
+    let mut back = Vec::new();
+    for t in tasks {
+        back.push(t.await.expect("poster"));
+    }
+    back
+}
+
+fn post_to_nsq(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let peer = NsqPeer::start_with(PeerOptions {
+        record_bodies: false,
+        ..PeerOptions::default()
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let config_path = dir.path().join("agent.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[agent]\nlisten = \"127.0.0.1:0\"\nhostname = \"bench-host\"\ndata_dir = \"data\"\n\
+             token = \"{E2E_TOKEN}\"\n[output]\nkind = \"nsq\"\nnsqd = [\"{}\"]\n",
+            peer.addr()
+        ),
+    )
+    .expect("config");
+    std::fs::write(
+        dir.path().join("registry.toml"),
+        format!("[[namespace]]\nname = \"{E2E_NS}\"\n"),
+    )
+    .expect("registry");
+    let config = agent::config::Config::load(&config_path).expect("config loads");
+    assert_eq!(
+        config.agent.post_ack,
+        agent::config::PostAck::Durable,
+        "measured with durable answers"
+    );
+    let shutdown = CancellationToken::new();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    rt.spawn(agent::run(config, shutdown.clone(), move |addr| {
+        let _ = ready_tx.send(addr);
+    }));
+    let addr = ready_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the agent listens");
+    let line = Arc::new(post_request(addr, "text/plain", &e2e_line_body()));
+    let json = Arc::new(post_request(addr, "application/json", &e2e_json_body()));
+    let mut conns = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..E2E_CONNS {
+            let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            s.set_nodelay(true).expect("nodelay");
+            v.push(s);
+        }
+        v
+    });
+    let run_points = (E2E_BODIES * BATCH) as u64;
+
+    let mut g = c.benchmark_group("post_to_nsq");
+    g.throughput(Throughput::Elements(run_points));
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(10));
+    for (name, request) in [
+        ("lineproto_100k_points", &line),
+        ("json_100k_points", &json),
+    ] {
+        // Where a run's time goes: until the last post was answered (its points are in the
+        // spool), and until the peer answered the last MPUB; printed after the measurement.
+        let (mut answered, mut delivered, mut runs) = (Duration::ZERO, Duration::ZERO, 0u32);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    let target = peer.total_lines() + run_points;
+                    conns = post_all(std::mem::take(&mut conns), request).await;
+                    answered += start.elapsed();
+                    wait_for(|| peer.total_lines() >= target).await;
+                    delivered += start.elapsed();
+                    runs += 1;
+                })
+            })
+        });
+        if runs > 0 {
+            eprintln!(
+                "post_to_nsq/{name}: the last post answered after {:.2} ms, the last MPUB after {:.2} ms (mean of {runs} runs)",
+                answered.as_secs_f64() * 1e3 / f64::from(runs),
+                delivered.as_secs_f64() * 1e3 / f64::from(runs),
+            );
+        }
+    }
+
+    // Baselines: the MPUBs the agent sends for these bodies (the lines with the host tag, one
+    // message per batch of 1,000), written to the same peer on a raw connection.
+    let parsed =
+        agent::pipeline::lineproto::parse::parse_points_from(&e2e_line_body(), 1, "bench-host", TS);
+    assert_eq!(parsed.items.len(), BATCH, "{:?}", parsed.errors);
+    let payload: Vec<u8> = lineproto::encode_batch(&parsed.items, usize::MAX)
+        .into_iter()
+        .flat_map(|m| m.payload)
+        .collect();
+    let mut cmd = Vec::new();
+    nsq::encode_mpub("bench.raw", &[&payload], &mut cmd);
+    let commands = vec![cmd; E2E_BODIES];
+    let mut conn = rt.block_on(raw_connection(&peer));
+    g.bench_function("baseline_raw_tcp_one_at_a_time", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                for cmd in &commands {
+                    conn.write_all(cmd).await.expect("write");
+                    read_ok(&mut conn).await;
+                }
+            })
+        })
+    });
+    let all: Vec<u8> = commands.concat();
+    g.bench_function("baseline_raw_tcp_all_in_flight", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let (mut r, mut w) = conn.split();
+                let answers = async {
+                    for _ in 0..E2E_BODIES {
+                        let mut frame = [0u8; 10];
+                        r.read_exact(&mut frame).await.expect("answer");
+                        assert_eq!(&frame[8..], b"OK", "peer answered {frame:?}");
+                    }
+                };
+                let (written, ()) = tokio::join!(w.write_all(&all), answers);
+                written.expect("write");
+            })
+        })
+    });
+    g.finish();
+    shutdown.cancel();
+}
+
+/// A connection to the peer that said `  V2` and IDENTIFY, heartbeats off.
+async fn raw_connection(peer: &NsqPeer) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(peer.addr())
+        .await
+        .expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    let mut hello = nsq::MAGIC.to_vec();
+    nsq::encode_identify(
+        br#"{"client_id":"raw","heartbeat_interval":-1}"#,
+        &mut hello,
+    );
+    s.write_all(&hello).await.expect("identify");
+    read_ok(&mut s).await;
+    s
+}
+
+criterion_group!(benches, encoding, pipeline, post_to_nsq);
 criterion_main!(benches);

@@ -115,6 +115,9 @@ pub struct AgentConfig {
     /// Most `GET /tap` streams open at once (each holds at most a few MiB of queued points);
     /// 0 turns the tap off.
     pub max_taps: usize,
+    /// Most points per second one tap delivers (sampled evenly above it; a tap's `rate` may
+    /// ask for fewer): what a tap at the pipeline's full rate may cost it stays bounded.
+    pub tap_max_rate: u32,
 }
 
 /// `agent.plugin_containment`.
@@ -165,6 +168,7 @@ impl Default for AgentConfig {
             max_inflight_body_bytes: 32 * 1024 * 1024,
             post_wait_ms: 2000,
             max_taps: 4,
+            tap_max_rate: 20_000,
         }
     }
 }
@@ -553,6 +557,12 @@ impl Config {
             bad(
                 "agent.max_inflight_body_bytes",
                 format!("must be at most {}", u32::MAX),
+            );
+        }
+        if !(1..=1_000_000).contains(&self.agent.tap_max_rate) {
+            bad(
+                "agent.tap_max_rate",
+                "must be between 1 and 1000000 points per second".into(),
             );
         }
         if self.agent.max_taps > 64 {

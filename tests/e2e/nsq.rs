@@ -1068,3 +1068,58 @@ fn json_messages_over_a_learned_limit_are_halved_with_nothing_dropped() {
         .all(|m| m.len() <= 20_000));
     assert_eq!(status_u64(&agent, "output", "dropped_points"), 0);
 }
+
+#[test]
+fn posted_line_protocol_reaches_nsqd_with_the_host_tag_whichever_path_each_line_takes() {
+    let peer = NsqPeer::start();
+    let agent = nsq_agent(&[peer.addr()], "", &namespaces(&["e2e.lp"]));
+    // Lines the agent copies (already in its form) between lines it parses and encodes again
+    // (escapes, a string, several fields, unsorted tags, a boolean spelled `T`), and bad ones.
+    let body = "web.req,code=200,path=/a value=1.5 1764000000\n\
+                web.req,zone=eu value=7i 1764000001\n\
+                web.up,host=given value=T 1764000002\n\
+                web\\ esc,k=a\\,b value=2 1764000003\n\
+                web.str value=\"ok\" 1764000004\n\
+                web.multi,a=1 value=3,extra=4i 1764000005\n\
+                web.sorted,z=1,a=2 value=5 1764000006\n\
+                web.bad value=abc 1764000007\n\
+                web.time,time=1 value=1 1764000008\n";
+    let (st, v) = agent.post("/post?ns=e2e.lp", "text/plain", body.as_bytes().to_vec());
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (Some(8), Some(2)),
+        "{v}"
+    );
+    let want = [
+        "web.req,code=200,host=e2e-nsq,path=/a value=1.5 1764000000",
+        "web.req,host=e2e-nsq,zone=eu value=7i 1764000001",
+        "web.up,host=given value=true 1764000002",
+        "web\\ esc,host=e2e-nsq,k=a\\,b value=2.0 1764000003",
+        "web.str,host=e2e-nsq value=\"ok\" 1764000004",
+        "web.multi,a=1,host=e2e-nsq value=3.0 1764000005",
+        "web.multi.extra,a=1,host=e2e-nsq value=4i 1764000005",
+        "web.sorted,a=2,host=e2e-nsq,z=1 value=5.0 1764000006",
+    ];
+    let posted = || -> Vec<String> {
+        peer.lines("e2e.lp")
+            .into_iter()
+            .filter(|l| l.starts_with("web"))
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || posted().len() >= want.len()),
+        "{:?}\n{}",
+        posted(),
+        agent.stderr()
+    );
+    assert_eq!(posted(), want, "in order, each line once");
+    for l in posted() {
+        let host = if l.contains("host=given") {
+            "given"
+        } else {
+            "e2e-nsq"
+        };
+        check_line(&l, host).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

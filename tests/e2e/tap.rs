@@ -13,8 +13,12 @@ use support::{agentctl, quiet_namespaces, wait_until, Agent, AgentBuilder};
 const NS: &str = "e2e.tap";
 
 fn agent(max_taps: usize) -> Agent {
+    agent_with(max_taps, "")
+}
+
+fn agent_with(max_taps: usize, keys: &str) -> Agent {
     AgentBuilder::new()
-        .agent_keys(&format!("alive_secs = 3600\nmax_taps = {max_taps}"))
+        .agent_keys(&format!("alive_secs = 3600\nmax_taps = {max_taps}\n{keys}"))
         .config("[output]\nflush_ms = 50")
         .registry(&quiet_namespaces(&[NS, "e2e.other"]))
         .start()
@@ -216,7 +220,8 @@ fn stalled_tap(agent: &Agent) -> TcpStream {
 
 #[test]
 fn a_slow_reader_loses_points_the_pipeline_does_not_and_is_told_how_many() {
-    let agent = agent(4);
+    // No sampling in the way: every point is offered to the stalled tap.
+    let agent = agent_with(4, "tap_max_rate = 1000000");
     let mut slow = stalled_tap(&agent);
     assert!(wait_until(Duration::from_secs(10), || metric(
         &agent,
@@ -290,4 +295,21 @@ fn taps_are_capped_and_need_the_token() {
     assert_eq!(st, 404, "{v}");
     let (st, v) = agent.get("/tap?rate=0");
     assert_eq!(st, 400, "{v}");
+    drop(_c);
+    // Every tap is sampled down to agent.tap_max_rate (default 20,000/s), asked for or not.
+    for (query, want) in [("", "20000"), ("?rate=500000", "20000"), ("?rate=50", "50")] {
+        let resp = reqwest::blocking::Client::new()
+            .get(format!("http://{}/tap{query}", agent.addr))
+            .bearer_auth(agent.token().expect("token"))
+            .send()
+            .expect("GET /tap");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()
+                .get("x-tap-rate")
+                .and_then(|v| v.to_str().ok()),
+            Some(want),
+            "{query}"
+        );
+    }
 }

@@ -22,10 +22,11 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::extract::Query;
 use super::ApiError;
-use crate::config::PostAck;
+use crate::config::{Format, PostAck};
 use crate::pipeline::normalize::{self, Rename};
 use crate::pipeline::{
-    json, lineproto, normalize_all, Parsed, Point, Stored, SubmitError, Wait, MAX_REPORTED_ERRORS,
+    json, lineproto, normalize_all, Encoded, Parsed, Point, Stored, SubmitError, Wait,
+    MAX_REPORTED_ERRORS,
 };
 use crate::state::AgentState;
 
@@ -40,6 +41,9 @@ pub const PIECE_BYTES: usize = 1024 * 1024;
 /// take 4 to 8 times their line-protocol or JSON text); the reservation is fitted to the parsed
 /// points afterwards.
 const RESERVE_PER_BODY_BYTE: usize = 8;
+
+/// The producer `/post` points are shown under in the taps.
+const PRODUCER: &str = "POST /post";
 
 /// `Retry-After` when the agent is busy (bodies or queue full), in seconds.
 const BUSY_RETRY_SECS: u64 = 1;
@@ -207,7 +211,7 @@ fn line_pieces(body: &[u8], size: usize) -> Vec<Piece> {
     let (mut start, mut line) = (0, 1);
     while start < body.len() {
         let mut end = (start + size).min(body.len());
-        if let Some(nl) = body[end - 1..].iter().position(|b| *b == b'\n') {
+        if let Some(nl) = memchr::memchr(b'\n', &body[end - 1..]) {
             end = end - 1 + nl + 1;
         } else {
             end = body.len();
@@ -216,7 +220,7 @@ fn line_pieces(body: &[u8], size: usize) -> Vec<Piece> {
             range: start..end,
             first_line: line,
         });
-        line += body[start..end].iter().filter(|b| **b == b'\n').count();
+        line += memchr::memchr_iter(b'\n', &body[start..end]).count();
         start = end;
     }
     pieces
@@ -269,6 +273,27 @@ fn parse_piece(body: &[u8], piece: &Piece, host: &str, now: i64) -> Parsed<Point
     }
 }
 
+/// [`parse_piece`], encoded as line protocol on this task (lines already in the encoder's form
+/// are copied: [`lineproto::parse::encode_points_from`]).
+fn encode_piece(body: &[u8], piece: &Piece, host: &str, now: i64) -> Encoded {
+    match piece {
+        Piece::Lines { range, first_line } => {
+            lineproto::parse::encode_points_from(&body[range.clone()], *first_line, host, now)
+        }
+        Piece::Elements { .. } => {
+            let mut out = Encoded::default();
+            out.add(parse_piece(body, piece, host, now));
+            out
+        }
+    }
+}
+
+/// A piece ready for the pipeline: points, or (for a line-protocol output) encoded lines.
+enum Ready {
+    Points(Parsed<Point>),
+    Lines(Encoded),
+}
+
 /// Parses, queues and (when durable) waits for the spool: the body's whole life after it was
 /// read. Runs as its own task, so a client that leaves does not cut it short.
 async fn ingest(
@@ -283,6 +308,9 @@ async fn ingest(
     let pipeline = state.pipeline().clone();
     let host: std::sync::Arc<str> = pipeline.host().into();
     let now = normalize::now_secs();
+    // With a line-protocol output the body is encoded here, on the request's task, so bodies
+    // are encoded on every core at once instead of by the one batcher.
+    let encode_here = state.config().output.format == Format::Line;
     let pieces = {
         let body = body.clone();
         off_worker(body.len(), move || {
@@ -326,26 +354,43 @@ async fn ingest(
             }
             Err(SubmitError::Closed(_)) => return Err(closed(out.accepted)),
         };
-        let parsed = {
+        let ready = {
             let (body, host) = (body.clone(), std::sync::Arc::clone(&host));
             off_worker(piece.bytes(), move || {
-                parse_piece(&body, &piece, &host, now)
+                if encode_here {
+                    Ready::Lines(encode_piece(&body, &piece, &host, now))
+                } else {
+                    Ready::Points(parse_piece(&body, &piece, &host, now))
+                }
             })
             .await?
         };
-        out.accepted += parsed.items.len();
-        out.rejected += parsed.rejected;
+        let (accepted, rejected, errors) = match &ready {
+            Ready::Points(p) => (p.items.len(), p.rejected, &p.errors),
+            Ready::Lines(e) => (e.lines.points, e.rejected, &e.errors),
+        };
+        out.accepted += accepted;
+        out.rejected += rejected;
         let room = MAX_REPORTED_ERRORS.saturating_sub(out.errors.len());
-        out.errors.extend(parsed.errors.into_iter().take(room));
+        out.errors.extend(errors.iter().take(room).cloned());
         pipeline
             .stats()
             .rejected
-            .fetch_add(parsed.rejected as u64, std::sync::atomic::Ordering::Relaxed);
-        let accepted_before = out.accepted - parsed.items.len();
-        match pipeline
-            .submit_reserved(&out.ns, "POST /post", parsed.items, permit, durable)
-            .await
-        {
+            .fetch_add(rejected as u64, std::sync::atomic::Ordering::Relaxed);
+        let accepted_before = out.accepted - accepted;
+        let queued = match ready {
+            Ready::Points(p) => {
+                pipeline
+                    .submit_reserved(&out.ns, PRODUCER, p.items, permit, durable)
+                    .await
+            }
+            Ready::Lines(e) => {
+                pipeline
+                    .submit_lines_reserved(&out.ns, PRODUCER, e.lines, permit, durable)
+                    .await
+            }
+        };
+        match queued {
             Ok(Some(answer)) => answers.push(answer),
             Ok(None) => {}
             Err(_) => return Err(closed(accepted_before)),

@@ -20,8 +20,14 @@ use crate::pipeline::lineproto;
 use crate::pipeline::tap::{Filter, OpenError, Tap, TapBatch};
 use crate::state::AgentState;
 
+/// The answer's header saying how many points per second the tap delivers at most.
+pub const TAP_RATE_HEADER: &str = "x-tap-rate";
+
 /// How often the stream reports points it dropped.
 const DROPPED_EVERY: Duration = Duration::from_secs(1);
+
+/// Seconds without a line after which the stream sends an empty one.
+const KEEPALIVE_TICKS: u32 = 15;
 
 /// Highest `rate` a tap may ask for.
 const MAX_RATE: u32 = 1_000_000;
@@ -75,14 +81,21 @@ pub async fn tap(State(state): State<AgentState>, uri: Uri) -> Result<Response, 
     if let Some(ns) = &ask.filter.ns {
         super::post::resolve_ns(&state, Some(ns))?;
     }
-    let max = state.config().agent.max_taps;
+    let config = state.config();
+    let max = config.agent.max_taps;
+    // Every tap is sampled down to the agent's cap: a copy of every point at the pipeline's
+    // full rate would cost it a core (docs/benchmarks.md, "Live tap").
+    let rate = ask
+        .rate
+        .unwrap_or(config.agent.tap_max_rate)
+        .min(config.agent.tap_max_rate);
     if max == 0 {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "the tap is turned off on this agent (agent.max_taps = 0)",
         ));
     }
-    let tap = match state.pipeline().tap().open(ask.filter, ask.rate, max) {
+    let tap = match state.pipeline().tap().open(ask.filter, Some(rate), max) {
         Ok(t) => t,
         Err(e @ OpenError::TooMany { .. }) => {
             let mut resp =
@@ -105,6 +118,7 @@ pub async fn tap(State(state): State<AgentState>, uri: Uri) -> Result<Response, 
         HeaderValue::from_static("application/x-ndjson"),
     );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(TAP_RATE_HEADER, HeaderValue::from(rate));
     Ok(resp)
 }
 
@@ -114,23 +128,32 @@ pub async fn tap(State(state): State<AgentState>, uri: Uri) -> Result<Response, 
 fn stream(tap: Tap) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
     let mut tick = tokio::time::interval(DROPPED_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    futures_util::stream::unfold((tap, tick), |(mut tap, mut tick)| async move {
-        loop {
-            tokio::select! {
-                batch = tap.recv() => {
-                    let batch = batch?;
-                    return Some((Ok(encode(&batch)), (tap, tick)));
-                }
-                _ = tick.tick() => {
-                    let n = tap.take_dropped();
-                    if n > 0 {
-                        let line = format!("{{\"dropped\":{n}}}\n");
-                        return Some((Ok(Bytes::from(line)), (tap, tick)));
+    futures_util::stream::unfold(
+        (tap, tick, 0u32),
+        |(mut tap, mut tick, mut quiet)| async move {
+            loop {
+                tokio::select! {
+                    batch = tap.recv() => {
+                        let batch = batch?;
+                        return Some((Ok(encode(&batch)), (tap, tick, 0)));
+                    }
+                    _ = tick.tick() => {
+                        let n = tap.take_dropped();
+                        if n > 0 {
+                            let line = format!("{{\"dropped\":{n}}}\n");
+                            return Some((Ok(Bytes::from(line)), (tap, tick, 0)));
+                        }
+                        quiet += 1;
+                        if quiet >= KEEPALIVE_TICKS {
+                            // An empty line: a reader that vanished without closing is found out
+                            // (the write fails) and its place freed, even when no point matches.
+                            return Some((Ok(Bytes::from_static(b"\n")), (tap, tick, 0)));
+                        }
                     }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 /// A batch as JSON lines, in the shape of [`shared::api::TapPoint`], written without copying

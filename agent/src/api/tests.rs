@@ -100,12 +100,23 @@ async fn post_json_accepts_valid_metrics_and_reports_the_rest() {
     );
     let sub = f.rx.try_recv().expect("submitted");
     assert_eq!(&*sub.ns, "web.shop");
-    assert_eq!(sub.points.len(), 2);
-    assert_eq!(sub.points[0].measurement, "conn.active");
-    assert!(sub.points[0]
+    // The output writes line protocol: the request encoded the points itself.
+    assert_eq!((sub.points.len(), sub.lines.points), (0, 2));
+    let points = points_of(&sub);
+    assert_eq!(points[0].measurement, "conn.active");
+    assert!(points[0]
         .tags
         .contains(&("host".to_owned(), "test-host".to_owned())));
-    assert_eq!(sub.points[0].timestamp, 1_764_000_000);
+    assert_eq!(points[0].timestamp, 1_764_000_000);
+}
+
+/// The points of a submission, whichever form they were queued in.
+fn points_of(sub: &crate::pipeline::Submission) -> Vec<crate::pipeline::Point> {
+    let mut points = sub.points.clone();
+    let lines = crate::pipeline::lineproto::parse::parse_points(&sub.lines.bytes, "unused", 0);
+    assert_eq!(lines.rejected, 0, "{:?}", lines.errors);
+    points.extend(lines.items);
+    points
 }
 
 #[tokio::test]
@@ -121,8 +132,12 @@ async fn post_line_protocol_with_the_only_namespace_implied() {
         .as_str()
         .is_some_and(|e| e.starts_with("line 3: field \"line\" has no '='")));
     let sub = f.rx.try_recv().expect("submitted");
-    let names: Vec<&str> = sub.points.iter().map(|p| p.measurement.as_str()).collect();
+    let points = points_of(&sub);
+    let names: Vec<&str> = points.iter().map(|p| p.measurement.as_str()).collect();
     assert_eq!(names, ["cpu", "mem.used", "mem.free"]);
+    assert!(points[0]
+        .tags
+        .contains(&("host".to_owned(), "test-host".to_owned())));
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{json, lineproto, PipelineStats, Point, Stored, Submission};
+use super::{json, lineproto, Lines, PipelineStats, Point, Stored, Submission};
 use crate::config::Format;
 use crate::output::spool::Spool;
 use crate::output::EncodedBatch;
@@ -34,17 +34,91 @@ pub struct BatchConfig {
     pub max_message_bytes: usize,
 }
 
+/// A namespace's points waiting for their batch, held in the output format's terms: for line
+/// protocol, encoded lines (most arrive encoded from `/post`; the rest are encoded as they
+/// arrive, so a flush only copies); for JSON, points.
+#[derive(Debug)]
+enum Held {
+    Points(Vec<Point>),
+    Lines(Lines),
+}
+
+impl Held {
+    fn empty(format: Format, capacity: usize) -> Held {
+        match format {
+            Format::Line => Held::Lines(Lines::default()),
+            Format::Json => Held::Points(Vec::with_capacity(capacity)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Held::Points(p) => p.len(),
+            Held::Lines(l) => l.points,
+        }
+    }
+
+    /// Takes in a submission's points and lines.
+    fn extend(&mut self, points: Vec<Point>, lines: Lines) {
+        match self {
+            Held::Lines(held) => {
+                if held.points == 0 {
+                    // The usual case of a busy namespace: the body's lines become the batch.
+                    *held = lines;
+                } else {
+                    held.bytes.extend_from_slice(&lines.bytes);
+                    held.points += lines.points;
+                }
+                held.push_points(&points);
+            }
+            Held::Points(held) => {
+                held.extend(points);
+                if lines.points > 0 {
+                    // Nothing sends lines when the output wants JSON; should anything do, its
+                    // points are read back (they carry their host tag and timestamp already).
+                    held.extend(lineproto::parse::parse_points(&lines.bytes, "", 0).items);
+                }
+            }
+        }
+    }
+
+    /// Splits off and returns the first `n` points (`n` < `len`).
+    fn take_first(&mut self, n: usize) -> Held {
+        match self {
+            Held::Points(p) => {
+                let rest = p.split_off(n);
+                Held::Points(std::mem::replace(p, rest))
+            }
+            Held::Lines(l) => {
+                let cut = memchr::memchr_iter(b'\n', &l.bytes)
+                    .nth(n - 1)
+                    .map_or(l.bytes.len(), |i| i + 1);
+                let rest = Lines {
+                    bytes: l.bytes.split_off(cut),
+                    points: l.points - n,
+                };
+                let first = std::mem::replace(l, rest);
+                Held::Lines(Lines {
+                    bytes: first.bytes,
+                    points: n,
+                })
+            }
+        }
+    }
+}
+
 struct Pending {
-    points: Vec<Point>,
+    held: Held,
     /// The queue bound's share of these points, given back as they are encoded.
     permit: Option<OwnedSemaphorePermit>,
     deadline: Instant,
 }
 
-/// The batches being filled, and how large each namespace's last batch was: a new batch is
-/// allocated at that size, so a busy namespace gets `batch_size` at once (no regrowing on the
-/// hot path) while a quiet one does not hold `batch_size` points' worth of memory for a few
-/// dozen points.
+/// The batches being filled, and how large each namespace's last batch was: a new batch of
+/// points (JSON) is allocated at that size, so a busy namespace gets `batch_size` at once (no
+/// regrowing on the hot path) while a quiet one does not hold `batch_size` points' worth of
+/// memory for a few dozen points. Line protocol needs no sizing: a busy namespace's batch is
+/// the encoded body it was handed.
 #[derive(Default)]
 struct Batches {
     pending: HashMap<Arc<str>, Pending>,
@@ -53,12 +127,12 @@ struct Batches {
 
 impl Batches {
     /// Takes the batch of `ns` out, remembering its size.
-    fn take(&mut self, ns: &str) -> Option<(Vec<Point>, Option<OwnedSemaphorePermit>)> {
+    fn take(&mut self, ns: &str) -> Option<(Held, Option<OwnedSemaphorePermit>)> {
         let p = self.pending.remove(ns)?;
         if let Some(len) = self.last_len.get_mut(ns) {
-            *len = p.points.len();
+            *len = p.held.len();
         }
-        Some((p.points, p.permit))
+        Some((p.held, p.permit))
     }
 }
 
@@ -95,9 +169,22 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
-    fn flush(&mut self, ns: &str, points: Vec<Point>) {
-        let n = points.len() as u64;
-        for b in encode(self.cfg.format, ns, &points, self.cfg.max_message_bytes) {
+    fn flush(&mut self, ns: &str, held: Held) {
+        let n = held.len() as u64;
+        let batches = match held {
+            Held::Points(points) => {
+                encode(self.cfg.format, ns, &points, self.cfg.max_message_bytes)
+            }
+            Held::Lines(lines) => lineproto::split_lines(lines, self.cfg.max_message_bytes)
+                .into_iter()
+                .map(|m| EncodedBatch {
+                    ns: ns.to_owned(),
+                    points: m.points,
+                    payload: m.payload,
+                })
+                .collect(),
+        };
+        for b in batches {
             if self.spool.push(b) == Stored::Memory && !self.in_memory.contains(ns) {
                 self.in_memory.insert(ns.into());
             }
@@ -118,8 +205,8 @@ impl Sink<'_> {
             }
         }
         for ns in namespaces {
-            if let Some((points, permit)) = batches.take(&ns) {
-                self.flush(&ns, points);
+            if let Some((held, permit)) = batches.take(&ns) {
+                self.flush(&ns, held);
                 drop(permit);
             }
         }
@@ -141,7 +228,7 @@ impl Sink<'_> {
             self.waiters.push((Arc::clone(&sub.ns), tx));
         }
         let cfg = self.cfg;
-        add(batches, sub, cfg, &mut |ns, points| self.flush(ns, points));
+        add(batches, sub, cfg, &mut |ns, held| self.flush(ns, held));
     }
 }
 
@@ -192,8 +279,8 @@ pub async fn run_batcher(
                     .map(|(ns, _)| Arc::clone(ns))
                     .collect();
                 for ns in due {
-                    if let Some((points, permit)) = batches.take(&ns) {
-                        sink.flush(&ns, points);
+                    if let Some((held, permit)) = batches.take(&ns) {
+                        sink.flush(&ns, held);
                         drop(permit);
                     }
                 }
@@ -206,11 +293,11 @@ pub async fn run_batcher(
     while let Some(sub) = rx.recv().await {
         sink.take_in(&mut batches, sub);
     }
-    let n: usize = batches.pending.values().map(|p| p.points.len()).sum();
+    let n: usize = batches.pending.values().map(|p| p.held.len()).sum();
     let namespaces: Vec<Arc<str>> = batches.pending.keys().cloned().collect();
     for ns in namespaces {
-        if let Some((points, permit)) = batches.take(&ns) {
-            sink.flush(&ns, points);
+        if let Some((held, permit)) = batches.take(&ns) {
+            sink.flush(&ns, held);
             drop(permit);
         }
     }
@@ -222,10 +309,14 @@ fn add(
     batches: &mut Batches,
     sub: Submission,
     cfg: &BatchConfig,
-    flush: &mut impl FnMut(&str, Vec<Point>),
+    flush: &mut impl FnMut(&str, Held),
 ) {
     let Submission {
-        ns, points, permit, ..
+        ns,
+        points,
+        lines,
+        permit,
+        ..
     } = sub;
     let last_len = batches
         .last_len
@@ -235,7 +326,8 @@ fn add(
         .pending
         .entry(Arc::clone(&ns))
         .or_insert_with(|| Pending {
-            points: Vec::with_capacity(
+            held: Held::empty(
+                cfg.format,
                 (*last_len)
                     .max(points.len())
                     .min(cfg.batch_size.min(10_000)),
@@ -243,16 +335,19 @@ fn add(
             permit: None,
             deadline: Instant::now() + cfg.flush_every,
         });
-    entry.points.extend(points);
+    entry.held.extend(points, lines);
     match (&mut entry.permit, permit) {
         (Some(held), Some(more)) => held.merge(more),
         (slot @ None, more) => *slot = more,
         (Some(_), None) => {}
     }
-    while entry.points.len() >= cfg.batch_size {
-        let total = entry.points.len();
-        let rest = entry.points.split_off(cfg.batch_size);
-        let full = std::mem::replace(&mut entry.points, rest);
+    while entry.held.len() >= cfg.batch_size {
+        let total = entry.held.len();
+        let full = if total == cfg.batch_size {
+            std::mem::replace(&mut entry.held, Held::empty(cfg.format, 0))
+        } else {
+            entry.held.take_first(cfg.batch_size)
+        };
         *last_len = cfg.batch_size;
         // The flushed points' share of the bound, given back once they are encoded.
         let share = entry
@@ -262,7 +357,7 @@ fn add(
         flush(&ns, full);
         drop(share);
     }
-    if entry.points.is_empty() {
+    if entry.held.len() == 0 {
         batches.pending.remove(&ns);
     }
 }
@@ -325,6 +420,7 @@ mod tests {
         Submission {
             ns: Arc::clone(ns),
             points,
+            lines: Lines::default(),
             permit: None,
             done: None,
         }
@@ -333,33 +429,125 @@ mod tests {
     #[tokio::test]
     async fn a_new_batch_is_allocated_at_the_size_of_the_namespaces_last_one() {
         let flushed = std::sync::Mutex::new(Vec::new());
-        let mut flush =
-            |_: &str, points: Vec<Point>| flushed.lock().expect("flushed").push(points.len());
-        let cfg = cfg(1000, 1000);
+        let mut flush = |_: &str, held: Held| flushed.lock().expect("flushed").push(held.len());
+        // Sizing by the last batch is for held points (JSON); line protocol holds the bytes
+        // it was handed.
+        let cfg = BatchConfig {
+            format: Format::Json,
+            ..cfg(1000, 1000)
+        };
         let (quiet, busy): (Arc<str>, Arc<str>) = ("quiet".into(), "busy".into());
         let mut b = Batches::default();
-        let capacity = |b: &Batches, ns: &Arc<str>| b.pending.get(ns).map(|p| p.points.capacity());
+        let capacity = |b: &Batches, ns: &Arc<str>| match b.pending.get(ns).map(|p| &p.held) {
+            Some(Held::Points(p)) => Some(p.capacity()),
+            _ => None,
+        };
 
         // A namespace seen for the first time gets a whole batch.
         add(&mut b, submission(&quiet, 30), &cfg, &mut flush);
         assert_eq!(capacity(&b, &quiet), Some(1000));
-        assert_eq!(b.take(&quiet).map(|(p, _)| p.len()), Some(30));
+        assert_eq!(b.take(&quiet).map(|(h, _)| h.len()), Some(30));
         // Its next batch is sized by the last one, and grows if it must.
         add(&mut b, submission(&quiet, 20), &cfg, &mut flush);
         assert_eq!(capacity(&b, &quiet), Some(30));
         add(&mut b, submission(&quiet, 20), &cfg, &mut flush);
-        assert_eq!(b.take(&quiet).map(|(p, _)| p.len()), Some(40));
+        assert_eq!(b.take(&quiet).map(|(h, _)| h.len()), Some(40));
 
         // A namespace that filled a batch keeps getting whole ones.
         add(&mut b, submission(&busy, 1500), &cfg, &mut flush);
         assert_eq!(*flushed.lock().expect("flushed"), [1000]);
-        assert_eq!(b.take(&busy).map(|(p, _)| p.len()), Some(500));
+        assert_eq!(b.take(&busy).map(|(h, _)| h.len()), Some(500));
         add(&mut b, submission(&busy, 10), &cfg, &mut flush);
         assert_eq!(capacity(&b, &busy), Some(500), "its last batch held 500");
         add(&mut b, submission(&busy, 990), &cfg, &mut flush);
         assert_eq!(*flushed.lock().expect("flushed"), [1000, 1000]);
         add(&mut b, submission(&busy, 1), &cfg, &mut flush);
         assert_eq!(capacity(&b, &busy), Some(1000));
+    }
+
+    fn lines(from: usize, n: usize) -> Lines {
+        let mut l = Lines::default();
+        for i in from..from + n {
+            l.bytes
+                .extend_from_slice(format!("m{i},host=h value=1 1764000000\n").as_bytes());
+        }
+        l.points = n;
+        l
+    }
+
+    #[tokio::test]
+    async fn encoded_lines_are_cut_at_batch_size_in_order_with_points_encoded_among_them() {
+        let flushed = std::sync::Mutex::new(Vec::new());
+        let mut flush = |_: &str, held: Held| match held {
+            Held::Lines(l) => flushed.lock().expect("flushed").push(l),
+            Held::Points(_) => panic!("line protocol is held as lines"),
+        };
+        let cfg = cfg(10, 1000);
+        let ns: Arc<str> = "a".into();
+        let mut b = Batches::default();
+        let sub = |points: Vec<Point>, lines: Lines| Submission {
+            ns: Arc::clone(&ns),
+            points,
+            lines,
+            permit: None,
+            done: None,
+        };
+        add(&mut b, sub(Vec::new(), lines(0, 4)), &cfg, &mut flush);
+        // A collector's points between two bodies keep their place.
+        add(&mut b, sub(points(2), Lines::default()), &cfg, &mut flush);
+        add(&mut b, sub(Vec::new(), lines(4, 15)), &cfg, &mut flush);
+        let out = flushed.lock().expect("flushed").clone();
+        assert_eq!(out.len(), 2, "21 points: two full batches of 10");
+        assert_eq!((out[0].points, out[1].points), (10, 10));
+        assert!(
+            out[1].bytes.starts_with(b"m8,")
+                && out[1].bytes.ends_with(b"m17,host=h value=1 1764000000\n")
+        );
+        let text = String::from_utf8(out[0].bytes.clone()).expect("utf8");
+        let names: Vec<&str> = text
+            .lines()
+            .map(|l| l.split(',').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "m0",
+                "m1",
+                "m2",
+                "m3",
+                "m0 value=1.0 1764000000",
+                "m1 value=1.0 1764000000",
+                "m4",
+                "m5",
+                "m6",
+                "m7"
+            ]
+        );
+        let (rest, _) = b.take(&ns).expect("the rest waits");
+        let Held::Lines(rest) = rest else {
+            panic!("lines")
+        };
+        assert_eq!(rest.bytes, b"m18,host=h value=1 1764000000\n");
+        assert_eq!(rest.points, 1);
+    }
+
+    #[test]
+    fn encoded_lines_are_cut_under_the_message_limit_at_line_ends() {
+        let l = lines(0, 100);
+        let whole = l.bytes.clone();
+        let messages = lineproto::split_lines(l, 300);
+        assert!(messages.len() > 1);
+        for m in &messages {
+            assert!(m.payload.len() <= 300 && m.payload.ends_with(b"\n"));
+            assert_eq!(
+                m.points as usize,
+                m.payload.iter().filter(|&&b| b == b'\n').count()
+            );
+        }
+        let joined: Vec<u8> = messages.iter().flat_map(|m| m.payload.clone()).collect();
+        assert_eq!(joined, whole);
+        assert_eq!(lineproto::split_lines(lines(0, 3), 1 << 20).len(), 1);
+        assert!(lineproto::split_lines(Lines::default(), 1 << 20).is_empty());
     }
 
     #[tokio::test]

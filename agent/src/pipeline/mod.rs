@@ -80,6 +80,9 @@ pub struct Submission {
     pub ns: Arc<str>,
     /// Normalised points.
     pub points: Vec<Point>,
+    /// Normalised points already encoded as line protocol (from `/post`, when the output
+    /// format is line protocol).
+    pub lines: Lines,
     /// The share of the queue's byte bound these points hold; the batcher gives it back (drops
     /// it) as it encodes them.
     pub permit: Option<OwnedSemaphorePermit>,
@@ -178,6 +181,48 @@ impl<T> Parsed<T> {
     }
 }
 
+/// Points already encoded as line protocol, one line each, every line ending in `\n`: what the
+/// batcher copies into a batch as it is (the `/post` path encodes on its own task, so encoding
+/// is spread over the cores instead of done by the one batcher).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Lines {
+    /// The lines.
+    pub bytes: Vec<u8>,
+    /// Lines (points) in `bytes`.
+    pub points: usize,
+}
+
+impl Lines {
+    /// Appends `points`, encoded.
+    pub fn push_points(&mut self, points: &[Point]) {
+        for p in points {
+            lineproto::encode_point(p, &mut self.bytes);
+        }
+        self.points += points.len();
+    }
+}
+
+/// A body (or piece) encoded for the batcher, with what was refused.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Encoded {
+    /// The accepted points.
+    pub lines: Lines,
+    /// Elements or lines (or their metrics) refused.
+    pub rejected: usize,
+    /// The first [`MAX_REPORTED_ERRORS`] reasons.
+    pub errors: Vec<String>,
+}
+
+impl Encoded {
+    /// Takes in parsed points, encoding them, and their rejections.
+    pub fn add(&mut self, parsed: Parsed<Point>) {
+        self.lines.push_points(&parsed.items);
+        self.rejected += parsed.rejected;
+        let room = MAX_REPORTED_ERRORS.saturating_sub(self.errors.len());
+        self.errors.extend(parsed.errors.into_iter().take(room));
+    }
+}
+
 /// The producers' handle on the pipeline; cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
@@ -266,13 +311,44 @@ impl Pipeline {
         ns: &str,
         producer: &str,
         points: Vec<Point>,
+        permit: OwnedSemaphorePermit,
+        ack: bool,
+    ) -> Result<Option<oneshot::Receiver<Stored>>, PipelineClosed> {
+        self.queue(ns, producer, points, Lines::default(), permit, ack)
+            .await
+    }
+
+    /// [`Pipeline::submit_reserved`] for points already encoded as line protocol, which the
+    /// batcher copies as they are (the output format must be line protocol; see
+    /// [`Lines`]).
+    pub async fn submit_lines_reserved(
+        &self,
+        ns: &str,
+        producer: &str,
+        lines: Lines,
+        permit: OwnedSemaphorePermit,
+        ack: bool,
+    ) -> Result<Option<oneshot::Receiver<Stored>>, PipelineClosed> {
+        self.queue(ns, producer, Vec::new(), lines, permit, ack)
+            .await
+    }
+
+    /// Queues a submission under `permit`, fitted first to its size, offering its points to the
+    /// open taps.
+    async fn queue(
+        &self,
+        ns: &str,
+        producer: &str,
+        points: Vec<Point>,
+        lines: Lines,
         mut permit: OwnedSemaphorePermit,
         ack: bool,
     ) -> Result<Option<oneshot::Receiver<Stored>>, PipelineClosed> {
-        if points.is_empty() {
+        let n = (points.len() + lines.points) as u64;
+        if n == 0 {
             return Ok(None);
         }
-        let want = submission_bytes(&points).clamp(1, self.budget_bytes);
+        let want = (submission_bytes(&points) + lines.bytes.capacity()).clamp(1, self.budget_bytes);
         let held = permit.num_permits();
         if held > want {
             drop(permit.split(held - want));
@@ -283,9 +359,15 @@ impl Pipeline {
             }
         }
         if self.tap.is_open() {
-            self.tap.offer(ns, producer, &points);
+            if !points.is_empty() {
+                self.tap.offer(ns, producer, &points);
+            }
+            if lines.points > 0 {
+                // Encoded lines are read back for the taps only while one is open.
+                let back = lineproto::parse::parse_points(&lines.bytes, &self.host, 0);
+                self.tap.offer(ns, producer, &back.items);
+            }
         }
-        let n = points.len() as u64;
         let (done, answer) = if ack {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -296,6 +378,7 @@ impl Pipeline {
         let sub = Submission {
             ns: ns.into(),
             points,
+            lines,
             permit: Some(permit),
             done,
         };

@@ -19,8 +19,8 @@ pub const MAX_TAGS: usize = 64;
 pub const MAX_STRING_VALUE_BYTES: usize = 64 * 1024;
 
 /// Timestamps in `[MIN_SECS, MAX_SECS)` are taken as seconds; anything else is replaced by now.
-const MIN_SECS: i64 = 1_000_000_000;
-const MAX_SECS: i64 = 10_000_000_000;
+pub(crate) const MIN_SECS: i64 = 1_000_000_000;
+pub(crate) const MAX_SECS: i64 = 10_000_000_000;
 
 /// How a producer's metric names are renamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

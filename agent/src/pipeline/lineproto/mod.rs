@@ -8,6 +8,7 @@
 //! Integers carry an `i` suffix; floats never do; booleans are `true`/`false`.
 
 pub mod parse;
+pub mod pass;
 
 use shared::Value;
 
@@ -84,11 +85,47 @@ pub fn encode_batch(points: &[Point], max_bytes: usize) -> Vec<Message> {
     messages
 }
 
+/// Cuts encoded lines into messages of at most `max_bytes` each, at line ends (a line longer
+/// than that gets a message of its own). The usual batch fits whole and is not copied.
+pub fn split_lines(lines: super::Lines, max_bytes: usize) -> Vec<Message> {
+    if lines.bytes.len() <= max_bytes {
+        if lines.points == 0 {
+            return Vec::new();
+        }
+        return vec![Message {
+            payload: lines.bytes,
+            points: lines.points as u32,
+        }];
+    }
+    let mut messages = Vec::new();
+    let (mut start, mut last_end, mut n) = (0, 0, 0);
+    for nl in memchr::memchr_iter(b'\n', &lines.bytes) {
+        let end = nl + 1;
+        if end - start > max_bytes && last_end > start {
+            messages.push(Message {
+                payload: lines.bytes[start..last_end].to_vec(),
+                points: n,
+            });
+            start = last_end;
+            n = 0;
+        }
+        last_end = end;
+        n += 1;
+    }
+    if last_end > start {
+        messages.push(Message {
+            payload: lines.bytes[start..last_end].to_vec(),
+            points: n,
+        });
+    }
+    messages
+}
+
 fn is_measurement_special(b: u8) -> bool {
     matches!(b, b',' | b' ')
 }
 
-fn is_tag_special(b: u8) -> bool {
+pub(crate) fn is_tag_special(b: u8) -> bool {
     matches!(b, b',' | b'=' | b' ')
 }
 
@@ -99,7 +136,7 @@ fn is_string_special(b: u8) -> bool {
 /// Copies `s`, putting a backslash before every byte `special` picks. Most names need no
 /// escaping, so they are scanned once and copied whole (the encoder's hot path).
 #[inline]
-fn escape(s: &[u8], special: impl Fn(u8) -> bool, out: &mut Vec<u8>) {
+pub(crate) fn escape(s: &[u8], special: impl Fn(u8) -> bool, out: &mut Vec<u8>) {
     let Some(first) = s.iter().position(|&b| special(b)) else {
         out.extend_from_slice(s);
         return;

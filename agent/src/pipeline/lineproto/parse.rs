@@ -24,7 +24,7 @@ use std::borrow::Cow;
 use shared::{Metric, Value};
 
 use crate::pipeline::normalize::{normalize_parts, Rename};
-use crate::pipeline::{Parsed, Point};
+use crate::pipeline::{Encoded, Parsed, Point};
 
 /// Parses a whole body into metrics; every line is either metrics or one counted rejection.
 pub fn parse_body(body: &[u8]) -> Parsed<Metric> {
@@ -76,6 +76,24 @@ pub fn parse_points_from(body: &[u8], first_line: usize, host: &str, now: i64) -
     out
 }
 
+/// [`parse_points_from`], encoded: lines already in the encoder's form are checked and copied
+/// ([`pass_through`](super::pass::pass_through)), the others are parsed, normalised and
+/// encoded. Accepts and refuses exactly what [`parse_points_from`] does.
+pub fn encode_points_from(body: &[u8], first_line: usize, host: &str, now: i64) -> Encoded {
+    let host_tag = super::pass::host_tag(host);
+    let mut out = Encoded::default();
+    // The host tag makes each line longer than it came.
+    out.lines.bytes.reserve(body.len() + body.len() / 4);
+    for (i, line) in lines(body) {
+        if super::pass::pass_through(line, &host_tag, now, &mut out.lines.bytes) {
+            out.lines.points += 1;
+        } else {
+            out.add(parse_points_from(line, i + first_line - 1, host, now));
+        }
+    }
+    out
+}
+
 /// Parses one line (without its newline), appending its metrics to `out`; blank lines and
 /// comments add nothing. On error nothing is appended and the reason is returned.
 pub fn parse_line(line: &[u8], out: &mut Vec<Metric>) -> Result<(), String> {
@@ -96,11 +114,15 @@ pub fn parse_line(line: &[u8], out: &mut Vec<Metric>) -> Result<(), String> {
     Ok(())
 }
 
-/// Lines of a body with their 1-based numbers.
+/// Lines of a body with their 1-based numbers (the last one may be empty).
 fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
-    body.split(|b| *b == b'\n')
-        .enumerate()
-        .map(|(i, l)| (i + 1, l))
+    let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+    let mut start = 0;
+    ends.enumerate().map(move |(i, end)| {
+        let line = &body[start..end];
+        start = end + 1;
+        (i + 1, line)
+    })
 }
 
 /// One line taken apart, borrowing from the body wherever nothing needed unescaping.
