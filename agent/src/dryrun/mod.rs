@@ -212,7 +212,7 @@ pub async fn run(config: Config, sel: &Selection) -> anyhow::Result<Tested> {
             tested.failures.push((job, why));
         }
     }
-    let (output, points) = encode(namespaces, collector.take(&pipeline).await);
+    let (output, points) = encode(namespaces, collector.take(&pipeline).await, pipeline.host());
     tested.output = output;
     tested.points = points;
     tested.failures.sort();
@@ -425,14 +425,18 @@ fn note_disabled(config: &Config, jobs: &[(JobKey, Work)]) {
 
 /// The points as line protocol with the pipeline's encoder, under a `# ns NAME` line for each
 /// namespace (also those that got no point); and how many there are.
-fn encode(namespaces: BTreeSet<String>, subs: Vec<Submission>) -> (String, usize) {
+fn encode(namespaces: BTreeSet<String>, subs: Vec<Submission>, host: &str) -> (String, usize) {
     let mut by_ns: BTreeMap<String, Vec<Point>> =
         namespaces.into_iter().map(|ns| (ns, Vec::new())).collect();
     for sub in subs {
-        by_ns
-            .entry(sub.ns.to_string())
-            .or_default()
-            .extend(sub.points);
+        let points = by_ns.entry(sub.ns.to_string()).or_default();
+        points.extend(sub.points);
+        if sub.lines.points > 0 {
+            // Only `/post` submits encoded lines today (already normalised, `host` included);
+            // read back, they sort with the rest.
+            let back = lineproto::parse::parse_points(&sub.lines.bytes, host, 0);
+            points.extend(back.items);
+        }
     }
     let (mut out, mut n) = (Vec::new(), 0);
     for (ns, mut points) in by_ns {
@@ -472,7 +476,8 @@ impl Collector {
             while let Some(mut sub) = rx.recv().await {
                 // Gives the points' share of the queue bound back at once.
                 sub.permit = None;
-                let n = sub.points.len() as u64;
+                // As the pipeline counts them: points, and points already encoded as lines.
+                let n = (sub.points.len() + sub.lines.points) as u64;
                 g.lock().unwrap_or_else(PoisonError::into_inner).push(sub);
                 p.fetch_add(n, Ordering::Release);
             }
@@ -576,5 +581,42 @@ mod tests {
         assert_eq!(picked, [1, 4]);
         assert!(!two.wants_plugins());
         assert_eq!(two.describe(), "--only 8080 --only builtin http_check");
+    }
+
+    #[test]
+    fn points_print_per_namespace_sorted_with_encoded_lines_read_back() {
+        let point = |m: &str, v: f64| Point {
+            measurement: m.to_owned(),
+            tags: vec![("host".to_owned(), "h".to_owned())],
+            value: shared::Value::Float(v),
+            timestamp: 1_764_000_000,
+        };
+        let mut lines = crate::pipeline::Lines::default();
+        lines.push_points(&[point("a.posted", 3.0)]);
+        let subs = vec![
+            Submission {
+                ns: "web".into(),
+                points: vec![point("z.last", 1.0), point("b.first", 2.0)],
+                lines,
+                permit: None,
+                done: None,
+            },
+            Submission {
+                ns: "db".into(),
+                points: vec![point("m", 4.0)],
+                lines: Default::default(),
+                permit: None,
+                done: None,
+            },
+        ];
+        let namespaces = ["db", "idle", "web"].map(String::from).into();
+        let (out, n) = encode(namespaces, subs, "h");
+        assert_eq!(n, 4);
+        assert_eq!(
+            out,
+            "# ns db\nm,host=h value=4.0 1764000000\n# ns idle\n# ns web\n\
+             a.posted,host=h value=3.0 1764000000\nb.first,host=h value=2.0 1764000000\n\
+             z.last,host=h value=1.0 1764000000\n"
+        );
     }
 }
