@@ -7,6 +7,7 @@ pub mod api;
 pub mod collect;
 pub mod config;
 pub mod daemon;
+pub mod dryrun;
 pub mod error_chain;
 pub mod files;
 pub mod logging;

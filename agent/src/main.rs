@@ -59,6 +59,34 @@ enum Cmd {
         #[arg(short = 'f', long = "config", value_name = "FILE")]
         config: PathBuf,
     },
+    /// Run each job of the plan once and print the points the agent would send; sends nothing.
+    ///
+    /// The points are printed as line protocol under a `# ns NAME` line per namespace. Nothing
+    /// is sent and no state changes
+    /// (no spool, registry cache or plugin state; git plugins are cloned into a temporary
+    /// directory). Exits 1 when a job failed, listing which and why on stderr.
+    Test {
+        /// The configuration file.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: PathBuf,
+        /// Only the jobs of this namespace (system families: only what is sent to it).
+        #[arg(long, value_name = "NS")]
+        ns: Option<String>,
+        /// Only these jobs: a system family (`CPU`), a port check's name or port, a process
+        /// check's name, or KIND NAME (`plugin nginx-stats`, `builtin http_check`, `port 8080`;
+        /// kinds: system, port, proc, plugin, builtin). Give it once per job wanted.
+        #[arg(long, num_args = 1..=2, value_names = ["WHAT", "NAME"])]
+        only: Vec<String>,
+        /// The `--only` values grouped by occurrence (filled in from the matches: derive
+        /// flattens them).
+        #[arg(skip)]
+        only_each: Vec<Vec<String>>,
+    },
+    /// Script plugins: the author's tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCmd,
+    },
     /// Print the version.
     Version,
     /// Internal: write the man pages and shell completions into DIR (packaging).
@@ -69,13 +97,54 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum PluginCmd {
+    /// Run a plugin once exactly as the agent runs it and print its points, or why it failed.
+    ///
+    /// As the agent runs it: its user when root, the clean environment, the working directory, the timeout and output caps, the JSON parsing and the
+    /// renaming) and print its points as line protocol, or the precise failure: exit status,
+    /// stderr tail, the JSON error with a snippet and its position. Sends nothing. Exits 1 when
+    /// the run failed or the agent would drop some of its metrics.
+    Test {
+        /// A folder holding `plugin.sh` (run where it is), or a git address (cloned into a
+        /// temporary directory, as the agent clones it).
+        #[arg(value_name = "DIR|REPO")]
+        target: String,
+        /// The argument string, as the registry's `parameters` (split on whitespace, no quoting).
+        #[arg(
+            long,
+            value_name = "ARGS",
+            default_value = "",
+            allow_hyphen_values = true
+        )]
+        param: String,
+        /// Seconds the run may take (a periodic run gets its interval minus a tenth, at most
+        /// 5 s less).
+        #[arg(long, value_name = "S", default_value_t = 10.0)]
+        timeout: f64,
+        /// The agent's configuration, for its plugin user and containment; default: the
+        /// built-in defaults.
+        #[arg(short = 'f', long = "config", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The namespace the run is for (`AGENT_NS`).
+        #[arg(long, value_name = "NS", default_value = "test")]
+        ns: String,
+        /// The branch of a REPO to clone; default: its default branch.
+        #[arg(long, value_name = "BRANCH")]
+        branch: Option<String>,
+    },
+}
+
+/// The longest `agent plugin test --timeout`, the bound of `/plugins/run`'s.
+const PLUGIN_TEST_MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
 fn main() -> ExitCode {
     // Before anything is created: nothing of the agent's is ever writable by group or others,
     // nor readable by others, whatever umask it was started with.
     agent::files::set_umask();
     // Before any thread: bounded memory depends on it (docs/security.md, "Bounded memory").
     agent::limit_malloc_arenas();
-    let cli = Cli::parse();
+    let cli = parse_cli();
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -87,6 +156,21 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The command line, with each `agent test --only` kept apart (`--only cpu --only plugin x`).
+fn parse_cli() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Cmd::Test { only_each, .. } = &mut cli.command {
+        *only_each = matches
+            .subcommand_matches("test")
+            .and_then(|m| m.get_occurrences::<String>("only"))
+            .map(|each| each.map(|o| o.cloned().collect()).collect())
+            .unwrap_or_default();
+    }
+    cli
 }
 
 fn run(cmd: Cmd) -> anyhow::Result<()> {
@@ -133,6 +217,76 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                     checked.problems.join("\n  - ")
                 )),
             }
+        }
+        Cmd::Test {
+            config,
+            ns,
+            only_each,
+            ..
+        } => {
+            let c = Config::load(&config)?;
+            let sel = agent::dryrun::Selection {
+                ns,
+                only: only_each,
+            };
+            let tested = run_once(agent::dryrun::run(c, &sel))?;
+            print!("{}", tested.output);
+            if tested.failures.is_empty() {
+                return Ok(());
+            }
+            let list: Vec<String> = tested
+                .failures
+                .iter()
+                .map(|(job, why)| format!("{job}: {why}"))
+                .collect();
+            anyhow::bail!(
+                "{} of {} failed:\n  - {}",
+                tested.failures.len(),
+                shared::count(tested.jobs as u64, "job"),
+                list.join("\n  - ")
+            )
+        }
+        Cmd::Plugin {
+            command:
+                PluginCmd::Test {
+                    target,
+                    param,
+                    timeout,
+                    config,
+                    ns,
+                    branch,
+                },
+        } => {
+            let timeout = Duration::try_from_secs_f64(timeout)
+                .ok()
+                .filter(|t| !t.is_zero() && *t <= PLUGIN_TEST_MAX_TIMEOUT)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--timeout {timeout}: give seconds above 0, at most {} (as /plugins/run)",
+                        PLUGIN_TEST_MAX_TIMEOUT.as_secs()
+                    )
+                })?;
+            let c = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::default(),
+            };
+            let test = agent::dryrun::plugin::PluginTest {
+                target,
+                params: param,
+                timeout,
+                ns,
+                branch,
+            };
+            let tested = run_once(agent::dryrun::plugin::run(c, &test))?;
+            print!("{}", tested.output);
+            if tested.rejected == 0 {
+                return Ok(());
+            }
+            anyhow::bail!(
+                "the agent would drop {} of this run:\n  - {}",
+                shared::count(tested.rejected as u64, "metric"),
+                tested.errors.join("\n  - ")
+            )
         }
         Cmd::Reload { config, timeout } => {
             let pid_file = match config {
@@ -251,6 +405,26 @@ fn describe_plan(plan: &agent::registry::Plan) -> String {
         }
     }
     out
+}
+
+/// Runs a command that runs jobs once (`agent test`, `agent plugin test`) until it is done or
+/// interrupted (Ctrl-C, SIGTERM): then it is dropped, which kills the plugin runs going on and
+/// removes the temporary directory, as the end of a run does.
+fn run_once<T>(work: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("agent-test")
+        .build()?;
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            done = work => done,
+            _ = term.recv() => anyhow::bail!("stopped by SIGTERM; nothing was sent"),
+            _ = int.recv() => anyhow::bail!("interrupted; nothing was sent"),
+        }
+    })
 }
 
 fn run_daemon(config: Config, foreground: bool) -> anyhow::Result<()> {

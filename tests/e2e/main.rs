@@ -8,6 +8,7 @@ mod checkouts;
 mod cli;
 mod console;
 mod contain;
+mod dryrun;
 mod fleet;
 mod herd;
 mod lifecycle;

@@ -607,61 +607,16 @@ impl PluginManager {
                     message: format!("check task failed: {e}"),
                 })
             });
-        let ready = match (&self.inner.identity, &self.inner.contain, under) {
-            (Ok(identity), Ok(contain), Ok(())) => Ok((identity, contain)),
-            (Err(e), _, _) | (_, Err(e), _) => Err(e.clone()),
-            (_, _, Err(e)) => Err(e.to_string()),
-        };
-        let outcome = match ready {
-            Ok((identity, contain)) => {
-                let spec = RunSpec {
-                    dir,
-                    args: runner::split_args(&params),
-                    ns: ns.to_owned(),
-                    project: project.to_owned(),
-                    timeout,
-                    identity: identity.clone(),
-                    home: self.inner.home.clone(),
-                    output_cap: runner::OUTPUT_CAP,
-                    contain: Arc::clone(contain),
-                };
-                runner::run(&spec).await
-            }
-            Err(e) => Outcome {
-                reason: Reason::Spawn,
-                exit_code: None,
-                stdout: Vec::new(),
-                stderr: Vec::new(),
-                truncated: false,
-                duration: Duration::ZERO,
-                error: Some(e),
-                pid: None,
-            },
-        };
-        let mut result = RunResult {
-            at,
-            kind: kind.tag().to_owned(),
-            duration_ms: outcome.duration.as_millis() as u64,
-            ok: outcome.reason == Reason::Ok,
-            reason: outcome.reason.as_str().to_owned(),
-            exit_code: outcome.exit_code,
-            stdout: String::from_utf8_lossy(&outcome.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&outcome.stderr).into_owned(),
-            truncated: outcome.truncated,
-            error: outcome.error.clone(),
+        let outcome = match under {
+            Ok(()) => self.run_in(dir, ns, project, &params, timeout).await,
+            Err(e) => Outcome::not_started(e.to_string()),
         };
         // An on-demand-only plugin's output is for the caller; a periodic one's is metrics,
         // also when it is run on demand.
         let ships = kind == RunKind::Regular || item.interval > 0;
-        if result.ok && ships {
-            match parse_metrics(&outcome.stdout) {
-                Ok(metrics) => self.ship(ns, &producer, project, metrics).await,
-                Err(e) => {
-                    result.ok = false;
-                    result.reason = Reason::Output.as_str().to_owned();
-                    result.error = Some(e);
-                }
-            }
+        let (result, metrics) = judge(&outcome, at, kind.tag(), ships);
+        if !metrics.is_empty() {
+            self.ship(ns, &producer, project, metrics).await;
         }
         self.ship_result(ns, &producer, project, kind.tag(), &result)
             .await;
@@ -679,6 +634,44 @@ impl PluginManager {
         let kept = preview(&result);
         self.with_entry(ns, project, |e| e.last_run = Some(kept));
         Ok(result)
+    }
+
+    /// Runs `plugin.sh` in `dir` once, as the agent runs every plugin: as the plugin user when
+    /// the agent is root, in a clean environment, contained, with `timeout` and the output cap
+    /// ([`runner::run`]). `agent plugin test` runs an author's folder through here too.
+    pub async fn run_in(
+        &self,
+        dir: PathBuf,
+        ns: &str,
+        project: &str,
+        params: &str,
+        timeout: Duration,
+    ) -> Outcome {
+        let (identity, contain) = match (&self.inner.identity, &self.inner.contain) {
+            (Ok(identity), Ok(contain)) => (identity, contain),
+            (Err(e), _) | (_, Err(e)) => return Outcome::not_started(e.clone()),
+        };
+        let spec = RunSpec {
+            dir,
+            args: runner::split_args(params),
+            ns: ns.to_owned(),
+            project: project.to_owned(),
+            timeout,
+            identity: identity.clone(),
+            home: self.inner.home.clone(),
+            output_cap: runner::OUTPUT_CAP,
+            contain: Arc::clone(contain),
+        };
+        runner::run(&spec).await
+    }
+
+    /// The user plugins run as: `None` for the agent's own, or why plugins cannot run.
+    pub fn identity(&self) -> Result<Option<&Identity>, &str> {
+        self.inner
+            .identity
+            .as_ref()
+            .map(Option::as_ref)
+            .map_err(String::as_str)
     }
 
     /// `producer` names the run for the taps (`plugin ns/project`, `builtin ns/name`).
@@ -955,13 +948,116 @@ pub fn periodic_timeout(interval_secs: u64) -> Duration {
     interval.saturating_sub(margin)
 }
 
-/// A periodic plugin's stdout: a JSON list of metrics, or an error quoting its start.
-fn parse_metrics(stdout: &[u8]) -> Result<Vec<Metric>, String> {
+/// A run's result as `/plugins/run` and `/plugins/list` show it and, when `metrics` is asked
+/// for and the run succeeded, the metrics of its stdout: output that is not a JSON list of
+/// metrics fails the run (reason `output`).
+pub fn judge(outcome: &Outcome, at: i64, kind: &str, metrics: bool) -> (RunResult, Vec<Metric>) {
+    let mut result = RunResult {
+        at,
+        kind: kind.to_owned(),
+        duration_ms: outcome.duration.as_millis() as u64,
+        ok: outcome.reason == Reason::Ok,
+        reason: outcome.reason.as_str().to_owned(),
+        exit_code: outcome.exit_code,
+        stdout: String::from_utf8_lossy(&outcome.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&outcome.stderr).into_owned(),
+        truncated: outcome.truncated,
+        error: outcome.error.clone(),
+    };
+    let mut parsed = Vec::new();
+    if result.ok && metrics {
+        match parse_metrics(&outcome.stdout) {
+            Ok(m) => parsed = m,
+            Err(e) => {
+                result.ok = false;
+                result.reason = Reason::Output.as_str().to_owned();
+                result.error = Some(e);
+            }
+        }
+    }
+    (result, parsed)
+}
+
+/// A plugin's stdout: a JSON list of metrics, or an error quoting its start and the text around
+/// the position of the error.
+pub fn parse_metrics(stdout: &[u8]) -> Result<Vec<Metric>, String> {
     serde_json::from_slice::<Vec<Metric>>(stdout).map_err(|e| {
         let text = String::from_utf8_lossy(stdout);
         let snippet: String = text.chars().take(SNIPPET_CHARS).collect();
-        format!("stdout is not a JSON list of metrics ({e}); it starts with: {snippet:?}")
+        let mut msg =
+            format!("stdout is not a JSON list of metrics ({e}); it starts with: {snippet:?}");
+        if let Some(around) = around_position(&text, e.line(), e.column()) {
+            msg.push_str(&format!(
+                "; at line {} column {}: {around:?}",
+                e.line(),
+                e.column()
+            ));
+        }
+        msg
     })
+}
+
+/// Characters of context on each side of a JSON error's position.
+const AROUND_CHARS: usize = 40;
+
+/// The text around `line`:`column` (both from 1, the column in bytes, as serde_json counts),
+/// `<here>` marking the character the error is at, when that lies past the quoted start
+/// (otherwise the start already shows it).
+fn around_position(text: &str, line: usize, column: usize) -> Option<String> {
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    // serde_json counts columns in bytes; a lossy conversion keeps the offsets of valid UTF-8.
+    let mut at = (line_start + column.saturating_sub(1)).min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    if text[..at].chars().count() < SNIPPET_CHARS.saturating_sub(AROUND_CHARS) {
+        return None;
+    }
+    let before: String = {
+        let mut b: Vec<char> = text[..at].chars().rev().take(AROUND_CHARS).collect();
+        b.reverse();
+        b.into_iter().collect()
+    };
+    let after: String = text[at..].chars().take(AROUND_CHARS).collect();
+    Some(format!("{before}<here>{after}"))
+}
+
+/// Bytes of a failed run's stderr quoted by [`describe_failure`].
+pub const STDERR_TAIL_BYTES: usize = 500;
+
+/// The end of a run's stderr: its last `lines` lines, at most `bytes` bytes, trimmed.
+pub fn stderr_tail(stderr: &str, lines: usize, bytes: usize) -> &str {
+    let s = stderr.trim_end();
+    let mut start = s.len().saturating_sub(bytes);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    let s = &s[start..];
+    let cut = s
+        .rmatch_indices('\n')
+        .nth(lines.saturating_sub(1))
+        .map_or(0, |(i, _)| i + 1);
+    s[cut..].trim_start_matches('\n')
+}
+
+/// A failed run in one line: its reason and error, and the end of its stderr when it wrote any.
+pub fn describe_failure(r: &RunResult) -> String {
+    let mut s = format!(
+        "{}: {}",
+        r.reason,
+        r.error
+            .as_deref()
+            .unwrap_or("failed without an error message")
+    );
+    let tail = stderr_tail(&r.stderr, 5, STDERR_TAIL_BYTES);
+    if !tail.is_empty() {
+        s.push_str(&format!("; stderr ends with: {tail:?}"));
+    }
+    s
 }
 
 /// The copy of a run kept for `/plugins/list`: outputs cut to [`LIST_OUTPUT_CAP`].

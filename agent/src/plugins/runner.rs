@@ -118,6 +118,14 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A run refused before anything was started (reason `spawn`).
+    pub fn not_started(error: String) -> Self {
+        Outcome {
+            duration: Duration::ZERO,
+            ..Self::spawn_failed(error, Instant::now())
+        }
+    }
+
     fn spawn_failed(error: String, started: Instant) -> Self {
         Outcome {
             reason: Reason::Spawn,

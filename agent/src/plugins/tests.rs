@@ -2137,3 +2137,51 @@ async fn a_registry_fuzz_of_names_touches_nothing_outside_the_plugin_root() {
         .count();
     assert!(cloned >= 5, "only {cloned} clones: {:?}", manager.list());
 }
+
+#[test]
+fn malformed_output_is_quoted_at_its_start_and_around_the_error() {
+    // Early error: the start shows it; no second quote.
+    let e = parse_metrics(b"[{\"name\": x}]").expect_err("malformed");
+    assert_eq!(
+        e,
+        "stdout is not a JSON list of metrics (expected value at line 1 column 11); it starts with: \"[{\\\"name\\\": x}]\""
+    );
+    // Late error, on a later line: the text around it, the offending character after `<here>`.
+    let mut body = String::from("[\n");
+    for i in 0..20 {
+        body.push_str(&format!("{{\"name\": \"m{i}\", \"value\": {i}}},\n"));
+    }
+    body.push_str("{\"name\": \"last\", \"value\": tru}\n]");
+    let e = parse_metrics(body.as_bytes()).expect_err("malformed");
+    assert!(e.contains("(expected ident at line 22 column 30)"), "{e}");
+    assert!(
+        e.ends_with(
+            "; at line 22 column 30: \"lue\\\": 19},\\n{\\\"name\\\": \\\"last\\\", \\\"value\\\": tru<here>}\\n]\""
+        ),
+        "{e}"
+    );
+    // Multi-byte text before the position does not break the cut.
+    let wide = format!("[{{\"name\": \"{}\", \"value\": x}}]", "é".repeat(300));
+    let e = parse_metrics(wide.as_bytes()).expect_err("malformed");
+    assert!(e.ends_with("\", \\\"value\\\": <here>x}]\""), "{e}");
+}
+
+#[test]
+fn stderr_tail_keeps_the_last_lines_within_the_byte_bound() {
+    assert_eq!(stderr_tail("a\nb\nc\n\n", 2, 100), "b\nc");
+    assert_eq!(stderr_tail("only", 5, 100), "only");
+    assert_eq!(stderr_tail("", 5, 100), "");
+    assert_eq!(stderr_tail("abcdef", 5, 3), "def");
+    // Never cuts inside a character.
+    assert_eq!(stderr_tail("ééé", 5, 3), "é");
+    let r = RunResult {
+        reason: "exit".to_owned(),
+        error: Some("exited with 3".to_owned()),
+        stderr: "noise\nboom\n".to_owned(),
+        ..RunResult::default()
+    };
+    assert_eq!(
+        describe_failure(&r),
+        "exit: exited with 3; stderr ends with: \"noise\\nboom\""
+    );
+}

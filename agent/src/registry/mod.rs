@@ -61,6 +61,16 @@ pub struct Fetched {
 }
 
 impl Fetched {
+    /// The answer validated as a refresh applies it: the usable plan, and every problem (the
+    /// source's first, then validation's, then the unavailable namespaces', which keep their
+    /// items from `in_force`).
+    pub fn check(self, in_force: &Plan, topic_template: &str) -> Checked {
+        let mut checked = validate(self.plan, topic_template);
+        Fetched::keep_unavailable(&self.unavailable, in_force, &mut checked);
+        checked.problems.splice(0..0, self.problems);
+        checked
+    }
+
     /// Puts each unavailable namespace's items from `in_force` into `checked` (the validated
     /// answer), so one namespace whose call fails neither stops nor blocks the others, and
     /// reports each in `problems`.
@@ -345,9 +355,12 @@ pub fn check_file(config: &Config) -> Option<Result<Checked, RegistryError>> {
     Some(
         file::load(&config.registry.path)
             .map(|loaded| {
-                let mut checked = validate(loaded.plan, &config.output.topic);
-                checked.problems.splice(0..0, loaded.problems);
-                checked
+                Fetched {
+                    plan: loaded.plan,
+                    problems: loaded.problems,
+                    ..Fetched::default()
+                }
+                .check(&Plan::default(), &config.output.topic)
             })
             .map_err(RegistryError::File),
     )
@@ -719,5 +732,55 @@ mod tests {
             assert!(all.contains(expected), "{expected:?} not in:\n{all}");
         }
         assert_eq!(checked.problems.len(), 4, "{all}");
+    }
+
+    #[test]
+    fn a_fetched_answer_is_checked_as_a_refresh_applies_it() {
+        let ok = NamespacePlan {
+            ports: vec![PortItem {
+                name: "web".into(),
+                port: 80,
+                connect_timeout: 3,
+                host: None,
+                interval: 30,
+            }],
+            ..NamespacePlan::default()
+        };
+        let bad = NamespacePlan {
+            ports: vec![PortItem {
+                port: 0,
+                ..ok.ports[0].clone()
+            }],
+            ..NamespacePlan::default()
+        };
+        let fetched = Fetched {
+            plan: Plan {
+                namespaces: [("a".to_owned(), ok.clone()), ("b".to_owned(), bad)].into(),
+            },
+            problems: vec!["from the source".to_owned()],
+            unavailable: [
+                ("c".to_owned(), "timed out".to_owned()),
+                ("d".to_owned(), "refused".to_owned()),
+            ]
+            .into(),
+            registered: BTreeMap::new(),
+        };
+        let in_force = Plan {
+            namespaces: [("c".to_owned(), ok.clone())].into(),
+        };
+        let checked = fetched.check(&in_force, "{ns}");
+        // The unavailable namespace that ran before keeps its items; the new one is not started.
+        assert_eq!(
+            checked.plan.namespaces.keys().collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
+        assert_eq!(checked.plan.namespaces["c"], ok);
+        assert!(checked.plan.namespaces["b"].ports.is_empty());
+        let p = &checked.problems;
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert_eq!(p[0], "from the source");
+        assert!(p[1].contains("port"), "validation second: {p:?}");
+        assert!(p[2].starts_with("namespace \"c\": not refreshed"), "{p:?}");
+        assert!(p[3].starts_with("namespace \"d\": not started"), "{p:?}");
     }
 }

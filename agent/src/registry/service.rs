@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::spread::Spread;
-use super::{cache, validate, Fetched, Plan, RegistryError, Source};
+use super::{cache, validate, Checked, Plan, RegistryError, Source};
 use crate::pipeline::normalize::now_secs;
 use crate::state::AgentState;
 
@@ -290,10 +290,8 @@ impl RegistryService {
                 *r = Some(fetched.registered.clone());
             }
         }
-        let mut checked = validate(fetched.plan, &self.state.config().output.topic);
-        Fetched::keep_unavailable(&fetched.unavailable, &self.state.plan(), &mut checked);
-        let mut problems = fetched.problems;
-        problems.extend(checked.problems);
+        let Checked { plan, problems } =
+            fetched.check(&self.state.plan(), &self.state.config().output.topic);
         self.report_problems(&problems);
         if self.reported_error.take().is_some() {
             info!(source = %self.source.describe(), "Registry answers again.");
@@ -308,7 +306,6 @@ impl RegistryService {
             h.problems = problems.clone();
         });
 
-        let plan = checked.plan;
         let applied = if *self.state.plan() == plan {
             debug!("Registry plan unchanged.");
             None

@@ -81,11 +81,14 @@ fn collect_system(
     collector.collect(family)
 }
 
-impl Runner for AgentRunner {
-    fn run(&self, key: &JobKey, spec: &JobSpec) -> BoxFuture<'static, ()> {
+impl AgentRunner {
+    /// One run of `work` (the job `key`): its metrics go to the pipeline. `Err` says why the run
+    /// failed (a plugin's reason, error and stderr tail; a collector that panicked); the scheduler
+    /// only logs it, `agent test` lists it. A plugin that is busy or disabled did not fail.
+    pub fn run_once(&self, key: &JobKey, work: &Work) -> BoxFuture<'static, Result<(), String>> {
         let state = self.state.clone();
         let job = key.to_string();
-        match &spec.work {
+        match work {
             Work::System { family, namespaces } => {
                 let (family, namespaces) = (*family, Arc::clone(namespaces));
                 let system = Arc::clone(&self.system);
@@ -98,30 +101,49 @@ impl Runner for AgentRunner {
                     {
                         Ok(metrics) => {
                             submit(&state, &job, &namespaces, metrics).await;
+                            Ok(())
                         }
-                        Err(e) => warn!(job, error = %e, "System collector failed."),
+                        Err(e) => {
+                            warn!(job, error = %e, "System collector failed.");
+                            Err(format!("the collector failed: {e}"))
+                        }
                     }
                 })
             }
             Work::Port { ns, item } => {
                 let (ns, item) = (ns.clone(), item.clone());
                 Box::pin(async move {
+                    // A closed port is a value (`up` 0), not a failed run.
                     let metric = port::check(&item).await;
                     submit(&state, &job, &[ns], vec![metric]).await;
+                    Ok(())
                 })
             }
             Work::Plugin { ns, project } => {
                 let (ns, project) = (ns.clone(), project.clone());
                 Box::pin(async move {
-                    if let Scheduled::Busy = state.plugins().run_scheduled(&ns, &project).await {
-                        state.jobs().count_skipped_tick();
+                    match state.plugins().run_scheduled(&ns, &project).await {
+                        Scheduled::Ran(r) if r.ok => Ok(()),
+                        Scheduled::Ran(r) => Err(crate::plugins::describe_failure(&r)),
+                        Scheduled::Busy => {
+                            state.jobs().count_skipped_tick();
+                            Ok(())
+                        }
+                        Scheduled::Disabled => Ok(()),
+                        Scheduled::NotReady => Err("not cloned yet".to_owned()),
+                        Scheduled::Unknown => Err("no longer in the plan".to_owned()),
                     }
                 })
             }
             Work::Builtin { ns, item } => {
                 let (ns, item) = (ns.clone(), item.clone());
                 Box::pin(async move {
-                    state.plugins().run_builtin_scheduled(&ns, &item).await;
+                    let r = state.plugins().run_builtin_scheduled(&ns, &item).await;
+                    if r.ok {
+                        Ok(())
+                    } else {
+                        Err(crate::plugins::describe_failure(&r))
+                    }
                 })
             }
             Work::Proc { ns, item } => {
@@ -138,12 +160,26 @@ impl Runner for AgentRunner {
                     match collected {
                         Ok(metrics) => {
                             submit(&state, &job, &[ns], metrics).await;
+                            Ok(())
                         }
-                        Err(e) => warn!(job, error = %e, "Process collector failed."),
+                        Err(e) => {
+                            warn!(job, error = %e, "Process collector failed.");
+                            Err(format!("the collector failed: {e}"))
+                        }
                     }
                 })
             }
         }
+    }
+}
+
+impl Runner for AgentRunner {
+    fn run(&self, key: &JobKey, spec: &JobSpec) -> BoxFuture<'static, ()> {
+        // Failures are logged where they happen (the plugin manager logs a plugin's).
+        let run = self.run_once(key, &spec.work);
+        Box::pin(async move {
+            let _ = run.await;
+        })
     }
 
     fn retain(&self, plan: &Plan) {
