@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod plugins;
 pub mod registry;
 pub mod reload;
+pub mod resident;
 pub mod scheduler;
 pub mod state;
 pub mod trust;
@@ -176,6 +177,16 @@ pub async fn run(
     ready(addr);
     trust::warn_about_env_roots().await;
     release_freed_memory();
+    match resident::drop_code_mappings() {
+        Ok(d) => tracing::debug!(
+            mappings = d.mappings,
+            resident_kib = d.resident_bytes / 1024,
+            "Start-up code unmapped; what runs from now on maps its pages again."
+        ),
+        Err(e) => {
+            tracing::debug!(error = %e, "Cannot read /proc/self/smaps; start-up code stays mapped.")
+        }
+    }
 
     shutdown.cancelled().await;
     info!("Shutting down: stopping producers.");
