@@ -440,7 +440,9 @@ impl Reader {
     /// that fails (a sysfs device removed, a module unloaded) is closed and the path opened once
     /// more, so what the error says is about the path as it is now.
     fn read_text(&mut self, path: &Path) -> std::io::Result<()> {
-        if let Some(i) = self.kept.iter().position(|(p, _)| p == path) {
+        // Byte equality: `Path`'s own compares component by component.
+        let key = path.as_os_str();
+        if let Some(i) = self.kept.iter().position(|(p, _)| p.as_os_str() == key) {
             if read_all_at(&self.kept[i].1, &mut self.buf).is_ok() {
                 return check_utf8(&self.buf);
             }
