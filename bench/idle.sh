@@ -16,6 +16,12 @@ secs=${1:-120}
 port=${IDLE_PORT:-18601}
 cargo build --release --quiet -p agent
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release/agent
+# The layout of idle code (agent/build.rs) only works while its symbol names match the build's;
+# they change with the dependencies and the toolchain (then run scripts/idle-symbol-order.sh).
+if command -v nm >/dev/null; then
+  have=$(nm --defined-only "$bin" | awk '{print $3}' | sort -u | comm -12 - <(sort -u agent/link/idle.order) | wc -l)
+  echo "agent/link/idle.order: $have of $(wc -l <agent/link/idle.order) functions found in the binary"
+fi
 work=$(mktemp -d)
 collectd_pid=""
 cleanup() {

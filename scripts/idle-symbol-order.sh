@@ -25,9 +25,9 @@ valgrind --tool=callgrind --demangle=no --callgrind-out-file="$work/cg.out" \
   "$bin" start --foreground -f "$work/agent.toml" >"$work/vg.log" 2>&1 &
 pid=$!
 sleep 20 # start-up under valgrind: config, registry, first collections
-callgrind_control -z "$pid" >/dev/null
+callgrind_control -z "$pid" >/dev/null 2>&1
 sleep "$secs"
-callgrind_control -d "$pid" >/dev/null
+callgrind_control -d "$pid" >/dev/null 2>&1
 sleep 2
 kill "$pid"
 wait "$pid" 2>/dev/null || true
