@@ -5,7 +5,8 @@
 //! - `pipeline`: `Pipeline::submit_metrics` -> batcher -> spool -> nsq output -> the NSQ peer
 //!   over loopback, with the default batch size, vs writing the same MPUB bytes to the peer on a
 //!   raw TCP connection (same one-answer-per-batch rhythm, no pipeline). Budget: at least
-//!   500,000 points per second.
+//!   500,000 points per second. `..._one_tap_open`: the same with a `/tap` open that matches
+//!   every point and is read as fast as it comes; budget (issue 15): at most 10 % slower.
 //!
 //! Run: `cargo bench -p agent --bench pipeline`; figures go to docs/benchmarks.md.
 
@@ -124,26 +125,36 @@ fn pipeline(c: &mut Criterion) {
     g.sample_size(10);
     g.measurement_time(Duration::from_secs(10));
     g.bench_function("submit_to_nsq_peer_100k_points", |b| {
-        b.iter_batched(
-            || {
-                (0..RUN_POINTS / BATCH)
-                    .map(|k| (0..BATCH).map(|i| typical_metric(k * BATCH + i)).collect())
-                    .collect::<Vec<Vec<Metric>>>()
-            },
-            |chunks| {
-                rt.block_on(async {
-                    let target = stats.delivered_points.load(Ordering::Relaxed) + RUN_POINTS as u64;
-                    for chunk in chunks {
-                        pipe.submit_metrics("bench.ns", chunk, Rename::Keep)
-                            .await
-                            .expect("open pipeline");
-                    }
-                    wait_for(|| stats.delivered_points.load(Ordering::Relaxed) >= target).await;
-                })
-            },
-            BatchSize::PerIteration,
-        )
+        submit_run(b, &rt, &pipe, &stats)
     });
+
+    // The same run with one tap open that matches everything, read as fast as the /tap stream
+    // reads it (encoded to its JSON lines): the tap budget (issue 15) is at most 10 % lost.
+    let tap_done = CancellationToken::new();
+    {
+        let mut tap = pipe
+            .tap()
+            .open(agent::pipeline::tap::Filter::default(), None, 1)
+            .expect("tap");
+        let done = tap_done.clone();
+        rt.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = done.cancelled() => return,
+                    b = tap.recv() => match b {
+                        Some(b) => { black_box(agent::api::tap::encode(&b)); }
+                        None => return,
+                    },
+                }
+            }
+        });
+    }
+    g.bench_function("submit_to_nsq_peer_100k_points_one_tap_open", |b| {
+        submit_run(b, &rt, &pipe, &stats)
+    });
+    tap_done.cancel();
+    let tapped_dropped = pipe.tap().dropped_total();
+    eprintln!("tap: {tapped_dropped} points dropped by the tap reader over the tap run");
 
     // Baseline: the same MPUB bytes, one batch and one answer at a time, on a raw connection.
     let points: Vec<Point> = (0..RUN_POINTS).map(typical_point).collect();
@@ -184,6 +195,35 @@ fn pipeline(c: &mut Criterion) {
         })
     });
     g.finish();
+}
+
+/// One measured run: [`RUN_POINTS`] metrics submitted in batches, until the peer answered the
+/// last of them.
+fn submit_run(
+    b: &mut criterion::Bencher,
+    rt: &tokio::runtime::Runtime,
+    pipe: &Pipeline,
+    stats: &OutputStats,
+) {
+    b.iter_batched(
+        || {
+            (0..RUN_POINTS / BATCH)
+                .map(|k| (0..BATCH).map(|i| typical_metric(k * BATCH + i)).collect())
+                .collect::<Vec<Vec<Metric>>>()
+        },
+        |chunks| {
+            rt.block_on(async {
+                let target = stats.delivered_points.load(Ordering::Relaxed) + RUN_POINTS as u64;
+                for chunk in chunks {
+                    pipe.submit_metrics("bench.ns", "bench", chunk, Rename::Keep)
+                        .await
+                        .expect("open pipeline");
+                }
+                wait_for(|| stats.delivered_points.load(Ordering::Relaxed) >= target).await;
+            })
+        },
+        BatchSize::PerIteration,
+    )
 }
 
 /// Reads one response frame and checks it is `OK`.

@@ -194,7 +194,7 @@ async fn through_pipeline(spool: &Spool, points_total: usize) {
             })
             .collect();
         pipeline
-            .submit_metrics("bench.ns", metrics, Rename::Plugin("bench"))
+            .submit_metrics("bench.ns", "bench", metrics, Rename::Plugin("bench"))
             .await
             .expect("pipeline open");
     }

@@ -112,6 +112,9 @@ pub struct AgentConfig {
     pub max_inflight_body_bytes: usize,
     /// How long a `/post` waits for room (body bytes, queue bytes) before it answers 503.
     pub post_wait_ms: u64,
+    /// Most `GET /tap` streams open at once (each holds at most a few MiB of queued points);
+    /// 0 turns the tap off.
+    pub max_taps: usize,
 }
 
 /// `agent.plugin_containment`.
@@ -161,6 +164,7 @@ impl Default for AgentConfig {
             post_ack: PostAck::Durable,
             max_inflight_body_bytes: 32 * 1024 * 1024,
             post_wait_ms: 2000,
+            max_taps: 4,
         }
     }
 }
@@ -549,6 +553,12 @@ impl Config {
             bad(
                 "agent.max_inflight_body_bytes",
                 format!("must be at most {}", u32::MAX),
+            );
+        }
+        if self.agent.max_taps > 64 {
+            bad(
+                "agent.max_taps",
+                "must be at most 64 (each open tap may hold a few MiB)".into(),
             );
         }
         if self.agent.post_wait_ms > 60_000 {

@@ -53,6 +53,9 @@ pub enum Command {
     Post(PostArgs),
     /// Read lines of a file the agent may read (its own log, /var/log), optionally following it.
     Log(LogArgs),
+    /// Watch the points the agent sends, live, as line protocol (or --json), until Ctrl-C or
+    /// --count; `# ns NS · PRODUCER` comment lines say where the lines after them come from.
+    Tap(TapArgs),
     /// Many agents at once: health of every host, roll-outs in batches (docs/fleet.md).
     #[command(subcommand)]
     Fleet(FleetCommand),
@@ -262,4 +265,24 @@ pub struct LogArgs {
     /// Keep polling for new lines until Ctrl-C (restarts at 0 when the file is truncated or rotated).
     #[arg(long, short)]
     pub follow: bool,
+}
+
+/// `agentctl tap`.
+#[derive(Debug, Args)]
+pub struct TapArgs {
+    /// Only this namespace.
+    #[arg(long)]
+    pub ns: Option<String>,
+    /// Only measurements matching this glob (`PLUGIN.nginx.*`; `*` crosses dots).
+    #[arg(long = "match", value_name = "GLOB")]
+    pub pattern: Option<String>,
+    /// Only points with this tag and value (repeatable: all must match).
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<String>,
+    /// At most this many points per second, sampled evenly when more match.
+    #[arg(long, value_name = "N")]
+    pub rate: Option<u32>,
+    /// Stop after this many points (exit 0).
+    #[arg(long, short = 'n', value_name = "N")]
+    pub count: Option<u64>,
 }

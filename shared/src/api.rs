@@ -2,6 +2,8 @@
 //!
 //! The agent's router and `agentctl`'s client both use these, so a path or a field is written once.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Endpoint paths, shared by the router and the client.
@@ -28,6 +30,9 @@ pub mod paths {
     pub const LOG_OFFSET: &str = "/log/offset";
     /// `GET /metrics`: the agent's own telemetry in the Prometheus text format.
     pub const METRICS: &str = "/metrics";
+    /// `GET /tap?ns=&match=&tag=k=v&rate=`: the points as they leave normalisation, live, one
+    /// JSON object per line ([`super::TapLine`]).
+    pub const TAP: &str = "/tap";
 }
 
 /// How the agent's 404 for a path it does not serve begins (`no endpoint /x; ...`), so clients can
@@ -238,9 +243,13 @@ pub struct PluginCounts {
 pub struct PluginInfo {
     /// Namespace.
     pub ns: String,
-    /// Project name (the repository's name).
+    /// Project name (the repository's name), or the built-in's name.
     pub project: String,
-    /// Repository address.
+    /// `script` (a git checkout) or `builtin` (compiled in: no repository, no commit, runs on
+    /// its schedule only).
+    #[serde(default = "script_kind")]
+    pub kind: String,
+    /// Repository address; empty for a built-in.
     pub repo: String,
     /// Seconds between runs; 0 = on demand only.
     pub interval: u64,
@@ -260,6 +269,15 @@ pub struct PluginInfo {
     /// The last run.
     pub last_run: Option<RunResult>,
 }
+
+fn script_kind() -> String {
+    PLUGIN_SCRIPT.to_owned()
+}
+
+/// [`PluginInfo::kind`] of a script plugin.
+pub const PLUGIN_SCRIPT: &str = "script";
+/// [`PluginInfo::kind`] of a built-in plugin.
+pub const PLUGIN_BUILTIN: &str = "builtin";
 
 /// Answer of `GET /plugins/list`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -338,4 +356,52 @@ pub struct LogChunk {
     /// returned and `next_offset` is 0, so a follower starts over at the new file's beginning.
     #[serde(default)]
     pub truncated: bool,
+}
+
+/// One line of the `GET /tap` stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TapLine {
+    /// Points the tap lost since the last such line, because its reader was slower than the
+    /// points came (`{"dropped": N}`).
+    Dropped {
+        /// How many.
+        dropped: u64,
+    },
+    /// A point.
+    Point(TapPoint),
+}
+
+/// A point as a tap shows it: what the agent sends, and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TapPoint {
+    /// The namespace (the database downstream).
+    pub ns: String,
+    /// The measurement, after renaming.
+    pub measurement: String,
+    /// The tags, `host` included.
+    pub tags: BTreeMap<String, String>,
+    /// The value.
+    pub value: TapValue,
+    /// Unix time, seconds.
+    pub timestamp: i64,
+    /// The job or API call that produced it (`system CPU`, `plugin ns/nginx`, `POST /post`).
+    pub producer: String,
+    /// The point as the agent sends it: one line of line protocol, without its newline.
+    pub line: String,
+}
+
+/// A tapped value; integers and floats stay apart (a float always has a `.` or an exponent in
+/// the JSON, as line protocol's `i` suffix keeps them apart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TapValue {
+    /// An integer field.
+    Int(i64),
+    /// A float field.
+    Float(f64),
+    /// A boolean field.
+    Bool(bool),
+    /// A string field.
+    Str(String),
 }

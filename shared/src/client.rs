@@ -280,20 +280,7 @@ impl Client {
             reason: describe(&e),
         })?;
         if !status.is_success() {
-            let message = serde_json::from_slice::<api::ErrorBody>(&bytes)
-                .map(|b| b.error)
-                .unwrap_or_else(|_| foreign_body(&content_type, &bytes, &self.addr));
-            if status.as_u16() == 401 {
-                return Err(ClientError::Unauthorized {
-                    addr: self.addr.clone(),
-                    message,
-                    sent: self.token_note.clone(),
-                });
-            }
-            return Err(ClientError::Api {
-                status: status.as_u16(),
-                message,
-            });
+            return Err(self.refused(status.as_u16(), &content_type, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             addr: self.addr.clone(),
@@ -303,6 +290,118 @@ impl Client {
                 e.to_string()
             },
         })
+    }
+}
+
+impl Client {
+    /// The error for an answer with a failure `status`.
+    fn refused(&self, status: u16, content_type: &str, body: &[u8]) -> ClientError {
+        let message = serde_json::from_slice::<api::ErrorBody>(body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| foreign_body(content_type, body, &self.addr));
+        if status == 401 {
+            return ClientError::Unauthorized {
+                addr: self.addr.clone(),
+                message,
+                sent: self.token_note.clone(),
+            };
+        }
+        ClientError::Api { status, message }
+    }
+
+    /// `GET /tap`: opens a live stream of points (`query`: `ns`, `match`, `tag`, `rate`). The
+    /// stream has no deadline (a quiet filter may see nothing for minutes); only connecting
+    /// has one.
+    pub async fn tap(&self, query: &[(&str, String)]) -> Result<TapStream, ClientError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap_or_default();
+        let mut req = http.get(self.url(paths::TAP)).query(query);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            reason: describe(&e),
+        };
+        let resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let content_type = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            // An error answer is small; a foreign server's is cut at the quote limit anyway.
+            let body = read_capped(resp, 64 * 1024).await.map_err(unreachable)?;
+            return Err(self.refused(status.as_u16(), &content_type, &body));
+        }
+        Ok(TapStream {
+            resp,
+            buf: Vec::new(),
+            addr: self.addr.clone(),
+        })
+    }
+}
+
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        out.extend_from_slice(&chunk[..chunk.len().min(cap - out.len())]);
+        if out.len() >= cap {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Longest line a tap stream may send (a point with long tags and a long string value is a
+/// few KiB).
+pub const MAX_TAP_LINE: usize = 1024 * 1024;
+
+/// An open `GET /tap` stream.
+pub struct TapStream {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    addr: String,
+}
+
+impl TapStream {
+    /// The next line; `Ok(None)` when the agent ended the stream (it is stopping).
+    pub async fn next(&mut self) -> Result<Option<api::TapLine>, ClientError> {
+        loop {
+            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=end).collect();
+                let line = line.trim_ascii();
+                if line.is_empty() {
+                    continue;
+                }
+                return serde_json::from_slice(line)
+                    .map(Some)
+                    .map_err(|e| ClientError::Decode {
+                        addr: self.addr.clone(),
+                        reason: format!("a tap line that is not a point: {e}"),
+                    });
+            }
+            if self.buf.len() > MAX_TAP_LINE {
+                return Err(ClientError::Decode {
+                    addr: self.addr.clone(),
+                    reason: format!("a tap line longer than {MAX_TAP_LINE} bytes"),
+                });
+            }
+            match self.resp.chunk().await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    return Err(ClientError::Unreachable {
+                        addr: self.addr.clone(),
+                        reason: describe(&e),
+                    })
+                }
+            }
+        }
     }
 }
 

@@ -1,8 +1,13 @@
 //! The "last agent this user started" pointer: `agent start` records the path of its pid file
 //! there, so a bare `agent stop` and agentctl (for the token file beside the pid file) find it.
 //!
-//! It lives in `$XDG_RUNTIME_DIR` (a folder of this user's own), or else in a folder
-//! `agent-<uid>` of the temp dir that only this user may enter. Whatever is in a shared folder
+//! It lives in `$XDG_RUNTIME_DIR` (a folder of this user's own, one per login), or else in a
+//! folder `agent-<uid>` of the temp dir that only this user may enter. That folder is shared by
+//! every login of the user (root over ssh has no `XDG_RUNTIME_DIR`), so there the pointer is
+//! named after the login's audit session (`/proc/self/sessionid`, set by `pam_loginuid` and
+//! inherited by everything started from the login): two operators logged in as root each have
+//! their own "last started", and one's bare `agent stop` cannot stop the other's agent. Without
+//! an audit session (no `pam_loginuid`, some containers) it is one pointer per user. Whatever is in a shared folder
 //! may have been planted by another local user, so the pointer is trusted only when its folder
 //! belongs to this user (or root) and nobody else may write it, the pointer is a regular file
 //! of this user that nobody else may write, and no symlink is followed on the way: every step
@@ -53,6 +58,15 @@ pub struct Pointer {
     /// The folder is the temp-dir fallback: made by us, mode 0700, of this user only.
     private: bool,
     uid: u32,
+    /// The login's audit session, naming the pointer in the shared fallback folder.
+    session: Option<u32>,
+}
+
+/// The audit session of this process (`/proc/self/sessionid`), if it is in one.
+pub fn audit_session() -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/self/sessionid").ok()?;
+    // `(u32)-1`: not in an audit session.
+    text.trim().parse().ok().filter(|&id| id != u32::MAX)
 }
 
 impl Pointer {
@@ -66,11 +80,13 @@ impl Pointer {
                 dir,
                 private: false,
                 uid,
+                session: None,
             },
             None => Pointer {
                 dir: std::env::temp_dir().join(format!("agent-{uid}")),
                 private: true,
                 uid,
+                session: audit_session(),
             },
         }
     }
@@ -81,6 +97,7 @@ impl Pointer {
             dir: dir.to_owned(),
             private: false,
             uid,
+            session: None,
         }
     }
 
@@ -90,7 +107,10 @@ impl Pointer {
     }
 
     fn file_name(&self) -> String {
-        format!("agent-{}.pidfile", self.uid)
+        match self.session {
+            Some(s) => format!("agent-{}-session-{s}.pidfile", self.uid),
+            None => format!("agent-{}.pidfile", self.uid),
+        }
     }
 
     fn io(&self, path: PathBuf) -> impl FnOnce(Errno) -> PointerError {
@@ -279,6 +299,7 @@ mod tests {
             dir: dir.path().join("agent-x"),
             private: true,
             uid: uid(),
+            session: None,
         };
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
             .expect("chmod");
@@ -297,5 +318,23 @@ mod tests {
             private.read(),
             Err(PointerError::Untrusted { .. })
         ));
+    }
+
+    #[test]
+    fn each_audit_session_has_its_own_pointer_in_the_shared_fallback() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let login = |session| Pointer {
+            dir: dir.path().join("agent-x"),
+            private: true,
+            uid: uid(),
+            session,
+        };
+        let (a, b, none) = (login(Some(1)), login(Some(2)), login(None));
+        a.record(Path::new("/a/agent.pid")).expect("record a");
+        b.record(Path::new("/b/agent.pid")).expect("record b");
+        assert_eq!(a.read().expect("a"), Path::new("/a/agent.pid"));
+        assert_eq!(b.read().expect("b"), Path::new("/b/agent.pid"));
+        assert!(matches!(none.read(), Err(PointerError::NotRecorded(_))));
+        assert!(a.path().to_string_lossy().ends_with("-session-1.pidfile"));
     }
 }

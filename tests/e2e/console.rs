@@ -689,3 +689,89 @@ fn a_bad_host_file_is_exit_2_naming_the_line_before_the_fleet_screen_opens() {
         "no screen was drawn: {output:?}"
     );
 }
+
+/// The Points screen in a real terminal: a plugin's points and posted ones appear as series
+/// with their producer, the filter narrows them, Enter shows the latest lines as sent, and a
+/// pause freezes the table on the selected row while points keep coming.
+#[test]
+fn the_points_screen_shows_series_live_filters_shows_raw_lines_and_pauses() {
+    assert!(
+        Tmux::available(),
+        "tmux is not installed; the TUI end-to-end tests need it (apt-get install tmux)"
+    );
+    let remotes = tempfile::tempdir().expect("tmp");
+    let url = support::gitrepo::BareRepo::new(
+        remotes.path(),
+        "gauge",
+        "echo '[{\"name\":\"temp\",\"value\":21.5,\"tags\":{\"room\":\"a\"}}]'\n",
+    )
+    .url();
+    let agent = AgentBuilder::new()
+        .agent_keys("hostname = \"e2e-points\"")
+        .config("[output]\nflush_ms = 100")
+        .registry(&format!(
+            "[[namespace]]\nname = \"{NS}\"\nplugins = [{{ git = \"{url}\", interval = 1 }}]\n"
+        ))
+        .start();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(agent.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+
+    let tmux = Tmux::agentctl(&agent.addr, "");
+    tmux.wait_for("● connected");
+    tmux.keys(&["5"]);
+    let screen = tmux.wait_for("PLUGIN.gauge.temp");
+    let row = screen
+        .lines()
+        .find(|l| l.contains("PLUGIN.gauge.temp"))
+        .unwrap_or_default();
+    // At 80 columns the producer (`plugin e2e.console/gauge`) is cut; Enter shows all.
+    for want in ["room=a", "21.5", "plugin e2"] {
+        assert!(row.contains(want), "{want} in the row: {screen}");
+    }
+
+    // A posted series, then a filter that keeps only it.
+    let posted = "e2e.points.posted,side=left value=7i\n";
+    let (st, v) = agent.post(&format!("/post?ns={NS}"), "text/plain", posted.into());
+    assert_eq!(st, 200, "{v}");
+    tmux.wait_for("e2e.points.posted");
+    tmux.keys(&["/"]);
+    tmux.keys(&["-l", "posted"]);
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("filter: posted");
+    assert!(
+        !screen.contains("PLUGIN.gauge.temp"),
+        "filtered out: {screen}"
+    );
+    assert!(screen.contains("POST /pos"), "{screen}");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Latest lines as sent");
+    tmux.wait_for("e2e.points.posted,host=e2e-points,side=left value=7i");
+    // Esc closes the lines, a second one clears the filter (sent apart: two ESC bytes at once
+    // read as one key).
+    tmux.keys(&["Escape"]);
+    assert!(
+        wait_until(Duration::from_secs(15), || !tmux
+            .screen()
+            .contains("Latest lines as sent")),
+        "{}",
+        tmux.screen()
+    );
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("PLUGIN.gauge.temp");
+
+    // Paused: a new series does not appear until resumed.
+    tmux.keys(&["Space"]);
+    tmux.wait_for("PAUSED");
+    let later = "e2e.points.later value=1\n";
+    let (st, v) = agent.post(&format!("/post?ns={NS}"), "text/plain", later.into());
+    assert_eq!(st, 200, "{v}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !tmux.screen().contains("e2e.points.later"),
+        "{}",
+        tmux.screen()
+    );
+    tmux.keys(&["Space"]);
+    tmux.wait_for("e2e.points.later");
+}

@@ -1,5 +1,6 @@
 //! Starting, stopping and configuring the real agent binary.
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use support::{wait_until, AgentBuilder};
@@ -447,4 +448,153 @@ fn a_pointer_planted_by_another_user_is_not_followed_by_stop_nor_written_through
     assert!(meta.is_dir(), "a real folder");
     assert_eq!(meta.permissions().mode() & 0o777, 0o700, "only root's");
     let _ = agent.stop();
+}
+
+/// Two operators logged in as the same user without `XDG_RUNTIME_DIR` (root over ssh): each
+/// login is its own audit session (`pam_loginuid` writes `/proc/self/loginuid`; each "login"
+/// here is a shell that does the same, and every command it runs inherits the session), and
+/// each has its own "last started" pointer: operator B starting an agent after A does not make
+/// A's bare `agent stop` stop B's.
+#[test]
+fn two_logins_of_one_user_each_stop_the_agent_they_started() {
+    let shared_tmp = tempfile::tempdir().expect("tmp");
+    let work = tempfile::tempdir().expect("tmp");
+    let agents: Vec<(tempfile::TempDir, std::path::PathBuf)> = (0..2)
+        .map(|_| {
+            let dir = tempfile::tempdir().expect("tmp");
+            let config = dir.path().join("agent.toml");
+            let port = support::free_port();
+            std::fs::write(&config, format!("[agent]\nlisten = \"127.0.0.1:{port}\"\n"))
+                .expect("config");
+            std::fs::write(dir.path().join("registry.toml"), ONE_NS).expect("registry");
+            (dir, config)
+        })
+        .collect();
+    let login = |script: String| {
+        let mut c = std::process::Command::new("sh");
+        c.arg("-c")
+            .arg(format!(
+                "echo 0 > /proc/self/loginuid || {{ echo 'cannot open an audit session (root needed)' >&2; exit 97; }}\n{script}"
+            ))
+            .arg(support::bin("agent"))
+            .env_remove("XDG_RUNTIME_DIR")
+            .env("TMPDIR", shared_tmp.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let (started, go) = (work.path().join("a-started"), work.path().join("go"));
+    // Operator A: starts an agent, waits (bounded) until told, then a bare `agent stop`.
+    let a = login(format!(
+        "\"$0\" start -f {} && touch {}\n\
+         for i in $(seq 600); do [ -e {} ] && break; sleep 0.1; done\n\
+         exec \"$0\" stop",
+        agents[0].1.display(),
+        started.display(),
+        go.display()
+    ))
+    .spawn()
+    .expect("login a");
+    assert!(
+        wait_until(Duration::from_secs(60), || started.exists()),
+        "operator A's agent did not start"
+    );
+    // Operator B, in a login of their own, starts another agent meanwhile.
+    let b = login(format!("exec \"$0\" start -f {}", agents[1].1.display()))
+        .output()
+        .expect("login b");
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    std::fs::write(&go, "").expect("go");
+    let a = a.wait_with_output().expect("login a");
+    let said = String::from_utf8_lossy(&a.stderr);
+    assert!(a.status.success(), "A's stop: {said}");
+    let pid_file = |i: usize| agents[i].0.path().join("data/agent.pid");
+    assert!(!pid_file(0).exists(), "A's bare stop stopped A's agent");
+    assert!(
+        pid_file(1).exists(),
+        "A's bare stop must not stop B's agent: {}",
+        String::from_utf8_lossy(&a.stdout)
+    );
+    let stop_b = support::agent_cmd()
+        .args(["stop", "-f"])
+        .arg(&agents[1].1)
+        .output()
+        .expect("stop b");
+    assert!(
+        stop_b.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop_b.stderr)
+    );
+}
+
+/// `agent stop` says "stopped" only once the process is gone. The agent lets go of its pid
+/// file's lock before the process has finished exiting; here exiting is made slow on purpose
+/// (a library preloaded into the agent sleeps 1.5 s in its exit-time destructor), so a stop that
+/// trusted the lock would report the agent stopped while it still runs.
+#[test]
+fn stop_waits_until_the_process_is_gone_even_when_exiting_is_slow() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let c_file = dir.path().join("slow_exit.c");
+    std::fs::write(
+        &c_file,
+        "#include <unistd.h>\n__attribute__((destructor)) static void slow(void) { usleep(1500000); }\n",
+    )
+    .expect("c");
+    let lib = dir.path().join("slow_exit.so");
+    let cc = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&c_file)
+        .output()
+        .expect("cc (gcc) is needed to build the slow-exit library");
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let config = dir.path().join("agent.toml");
+    let port = support::free_port();
+    std::fs::write(&config, format!("[agent]\nlisten = \"127.0.0.1:{port}\"\n")).expect("config");
+    std::fs::write(dir.path().join("registry.toml"), ONE_NS).expect("registry");
+    let runtime = tempfile::tempdir().expect("runtime dir");
+    // Only the agent started gets the library: `agent stop` itself must exit at once, or its
+    // own slow exit would give the agent the time to finish before the check.
+    let run = |args: &[&str]| {
+        let mut c = support::agent_cmd();
+        if args == ["start"] {
+            c.env("LD_PRELOAD", &lib);
+        }
+        c.env("XDG_RUNTIME_DIR", runtime.path())
+            .args(args)
+            .arg("-f")
+            .arg(&config)
+            .output()
+            .expect("run agent")
+    };
+    let started = run(&["start"]);
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let pid: i32 = String::from_utf8_lossy(&started.stdout)
+        .split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the pid in the start message");
+    let stop = run(&["stop"]);
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned));
+    assert!(
+        matches!(state.as_deref(), None | Some("Z" | "X")),
+        "agent stop said stopped while pid {pid} still runs (state {state:?})"
+    );
 }

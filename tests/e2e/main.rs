@@ -19,3 +19,4 @@ mod reload;
 mod spool;
 mod sysfam;
 mod system;
+mod tap;

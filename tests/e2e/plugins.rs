@@ -28,9 +28,11 @@ fn wait_cloned(agent: &Agent, n: usize) {
         .expect("chmod");
     let ok = wait_until(Duration::from_secs(30), || {
         let (_, list) = agent.get("/plugins/list");
-        list["plugins"]
+        let scripts: Vec<&serde_json::Value> = list["plugins"]
             .as_array()
-            .is_some_and(|p| p.len() == n && p.iter().all(|p| p["commit"].is_string()))
+            .map(|p| p.iter().filter(|p| p["kind"] == "script").collect())
+            .unwrap_or_default();
+        scripts.len() == n && scripts.iter().all(|p| p["commit"].is_string())
     });
     assert!(
         ok,
@@ -161,10 +163,12 @@ fn periodic_plugins_and_builtins_run_on_the_scheduler_by_themselves() {
     );
     let watched = tempfile::NamedTempFile::new().expect("file");
     let watched_path = watched.path().display().to_string();
+    // A built-in that fails at every run: the list must say so (not only the log).
     let registry = format!(
         "[[namespace]]\nname = \"{NS}\"\n\
          plugins = [{{ git = \"{}\", interval = 1 }}]\n\
-         builtins = [{{ name = \"file_age\", interval = 1, params = {{ path = \"{watched_path}\" }} }}]\n",
+         builtins = [{{ name = \"file_age\", interval = 1, params = {{ path = \"{watched_path}\" }} }},\
+                     {{ name = \"file_age\", interval = 1, params = {{ path = \"{watched_path}/x\" }} }}]\n",
         periodic.url()
     );
     let agent = AgentBuilder::new()
@@ -189,7 +193,47 @@ fn periodic_plugins_and_builtins_run_on_the_scheduler_by_themselves() {
     );
     let jobs = &agent.status()["jobs"];
     assert_eq!(jobs["plugins"], 1, "{jobs}");
-    assert_eq!(jobs["builtins"], 1, "{jobs}");
+    assert_eq!(jobs["builtins"], 2, "{jobs}");
+
+    // The built-ins are listed beside the script, with their last result.
+    let listed = wait_until(Duration::from_secs(20), || {
+        let list = agent.get("/plugins/list").1;
+        let find = |params: String| {
+            list["plugins"]
+                .as_array()
+                .and_then(|p| p.iter().find(|p| p["parameters"] == params).cloned())
+                .unwrap_or_default()
+        };
+        let good = find(format!("path={watched_path}"));
+        let bad = find(format!("path={watched_path}/x"));
+        good["kind"] == "builtin"
+            && good["project"] == "file_age"
+            && good["commit"].is_null()
+            && good["last_run"]["ok"] == true
+            && bad["last_run"]["reason"] == "exit"
+            && bad["last_run"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot stat"))
+    });
+    assert!(listed, "{}", agent.get("/plugins/list").1);
+    let table = support::agentctl(&agent.addr)
+        .args(["plugins", "list"])
+        .output()
+        .expect("agentctl");
+    let text = String::from_utf8_lossy(&table.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.contains("file_age"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(row.contains("built-in"), "{text}");
+    let (code, body) = agent.get(&format!("/plugins/update?ns={NS}&repo=file_age"));
+    assert!(
+        code >= 400
+            && body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("built-in plugin")),
+        "{code} {body}"
+    );
 }
 
 /// The transports the agent uses now that libgit2 has no TLS and no ssh of its own, with the
@@ -296,7 +340,14 @@ fn https_plugins_and_http_check_trust_the_ca_in_ssl_cert_file() {
         .registry(&https_registry(&git_url, &check_url))
         .start();
     wait_cloned(&agent, 1);
-    let first = agent.get("/plugins/list").1["plugins"][0]["commit"].clone();
+    let script = |list: &serde_json::Value| {
+        list["plugins"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["kind"] == "script"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let first = script(&agent.get("/plugins/list").1)["commit"].clone();
 
     let ran = wait_until(Duration::from_secs(20), || {
         let out = agent.output_file(NS);
@@ -319,7 +370,7 @@ fn https_plugins_and_http_check_trust_the_ca_in_ssl_cert_file() {
     let (code, body) = agent.get(&format!("/plugins/update?ns={NS}&repo=secure"));
     assert_eq!(code, 200, "{body}");
     let (_, list) = agent.get("/plugins/list");
-    let now = &list["plugins"][0]["commit"];
+    let now = &script(&list)["commit"];
     assert!(now.is_string() && *now != first, "{first} -> {list}");
     let updated = wait_until(Duration::from_secs(20), || {
         agent
@@ -363,8 +414,11 @@ fn https_servers_signed_by_an_unknown_ca_are_refused_with_the_system_roots() {
     // rustls' verdict, at the end of reqwest's chain of causes.
     let refusal = "invalid peer certificate: UnknownIssuer";
     let problem = || {
-        agent.get("/plugins/list").1["plugins"][0]["problem"]
-            .as_str()
+        let list = agent.get("/plugins/list").1;
+        list["plugins"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["kind"] == "script"))
+            .and_then(|p| p["problem"].as_str())
             .unwrap_or_default()
             .to_owned()
     };

@@ -107,6 +107,16 @@ pub fn render(state: &AgentState) -> String {
     )
     .value(p.queued.load(Ordering::Relaxed));
 
+    let tap = state.pipeline().tap();
+    doc.family("agent_taps_open", Kind::Gauge, "GET /tap streams open now.")
+        .value(tap.open_count() as u64);
+    doc.family(
+        "agent_tap_dropped_points_total",
+        Kind::Counter,
+        "Points taps lost because their readers were slower than the points (the pipeline never waits for a tap).",
+    )
+    .value(tap.dropped_total());
+
     let o = state.output_stats();
     doc.family(
         "agent_points_delivered_total",

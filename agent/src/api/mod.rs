@@ -10,6 +10,7 @@ mod plugins;
 pub mod post;
 pub mod server;
 mod status;
+pub mod tap;
 mod update;
 
 use std::any::Any;
@@ -40,7 +41,8 @@ pub fn router(state: AgentState) -> Router {
         .route(paths::PLUGINS_DISABLE, get(plugins::disable))
         .route(paths::POST, post(post::post))
         .route(paths::LOG_OFFSET, get(log::offset))
-        .route(paths::METRICS, get(metrics::metrics));
+        .route(paths::METRICS, get(metrics::metrics))
+        .route(paths::TAP, get(tap::tap));
     guard(routes, state)
 }
 

@@ -343,7 +343,7 @@ async fn ingest(
             .fetch_add(parsed.rejected as u64, std::sync::atomic::Ordering::Relaxed);
         let accepted_before = out.accepted - parsed.items.len();
         match pipeline
-            .submit_reserved(&out.ns, parsed.items, permit, durable)
+            .submit_reserved(&out.ns, "POST /post", parsed.items, permit, durable)
             .await
         {
             Ok(Some(answer)) => answers.push(answer),

@@ -71,7 +71,7 @@ pub async fn run(state: AgentState, shutdown: CancellationToken) {
         for ns in targets {
             if state
                 .pipeline()
-                .submit_metrics(ns, metrics(&state), Rename::Keep)
+                .submit_metrics(ns, "agent alive", metrics(&state), Rename::Keep)
                 .await
                 .is_err()
             {

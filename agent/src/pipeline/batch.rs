@@ -368,7 +368,7 @@ mod tests {
         let spool = Spool::open(dir.path(), 1 << 30).expect("spool");
         let (p, rx) = Pipeline::new("h", 16);
         let (stop, task) = start_batcher(rx, &p, &spool, cfg(10, 200));
-        p.submit_metrics("a", metrics(25), Rename::Keep)
+        p.submit_metrics("a", "test", metrics(25), Rename::Keep)
             .await
             .expect("submit");
         // Two full batches of 10 go out at once; 5 wait for flush_ms.
@@ -401,7 +401,7 @@ mod tests {
             .reserve(crate::pipeline::submission_bytes(&pts), Wait::Forever)
             .await
             .expect("room");
-        p.submit_reserved(ns, pts, permit, true)
+        p.submit_reserved(ns, "test", pts, permit, true)
             .await
             .expect("queued")
             .expect("an answer to wait for")
@@ -415,7 +415,7 @@ mod tests {
         // flush_ms is a minute: only the waiters can make the batcher flush now.
         let (stop, task) = start_batcher(rx, &p, &spool, cfg(1000, 60_000));
         // The agent's own points wait for flush_ms; three posts queue before the batcher runs.
-        p.submit("a", points(2)).await.expect("collector");
+        p.submit("a", "test", points(2)).await.expect("collector");
         let answers = [
             submit_waiting(&p, "a", 3).await,
             submit_waiting(&p, "a", 4).await,
@@ -441,7 +441,7 @@ mod tests {
         assert!(all.is_ok(), "the whole bound is free once encoded");
         drop(all);
         // Points nobody waits for still wait for flush_ms.
-        p.submit("c", points(1)).await.expect("collector");
+        p.submit("c", "test", points(1)).await.expect("collector");
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(spool.stats().batches, 2);
         stop.cancel();
@@ -459,7 +459,7 @@ mod tests {
         // A collector's submission waits instead of failing, and goes through once room is back.
         let collector = tokio::spawn({
             let p = p.clone();
-            async move { p.submit("a", points(3)).await }
+            async move { p.submit("a", "test", points(3)).await }
         });
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!collector.is_finished(), "the collector waits for room");
@@ -492,16 +492,18 @@ mod tests {
         let spool = Spool::open(dir.path(), 1 << 30).expect("spool");
         let (p, rx) = Pipeline::new("h", 16);
         let (stop, task) = start_batcher(rx, &p, &spool, cfg(1000, 60_000));
-        p.submit_metrics("a", metrics(3), Rename::Keep)
+        p.submit_metrics("a", "test", metrics(3), Rename::Keep)
             .await
             .expect("a");
-        p.submit_metrics("b", metrics(4), Rename::Keep)
+        p.submit_metrics("b", "test", metrics(4), Rename::Keep)
             .await
             .expect("b");
         stop.cancel();
         task.await.expect("join");
         assert_eq!(spool.stats().batches, 2);
-        let closed = p.submit_metrics("a", metrics(1), Rename::Keep).await;
+        let closed = p
+            .submit_metrics("a", "test", metrics(1), Rename::Keep)
+            .await;
         assert!(closed.is_err(), "no points are accepted after shutdown");
     }
 }

@@ -3,12 +3,14 @@
 //!
 //! ```text
 //! producers --submit--> [bounded channel] --> batcher (per ns) --encode--> spool --> output
+//!                  \--> open taps (copies, never waited for: tap.rs)
 //! ```
 
 pub mod batch;
 pub mod json;
 pub mod lineproto;
 pub mod normalize;
+pub mod tap;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -187,6 +189,8 @@ pub struct Pipeline {
     budget_bytes: usize,
     /// Cancelled when the agent starts stopping: bounded waits ([`Wait::AtMost`]) give up.
     stopping: CancellationToken,
+    /// The live taps (`GET /tap`), offered every submission while one is open.
+    tap: Arc<tap::TapHub>,
 }
 
 impl Pipeline {
@@ -212,13 +216,21 @@ impl Pipeline {
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
             stopping: CancellationToken::new(),
+            tap: Arc::default(),
         };
         (p, rx)
     }
 
     /// The agent is stopping: producers waiting a bounded time for room give up now.
+    /// The open taps end too.
     pub fn stop_waiting(&self) {
         self.stopping.cancel();
+        self.tap.close();
+    }
+
+    /// The live taps.
+    pub fn tap(&self) -> &Arc<tap::TapHub> {
+        &self.tap
     }
 
     /// Takes `bytes` of the queue's bound (at most the whole bound), waiting as `wait` says.
@@ -248,9 +260,11 @@ impl Pipeline {
     /// fitted to the points' size: the excess is given back, a shortfall taken if it is free
     /// (never waited for, so two producers holding reservations cannot wait on each other).
     /// With `ack`, the answer says where the points went once they are in the spool.
+    /// `producer` names the job or API call the points come from (for the taps).
     pub async fn submit_reserved(
         &self,
         ns: &str,
+        producer: &str,
         points: Vec<Point>,
         mut permit: OwnedSemaphorePermit,
         ack: bool,
@@ -267,6 +281,9 @@ impl Pipeline {
             {
                 permit.merge(more);
             }
+        }
+        if self.tap.is_open() {
+            self.tap.offer(ns, producer, &points);
         }
         let n = points.len() as u64;
         let (done, answer) = if ack {
@@ -311,6 +328,7 @@ impl Pipeline {
     pub async fn submit_metrics(
         &self,
         ns: &str,
+        producer: &str,
         metrics: Vec<Metric>,
         rename: Rename<'_>,
     ) -> Result<Ingested, PipelineClosed> {
@@ -318,13 +336,18 @@ impl Pipeline {
         self.stats
             .rejected
             .fetch_add(out.rejected as u64, Ordering::Relaxed);
-        self.submit(ns, points).await?;
+        self.submit(ns, producer, points).await?;
         Ok(out)
     }
 
     /// Submits already normalised points to `ns`; waits while the queue is full (in bytes or
     /// in submissions) for as long as it takes: the agent's own points are never refused.
-    pub async fn submit(&self, ns: &str, points: Vec<Point>) -> Result<(), PipelineClosed> {
+    pub async fn submit(
+        &self,
+        ns: &str,
+        producer: &str,
+        points: Vec<Point>,
+    ) -> Result<(), PipelineClosed> {
         if points.is_empty() {
             return Ok(());
         }
@@ -332,7 +355,8 @@ impl Pipeline {
             Ok(p) => p,
             Err(_) => return Err(PipelineClosed),
         };
-        self.submit_reserved(ns, points, permit, false).await?;
+        self.submit_reserved(ns, producer, points, permit, false)
+            .await?;
         Ok(())
     }
 }

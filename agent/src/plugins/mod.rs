@@ -25,7 +25,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use shared::api::{ActionResponse, PluginCounts, PluginInfo, PluginList, RunResponse, RunResult};
+use shared::api::{
+    ActionResponse, PluginCounts, PluginInfo, PluginList, RunResponse, RunResult, PLUGIN_SCRIPT,
+};
 use shared::Metric;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -165,6 +167,8 @@ struct Inner {
     home: PathBuf,
     pipeline: Pipeline,
     table: Mutex<Table>,
+    /// The built-in items and their last results, for the list.
+    builtins: builtin::book::Book,
     states: Mutex<PluginStates>,
     /// Serialises state file writes so the last write carries the latest state.
     save: tokio::sync::Mutex<()>,
@@ -261,6 +265,7 @@ impl PluginManager {
                 home: std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from),
                 pipeline,
                 table: Mutex::default(),
+                builtins: builtin::book::Book::default(),
                 states: Mutex::default(),
                 save: tokio::sync::Mutex::new(()),
                 runs: runs::RunCounts::default(),
@@ -317,6 +322,7 @@ impl PluginManager {
     /// forgotten (their checkout stays on disk),
     /// changed items take their new interval and parameters. Returns when the clones are done.
     pub async fn sync(&self, plan: &Plan) {
+        self.inner.builtins.sync(plan);
         let mut prepare = Vec::new();
         {
             let mut table = self.table();
@@ -331,6 +337,7 @@ impl PluginManager {
                         repo: git::redact_address(&item.git),
                         interval: item.interval,
                         parameters: item.parameters.clone(),
+                        kind: PLUGIN_SCRIPT.to_owned(),
                         enabled: false,
                         problem: Some(problem),
                         ..PluginInfo::default()
@@ -493,6 +500,13 @@ impl PluginManager {
                 problem: r.problem.clone().unwrap_or_default(),
             });
         }
+        if self.inner.builtins.has(ns, repo) {
+            return Err(PluginError::Refused {
+                ns: ns.to_owned(),
+                repo: repo.to_owned(),
+                problem: "it is a built-in plugin: compiled into the agent, it has no checkout to update and runs on its schedule only (its last result is in /plugins/list)".into(),
+            });
+        }
         Err(PluginError::NotFound {
             ns: ns.to_owned(),
             repo: repo.to_owned(),
@@ -566,6 +580,7 @@ impl PluginManager {
     /// Runs a (known) plugin once; `Err` carries the busy state when it was not idle, or
     /// `IDLE` when the plugin is no longer in the plan.
     async fn run_project(&self, ns: &str, project: &str, kind: RunKind) -> Result<RunResult, u8> {
+        let producer = format!("plugin {ns}/{project}");
         let Some((item, checkout, busy)) = self.with_entry(ns, project, |e| {
             (e.item.clone(), e.checkout.clone(), Arc::clone(&e.busy))
         }) else {
@@ -640,7 +655,7 @@ impl PluginManager {
         let ships = kind == RunKind::Regular || item.interval > 0;
         if result.ok && ships {
             match parse_metrics(&outcome.stdout) {
-                Ok(metrics) => self.ship(ns, project, metrics).await,
+                Ok(metrics) => self.ship(ns, &producer, project, metrics).await,
                 Err(e) => {
                     result.ok = false;
                     result.reason = Reason::Output.as_str().to_owned();
@@ -648,7 +663,8 @@ impl PluginManager {
                 }
             }
         }
-        self.ship_result(ns, project, kind.tag(), &result).await;
+        self.ship_result(ns, &producer, project, kind.tag(), &result)
+            .await;
         if result.ok {
             debug!(ns, plugin = project, ms = result.duration_ms, "Plugin ran.");
         } else {
@@ -665,11 +681,12 @@ impl PluginManager {
         Ok(result)
     }
 
-    async fn ship(&self, ns: &str, project: &str, metrics: Vec<Metric>) {
+    /// `producer` names the run for the taps (`plugin ns/project`, `builtin ns/name`).
+    async fn ship(&self, ns: &str, producer: &str, project: &str, metrics: Vec<Metric>) {
         match self
             .inner
             .pipeline
-            .submit_metrics(ns, metrics, Rename::Plugin(project))
+            .submit_metrics(ns, producer, metrics, Rename::Plugin(project))
             .await
         {
             Ok(ing) if ing.rejected > 0 => warn!(
@@ -686,7 +703,14 @@ impl PluginManager {
 
     /// The result point `plugin.<project>`: 0 ok / 1 failed, tags `type` and `reason`.
     /// Every run, script or built-in, ends here, so this is also where runs are counted.
-    async fn ship_result(&self, ns: &str, project: &str, kind: &str, result: &RunResult) {
+    async fn ship_result(
+        &self,
+        ns: &str,
+        producer: &str,
+        project: &str,
+        kind: &str,
+        result: &RunResult,
+    ) {
         self.inner.runs.record(ns, project, kind, &result.reason);
         let point = Metric::new(
             format!("plugin.{project}"),
@@ -697,7 +721,7 @@ impl PluginManager {
         if let Err(e) = self
             .inner
             .pipeline
-            .submit_metrics(ns, vec![point], Rename::Keep)
+            .submit_metrics(ns, producer, vec![point], Rename::Keep)
             .await
         {
             debug!(ns, plugin = project, error = %e, "Plugin result point not shipped.");
@@ -711,10 +735,12 @@ impl PluginManager {
         let at = now_secs();
         let started = Instant::now();
         let timeout = periodic_timeout(item.interval);
+        let producer = format!("builtin {ns}/{}", item.name);
+        self.inner.builtins.started(ns, item);
         let ran = tokio::time::timeout(timeout, builtin::run(&item.name, &item.params)).await;
         let (reason, error) = match ran {
             Ok(Ok(metrics)) => {
-                self.ship(ns, &item.name, metrics).await;
+                self.ship(ns, &producer, &item.name, metrics).await;
                 (Reason::Ok, None)
             }
             Ok(Err(e)) => (Reason::Exit, Some(e)),
@@ -735,8 +761,9 @@ impl PluginManager {
         if let Some(e) = &result.error {
             warn!(ns, plugin = %item.name, reason = %result.reason, error = %e, "Built-in plugin failed.");
         }
-        self.ship_result(ns, &item.name, &result.kind, &result)
+        self.ship_result(ns, &producer, &item.name, &result.kind, &result)
             .await;
+        self.inner.builtins.finished(ns, item, preview(&result));
         result
     }
 
@@ -851,6 +878,7 @@ impl PluginManager {
             .iter()
             .map(|((ns, _), e)| entry_info(ns, e, &states, now))
             .chain(table.refused.iter().cloned())
+            .chain(self.inner.builtins.list())
             .collect();
         plugins.sort_by(|a, b| (&a.ns, &a.project).cmp(&(&b.ns, &b.project)));
         PluginList { plugins }
@@ -906,6 +934,7 @@ fn entry_info(ns: &str, e: &Entry, states: &PluginStates, now: i64) -> PluginInf
     PluginInfo {
         ns: ns.to_owned(),
         project: e.project.clone(),
+        kind: PLUGIN_SCRIPT.to_owned(),
         repo: git::redact_address(&e.item.git),
         interval: e.item.interval,
         parameters: e.item.parameters.clone(),

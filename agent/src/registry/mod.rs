@@ -208,6 +208,29 @@ pub struct BuiltinItem {
     pub params: BTreeMap<String, String>,
 }
 
+impl BuiltinItem {
+    /// The item's identity in its namespace: the name and its parameters
+    /// (`http_check(url=https://a/)`), so two items of one built-in stay apart.
+    pub fn id(&self) -> String {
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        format!("{}({})", self.name, params.join(","))
+    }
+
+    /// The parameters as one line (`url=https://a/ timeout=5`).
+    pub fn params_line(&self) -> String {
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        params.join(" ")
+    }
+}
+
 fn default_builtin_interval() -> u64 {
     60
 }

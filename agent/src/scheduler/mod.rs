@@ -252,15 +252,10 @@ fn namespace_jobs(ns: &str, nsp: &NamespacePlan, jobs: &mut HashMap<JobKey, JobS
         insert(jobs, key, item.interval, work);
     }
     for item in &nsp.builtins {
-        let params: Vec<String> = item
-            .params
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
         let key = JobKey {
             kind: JobKind::Builtin,
             ns: ns.to_owned(),
-            id: format!("{}({})", item.name, params.join(",")),
+            id: item.id(),
         };
         let work = Work::Builtin {
             ns: ns.to_owned(),

@@ -41,14 +41,20 @@ impl AgentRunner {
 }
 
 /// Submits metrics to each namespace; false once the pipeline is closed (shutting down).
-async fn submit(state: &AgentState, namespaces: &[String], metrics: Vec<Metric>) -> bool {
+/// `job` names the producer for the taps (`system CPU`, `port ns/name:80@host`).
+async fn submit(
+    state: &AgentState,
+    job: &str,
+    namespaces: &[String],
+    metrics: Vec<Metric>,
+) -> bool {
     if metrics.is_empty() {
         return true;
     }
     for ns in namespaces {
         match state
             .pipeline()
-            .submit_metrics(ns, metrics.clone(), Rename::Keep)
+            .submit_metrics(ns, job, metrics.clone(), Rename::Keep)
             .await
         {
             Ok(ingested) if ingested.rejected > 0 => {
@@ -91,7 +97,7 @@ impl Runner for AgentRunner {
                     .await
                     {
                         Ok(metrics) => {
-                            submit(&state, &namespaces, metrics).await;
+                            submit(&state, &job, &namespaces, metrics).await;
                         }
                         Err(e) => warn!(job, error = %e, "System collector failed."),
                     }
@@ -101,7 +107,7 @@ impl Runner for AgentRunner {
                 let (ns, item) = (ns.clone(), item.clone());
                 Box::pin(async move {
                     let metric = port::check(&item).await;
-                    submit(&state, &[ns], vec![metric]).await;
+                    submit(&state, &job, &[ns], vec![metric]).await;
                 })
             }
             Work::Plugin { ns, project } => {
@@ -131,7 +137,7 @@ impl Runner for AgentRunner {
                     .await;
                     match collected {
                         Ok(metrics) => {
-                            submit(&state, &[ns], metrics).await;
+                            submit(&state, &job, &[ns], metrics).await;
                         }
                         Err(e) => warn!(job, error = %e, "Process collector failed."),
                     }

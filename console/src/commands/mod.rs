@@ -7,6 +7,7 @@ mod log;
 pub(crate) mod plugins;
 mod post;
 mod status;
+mod tap;
 
 use serde::Serialize;
 use shared::{Client, ClientError};
@@ -50,6 +51,7 @@ pub async fn run(client: &Client, command: Command, json: bool) -> i32 {
         Command::Plugins(cmd) => plugins::run(client, cmd, json).await,
         Command::Post(args) => post::run(client, args, json).await,
         Command::Log(args) => log::run(client, args, json).await,
+        Command::Tap(args) => tap::run(client, args, json).await,
         // `agentctl::run` sends these to `fleet::run` with the fleet's token before any client
         // for `--addr` exists; reaching here is a wiring bug, said as such.
         Command::Fleet(_) | Command::GenerateDocs { .. } => Err(CommandError::Input(
@@ -99,6 +101,13 @@ impl CommandError {
 /// A person-readable account of a client error with the next step to take; the TUI uses it too.
 pub fn describe(err: &ClientError, addr: &str) -> String {
     match err {
+        // The agent's own text says where its token is when it generated one: not said twice.
+        ClientError::Unauthorized { message, .. } if message.contains("the token is in ") => {
+            format!(
+                "{err}; pass it with --token-file FILE or --token (or AGENTCTL_TOKEN_FILE / \
+                 AGENTCTL_TOKEN)"
+            )
+        }
         ClientError::Unauthorized { .. } => format!(
             "{err}; pass this agent's token with --token-file FILE or --token (or \
              AGENTCTL_TOKEN_FILE / AGENTCTL_TOKEN): on the agent's host it is \
@@ -160,5 +169,32 @@ fn print_fields(fields: &[(&str, String)]) {
     let width = fields.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in fields {
         println!("{k:<width$}  {v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(message: &str) -> ClientError {
+        ClientError::Unauthorized {
+            addr: "127.0.0.1:1232".into(),
+            message: message.into(),
+            sent: "no token".into(),
+        }
+    }
+
+    #[test]
+    fn a_401_says_where_the_token_is_once() {
+        let own = describe(
+            &refused(
+                "the bearer token is wrong; the token is in /x/auth_token on the agent's host",
+            ),
+            "a",
+        );
+        assert_eq!(own.matches("auth_token").count(), 1, "{own}");
+        assert!(own.ends_with("pass it with --token-file FILE or --token (or AGENTCTL_TOKEN_FILE / AGENTCTL_TOKEN)"), "{own}");
+        let configured = describe(&refused("the bearer token is wrong"), "a");
+        assert!(configured.contains("{data_dir}/auth_token"), "{configured}");
     }
 }

@@ -65,10 +65,14 @@ fn row(p: &PluginInfo, now: i64) -> Vec<String> {
             .as_ref()
             .map(|r| format!("{} ({})", run_summary(r), age(now, r.at)))
             .unwrap_or_else(|| "never".into()),
-        p.commit
-            .as_deref()
-            .map(|c| c.chars().take(8).collect())
-            .unwrap_or_else(|| "-".into()),
+        if p.kind == shared::api::PLUGIN_BUILTIN {
+            "built-in".into()
+        } else {
+            p.commit
+                .as_deref()
+                .map(|c| c.chars().take(8).collect())
+                .unwrap_or_else(|| "-".into())
+        },
     ]
 }
 

@@ -12,13 +12,14 @@ use shared::ClientError;
 
 use super::conn::Conn;
 use super::event::{Event, Net, Verb};
-use super::screens::{self, fleet, logs, plugins};
+use super::screens::{self, fleet, logs, plugins, points};
 use super::ui;
 use crate::fleet::inventory::Host;
 
 pub use super::screens::fleet::FleetView;
 pub use super::screens::logs::{LogsView, Prompt, LOG_BATCH, LOG_LINES_KEPT, LOG_TAIL_BYTES};
 pub use super::screens::plugins::{Confirm, PluginsView};
+pub use super::screens::points::PointsView;
 pub use super::screens::Tab;
 
 /// Throughput samples kept for the sparkline (one per refresh, about 2 minutes).
@@ -70,6 +71,11 @@ pub enum Action {
         path: String,
         /// Byte offset.
         offset: u64,
+    },
+    /// Open a tap (`GET /tap`) for the Points screen; its lines come back until it ends.
+    Tap {
+        /// Points per second asked for.
+        rate: u32,
     },
     /// Several at once.
     Batch(Vec<Action>),
@@ -139,6 +145,8 @@ pub struct App {
     pub plugins_view: PluginsView,
     /// The Logs screen.
     pub logs: LogsView,
+    /// The Points screen.
+    pub points: PointsView,
     /// The help overlay is open.
     pub help: bool,
     /// A disruptive action waiting for confirmation.
@@ -176,6 +184,7 @@ impl App {
             last_delivered: None,
             plugins_view: PluginsView::default(),
             logs: LogsView::default(),
+            points: PointsView::default(),
             help: false,
             confirm: None,
             flash: None,
@@ -256,6 +265,9 @@ impl App {
         if let Some(a) = logs::read(self) {
             actions.push(a);
         }
+        if let Some(a) = points::on_tick(self) {
+            actions.push(a);
+        }
         batch(actions)
     }
 
@@ -307,6 +319,14 @@ impl App {
                 offset,
                 result,
             } => logs::on_answer(self, path, offset, result),
+            Net::Tapped { lines } => {
+                points::on_tapped(self, lines);
+                None
+            }
+            Net::TapEnded { reason } => {
+                points::on_tap_ended(self, reason);
+                None
+            }
             Net::Probed { host, row } => {
                 if let Some(f) = &mut self.fleet {
                     f.answered(host, *row);
@@ -427,7 +447,7 @@ impl App {
         match key.code {
             KeyCode::Char('q') => self.quit = true,
             KeyCode::Char('?') => self.help = true,
-            KeyCode::Char(c @ '1'..='4') => self.tab = Tab::ALL[(c as u8 - b'1') as usize],
+            KeyCode::Char(c @ '1'..='5') => self.tab = Tab::ALL[(c as u8 - b'1') as usize],
             KeyCode::Tab => self.tab = Tab::ALL[(self.tab.index() + 1) % Tab::ALL.len()],
             KeyCode::BackTab => {
                 self.tab = Tab::ALL[(self.tab.index() + Tab::ALL.len() - 1) % Tab::ALL.len()]

@@ -104,6 +104,16 @@ pub enum Net {
         /// The answer.
         result: Result<LogChunk, ClientError>,
     },
+    /// The Points screen's tap sent lines.
+    Tapped {
+        /// What arrived since the last batch.
+        lines: Vec<shared::api::TapLine>,
+    },
+    /// The Points screen's tap ended or was refused.
+    TapEnded {
+        /// Why, for the screen.
+        reason: String,
+    },
     /// Fleet: one host's probe answered (or timed out).
     Probed {
         /// Index in the inventory.

@@ -29,6 +29,11 @@ use event::{Event, Net, Verb};
 /// costs one small redraw a second.
 pub const TICK: Duration = Duration::from_secs(1);
 
+/// The Points screen's tap hands its lines over at least this often...
+pub const TAP_BATCH: Duration = Duration::from_millis(250);
+/// ... or every this many lines.
+pub const TAP_BATCH_LINES: usize = 500;
+
 /// How long one host may take for an action started on the Fleet screen (a plugin update
 /// clones or fetches a repository).
 pub const FLEET_ACTION_TIMEOUT: Duration = Duration::from_secs(120);
@@ -207,6 +212,7 @@ impl Performer {
                     result,
                 }
             }),
+            Action::Tap { rate } => self.tap(rate),
             Action::Open { host } => {
                 let (Some(p), Some(h)) = (&self.prober, self.hosts.get(host)) else {
                     return;
@@ -281,6 +287,54 @@ impl Performer {
                 _ = cancel.cancelled() => {}
                 answer = work => {
                     let _ = tx.send((epoch, answer)).await;
+                }
+            }
+        });
+    }
+
+    /// The Points screen's tap: lines are sent on in batches (at most every [`TAP_BATCH`] or
+    /// [`TAP_BATCH_LINES`] lines), so a busy agent costs one redraw per batch, not per point.
+    fn tap(&self, rate: u32) {
+        let (c, tx, cancel, epoch) = (
+            self.client.clone(),
+            self.agent_tx.clone(),
+            self.agent_cancel.clone(),
+            self.epoch,
+        );
+        tokio::spawn(async move {
+            let work = async {
+                let mut stream = match c.tap(&[("rate", rate.to_string())]).await {
+                    Ok(s) => s,
+                    Err(e) => return crate::commands::describe(&e, c.addr()),
+                };
+                let mut lines = Vec::new();
+                let mut flush = tokio::time::interval(TAP_BATCH);
+                loop {
+                    tokio::select! {
+                        next = stream.next() => match next {
+                            Ok(Some(line)) => {
+                                lines.push(line);
+                                if lines.len() < TAP_BATCH_LINES {
+                                    continue;
+                                }
+                            }
+                            Ok(None) => return "the agent ended it (stopping?)".to_owned(),
+                            Err(e) => return crate::commands::describe(&e, c.addr()),
+                        },
+                        _ = flush.tick() => if lines.is_empty() { continue },
+                    }
+                    let batch = Net::Tapped {
+                        lines: std::mem::take(&mut lines),
+                    };
+                    if tx.send((epoch, batch)).await.is_err() {
+                        return String::new();
+                    }
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                reason = work => {
+                    let _ = tx.send((epoch, Net::TapEnded { reason })).await;
                 }
             }
         });

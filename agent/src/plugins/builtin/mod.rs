@@ -2,6 +2,7 @@
 //! parameters and returns metrics (renamed `PLUGIN.<name>.<metric>` like a script plugin's) or
 //! an error.
 
+pub mod book;
 pub mod file_age;
 pub mod http_check;
 pub mod tls_cert_expiry;

@@ -8,6 +8,7 @@ pub mod logs;
 pub mod namespaces;
 pub mod overview;
 pub mod plugins;
+pub mod points;
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::Rect;
@@ -26,11 +27,19 @@ pub enum Tab {
     Plugins,
     /// Following a file.
     Logs,
+    /// The points the agent sends, live.
+    Points,
 }
 
 impl Tab {
     /// All tabs in order.
-    pub const ALL: [Tab; 4] = [Tab::Overview, Tab::Namespaces, Tab::Plugins, Tab::Logs];
+    pub const ALL: [Tab; 5] = [
+        Tab::Overview,
+        Tab::Namespaces,
+        Tab::Plugins,
+        Tab::Logs,
+        Tab::Points,
+    ];
 
     /// The tab's title, without its number.
     pub fn title(self) -> &'static str {
@@ -39,6 +48,7 @@ impl Tab {
             Tab::Namespaces => "Namespaces",
             Tab::Plugins => "Plugins",
             Tab::Logs => "Logs",
+            Tab::Points => "Points",
         }
     }
 
@@ -55,6 +65,7 @@ pub(crate) fn on_key(app: &mut App, key: KeyEvent) -> Option<Action> {
         Tab::Namespaces => namespaces::on_key(app, key),
         Tab::Plugins => plugins::on_key(app, key),
         Tab::Logs => logs::on_key(app, key),
+        Tab::Points => points::on_key(app, key),
     }
 }
 
@@ -64,14 +75,19 @@ pub(crate) fn takes_esc(app: &App) -> bool {
     match app.tab {
         Tab::Plugins => app.plugins_view.detail_open,
         Tab::Logs => app.logs.input.is_some() || app.logs.query.is_some(),
+        Tab::Points => points::takes_esc(app),
         Tab::Overview | Tab::Namespaces => false,
     }
 }
 
-/// Whether the screen shown is taking typed text, so keys the frame would take (q, 1-4, ?)
+/// Whether the screen shown is taking typed text, so keys the frame would take (q, 1-5, ?)
 /// are text instead.
 pub(crate) fn typing(app: &App) -> bool {
-    app.tab == Tab::Logs && app.logs.input.is_some()
+    match app.tab {
+        Tab::Logs => app.logs.input.is_some(),
+        Tab::Points => points::typing(app),
+        _ => false,
+    }
 }
 
 /// One wheel notch (`up` or down) on the screen shown.
@@ -81,6 +97,7 @@ pub(crate) fn on_wheel(app: &mut App, up: bool) {
         Tab::Namespaces => namespaces::on_wheel(app, up),
         Tab::Plugins => plugins::on_wheel(app, up),
         Tab::Logs => logs::on_wheel(app, up),
+        Tab::Points => points::on_wheel(app, up),
     }
 }
 
@@ -89,6 +106,7 @@ pub(crate) fn on_row_click(app: &mut App, i: usize) {
     match app.tab {
         Tab::Namespaces => app.ns_selected = i,
         Tab::Plugins => app.plugins_view.selected = i,
+        Tab::Points => points::on_row_click(app, i),
         Tab::Overview | Tab::Logs => {}
     }
 }
@@ -98,6 +116,7 @@ pub(crate) fn row_at(app: &App, body: Rect, y: u16) -> Option<usize> {
     match app.tab {
         Tab::Namespaces => namespaces::row_at(app, body, y),
         Tab::Plugins => plugins::row_at(app, body, y),
+        Tab::Points => points::row_at(app, body, y),
         Tab::Overview | Tab::Logs => None,
     }
 }
@@ -109,6 +128,7 @@ pub(crate) fn draw(frame: &mut Frame, app: &App, body: Rect) {
         Tab::Namespaces => namespaces::draw(frame, app, body),
         Tab::Plugins => plugins::draw(frame, app, body),
         Tab::Logs => logs::draw(frame, app, body),
+        Tab::Points => points::draw(frame, app, body),
     }
 }
 
@@ -119,7 +139,7 @@ pub(crate) fn hints(app: &App) -> &'static [(&'static str, &'static str)] {
     }
     match app.tab {
         Tab::Overview | Tab::Namespaces if app.fleet.is_some() => &[
-            ("1-4/Tab", "screens"),
+            ("1-5/Tab", "screens"),
             ("Esc", "fleet"),
             ("R", "refresh"),
             ("?", "help"),
@@ -127,8 +147,9 @@ pub(crate) fn hints(app: &App) -> &'static [(&'static str, &'static str)] {
         ],
         Tab::Plugins => plugins::hints(app),
         Tab::Logs => logs::hints(app),
+        Tab::Points => points::hints(app),
         Tab::Overview | Tab::Namespaces => &[
-            ("1-4/Tab", "screens"),
+            ("1-5/Tab", "screens"),
             ("R", "refresh"),
             ("?", "help"),
             ("q", "quit"),

@@ -115,6 +115,15 @@ pub(super) fn on_key(app: &mut App, key: KeyEvent) -> Option<Action> {
 fn key_action(app: &mut App, key: KeyEvent) -> Option<Action> {
     let p = app.selected_plugin()?;
     let (ns, project, repo) = (p.ns.clone(), p.project.clone(), p.repo.clone());
+    if p.kind == shared::api::PLUGIN_BUILTIN {
+        if matches!(key.code, KeyCode::Char('r' | 'u' | 'e' | 'd')) {
+            app.flash(
+                format!("{ns}/{project} is built in: it runs on its schedule only"),
+                true,
+            );
+        }
+        return None;
+    }
     if app
         .plugins_view
         .busy
@@ -415,16 +424,22 @@ fn table(frame: &mut Frame, app: &App, list: &[PluginInfo], selected: usize, are
 fn detail(frame: &mut Frame, app: &App, p: &PluginInfo, area: Rect, scroll: u16) {
     let kv =
         |k: &str, v: String| Line::from(vec![Span::styled(format!("{k:<9}"), LABEL), Span::raw(v)]);
-    let mut lines = vec![kv("repo", p.repo.clone())];
+    let builtin = p.kind == shared::api::PLUGIN_BUILTIN;
+    let mut lines = vec![if builtin {
+        kv("repo", "- (built into the agent)".into())
+    } else {
+        kv("repo", p.repo.clone())
+    }];
     lines.push(kv(
         "state",
         format!(
             "{} · commit {} · params {}",
             state(p, app.now),
-            p.commit
-                .as_deref()
-                .map(|c| c.chars().take(8).collect::<String>())
-                .unwrap_or_else(|| "- (not cloned)".into()),
+            match &p.commit {
+                _ if builtin => "- (built-in)".to_owned(),
+                Some(c) => c.chars().take(8).collect::<String>(),
+                None => "- (not cloned)".into(),
+            },
             if p.parameters.is_empty() {
                 "-"
             } else {

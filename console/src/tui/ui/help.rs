@@ -9,7 +9,7 @@ use super::{centered, LABEL};
 
 /// The single-agent screens' keys.
 pub(super) const KEYS: &[(&str, &str)] = &[
-    ("1 2 3 4, Tab", "Overview, Namespaces, Plugins, Logs"),
+    ("1-5, Tab", "Overview, Namespaces, Plugins, Logs, Points"),
     ("R", "refresh now (or reconnect at once)"),
     ("q, Ctrl-C", "quit"),
     ("", ""),
@@ -27,9 +27,10 @@ pub(super) const KEYS: &[(&str, &str)] = &[
     ("/, n, N", "search; older / newer match"),
     ("w", "wrap long lines (default) or cut them"),
     ("", ""),
-    ("Mouse", ""),
-    ("click", "a tab to switch, a row to select it"),
-    ("wheel", "scroll 3 lines (shift-drag selects text)"),
+    ("Points", ""),
+    ("/, Enter, Space", "filter; a series' latest lines; pause"),
+    ("", ""),
+    ("click, wheel", "switch tab or select a row; scroll 3 lines"),
 ];
 
 /// The Fleet screen's keys.
@@ -50,7 +51,7 @@ pub(super) const FLEET_KEYS: &[(&str, &str)] = &[
 /// The single-agent screens' keys when opened from the Fleet screen.
 pub(super) const FLEET_AGENT_KEYS: &[(&str, &str)] = &[
     ("Esc", "back to the Fleet screen"),
-    ("1 2 3 4, Tab", "Overview, Namespaces, Plugins, Logs"),
+    ("1-5, Tab", "Overview, Namespaces, Plugins, Logs, Points"),
     ("R", "refresh now (or reconnect at once)"),
     ("q, Ctrl-C", "quit"),
     ("", ""),
