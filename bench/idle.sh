@@ -6,12 +6,22 @@
 #     collectors and the pipeline add;
 #   - collectd (Debian's collectd-core) with the equivalent plugins at 10 s writing CSV, the
 #     tool the issue names for scale (skipped when /usr/sbin/collectd is missing).
-#   bench/idle.sh [seconds]
+#   - with IDLE_KEEP_STARTUP_CODE=1, the 3-namespace agent once more with madvise() stubbed out
+#     (LD_PRELOAD of a one-line library), i.e. without the unmapping of start-up code of
+#     agent/src/resident.rs: the same binary before and after that change, in the same window.
+#   bench/idle.sh [seconds]     (IDLE_PORT: first of the ports used, default 18601)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-120}
+port=${IDLE_PORT:-18601}
 cargo build --release --quiet -p agent
-bin=$PWD/target/release/agent
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release/agent
+# The layout of idle code (agent/build.rs) only works while its symbol names match the build's;
+# they change with the dependencies and the toolchain (then run scripts/idle-symbol-order.sh).
+if command -v nm >/dev/null; then
+  have=$(nm --defined-only "$bin" | awk '{print $3}' | sort -u | comm -12 - <(sort -u agent/link/idle.order) | wc -l)
+  echo "agent/link/idle.order: $have of $(wc -l <agent/link/idle.order) functions found in the binary"
+fi
 work=$(mktemp -d)
 collectd_pid=""
 cleanup() {
@@ -31,8 +41,14 @@ start() { # name port namespaces...
   cat "$dir/data/agent.pid"
 }
 
-pids=("$(start baseline 18601)" "$(start agent 18602 idle.a idle.b idle.c)")
+pids=("$(start baseline "$port")" "$(start agent $((port + 1)) idle.a idle.b idle.c)")
 names=("agent, no namespace" "agent, 3 namespaces")
+if [ "${IDLE_KEEP_STARTUP_CODE:-}" = 1 ]; then
+  printf 'int madvise(void *a, unsigned long l, int advice) { (void)a; (void)l; (void)advice; return 0; }\n' >"$work/nomadvise.c"
+  cc -shared -fPIC -O2 -o "$work/nomadvise.so" "$work/nomadvise.c"
+  pids+=("$(LD_PRELOAD=$work/nomadvise.so start kept $((port + 2)) idle.a idle.b idle.c)")
+  names+=("agent, 3 ns, code kept")
+fi
 if [ -x /usr/sbin/collectd ]; then
   mkdir -p "$work/collectd/csv"
   cat >"$work/collectd/collectd.conf" <<CONF

@@ -98,6 +98,29 @@ fn per_call(n: u32, gap: Duration, mut f: impl FnMut() -> usize) -> (Duration, u
     (cpu / n, allocs / u64::from(n), out)
 }
 
+/// User and system CPU time of this thread, as getrusage(RUSAGE_THREAD) splits them (the split
+/// is sampled at ticks, so it is read around loops of a second or more).
+fn rusage_split() -> (Duration, Duration) {
+    let u = getrusage(UsageWho::RUSAGE_THREAD).expect("getrusage");
+    let tv = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    (tv(u.user_time()), tv(u.system_time()))
+}
+
+/// Mean user and system time per call of `f`, calls back to back for about `secs` seconds.
+fn split_per_call(secs: f64, mut f: impl FnMut() -> usize) -> (Duration, Duration) {
+    let t0 = std::time::Instant::now();
+    let (u0, s0) = rusage_split();
+    let mut n = 0u32;
+    while t0.elapsed().as_secs_f64() < secs {
+        black_box(f());
+        n += 1;
+    }
+    let (u1, s1) = rusage_split();
+    ((u1 - u0) / n, (s1 - s0) / n)
+}
+
 /// Mean CPU time per call over `n` back-to-back calls, by getrusage around the whole loop.
 fn rusage_per_call(n: u32, mut f: impl FnMut() -> usize) -> Duration {
     let t0 = rusage_cpu();
@@ -170,6 +193,13 @@ fn report(c: &mut SystemCollector) {
         "  full system collection without SOCKET {rest:>10.2?}  = {:.1} x baseline",
         rest.as_secs_f64() / base.as_secs_f64()
     );
+    println!("getrusage, user / system time per call, back to back for 1 s each (hot):");
+    let (u, s) = split_per_call(1.0, || full(c));
+    println!("  full system collection  user {u:>10.2?}  system {s:>10.2?}");
+    for f in Family::ALL {
+        let (u, s) = split_per_call(1.0, || c.collect(f).len());
+        println!("    {:<9} user {u:>10.2?}  system {s:>10.2?}", f.name());
+    }
 }
 
 /// SOCKET against the alternative it replaces (reading `/proc/net/tcp` and `tcp6`), cold, with
@@ -194,34 +224,68 @@ fn socket_cost(c: &mut SystemCollector, label: &str) {
     );
 }
 
-/// Opens `pairs` loopback TCP connections (2 sockets each) spread over several listeners, so each
-/// listener's address has its own ephemeral port range.
-fn open_sockets(pairs: usize) -> Vec<std::net::TcpStream> {
-    use nix::sys::resource::{setrlimit, Resource};
-    let want = (pairs * 2 + 1024) as u64;
-    if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, want) {
-        // Without CAP_SYS_RESOURCE the hard limit stays; docs/benchmarks.md says how the 100 k
-        // figure was taken then (sockets held by helper processes).
-        println!(
-            "  SOCKET with {} more sockets: skipped, cannot raise RLIMIT_NOFILE: {e}",
-            pairs * 2
-        );
-        return Vec::new();
+/// The environment variable that makes this program a socket holder (see [`hold_sockets`]).
+const HOLD: &str = "COLLECT_BENCH_HOLD_PAIRS";
+
+/// Loopback TCP connections one holder process opens at most: two descriptors each, under the
+/// usual hard limit of 20,000 open files (which an unprivileged bench cannot raise).
+const PAIRS_PER_HOLDER: usize = 9_000;
+
+/// A holder: opens `pairs` loopback connections to a listener of its own (so each has its own
+/// ephemeral port range), says `ready`, and keeps them until its stdin closes.
+fn hold_sockets(pairs: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use std::io::{BufRead, Write};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
     let mut socks = Vec::with_capacity(pairs * 2);
-    let per = 20_000;
-    for chunk in 0..pairs.div_ceil(per) {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = l.local_addr().expect("addr");
-        for _ in 0..per.min(pairs - chunk * per) {
-            socks.push(std::net::TcpStream::connect(addr).expect("connect"));
-            socks.push(l.accept().expect("accept").0);
-        }
+    for _ in 0..pairs {
+        socks.push(std::net::TcpStream::connect(addr).expect("connect"));
+        socks.push(l.accept().expect("accept").0);
     }
-    socks
+    println!("ready");
+    std::io::stdout().flush().expect("stdout");
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    drop(socks);
+}
+
+/// Opens `pairs` loopback TCP connections (2 sockets each), held by child processes of this
+/// program; dropping the children (their stdin closes) closes the sockets.
+fn open_sockets(pairs: usize) -> Vec<std::process::Child> {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut children = Vec::new();
+    let mut left = pairs;
+    while left > 0 {
+        let n = left.min(PAIRS_PER_HOLDER);
+        left -= n;
+        let mut child = Command::new(&exe)
+            .env(HOLD, n.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn a socket holder");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("stdout");
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("holder");
+        assert_eq!(line.trim(), "ready", "a socket holder failed");
+        children.push(child);
+    }
+    children
 }
 
 fn main() {
+    if let Some(pairs) = std::env::var(HOLD).ok().and_then(|v| v.parse().ok()) {
+        hold_sockets(pairs);
+        return;
+    }
     let mut c = SystemCollector::new(SystemOptions::default());
     // Warm: the rate families have a previous sample, as in a running agent.
     full(&mut c);
@@ -236,14 +300,21 @@ fn main() {
             })
             .unwrap_or_default()
     };
-    let socks = open_sockets(50_000);
-    if !socks.is_empty() {
-        socket_cost(
-            &mut c,
-            &format!("{} more sockets open ({})", socks.len(), tcp_inuse()),
-        );
+    let pairs = 50_000;
+    let holders = open_sockets(pairs);
+    socket_cost(
+        &mut c,
+        &format!(
+            "{} more sockets open in {} processes ({})",
+            pairs * 2,
+            holders.len(),
+            tcp_inuse()
+        ),
+    );
+    for mut h in holders {
+        drop(h.stdin.take());
+        let _ = h.wait();
     }
-    drop(socks);
 
     let mut crit = Criterion::default()
         .warm_up_time(Duration::from_secs(1))

@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod plugins;
 pub mod registry;
 pub mod reload;
+pub mod resident;
 pub mod scheduler;
 pub mod state;
 pub mod trust;
@@ -46,6 +47,9 @@ pub const BUILD: &str = if cfg!(debug_assertions) {
 /// Capacity of the pipeline channel, in submissions (each a group of points); its bound in bytes
 /// is `output.queue_max_bytes`.
 const PIPELINE_CAPACITY: usize = 4096;
+
+/// How long after the API listens start-up is taken to be over, for [`resident::drop_code_mappings`].
+const STARTUP_SETTLE: Duration = Duration::from_secs(3);
 
 /// How long producers get to stop at shutdown before the pipeline is drained anyway.
 const PRODUCER_STOP_DEADLINE: Duration = Duration::from_secs(5);
@@ -177,6 +181,12 @@ pub async fn run(
     ready(addr);
     trust::warn_about_env_roots().await;
     release_freed_memory();
+    // Start-up goes on for a moment after the API listens (the registry's first load, the first
+    // reconcile, the output's first connection); what it ran is unmapped once that is over.
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(STARTUP_SETTLE) => drop_startup_code(),
+    }
 
     shutdown.cancelled().await;
     info!("Shutting down: stopping producers.");
@@ -206,6 +216,20 @@ pub async fn run(
     }
     info!("Agent stopped.");
     Ok(())
+}
+
+/// Unmaps the code start-up ran (see [`resident`]); logs what it did.
+fn drop_startup_code() {
+    match resident::drop_code_mappings() {
+        Ok(d) => tracing::debug!(
+            mappings = d.mappings,
+            resident_kib = d.resident_bytes / 1024,
+            "Start-up code unmapped; what runs from now on maps its pages again."
+        ),
+        Err(e) => {
+            tracing::debug!(error = %e, "Cannot read /proc/self/smaps; start-up code stays mapped.")
+        }
+    }
 }
 
 /// Most malloc arenas glibc may use, unless `MALLOC_ARENA_MAX` says otherwise.

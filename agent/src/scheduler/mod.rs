@@ -6,7 +6,12 @@
 //! effect from its last tick). Jobs whose spec is equal are not touched at all.
 //!
 //! Each job runs its [`Work`] every interval, starting at a random offset within the first
-//! interval so a fleet does not fire in step. A run still going when the next tick is due makes
+//! interval so a fleet does not fire in step. The system families are the exception within one
+//! agent: they share one clock, whose phase is drawn at random when the agent starts, and fire
+//! [`SYSTEM_STAGGER`] apart in [`Family::ALL`] order, so the families due together run one after
+//! the other on one blocking thread and their points leave in one batch per namespace (one spool
+//! write, one output write) instead of one batch per family; that is most of what an idle
+//! agent does (docs/benchmarks.md, "Idle agent"). A run still going when the next tick is due makes
 //! that tick skip (counted in `JobCounts.skipped_ticks`): a job never overlaps itself.
 //!
 //! What a run does is the [`Runner`]'s business: the agent's runner sends collector output to the
@@ -35,6 +40,12 @@ use crate::state::AgentState;
 
 /// How long running jobs get to stop at shutdown.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(3);
+
+/// How far apart the system families due at the same time fire, in [`Family::ALL`] order: more
+/// than one collection takes (SOCKET, the slowest, 1-2 ms on an idle host), so each finds the
+/// blocking thread of the one before free, and all sixteen (400 ms) fit within the batcher's
+/// default `flush_ms` of one second.
+pub const SYSTEM_STAGGER: Duration = Duration::from_millis(25);
 
 /// What kind of job a key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -353,6 +364,8 @@ pub struct Scheduler<R: Runner> {
     root: CancellationToken,
     tracker: TaskTracker,
     stats: Arc<SchedulerStats>,
+    /// The clock the system families share.
+    system_clock: SharedClock,
 }
 
 impl<R: Runner> Scheduler<R> {
@@ -365,6 +378,7 @@ impl<R: Runner> Scheduler<R> {
             root: shutdown.child_token(),
             tracker: TaskTracker::new(),
             stats,
+            system_clock: SharedClock::random(),
         }
     }
 
@@ -438,11 +452,21 @@ impl<R: Runner> Scheduler<R> {
     }
 
     fn start(&self, key: &JobKey, spec: JobSpec) -> RunningJob {
+        let phase = match spec.work {
+            Work::System { family, .. } => Phase::Shared {
+                clock: self.system_clock,
+                offset: SYSTEM_STAGGER
+                    * u32::try_from(Family::ALL.iter().position(|f| *f == family).unwrap_or(0))
+                        .unwrap_or(0),
+            },
+            _ => Phase::Random,
+        };
         let (tx, rx) = watch::channel(Arc::new(spec));
         let cancel = self.root.child_token();
         debug!(job = %key, "Job started.");
         self.tracker.spawn(job_loop(
             key.clone(),
+            phase,
             rx,
             Arc::clone(&self.runner),
             Arc::clone(&self.stats),
@@ -496,6 +520,73 @@ fn stop(key: &JobKey, job: &RunningJob) {
     debug!(job = %key, "Job stopped.");
 }
 
+/// A clock jobs can share: ticks at `epoch + phase + k * interval` (phase taken modulo the
+/// interval), so jobs of the same interval tick together and those of a multiple interval tick
+/// on some of the same instants.
+#[derive(Debug, Clone, Copy)]
+struct SharedClock {
+    epoch: Instant,
+    phase: Duration,
+}
+
+impl SharedClock {
+    /// A clock with a random phase (up to a day), so hosts started together do not fire together.
+    fn random() -> Self {
+        SharedClock {
+            epoch: Instant::now(),
+            phase: Duration::from_millis(rand::random_range(0..86_400_000)),
+        }
+    }
+
+    /// The first tick at or after `t` of a job with this `interval`, `offset` after the clock's.
+    fn tick_at_or_after(&self, interval: Duration, offset: Duration, t: Instant) -> Instant {
+        let every = interval.as_millis().max(1);
+        let phase =
+            Duration::from_millis(u64::try_from(self.phase.as_millis() % every).unwrap_or(0));
+        let first = self.epoch + phase + offset;
+        if first >= t {
+            return first;
+        }
+        on_phase(first, interval.max(Duration::from_millis(1)), t)
+    }
+}
+
+/// When a job's ticks fall.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// At a random point of the first interval, then every interval from there.
+    Random,
+    /// On a clock shared with other jobs, `offset` after it.
+    Shared {
+        clock: SharedClock,
+        offset: Duration,
+    },
+}
+
+impl Phase {
+    /// The first tick of a job that starts now.
+    fn first(self, interval: Duration) -> Instant {
+        match self {
+            Phase::Random => first_tick(interval),
+            Phase::Shared { clock, offset } => {
+                clock.tick_at_or_after(interval, offset, Instant::now())
+            }
+        }
+    }
+
+    /// The next tick once the interval became `interval`, the last tick having been `last`: at
+    /// least one new interval after it, so the change causes no extra run.
+    fn after_change(self, last: Instant, interval: Duration) -> Instant {
+        let now = Instant::now();
+        match self {
+            Phase::Random => on_phase(last, interval, now),
+            Phase::Shared { clock, offset } => {
+                clock.tick_at_or_after(interval, offset, (last + interval).max(now))
+            }
+        }
+    }
+}
+
 /// A random point within the first interval, so hosts started together do not fire together.
 fn first_tick(interval: Duration) -> Instant {
     let ms = u64::try_from(interval.as_millis())
@@ -524,13 +615,14 @@ async fn finished(run: &mut Option<BoxFuture<'static, ()>>) {
 
 async fn job_loop<R: Runner>(
     key: JobKey,
+    phase: Phase,
     mut spec_rx: watch::Receiver<Arc<JobSpec>>,
     runner: Arc<R>,
     stats: Arc<SchedulerStats>,
     cancel: CancellationToken,
 ) {
     let mut spec = Arc::clone(&spec_rx.borrow_and_update());
-    let mut next = first_tick(spec.interval);
+    let mut next = phase.first(spec.interval);
     let mut last_tick: Option<Instant> = None;
     let mut run: Option<BoxFuture<'static, ()>> = None;
     loop {
@@ -545,8 +637,8 @@ async fn job_loop<R: Runner>(
                 if new.interval != spec.interval {
                     // Keep the phase: the next tick is one new interval after the last one.
                     next = match last_tick {
-                        Some(t) => on_phase(t, new.interval, Instant::now()),
-                        None => first_tick(new.interval),
+                        Some(t) => phase.after_change(t, new.interval),
+                        None => phase.first(new.interval),
                     };
                 }
                 spec = new;
@@ -787,6 +879,75 @@ mod tests {
                 gaps(&times)
             );
         }
+        assert!(s.shutdown(Duration::from_secs(1)).await);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn system_families_tick_together_in_order_on_a_random_phase() {
+        let mut phases = Vec::new();
+        for _ in 0..5 {
+            let (mut s, rec, _) = scheduler(Duration::ZERO);
+            let start = Instant::now();
+            s.reconcile(&plan(&[("a", port("web", 80, 10))]));
+            tokio::time::sleep(Duration::from_secs(301)).await;
+            let first: Vec<(Family, Instant)> = Family::ALL
+                .iter()
+                .map(|f| (*f, rec.times(f.name())[0]))
+                .collect();
+            // Each family after the one before it in Family::ALL order, SYSTEM_STAGGER later,
+            // or a whole number of its interval later when its interval is longer.
+            let cpu = first[0].1;
+            for (i, (f, t)) in first.iter().enumerate() {
+                let after = (*t - cpu).as_millis() as u64;
+                let stagger = SYSTEM_STAGGER.as_millis() as u64 * i as u64;
+                assert_eq!(
+                    after.checked_sub(stagger).map(|d| d % 10_000),
+                    Some(0),
+                    "{f} at {after} ms after CPU"
+                );
+                let every = f.default_interval().as_millis() as u64;
+                assert!(
+                    gaps(&rec.times(f.name())).iter().all(|g| *g == every),
+                    "{f}: {:?}",
+                    gaps(&rec.times(f.name()))
+                );
+            }
+            phases.push((cpu - start).as_millis());
+            assert!(s.shutdown(Duration::from_secs(1)).await);
+        }
+        phases.sort_unstable();
+        phases.dedup();
+        // Five draws from 10,000 ms: the same one twice happens about once in a thousand runs.
+        assert!(phases.len() >= 4, "agents differ in phase: {phases:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_system_family_whose_interval_changes_stays_on_the_shared_clock() {
+        let (mut s, rec, _) = scheduler(Duration::ZERO);
+        s.reconcile(&plan(&[("a", port("web", 80, 10))]));
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let cpu = rec.times("CPU")[0];
+        let mut p = (*plan(&[("a", port("web", 80, 10))])).clone();
+        if let Some(ns) = p.namespaces.get_mut("a") {
+            ns.intervals.insert("MEM".into(), 20);
+        }
+        s.reconcile(&Arc::new(p));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let mem = rec.times("MEM");
+        assert!(mem.len() >= 3, "{mem:?}");
+        let offset = SYSTEM_STAGGER.as_millis() as u64;
+        for t in &mem {
+            assert_eq!(
+                ((*t - cpu).as_millis() as u64 - offset) % 10_000,
+                0,
+                "MEM ticks on CPU's clock"
+            );
+        }
+        assert!(
+            gaps(&mem[1..]).iter().all(|g| *g == 20_000),
+            "{:?}",
+            gaps(&mem)
+        );
         assert!(s.shutdown(Duration::from_secs(1)).await);
     }
 

@@ -25,7 +25,6 @@ mod vmstat;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -378,11 +377,27 @@ impl Out {
     }
 }
 
-/// Reads small procfs files into one reused buffer and logs each failing path once (again only
-/// after it has recovered), so a missing file does not flood the log every 10 s.
+/// Most procfs and sysfs files the [`Reader`] keeps open between collections. The families read
+/// about twenty-five; the rest (a host with hundreds of sensors) are opened for each read.
+const MAX_KEPT_OPEN: usize = 64;
+
+/// How much of a file one read asks for. A sysctl read (`/proc/sys/...`) makes the kernel
+/// allocate and zero a buffer of the size asked for, so asking for the whole reused buffer at
+/// once would cost more than the file (a 1 MiB read of `nf_conntrack_count` took 400 µs).
+const READ_CHUNK: usize = 16 << 10;
+
+/// Reads small procfs and sysfs files into one reused buffer and logs each failing path once
+/// (again only after it has recovered), so a missing file does not flood the log every 10 s.
+///
+/// procfs and sysfs files stay open between collections and are read again from offset 0: the
+/// kernel makes their text anew on every read from the start, so the figures are those of the
+/// moment, and the path lookup that opening costs (half the cost of a small procfs read, see
+/// docs/benchmarks.md) is paid once. Files of any other filesystem (test fixtures) are opened
+/// for every read, since they can be replaced under the same name.
 #[derive(Default)]
 struct Reader {
-    buf: String,
+    buf: Vec<u8>,
+    kept: Vec<(PathBuf, File)>,
     failing: BTreeSet<PathBuf>,
 }
 
@@ -407,11 +422,11 @@ impl Reader {
         path: &Path,
         absent: impl Fn(&std::io::Error) -> bool,
     ) -> Option<&str> {
-        self.buf.clear();
-        match File::open(path).and_then(|mut f| f.read_to_string(&mut self.buf)) {
-            Ok(_) => {
+        match self.read_text(path) {
+            Ok(()) => {
                 self.recovered(path);
-                Some(&self.buf)
+                // read_text checked the bytes are UTF-8.
+                std::str::from_utf8(&self.buf).ok()
             }
             Err(e) if absent(&e) => None,
             Err(e) => {
@@ -419,6 +434,27 @@ impl Reader {
                 None
             }
         }
+    }
+
+    /// Reads `path` into `buf`, through the file kept open for it when there is one. A kept file
+    /// that fails (a sysfs device removed, a module unloaded) is closed and the path opened once
+    /// more, so what the error says is about the path as it is now.
+    fn read_text(&mut self, path: &Path) -> std::io::Result<()> {
+        // Byte equality: `Path`'s own compares component by component.
+        let key = path.as_os_str();
+        if let Some(i) = self.kept.iter().position(|(p, _)| p.as_os_str() == key) {
+            if read_all_at(&self.kept[i].1, &mut self.buf).is_ok() {
+                return check_utf8(&self.buf);
+            }
+            self.kept.swap_remove(i);
+        }
+        let file = File::open(path)?;
+        read_all_at(&file, &mut self.buf)?;
+        check_utf8(&self.buf)?;
+        if self.kept.len() < MAX_KEPT_OPEN && made_anew_on_read(&file) {
+            self.kept.push((path.to_owned(), file));
+        }
+        Ok(())
     }
 
     /// Records a failure of `path`; logs only the first one in a row.
@@ -433,6 +469,45 @@ impl Reader {
             info!(path = %path.display(), "System metrics source readable again.");
         }
     }
+}
+
+/// Reads the whole of `file` from offset 0 into `buf`, in chunks of [`READ_CHUNK`].
+fn read_all_at(file: &File, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    buf.clear();
+    loop {
+        let len = buf.len();
+        buf.resize(len + READ_CHUNK, 0);
+        match file.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => {
+                buf.truncate(len);
+                return Ok(());
+            }
+            Ok(n) => buf.truncate(len + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(len),
+            Err(e) => {
+                buf.truncate(len);
+                return Err(e);
+            }
+        }
+    }
+}
+
+fn check_utf8(b: &[u8]) -> std::io::Result<()> {
+    match std::str::from_utf8(b) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+    }
+}
+
+/// Whether `file` is on procfs or sysfs, whose files the kernel writes anew for every read from
+/// offset 0 (and which cannot be replaced by another file under the same name).
+fn made_anew_on_read(file: &File) -> bool {
+    use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC, SYSFS_MAGIC};
+    fstatfs(file).is_ok_and(|s| {
+        let t = s.filesystem_type();
+        t == PROC_SUPER_MAGIC || t == SYSFS_MAGIC
+    })
 }
 
 /// Splits a line into whitespace-separated numbers, `None` for anything that is not one.
@@ -522,6 +597,72 @@ mod tests {
         fn send<T: Send + 'static>() {}
         send::<SystemCollector>();
         send::<crate::collect::proc::ProcCollector>();
+    }
+
+    /// `rchar` of `/proc/self/io`: bytes this process has read so far.
+    fn rchar(text: &str) -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("rchar: "))
+            .and_then(|v| v.parse().ok())
+            .expect("rchar")
+    }
+
+    #[test]
+    fn kept_procfs_files_are_read_anew_every_time() {
+        let mut r = Reader::default();
+        let path = Path::new("/proc/self/io");
+        let first = rchar(r.read(path).expect("io"));
+        let second = rchar(r.read(path).expect("io"));
+        // The first read itself counts in the second reading: a cached text would be equal.
+        assert!(second > first, "{first} then {second}");
+        assert_eq!(r.kept.len(), 1, "kept open");
+    }
+
+    #[test]
+    fn a_kept_file_that_goes_away_is_reopened_and_then_absent() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let path = PathBuf::from(format!("/proc/{}/stat", child.id()));
+        let mut r = Reader::default();
+        assert!(r.read_optional(&path).is_some());
+        assert!(r.read_optional(&path).is_some());
+        assert_eq!(r.kept.len(), 1);
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        assert_eq!(r.read_optional(&path), None, "gone, not the old text");
+        assert!(r.kept.is_empty(), "its file closed");
+        assert!(r.failing.is_empty(), "absent is no failure");
+    }
+
+    #[test]
+    fn files_elsewhere_are_opened_for_every_read() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("stat");
+        std::fs::write(&path, "one").expect("w");
+        let mut r = Reader::default();
+        assert_eq!(r.read(&path), Some("one"));
+        // Replaced under the same name, as fixtures and editors do: a kept file would still
+        // show the old one.
+        let new = dir.path().join("stat.new");
+        std::fs::write(&new, "two").expect("w");
+        std::fs::rename(&new, &path).expect("rename");
+        assert_eq!(r.read(&path), Some("two"));
+        assert!(r.kept.is_empty());
+        std::fs::write(&path, [0xff, 0xfe]).expect("w");
+        assert_eq!(r.read(&path), None, "not UTF-8");
+        assert!(r.failing.contains(&path));
+    }
+
+    #[test]
+    fn a_file_larger_than_a_read_chunk_is_read_whole() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("big");
+        let text = "x".repeat(READ_CHUNK * 3 + 17);
+        std::fs::write(&path, &text).expect("w");
+        let mut r = Reader::default();
+        assert_eq!(r.read(&path).map(str::len), Some(text.len()));
     }
 
     #[test]
