@@ -25,8 +25,7 @@ use super::ApiError;
 use crate::config::{Format, PostAck};
 use crate::pipeline::normalize::{self, Rename};
 use crate::pipeline::{
-    json, lineproto, normalize_all, Encoded, Parsed, Point, Stored, SubmitError, Wait,
-    MAX_REPORTED_ERRORS,
+    json, keep_reasons, lineproto, normalize_all, Encoded, Parsed, Point, Stored, SubmitError, Wait,
 };
 use crate::state::AgentState;
 
@@ -266,8 +265,7 @@ fn parse_piece(body: &[u8], piece: &Piece, host: &str, now: i64) -> Parsed<Point
                 rejected: metrics.rejected + ingested.rejected,
                 errors: metrics.errors,
             };
-            let room = MAX_REPORTED_ERRORS.saturating_sub(out.errors.len());
-            out.errors.extend(ingested.errors.into_iter().take(room));
+            keep_reasons(&mut out.errors, ingested.errors);
             out
         }
     }
@@ -371,8 +369,7 @@ async fn ingest(
         };
         out.accepted += accepted;
         out.rejected += rejected;
-        let room = MAX_REPORTED_ERRORS.saturating_sub(out.errors.len());
-        out.errors.extend(errors.iter().take(room).cloned());
+        keep_reasons(&mut out.errors, errors.iter().cloned());
         pipeline
             .stats()
             .rejected

@@ -202,6 +202,12 @@ impl Lines {
     }
 }
 
+/// Adds `more` rejection reasons to `kept` while it holds fewer than [`MAX_REPORTED_ERRORS`].
+pub fn keep_reasons(kept: &mut Vec<String>, more: impl IntoIterator<Item = String>) {
+    let room = MAX_REPORTED_ERRORS.saturating_sub(kept.len());
+    kept.extend(more.into_iter().take(room));
+}
+
 /// A body (or piece) encoded for the batcher, with what was refused.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Encoded {
@@ -218,8 +224,7 @@ impl Encoded {
     pub fn add(&mut self, parsed: Parsed<Point>) {
         self.lines.push_points(&parsed.items);
         self.rejected += parsed.rejected;
-        let room = MAX_REPORTED_ERRORS.saturating_sub(self.errors.len());
-        self.errors.extend(parsed.errors.into_iter().take(room));
+        keep_reasons(&mut self.errors, parsed.errors);
     }
 }
 
