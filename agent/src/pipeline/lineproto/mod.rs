@@ -9,6 +9,7 @@
 
 pub mod parse;
 pub mod pass;
+mod swar;
 
 use shared::Value;
 
