@@ -9,7 +9,6 @@
 
 pub mod parse;
 pub mod pass;
-mod swar;
 
 use shared::Value;
 

@@ -13,8 +13,6 @@ use crate::pipeline::normalize::{
 };
 use crate::pipeline::normalize::{MAX_SECS, MIN_SECS};
 
-use super::swar;
-
 /// `,host=<host>` as the encoder writes it, made once per body.
 pub fn host_tag(host: &str) -> Vec<u8> {
     let mut tag = b",host=".to_vec();
@@ -27,35 +25,33 @@ pub fn host_tag(host: &str) -> Vec<u8> {
 /// `host_tag` is [`host_tag`]'s; `now` replaces a timestamp that is missing or not in seconds.
 pub fn pass_through(line: &[u8], host_tag: &[u8], now: i64, out: &mut Vec<u8>) -> bool {
     // Printable ASCII, no escapes, no quotes: names are then exactly what the encoder writes,
-    // and none holds a control character (the normaliser's text check).
-    if !swar::plain(line) {
+    // and none holds a control character (the normaliser's text check). A fold, not `any`, so
+    // the check runs over the whole line without a branch per byte (it vectorises).
+    let plain = line.iter().fold(true, |ok, &b| {
+        ok & (b.wrapping_sub(b' ') <= b'~' - b' ') & (b != b'\\') & (b != b'"')
+    });
+    if !plain {
         return false;
     }
-    let mut specials = swar::Specials::new(line);
-    let Some(series) = Series::scan(line, &mut specials) else {
+    let Some(series) = Series::scan(line) else {
         return false;
     };
     let space = series.end;
-    // The field: `value=` right after the space, its token up to the next space or the end.
-    let Some(eq) = specials.next() else {
-        return false;
-    };
-    if eq != space + 6 || line[eq] != b'=' || &line[space + 1..eq] != b"value" {
-        return false;
-    }
-    let (field_end, timestamp) = match specials.next() {
-        None => (line.len(), None),
-        Some(sp) if line[sp] == b' ' => {
-            let digits = &line[sp + 1..];
+    let rest = &line[space + 1..];
+    let (field, timestamp) = match rest.iter().position(|&b| b == b' ') {
+        None => (rest, None),
+        Some(at) => {
+            let digits = &rest[at + 1..];
             match parse_digits(digits) {
-                Some(t) => (sp, Some((t, digits))),
+                Some(t) => (&rest[..at], Some((t, digits))),
                 None => return false,
             }
         }
-        // A comma or an equals sign in the value.
-        Some(_) => return false,
     };
-    let Some(spelling) = canonical_value(&line[eq + 1..field_end]) else {
+    let Some(value) = field.strip_prefix(b"value=") else {
+        return false;
+    };
+    let Some(spelling) = canonical_value(value) else {
         return false;
     };
     out.reserve(line.len() + host_tag.len() + 24);
@@ -71,7 +67,7 @@ pub fn pass_through(line: &[u8], host_tag: &[u8], now: i64, out: &mut Vec<u8>) -
         out.extend_from_slice(host_tag);
     }
     match spelling {
-        Spelling::AsWritten => out.extend_from_slice(&line[i..field_end]),
+        Spelling::AsWritten => out.extend_from_slice(&line[i..space + 1 + field.len()]),
         Spelling::Canonical(value) => {
             out.extend_from_slice(&line[i..space]);
             out.extend_from_slice(b" value=");
@@ -94,7 +90,7 @@ pub fn pass_through(line: &[u8], host_tag: &[u8], now: i64, out: &mut Vec<u8>) -
 }
 
 /// The series of a plain line (`measurement,key=value,...` up to the first space), checked
-/// as the normaliser would take it, from the positions of its specials.
+/// as the normaliser would take it: one pass over its bytes.
 struct Series {
     /// Where the space after it is.
     end: usize,
@@ -105,10 +101,10 @@ struct Series {
 }
 
 impl Series {
-    fn scan(line: &[u8], specials: &mut swar::Specials<'_>) -> Option<Series> {
-        // The measurement ends at the first comma or space (an `=` in it needs no escape).
-        let mut at = specials.find(|&i| line[i] != b'=')?;
-        let measurement = &line[..at];
+    fn scan(line: &[u8]) -> Option<Series> {
+        let n = line.len();
+        let mut i = until(line, 0, |b| b == b',' || b == b' ');
+        let measurement = &line[..i];
         if measurement.is_empty() || measurement.len() > MAX_NAME_BYTES || measurement[0] == b'#' {
             return None;
         }
@@ -118,13 +114,15 @@ impl Series {
             has_host: false,
         };
         let (mut previous, mut tags): (&[u8], usize) = (&[], 0);
-        // Each tag is a comma, a key, `=`, a value without `=`, up to a comma or the space.
-        while line[at] == b',' {
-            let comma = at;
-            let eq = specials.next()?;
-            let end = specials.next()?;
-            // A tag without `=` (`,a,` or `,a `), or an `=` in a value (the encoder escapes it).
-            if line[eq] != b'=' || line[end] == b'=' {
+        while i < n && line[i] == b',' {
+            let comma = i;
+            let eq = until(line, comma + 1, |b| matches!(b, b'=' | b',' | b' '));
+            if eq == n || line[eq] != b'=' {
+                return None;
+            }
+            let end = until(line, eq + 1, |b| matches!(b, b'=' | b',' | b' '));
+            // The encoder would escape an `=` in a value.
+            if end < n && line[end] == b'=' {
                 return None;
             }
             let (key, value) = (&line[comma + 1..eq], &line[eq + 1..end]);
@@ -147,9 +145,12 @@ impl Series {
                 _ => {}
             }
             previous = key;
-            at = end;
+            i = end;
         }
-        series.end = at;
+        if i == n || line[i] != b' ' {
+            return None;
+        }
+        series.end = i;
         Some(series)
     }
 }
@@ -161,6 +162,14 @@ fn compare(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
         (Some(x), Some(y)) if x != y => x.cmp(y),
         _ => a.cmp(b),
     }
+}
+
+/// The index of the first byte of `line` from `from` on that `stop`s, or the line's length.
+fn until(line: &[u8], from: usize, stop: impl Fn(u8) -> bool) -> usize {
+    line[from..]
+        .iter()
+        .position(|&b| stop(b))
+        .map_or(line.len(), |at| from + at)
 }
 
 /// How a value the fast path takes is written out.
