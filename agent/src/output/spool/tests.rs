@@ -336,6 +336,28 @@ async fn the_sync_task_stores_acks_and_stops_on_cancel() {
     assert_eq!(segment::read_acked(dir.path()), Ok(r.id));
 }
 
+/// Runs the delivery loop over what `spool` holds until it is empty, then stops.
+async fn deliver_all(
+    spool: &Spool,
+    output: Box<dyn crate::output::Output>,
+    stats: &Arc<crate::output::OutputStats>,
+) {
+    let drain = CancellationToken::new();
+    drain.cancel(); // deliver what is there, then stop
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::output::run_delivery(
+            spool.clone(),
+            output,
+            Arc::clone(stats),
+            drain,
+            Duration::from_secs(5),
+        ),
+    )
+    .await
+    .expect("delivery finishes");
+}
+
 /// An output that fails the first `fail` attempts, refuses batches whose payload says
 /// `refuse`, and records what it accepted.
 struct FlakyOutput {
@@ -381,24 +403,11 @@ async fn the_delivery_loop_retries_counts_refusals_and_leaves_nothing_to_redeliv
     spool.push(batch("b", 1));
     let got = Arc::new(Mutex::new(Vec::new()));
     let stats = Arc::new(crate::output::OutputStats::default());
-    let drain = CancellationToken::new();
-    drain.cancel(); // deliver what is there, then stop
     let output = Box::new(FlakyOutput {
         fail: 3,
         got: Arc::clone(&got),
     });
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        crate::output::run_delivery(
-            spool.clone(),
-            output,
-            Arc::clone(&stats),
-            drain,
-            Duration::from_secs(5),
-        ),
-    )
-    .await
-    .expect("delivery finishes");
+    deliver_all(&spool, output, &stats).await;
     assert_eq!(
         *got.lock().expect("lock"),
         [batch("a", 0), batch("b", 1)],
@@ -679,24 +688,11 @@ async fn the_delivery_loop_hands_runs_to_an_output_that_takes_them_and_counts_ev
     spool.push(batch("b", 7));
     let runs = Arc::new(Mutex::new(Vec::new()));
     let stats = Arc::new(crate::output::OutputStats::default());
-    let drain = CancellationToken::new();
-    drain.cancel();
     let output = Box::new(RunOutput {
         fail: 1,
         runs: Arc::clone(&runs),
     });
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        crate::output::run_delivery(
-            spool.clone(),
-            output,
-            Arc::clone(&stats),
-            drain,
-            Duration::from_secs(5),
-        ),
-    )
-    .await
-    .expect("delivery finishes");
+    deliver_all(&spool, output, &stats).await;
     let lens: Vec<usize> = runs.lock().expect("lock").iter().map(Vec::len).collect();
     assert_eq!(lens, [3, 3, 1, 1], "runs of a, cut at the limit and at b");
     assert_eq!(stats.delivered_batches.load(Ordering::Relaxed), 8);

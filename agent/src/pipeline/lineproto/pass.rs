@@ -66,6 +66,15 @@ pub fn pass_through(line: &[u8], host_tag: &[u8], now: i64, out: &mut Vec<u8>) -
     if !series.has_host {
         out.extend_from_slice(host_tag);
     }
+    // Seconds as the encoder writes them (no leading zero) are kept as they are.
+    let seconds_as_written =
+        timestamp.is_some_and(|(t, digits)| (MIN_SECS..MAX_SECS).contains(&t) && digits[0] != b'0');
+    if matches!(spelling, Spelling::AsWritten) && seconds_as_written {
+        // The usual line: the rest of it is copied whole, field and timestamp.
+        out.extend_from_slice(&line[i..]);
+        out.push(b'\n');
+        return true;
+    }
     match spelling {
         Spelling::AsWritten => out.extend_from_slice(&line[i..space + 1 + field.len()]),
         Spelling::Canonical(value) => {
@@ -76,10 +85,7 @@ pub fn pass_through(line: &[u8], host_tag: &[u8], now: i64, out: &mut Vec<u8>) -
     }
     out.push(b' ');
     match timestamp {
-        // Seconds as the encoder writes them (no leading zero): copied.
-        Some((t, digits)) if (MIN_SECS..MAX_SECS).contains(&t) && digits[0] != b'0' => {
-            out.extend_from_slice(digits);
-        }
+        Some((_, digits)) if seconds_as_written => out.extend_from_slice(digits),
         Some((t, _)) if (MIN_SECS..MAX_SECS).contains(&t) => {
             out.extend_from_slice(itoa::Buffer::new().format(t).as_bytes());
         }
