@@ -436,8 +436,8 @@ fn run_daemon(config: Config, foreground: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("agent")
-        // The system families run in one burst every 10 s (scheduler::SYSTEM_STAGGER): one
-        // blocking thread serves the burst and then ends, instead of the four that start-up
+        // The system families run in one blocking call every 10 s (scheduler::runner): one
+        // blocking thread serves it and then ends, instead of the four that start-up
         // left taking turns and so never reaching tokio's default 10 s keep-alive (each with a
         // stack and wakeups of its own; docs/benchmarks.md, "Idle agent"). A busy pool never
         // waits this long, so it keeps its threads.
