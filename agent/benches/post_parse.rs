@@ -73,6 +73,19 @@ fn bench(c: &mut Criterion) {
                 .len()
         })
     });
+    // What `/post` does with line protocol for a line-protocol output: lines already in the
+    // encoder's form are checked and copied with the host tag (`pipeline/lineproto/pass.rs`).
+    // Baseline: copying the body once.
+    g.bench_function("lineproto_encode_pass_through", |b| {
+        b.iter(|| {
+            lineproto::parse::encode_points_from(&body, 1, "bench-host", 1_764_000_000)
+                .lines
+                .points
+        })
+    });
+    g.bench_function("baseline_memcpy_body", |b| {
+        b.iter(|| std::hint::black_box(body.clone()).len())
+    });
     g.finish();
 }
 

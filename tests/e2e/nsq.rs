@@ -631,6 +631,38 @@ fn assert_all_arrive(peer: &NsqPeer, agent: &Agent, topic: &str, m: &str, n: usi
 }
 
 #[test]
+fn a_backlog_goes_out_several_batches_per_mpub_each_batch_one_message_none_twice() {
+    let mut peer = NsqPeer::stopped_on(support::free_port(), PeerOptions::default());
+    let agent = nsq_agent(&[peer.addr()], "", &namespaces(&["e2e.run"]));
+    // nsqd is down: 30 batches of 1,000 points wait in the spool.
+    post_points(&agent, "e2e.run", "run", 30_000);
+    assert!(wait_until(Duration::from_secs(20), || {
+        status_u64(&agent, "output", "spool_batches") >= 30
+    }));
+    peer.restart();
+    assert_all_arrive(&peer, &agent, "e2e.run", "run", 30_000);
+    let got = peer.received();
+    let messages = got.message_counts["e2e.run"];
+    let publishes = got.publishes["e2e.run"];
+    // One MPUB per batch was the rule before: a backlog of 30 waited 30 round trips.
+    assert!(
+        publishes * 4 <= messages,
+        "{publishes} MPUBs carried {messages} messages"
+    );
+    let run_lines = peer
+        .lines("e2e.run")
+        .iter()
+        .filter(|l| l.starts_with("run,"))
+        .count();
+    assert_eq!(run_lines, 30_000, "no point arrived twice");
+    assert!(wait_until(Duration::from_secs(5), || {
+        status_u64(&agent, "output", "delivered_batches") == messages
+    }));
+    assert_eq!(status_u64(&agent, "output", "spool_batches"), 0);
+    assert_eq!(status_u64(&agent, "output", "dropped_points"), 0);
+}
+
+#[test]
 fn a_size_refusal_teaches_nsqds_limit_and_the_batch_is_split_with_nothing_dropped() {
     // nsqd 1.x states no max_msg_size in IDENTIFY: the agent learns it from the refusal.
     let peer = NsqPeer::start_with(PeerOptions {

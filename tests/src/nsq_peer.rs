@@ -96,6 +96,8 @@ pub struct Received {
     pub messages: BTreeMap<String, Vec<Vec<u8>>>,
     /// Messages per topic.
     pub message_counts: BTreeMap<String, u64>,
+    /// `PUB`s and `MPUB`s answered `OK`, per topic.
+    pub publishes: BTreeMap<String, u64>,
     /// Newline-terminated lines (points, for line protocol) per topic.
     pub line_counts: BTreeMap<String, u64>,
     /// IDENTIFY bodies, in order.
@@ -1017,6 +1019,7 @@ impl Conn<'_> {
                 }
                 let mut r = lock(&self.state.received);
                 *r.message_counts.entry(topic.clone()).or_default() += messages.len() as u64;
+                *r.publishes.entry(topic.clone()).or_default() += 1;
                 let lines: usize = messages
                     .iter()
                     .map(|m| m.iter().filter(|&&x| x == b'\n').count())

@@ -57,6 +57,24 @@ pub enum DeliveryError {
 /// A boxed future, so outputs can be chosen at run time.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// How much an output takes in one delivery: consecutive batches of one namespace, up to
+/// `batches` of them and `bytes` of payload (the first batch always, whatever its size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimit {
+    /// Most batches.
+    pub batches: usize,
+    /// Most payload bytes, summed.
+    pub bytes: u64,
+}
+
+impl RunLimit {
+    /// One batch per delivery.
+    pub const ONE: RunLimit = RunLimit {
+        batches: 1,
+        bytes: 0,
+    };
+}
+
 /// A destination for encoded batches.
 pub trait Output: Send {
     /// Where this output sends to (address, URL, directory), for `/me/status`.
@@ -66,6 +84,24 @@ pub trait Output: Send {
         &'a mut self,
         batch: &'a Arc<EncodedBatch>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+    /// How many batches [`Output::deliver_run`] takes at once; one unless the output can
+    /// confirm several in one exchange.
+    fn run_limit(&self) -> RunLimit {
+        RunLimit::ONE
+    }
+    /// Delivers consecutive batches of one namespace as one, confirmed (or failed) together:
+    /// a retry sends all of them again. By default one [`Output::deliver`] after the other.
+    fn deliver_run<'a>(
+        &'a mut self,
+        run: &'a [Arc<EncodedBatch>],
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            for batch in run {
+                self.deliver(batch).await?;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Output counters, read by `/me/status`.
@@ -140,9 +176,9 @@ impl Default for Refusals {
 }
 
 impl Refusals {
-    fn refused(&mut self, ns: &str, error: &str, points: u32) {
+    fn refused(&mut self, ns: &str, error: &str, batches: usize, points: u64) {
         self.last = (ns.to_owned(), error.to_owned());
-        if let Some(b) = self.repeats.record(1, u64::from(points)) {
+        if let Some(b) = self.repeats.record(batches as u64, points) {
             self.log(b);
         }
     }
@@ -168,6 +204,38 @@ impl Refusals {
 impl Drop for Refusals {
     fn drop(&mut self) {
         self.flush(true);
+    }
+}
+
+/// The batches of one delivery, as the spool handed them out.
+struct Run {
+    batches: Vec<Arc<EncodedBatch>>,
+    /// The last record's id, acknowledged (with every one before it) once delivered.
+    last: u64,
+    points: u64,
+}
+
+impl Run {
+    fn of(records: &[SpoolRecord]) -> Run {
+        Run {
+            batches: records.iter().map(|r| Arc::clone(&r.batch)).collect(),
+            last: records.last().map_or(0, |r| r.id),
+            points: records.iter().map(|r| u64::from(r.batch.points)).sum(),
+        }
+    }
+
+    fn ns(&self) -> &str {
+        self.batches.first().map_or("", |b| b.ns.as_str())
+    }
+
+    fn deliver<'a>(
+        &'a self,
+        output: &'a mut Box<dyn Output>,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        match &self.batches[..] {
+            [one] => output.deliver(one),
+            run => output.deliver_run(run),
+        }
     }
 }
 
@@ -238,9 +306,9 @@ pub async fn run_delivery_with(
     // FAILING_REMINDER while it stays down.
     let mut failing: Option<(tokio::time::Instant, tokio::time::Instant)> = None;
     loop {
-        let record: SpoolRecord = tokio::select! {
+        let records: Vec<SpoolRecord> = tokio::select! {
             biased;
-            r = spool.next() => r,
+            r = spool.next_run(output.run_limit()) => r,
             () = drain.cancelled(), if spool.is_empty() => break,
             () = &mut give_up => break,
             Some(new) = swaps.recv() => {
@@ -248,24 +316,27 @@ pub async fn run_delivery_with(
                 continue;
             }
         };
+        let run = Run::of(&records);
         loop {
             take_swap(&mut output, &mut swaps, &stats);
             let result = tokio::select! {
-                r = output.deliver(&record.batch) => r,
+                r = run.deliver(&mut output) => r,
                 () = &mut give_up => {
-                    warn!(ns = %record.batch.ns, "Shutdown deadline passed during a delivery; the batch stays in the spool.");
+                    warn!(ns = %run.ns(), batches = run.batches.len(), "Shutdown deadline passed during a delivery; the batches stay in the spool.");
                     return;
                 }
             };
             match result {
                 Ok(()) => {
-                    spool.ack(record.id);
+                    spool.ack_through(run.last);
                     refusals.flush(false);
                     stats.set_endpoint(output.endpoint());
-                    stats.delivered_batches.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .delivered_batches
+                        .fetch_add(run.batches.len() as u64, Ordering::Relaxed);
                     stats
                         .delivered_points
-                        .fetch_add(u64::from(record.batch.points), Ordering::Relaxed);
+                        .fetch_add(run.points, Ordering::Relaxed);
                     if !stats.connected.swap(true, Ordering::Relaxed) {
                         info!(endpoint = %output.endpoint(), "Output is delivering.");
                         stats.set_error(None);
@@ -276,12 +347,14 @@ pub async fn run_delivery_with(
                 }
                 Err(DeliveryError::PartlyRefused { points, reason }) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(ns = %record.batch.ns, points, error = %reason, "Output refused part of a batch; the rest was delivered.");
-                    spool.ack(record.id);
+                    warn!(ns = %run.ns(), points, error = %reason, "Output refused part of a batch; the rest was delivered.");
+                    spool.ack_through(run.last);
                     stats.set_endpoint(output.endpoint());
-                    stats.delivered_batches.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .delivered_batches
+                        .fetch_add(run.batches.len() as u64, Ordering::Relaxed);
                     stats.delivered_points.fetch_add(
-                        u64::from(record.batch.points.saturating_sub(points)),
+                        run.points.saturating_sub(u64::from(points)),
                         Ordering::Relaxed,
                     );
                     stats
@@ -294,12 +367,14 @@ pub async fn run_delivery_with(
                 }
                 Err(DeliveryError::Reject(e)) => {
                     stats.errors.fetch_add(1, Ordering::Relaxed);
-                    refusals.refused(&record.batch.ns, &e, record.batch.points);
-                    spool.ack(record.id);
-                    stats.rejected_batches.fetch_add(1, Ordering::Relaxed);
+                    refusals.refused(run.ns(), &e, run.batches.len(), run.points);
+                    spool.ack_through(run.last);
+                    stats
+                        .rejected_batches
+                        .fetch_add(run.batches.len() as u64, Ordering::Relaxed);
                     stats
                         .rejected_points
-                        .fetch_add(u64::from(record.batch.points), Ordering::Relaxed);
+                        .fetch_add(run.points, Ordering::Relaxed);
                     stats.set_error(Some(e));
                     // It answered: reachable, so a later failure is a new one to log.
                     failing = None;

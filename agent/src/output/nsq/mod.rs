@@ -16,7 +16,9 @@
 //!
 //! One batch is one NSQ message (cut at line boundaries only when it is larger than the message
 //! limit: the smaller of `output.max_message_bytes` and what nsqd's limit is known to be),
-//! published with `MPUB` and counted delivered only on `OK`. nsqd's limits are learned: from a
+//! published with `MPUB` and counted delivered only on `OK`. When batches of one namespace wait
+//! in the spool one after the other (a backlog, or `/post` outrunning the round trips), up to
+//! [`RUN_LIMIT`] of them go in one `MPUB`, one message each, confirmed by one `OK`. nsqd's limits are learned: from a
 //! `max_msg_size` in its IDENTIFY answer when it states one, and from its size refusals
 //! (`E_BAD_MESSAGE ... message too big 48000 > 20000`, `E_BAD_BODY ... body too big`), after
 //! which the rest of the batch is cut under the learned limit and sent again; only a single
@@ -53,13 +55,23 @@ use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::{debug, info, warn};
 
-use super::{BoxFuture, DeliveryError, EncodedBatch, Output};
+use super::{BoxFuture, DeliveryError, EncodedBatch, Output, RunLimit};
 use crate::config::{Config, Format, NsqCompression};
 use conn::{Answer, Conn};
 use protocol::{cut, points_in, size_refusal, Cut, SizeRefusal};
 pub use protocol::{
     decode_frame, encode_identify, encode_mpub, error_is_permanent, is_valid_topic, mpub_body_len,
     split_messages, topic_for, Frame, HEARTBEAT, MAGIC, MAX_BODY_BYTES, MAX_TOPIC_LEN,
+};
+
+/// What one `MPUB` carries at most when the spool holds several batches of one namespace:
+/// each batch stays one message, and one answer confirms them all, so a backlog costs one
+/// round trip to nsqd per megabyte instead of one per batch. Well under nsqd's default
+/// `--max-body-size` (5 MiB); a smaller limit learned from nsqd splits the run into several
+/// `MPUB`s.
+const RUN_LIMIT: RunLimit = RunLimit {
+    batches: 64,
+    bytes: 1024 * 1024,
 };
 
 /// Size refusals handled within one batch before its error counts as final; each one makes
@@ -157,7 +169,8 @@ fn warn_if_world_readable(path: &std::path::Path) {
 }
 
 struct Request {
-    batch: Arc<EncodedBatch>,
+    /// Consecutive batches of one namespace, one message each, confirmed together.
+    run: Vec<Arc<EncodedBatch>>,
     reply: oneshot::Sender<Result<(), DeliveryError>>,
 }
 
@@ -211,10 +224,21 @@ impl Output for NsqOutput {
         &'a mut self,
         batch: &'a Arc<EncodedBatch>,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        self.deliver_run(std::slice::from_ref(batch))
+    }
+
+    fn run_limit(&self) -> RunLimit {
+        RUN_LIMIT
+    }
+
+    fn deliver_run<'a>(
+        &'a mut self,
+        run: &'a [Arc<EncodedBatch>],
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
             let (reply, answer) = oneshot::channel();
             let request = Request {
-                batch: Arc::clone(batch),
+                run: run.to_vec(),
                 reply,
             };
             let stopped = || DeliveryError::Retry("the nsq connection task stopped".into());
@@ -390,7 +414,7 @@ async fn run_connection(
         match event {
             Event::Request(None) => return,
             Event::Request(Some(request)) => {
-                let result = publish(&s, &mut link, &request.batch).await;
+                let result = publish(&s, &mut link, &request.run).await;
                 if let Some(c) = &link.conn {
                     set_endpoint(&c.addr);
                 }
@@ -461,20 +485,26 @@ fn recut<'a>(
     pending.extend(out.messages);
 }
 
-/// Publishes one batch, (re)connecting first when needed; drops the connection on any failure.
+/// Publishes a run of batches of one namespace (one message each), (re)connecting first when
+/// needed; drops the connection on any failure.
 ///
 /// Messages go out in as many `MPUB`s as the body limit needs; each `OK` takes its messages off
-/// the batch, so a failure sends again only what nsqd did not confirm. A size refusal makes the
-/// rest smaller (under the limit nsqd stated, or half the refused size when it stated none) and
-/// sends it again on a new connection to the same nsqd.
+/// the run. A size refusal makes the rest smaller (under the limit nsqd stated, or half the
+/// refused size when it stated none) and sends it again on a new connection to the same nsqd;
+/// any other failure returns, and the delivery loop sends the whole run again (at least once).
 async fn publish(
     s: &NsqSettings,
     link: &mut Link,
-    batch: &EncodedBatch,
+    run: &[Arc<EncodedBatch>],
 ) -> Result<(), DeliveryError> {
-    let topic = topic_for(&s.topic, &batch.ns).map_err(DeliveryError::Reject)?;
+    let Some(ns) = run.first().map(|b| b.ns.as_str()) else {
+        return Ok(());
+    };
+    let topic = topic_for(&s.topic, ns).map_err(DeliveryError::Reject)?;
     let n = s.addrs.len();
-    let mut pending: VecDeque<Cow<'_, [u8]>> = VecDeque::from([Cow::Borrowed(&batch.payload[..])]);
+    let mut pending: VecDeque<Cow<'_, [u8]>> =
+        run.iter().map(|b| Cow::Borrowed(&b.payload[..])).collect();
+    let points = run.iter().fold(0u32, |sum, b| sum.saturating_add(b.points));
     let mut refused = Cut::default();
     let mut refusals = 0;
     loop {
@@ -593,7 +623,7 @@ async fn publish(
     }
     match refused.refused {
         Some(reason) if refused.refused_points > 0 => Err(DeliveryError::PartlyRefused {
-            points: refused.refused_points.min(batch.points),
+            points: refused.refused_points.min(points),
             reason: format!("topic {topic}: {reason}"),
         }),
         _ => Ok(()),

@@ -39,7 +39,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::EncodedBatch;
+use super::{EncodedBatch, RunLimit};
 use crate::logging::{Burst, Repeats};
 
 /// How often segments are fsynced and the ack position stored.
@@ -572,6 +572,37 @@ impl Spool {
         }
     }
 
+    /// The oldest batch not yet acknowledged and the ones queued right after it for the same
+    /// namespace, while they are in memory and within `limit`; waits for the first. The oldest
+    /// always comes, whatever its size. Cancel-safe like [`Spool::next`]; acknowledge the run
+    /// with [`Spool::ack_through`] and its last id.
+    pub async fn next_run(&self, limit: RunLimit) -> Vec<SpoolRecord> {
+        let first = self.next().await;
+        let mut run = vec![first];
+        if limit.batches <= 1 {
+            return run;
+        }
+        let g = self.lock();
+        let mut bytes = run[0].batch.payload.len() as u64;
+        // The queue still starts with `first` unless a drop past the bound took it meanwhile;
+        // then the run is just `first`, and its ack finds nothing to remove.
+        if g.queue.front().is_none_or(|e| e.id != run[0].id) {
+            return run;
+        }
+        for e in g.queue.iter().skip(1) {
+            let Some(b) = &e.batch else { break };
+            bytes += b.payload.len() as u64;
+            if run.len() >= limit.batches || bytes > limit.bytes || b.ns != run[0].batch.ns {
+                break;
+            }
+            run.push(SpoolRecord {
+                id: e.id,
+                batch: Arc::clone(b),
+            });
+        }
+        run
+    }
+
     /// Reads records back from disk into the queue; a record that cannot be read is dropped
     /// from the queue, logged and counted (its segment was damaged after the start-up scan).
     async fn read_back(&self, want: Vec<Want>) {
@@ -659,6 +690,22 @@ impl Spool {
             if let Some(e) = g.queue.pop_front() {
                 g.acked = g.acked.max(e.id);
                 g.forget(&e, &mut deletions);
+            }
+        }
+        self.shared.remove_files(deletions);
+    }
+
+    /// Removes every record up to and including `last` from the front of the queue: a run
+    /// [`Spool::next_run`] handed out was delivered (or refused for good).
+    pub fn ack_through(&self, last: u64) {
+        let mut deletions = Vec::new();
+        {
+            let mut g = self.lock();
+            while g.queue.front().is_some_and(|e| e.id <= last) {
+                if let Some(e) = g.queue.pop_front() {
+                    g.acked = g.acked.max(e.id);
+                    g.forget(&e, &mut deletions);
+                }
             }
         }
         self.shared.remove_files(deletions);

@@ -610,3 +610,145 @@ async fn the_sync_task_finds_the_disk_usable_again_without_a_push() {
         "the probe's segment holds what followed"
     );
 }
+
+#[tokio::test]
+async fn a_run_is_the_oldest_batch_and_those_of_its_namespace_right_after_it_within_the_limit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+    for i in 0..5 {
+        spool.push(batch("a", i));
+    }
+    spool.push(batch("b", 5));
+    spool.push(batch("a", 6));
+    let limit = |batches, bytes| RunLimit { batches, bytes };
+    let ids = |run: &[SpoolRecord]| run.iter().map(|r| r.id).collect::<Vec<_>>();
+    let one = batch("a", 0).payload.len() as u64;
+    // The batch limit, then the byte limit (the first always comes), then the namespace.
+    assert_eq!(ids(&spool.next_run(limit(3, 1 << 20)).await), [1, 2, 3]);
+    assert_eq!(ids(&spool.next_run(limit(64, 2 * one)).await), [1, 2]);
+    assert_eq!(ids(&spool.next_run(limit(64, 1)).await), [1]);
+    assert_eq!(ids(&spool.next_run(RunLimit::ONE).await), [1]);
+    let run = spool.next_run(limit(64, 1 << 20)).await;
+    assert_eq!(ids(&run), [1, 2, 3, 4, 5], "stops at namespace b");
+    spool.ack_through(run.last().expect("run").id);
+    assert_eq!(spool.stats().batches, 2);
+    assert_eq!(ids(&spool.next_run(limit(64, 1 << 20)).await), [6]);
+    spool.ack_through(6);
+    assert_eq!(ids(&spool.next_run(limit(64, 1 << 20)).await), [7]);
+    spool.ack_through(7);
+    assert!(spool.is_empty());
+    spool.sync();
+    drop(spool);
+    assert!(
+        Spool::open(dir.path(), 1 << 20).expect("reopen").is_empty(),
+        "a run's ack is stored like single acks"
+    );
+}
+
+#[tokio::test]
+async fn a_run_of_batches_read_back_from_disk_stops_where_the_read_ahead_stopped() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // No cache: every batch leaves memory once written, and is read back READ_AHEAD at a time.
+    let spool = Spool::open_with(
+        dir.path(),
+        1 << 20,
+        SpoolOptions {
+            cache_bytes: 0,
+            ..opts(1 << 20)
+        },
+    )
+    .expect("open");
+    let n = READ_AHEAD + 8;
+    for i in 0..n {
+        spool.push(batch("a", i));
+    }
+    let limit = RunLimit {
+        batches: 64,
+        bytes: 1 << 20,
+    };
+    let run = spool.next_run(limit).await;
+    let ids: Vec<u64> = run.iter().map(|r| r.id).collect();
+    assert_eq!(ids, (1..=READ_AHEAD as u64).collect::<Vec<_>>());
+    spool.ack_through(READ_AHEAD as u64);
+    let rest = spool.next_run(limit).await;
+    assert_eq!(rest.len(), 8);
+    assert_eq!(rest[0].batch.payload, batch("a", READ_AHEAD).payload);
+    spool.ack_through(n as u64);
+    assert!(spool.is_empty());
+}
+
+/// An output taking runs of up to three batches that fails its first delivery.
+struct RunOutput {
+    fail: usize,
+    runs: Arc<Mutex<Vec<Vec<usize>>>>,
+}
+
+impl crate::output::Output for RunOutput {
+    fn endpoint(&self) -> String {
+        "runs".into()
+    }
+
+    fn deliver<'a>(
+        &'a mut self,
+        batch: &'a Arc<EncodedBatch>,
+    ) -> crate::output::BoxFuture<'a, Result<(), crate::output::DeliveryError>> {
+        self.deliver_run(std::slice::from_ref(batch))
+    }
+
+    fn run_limit(&self) -> RunLimit {
+        RunLimit {
+            batches: 3,
+            bytes: 1 << 20,
+        }
+    }
+
+    fn deliver_run<'a>(
+        &'a mut self,
+        run: &'a [Arc<EncodedBatch>],
+    ) -> crate::output::BoxFuture<'a, Result<(), crate::output::DeliveryError>> {
+        Box::pin(async move {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(crate::output::DeliveryError::Retry("down".into()));
+            }
+            let sizes = run.iter().map(|b| b.points as usize).collect();
+            self.runs.lock().expect("lock").push(sizes);
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_delivery_loop_hands_runs_to_an_output_that_takes_them_and_counts_every_batch() {
+    use std::sync::atomic::Ordering;
+    let spool = Spool::in_memory(1 << 20);
+    for i in 0..7 {
+        spool.push(batch("a", i));
+    }
+    spool.push(batch("b", 7));
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let stats = Arc::new(crate::output::OutputStats::default());
+    let drain = CancellationToken::new();
+    drain.cancel();
+    let output = Box::new(RunOutput {
+        fail: 1,
+        runs: Arc::clone(&runs),
+    });
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::output::run_delivery(
+            spool.clone(),
+            output,
+            Arc::clone(&stats),
+            drain,
+            Duration::from_secs(5),
+        ),
+    )
+    .await
+    .expect("delivery finishes");
+    let lens: Vec<usize> = runs.lock().expect("lock").iter().map(Vec::len).collect();
+    assert_eq!(lens, [3, 3, 1, 1], "runs of a, cut at the limit and at b");
+    assert_eq!(stats.delivered_batches.load(Ordering::Relaxed), 8);
+    assert_eq!(stats.delivered_points.load(Ordering::Relaxed), 16);
+    assert!(spool.is_empty());
+}
