@@ -9,7 +9,7 @@
 use std::ops::Range;
 use std::time::Duration;
 
-use axum::body::{to_bytes, Body, Bytes};
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -128,7 +128,7 @@ pub async fn post(
     }
     let want = declared.map_or(limit, |n| n as usize).max(1);
     let mut body_permit = reserve_body(&state, want, wait).await?;
-    let body = read_body(body, limit).await?;
+    let body = read_body(body, limit, declared).await?;
     if body_permit.num_permits() > body.len().max(1) {
         drop(body_permit.split(body_permit.num_permits() - body.len().max(1)));
     }
@@ -457,8 +457,8 @@ fn too_large(limit: usize) -> ApiError {
 
 /// Reads the body, bounded in size and time (a declared `Content-Length` over the limit was
 /// refused before).
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    match tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, limit)).await {
+async fn read_body(body: Body, limit: usize, declared: Option<u64>) -> Result<Bytes, ApiError> {
+    match tokio::time::timeout(BODY_TIMEOUT, collect(body, limit, declared)).await {
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             format!(
@@ -466,16 +466,28 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
                 BODY_TIMEOUT.as_secs()
             ),
         )),
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(e)) if is_length_limit(&e) => Err(too_large(limit)),
-        Ok(Err(e)) => Err(ApiError::bad_request(format!(
-            "the body could not be read: {e}"
-        ))),
+        Ok(result) => result,
     }
 }
 
-fn is_length_limit(e: &axum::Error) -> bool {
-    crate::error_chain::sources(e).any(|err| err.is::<http_body_util::LengthLimitError>())
+/// The body's bytes in one buffer, sized by `Content-Length` when the client sent one, each
+/// chunk copied in as it arrives and freed: a body is in memory once, where collecting the
+/// chunks and joining them held it twice at the end.
+async fn collect(body: Body, limit: usize, declared: Option<u64>) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(limit));
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| ApiError::bad_request(format!("the body could not be read: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(too_large(limit));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// `Content-Type: text/plain` (any parameters) means line protocol; anything else is JSON.
