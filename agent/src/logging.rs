@@ -309,6 +309,11 @@ impl Repeats {
         due.then(|| Self::take(&mut st))
     }
 
+    /// Whether something was counted that no line reported yet.
+    pub fn has_unreported(&self) -> bool {
+        self.state().events > 0
+    }
+
     /// What was counted since the last line, if the window passed (or `all`: at shutdown).
     pub fn pending(&self, all: bool) -> Option<Burst> {
         let mut st = self.state();

@@ -436,12 +436,13 @@ fn run_daemon(config: Config, foreground: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("agent")
-        // The system families run in one burst every 10 s (scheduler::SYSTEM_STAGGER): one
-        // blocking thread serves the burst and then ends, instead of the four that start-up
-        // left taking turns and so never reaching tokio's default 10 s keep-alive (each with a
-        // stack and wakeups of its own; docs/benchmarks.md, "Idle agent"). A busy pool never
-        // waits this long, so it keeps its threads.
-        .thread_keep_alive(std::time::Duration::from_secs(2))
+        // An idle agent makes two trips to the blocking pool per 10 s round (the system
+        // families in one call, the spool's sync round; scheduler::runner): a thread kept a
+        // little longer than the round serves the next one, instead of a thread created and
+        // ended every round (clone, stack, exit: 10-25 % of the idle agent's CPU in same-window
+        // runs; docs/benchmarks.md, "Idle agent"). More threads than the rounds keep busy end
+        // after 12 s unused; a busy pool keeps its threads.
+        .thread_keep_alive(std::time::Duration::from_secs(12))
         .build()?;
     rt.block_on(async {
         let shutdown = CancellationToken::new();

@@ -14,7 +14,7 @@ use crate::pipeline::Pipeline;
 use crate::plugins::PluginManager;
 use crate::registry::service::RegistryHandle;
 use crate::registry::Plan;
-use crate::scheduler::SchedulerStats;
+use crate::scheduler::{SchedulerStats, SharedClock};
 
 /// Shared state of a running agent; cheap to clone.
 #[derive(Clone)]
@@ -40,6 +40,8 @@ struct Inner {
     post_bodies: Arc<tokio::sync::Semaphore>,
     /// API requests answered, for `/metrics`.
     api_requests: RequestCounts,
+    /// The clock the system families and the heartbeat tick on (one random phase per agent).
+    clock: SharedClock,
 }
 
 impl AgentState {
@@ -73,8 +75,15 @@ impl AgentState {
                 log_reads: crate::api::log::read_permits(),
                 post_bodies,
                 api_requests: RequestCounts::default(),
+                clock: SharedClock::random(),
             }),
         }
+    }
+
+    /// The clock the system families and the heartbeat share, so the points of one round
+    /// leave in one batch per namespace.
+    pub fn clock(&self) -> SharedClock {
+        self.inner.clock
     }
 
     /// The configuration in force (a reload may replace it; each call sees the latest).

@@ -3,6 +3,8 @@
 //! `{dir}/{ns}.lp` receives every batch of `ns` as written; past `max_bytes` it is renamed to
 //! `{ns}.lp.1` (older ones shift to `.2` ... up to `keep`, the oldest removed) and a new file starts.
 //! A batch counts as delivered once `write` returned (it is in the page cache, not fsynced).
+//! A batch of at most 64 KiB to a file already open is written on the async thread, as the
+//! spool's push is; opening, rotating and larger batches go to the blocking pool.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -53,7 +55,28 @@ impl FileOutput {
     }
 }
 
+/// Largest batch written on the async thread (see [`State::write_open`]).
+const INLINE_MAX: usize = 64 << 10;
+
 impl State {
+    /// Writes `batch` at once when its file is open and no rotation is due: one `write(2)` of
+    /// a small batch into the page cache, as the spool's push does, instead of a trip to the
+    /// blocking pool (a thread wakeup each, most of what an idle agent's output cost). `None`:
+    /// it needs [`State::write`] on the blocking pool (opening, rotating, a large batch).
+    fn write_open(&mut self, batch: &EncodedBatch) -> Option<std::io::Result<()>> {
+        let len = batch.payload.len();
+        let open = self.files.get_mut(&batch.ns)?;
+        if len > INLINE_MAX || (open.len > 0 && open.len + len as u64 > self.max_bytes) {
+            return None;
+        }
+        if let Err(e) = open.file.write_all(&batch.payload) {
+            self.files.remove(&batch.ns);
+            return Some(Err(e));
+        }
+        open.len += len as u64;
+        Some(Ok(()))
+    }
+
     fn write(&mut self, batch: &EncodedBatch) -> std::io::Result<()> {
         let path = FileOutput::path_for(&self.dir, &batch.ns);
         let needs_rotation = self
@@ -113,6 +136,20 @@ impl Output for FileOutput {
         let state = Arc::clone(&self.state);
         let batch = Arc::clone(batch);
         Box::pin(async move {
+            let now = {
+                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                st.write_open(&batch).map(|r| {
+                    r.map_err(|e| {
+                        format!(
+                            "cannot write {}: {e}",
+                            FileOutput::path_for(&st.dir, &batch.ns).display()
+                        )
+                    })
+                })
+            };
+            if let Some(written) = now {
+                return written.map_err(DeliveryError::Retry);
+            }
             let result = tokio::task::spawn_blocking(move || {
                 let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
                 st.write(&batch).map_err(|e| {
@@ -144,6 +181,36 @@ mod tests {
             points: 1,
             payload: text.as_bytes().to_vec(),
         })
+    }
+
+    #[test]
+    fn a_small_batch_to_an_open_file_does_not_wait_for_the_blocking_pool() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(1)
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        rt.block_on(async {
+            let mut out = FileOutput::new(dir.path().to_path_buf(), 1 << 20, 2).expect("new");
+            out.deliver(&batch("a", "m value=1 1764000000\n"))
+                .await
+                .expect("opens the file");
+            // The pool's only thread is busy until released.
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let busy = tokio::task::spawn_blocking(move || held.recv());
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                out.deliver(&batch("a", "m value=2 1764000001\n")),
+            )
+            .await
+            .expect("written without the blocking pool")
+            .expect("write");
+            release.send(()).expect("release");
+            busy.await.expect("join").expect("released");
+        });
+        let a = fs::read_to_string(dir.path().join("a.lp")).expect("a");
+        assert_eq!(a, "m value=1 1764000000\nm value=2 1764000001\n");
     }
 
     #[tokio::test]

@@ -7,11 +7,11 @@
 //!
 //! Each job runs its [`Work`] every interval, starting at a random offset within the first
 //! interval so a fleet does not fire in step. The system families are the exception within one
-//! agent: they share one clock, whose phase is drawn at random when the agent starts, and fire
-//! [`SYSTEM_STAGGER`] apart in [`Family::ALL`] order, so the families due together run one after
-//! the other on one blocking thread and their points leave in one batch per namespace (one spool
-//! write, one output write) instead of one batch per family; that is most of what an idle
-//! agent does (docs/benchmarks.md, "Idle agent"). A run still going when the next tick is due makes
+//! agent: they share one clock, whose phase is drawn at random when the agent starts, so the
+//! families due together tick at the same instant (one timer wakeup), are collected in one trip
+//! to the blocking pool (the runner gathers them) and their points leave in one batch per
+//! namespace (one spool write, one output write) instead of one batch per family; that is most
+//! of what an idle agent does (docs/benchmarks.md, "Idle agent"). A run still going when the next tick is due makes
 //! that tick skip (counted in `JobCounts.skipped_ticks`): a job never overlaps itself.
 //!
 //! What a run does is the [`Runner`]'s business: the agent's runner sends collector output to the
@@ -40,12 +40,6 @@ use crate::state::AgentState;
 
 /// How long running jobs get to stop at shutdown.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(3);
-
-/// How far apart the system families due at the same time fire, in [`Family::ALL`] order: more
-/// than one collection takes (SOCKET, the slowest, 1-2 ms on an idle host), so each finds the
-/// blocking thread of the one before free, and all sixteen (400 ms) fit within the batcher's
-/// default `flush_ms` of one second.
-pub const SYSTEM_STAGGER: Duration = Duration::from_millis(25);
 
 /// What kind of job a key names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -382,6 +376,13 @@ impl<R: Runner> Scheduler<R> {
         }
     }
 
+    /// The same scheduler with its system families on `clock` (the agent's, shared with the
+    /// heartbeat) instead of a clock of its own.
+    pub fn on_clock(mut self, clock: SharedClock) -> Self {
+        self.system_clock = clock;
+        self
+    }
+
     /// Makes the running jobs what `plan` wants. Must be called inside a tokio runtime.
     pub fn reconcile(&mut self, plan: &Arc<Plan>) -> ReconcileReport {
         self.runner.retain(plan);
@@ -453,12 +454,7 @@ impl<R: Runner> Scheduler<R> {
 
     fn start(&self, key: &JobKey, spec: JobSpec) -> RunningJob {
         let phase = match spec.work {
-            Work::System { family, .. } => Phase::Shared {
-                clock: self.system_clock,
-                offset: SYSTEM_STAGGER
-                    * u32::try_from(Family::ALL.iter().position(|f| *f == family).unwrap_or(0))
-                        .unwrap_or(0),
-            },
+            Work::System { .. } => Phase::Shared(self.system_clock),
             _ => Phase::Random,
         };
         let (tx, rx) = watch::channel(Arc::new(spec));
@@ -522,28 +518,29 @@ fn stop(key: &JobKey, job: &RunningJob) {
 
 /// A clock jobs can share: ticks at `epoch + phase + k * interval` (phase taken modulo the
 /// interval), so jobs of the same interval tick together and those of a multiple interval tick
-/// on some of the same instants.
+/// on some of the same instants. The agent's ([`AgentState::clock`]) serves the system families
+/// and the heartbeat.
 #[derive(Debug, Clone, Copy)]
-struct SharedClock {
+pub struct SharedClock {
     epoch: Instant,
     phase: Duration,
 }
 
 impl SharedClock {
     /// A clock with a random phase (up to a day), so hosts started together do not fire together.
-    fn random() -> Self {
+    pub fn random() -> Self {
         SharedClock {
             epoch: Instant::now(),
             phase: Duration::from_millis(rand::random_range(0..86_400_000)),
         }
     }
 
-    /// The first tick at or after `t` of a job with this `interval`, `offset` after the clock's.
-    fn tick_at_or_after(&self, interval: Duration, offset: Duration, t: Instant) -> Instant {
+    /// The first tick at or after `t` of a job with this `interval`.
+    pub fn tick_at_or_after(&self, interval: Duration, t: Instant) -> Instant {
         let every = interval.as_millis().max(1);
         let phase =
             Duration::from_millis(u64::try_from(self.phase.as_millis() % every).unwrap_or(0));
-        let first = self.epoch + phase + offset;
+        let first = self.epoch + phase;
         if first >= t {
             return first;
         }
@@ -556,11 +553,8 @@ impl SharedClock {
 enum Phase {
     /// At a random point of the first interval, then every interval from there.
     Random,
-    /// On a clock shared with other jobs, `offset` after it.
-    Shared {
-        clock: SharedClock,
-        offset: Duration,
-    },
+    /// On a clock shared with other jobs.
+    Shared(SharedClock),
 }
 
 impl Phase {
@@ -568,9 +562,7 @@ impl Phase {
     fn first(self, interval: Duration) -> Instant {
         match self {
             Phase::Random => first_tick(interval),
-            Phase::Shared { clock, offset } => {
-                clock.tick_at_or_after(interval, offset, Instant::now())
-            }
+            Phase::Shared(clock) => clock.tick_at_or_after(interval, Instant::now()),
         }
     }
 
@@ -580,9 +572,7 @@ impl Phase {
         let now = Instant::now();
         match self {
             Phase::Random => on_phase(last, interval, now),
-            Phase::Shared { clock, offset } => {
-                clock.tick_at_or_after(interval, offset, (last + interval).max(now))
-            }
+            Phase::Shared(clock) => clock.tick_at_or_after(interval, (last + interval).max(now)),
         }
     }
 }
@@ -665,7 +655,8 @@ async fn job_loop<R: Runner>(
 pub async fn run<R: Runner>(state: AgentState, runner: Arc<R>, shutdown: CancellationToken) {
     let stats = Arc::clone(state.jobs());
     let mut plans = state.subscribe_plan();
-    let mut scheduler = Scheduler::new(runner, Arc::clone(&stats), &shutdown);
+    let mut scheduler =
+        Scheduler::new(runner, Arc::clone(&stats), &shutdown).on_clock(state.clock());
     loop {
         let plan = Arc::clone(&plans.borrow_and_update());
         let report = scheduler.reconcile(&plan);
@@ -883,7 +874,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn system_families_tick_together_in_order_on_a_random_phase() {
+    async fn system_families_tick_together_on_a_random_phase() {
         let mut phases = Vec::new();
         for _ in 0..5 {
             let (mut s, rec, _) = scheduler(Duration::ZERO);
@@ -894,17 +885,12 @@ mod tests {
                 .iter()
                 .map(|f| (*f, rec.times(f.name())[0]))
                 .collect();
-            // Each family after the one before it in Family::ALL order, SYSTEM_STAGGER later,
-            // or a whole number of its interval later when its interval is longer.
+            // Each family at the same instant as CPU, or a whole number of its interval later
+            // when its interval is longer: one timer, and one trip of the runner, per round.
             let cpu = first[0].1;
-            for (i, (f, t)) in first.iter().enumerate() {
+            for (f, t) in &first {
                 let after = (*t - cpu).as_millis() as u64;
-                let stagger = SYSTEM_STAGGER.as_millis() as u64 * i as u64;
-                assert_eq!(
-                    after.checked_sub(stagger).map(|d| d % 10_000),
-                    Some(0),
-                    "{f} at {after} ms after CPU"
-                );
+                assert_eq!(after % 10_000, 0, "{f} at {after} ms after CPU");
                 let every = f.default_interval().as_millis() as u64;
                 assert!(
                     gaps(&rec.times(f.name())).iter().all(|g| *g == every),
@@ -931,23 +917,36 @@ mod tests {
         if let Some(ns) = p.namespaces.get_mut("a") {
             ns.intervals.insert("MEM".into(), 20);
         }
+        let changed = tokio::time::Instant::now();
         s.reconcile(&Arc::new(p));
         tokio::time::sleep(Duration::from_secs(60)).await;
         let mem = rec.times("MEM");
         assert!(mem.len() >= 3, "{mem:?}");
-        let offset = SYSTEM_STAGGER.as_millis() as u64;
         for t in &mem {
             assert_eq!(
-                ((*t - cpu).as_millis() as u64 - offset) % 10_000,
+                (*t - cpu).as_millis() as u64 % 10_000,
                 0,
                 "MEM ticks on CPU's clock"
             );
         }
+        // From the change on, every 20 s on the clock's 20 s ticks: the first of them is 20 or
+        // 30 s after the last 10 s tick, depending on where the clock's phase puts them.
+        let after: Vec<_> = mem.iter().copied().filter(|t| *t > changed).collect();
+        let last_before = mem.iter().copied().rfind(|t| *t <= changed);
+        assert!(after.len() >= 2, "{mem:?}");
         assert!(
-            gaps(&mem[1..]).iter().all(|g| *g == 20_000),
+            gaps(&after).iter().all(|g| *g == 20_000),
             "{:?}",
             gaps(&mem)
         );
+        if let Some(last) = last_before {
+            let first_gap = (after[0] - last).as_millis();
+            assert!(
+                first_gap == 20_000 || first_gap == 30_000,
+                "{:?}",
+                gaps(&mem)
+            );
+        }
         assert!(s.shutdown(Duration::from_secs(1)).await);
     }
 
@@ -1032,7 +1031,12 @@ mod tests {
         p.namespaces.insert(
             "b".into(),
             NamespacePlan {
-                intervals: [("CPU".to_owned(), 60), ("FS".to_owned(), 120)].into(),
+                intervals: [
+                    ("CPU".to_owned(), 60),
+                    ("FS".to_owned(), 120),
+                    ("SOCKET".to_owned(), 10),
+                ]
+                .into(),
                 ..NamespacePlan::default()
             },
         );
@@ -1048,6 +1052,12 @@ mod tests {
         };
         assert_eq!(interval("CPU"), 10, "a wants the default 10");
         assert_eq!(interval("FS"), 120, "b's override is below the default 300");
+        assert_eq!(
+            interval("SOCKET"),
+            10,
+            "b's override is below the default 60"
+        );
+        assert_eq!(interval("HWMON"), 60, "the default");
         let Work::System { namespaces, .. } = &jobs[&JobKey {
             kind: JobKind::System,
             ns: String::new(),

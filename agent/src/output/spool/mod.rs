@@ -8,8 +8,9 @@
 //!
 //! Durability (see `docs/spool.md`): `push` writes the record into the open segment with one
 //! `write` (no user-space buffer), so it survives the agent being killed; a background task
-//! ([`Spool::run_sync`]) stores the ack position every [`SYNC_EVERY`] and fsyncs the segments
-//! when a record waited that long, and [`Spool::sync`] fsyncs at shutdown. A power loss can
+//! ([`Spool::run_sync`]) stores the ack position every [`SYNC_EVERY`] while anything waits (and
+//! sleeps until the next push when nothing does) and fsyncs the segments when a record waited
+//! that long, and [`Spool::sync`] fsyncs at shutdown. A power loss can
 //! lose what was pushed in the last two seconds and not yet delivered; a crash redelivers what
 //! was delivered in the last second.
 //!
@@ -30,6 +31,7 @@ mod segment;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -250,6 +252,10 @@ struct Shared {
     /// Serialises pushes (their writes happen outside `inner`); holds the record-head buffer.
     writer: Mutex<Vec<u8>>,
     notify: Notify,
+    /// Wakes the sync task, which sleeps while it has nothing to do ([`Spool::run_sync`]).
+    sync_wake: Notify,
+    /// Rounds the sync task made (they are what an idle agent's spool costs).
+    sync_rounds: AtomicU64,
     /// `None`: a memory-only spool that never tries the disk.
     dir: Option<PathBuf>,
     max_bytes: u64,
@@ -316,6 +322,8 @@ impl Spool {
                 }),
                 writer: Mutex::new(Vec::new()),
                 notify: Notify::new(),
+                sync_wake: Notify::new(),
+                sync_rounds: AtomicU64::new(0),
                 dir,
                 max_bytes,
                 opts,
@@ -512,6 +520,7 @@ impl Spool {
         }
         drop(head);
         shared.remove_files(deletions);
+        shared.sync_wake.notify_one();
         stored
     }
 
@@ -733,6 +742,7 @@ impl Spool {
         let Some(dir) = &self.shared.dir else {
             return;
         };
+        self.shared.sync_rounds.fetch_add(1, Ordering::Relaxed);
         let (files, acked) = {
             let mut g = self.lock();
             let g = &mut *g;
@@ -786,11 +796,46 @@ impl Spool {
         }
     }
 
-    /// Fsyncs and stores the ack position every [`SYNC_EVERY`] until `cancel`, then once more.
+    /// Whether a sync round has anything to do: a record waits (to be fsynced if it waits
+    /// long, and its ack stored once delivered), an ack position is not stored yet, a segment
+    /// was not fsynced, the disk is to be tried again, or a warning is still to be logged.
+    fn wants_sync_round(&self) -> bool {
+        if self.shared.dir.is_none() {
+            return false;
+        }
+        let g = self.lock();
+        let w = &g.warnings;
+        !g.queue.is_empty()
+            || g.acked != g.acked_stored
+            || g.dirty
+            || !g.to_sync.is_empty()
+            || g.problem.is_some()
+            || w.bound.has_unreported()
+            || w.memory.has_unreported()
+            || w.unreadable.has_unreported()
+    }
+
+    /// Sync rounds made so far.
+    pub fn sync_rounds(&self) -> u64 {
+        self.shared.sync_rounds.load(Ordering::Relaxed)
+    }
+
+    /// Returns [`SYNC_EVERY`] after the sync task has something to do. With nothing waiting it
+    /// sleeps until a push wakes it, so an idle agent makes one round per batch it writes, not
+    /// one a second (docs/benchmarks.md, "Idle agent").
+    async fn next_sync_round(&self) {
+        while !self.wants_sync_round() {
+            self.shared.sync_wake.notified().await;
+        }
+        tokio::time::sleep(SYNC_EVERY).await;
+    }
+
+    /// Fsyncs and stores the ack position every [`SYNC_EVERY`] while anything waits, until
+    /// `cancel`, then once more.
     pub async fn run_sync(self, cancel: CancellationToken) {
         loop {
             let stop = tokio::select! {
-                () = tokio::time::sleep(SYNC_EVERY) => false,
+                () = self.next_sync_round() => false,
                 () = cancel.cancelled() => true,
             };
             let me = self.clone();

@@ -336,6 +336,55 @@ async fn the_sync_task_stores_acks_and_stops_on_cancel() {
     assert_eq!(segment::read_acked(dir.path()), Ok(r.id));
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_sync_task_makes_no_round_while_nothing_was_written() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let spool = Spool::open(dir.path(), 1 << 20).expect("open");
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(spool.clone().run_sync(stop.clone()));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(spool.sync_rounds(), 0, "nothing was pushed");
+
+    // A burst delivered at once: one round (a second later) stores the ack, then none.
+    for i in 1..=3 {
+        spool.push(batch("a", i));
+    }
+    let mut last = 0;
+    for _ in 1..=3 {
+        let r = take(&spool).await;
+        spool.ack(r.id);
+        last = r.id;
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(spool.sync_rounds(), 1, "one round for the burst");
+    assert_eq!(segment::read_acked(dir.path()), Ok(last));
+
+    // A record the output does not take keeps the rounds going (it is fsynced by the second),
+    // until its ack is stored.
+    spool.push(batch("a", 4));
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    assert_eq!(
+        spool.sync_rounds(),
+        1 + 5,
+        "a round a second while a record waits"
+    );
+    let r = take(&spool).await;
+    spool.ack(r.id);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        spool.sync_rounds(),
+        1 + 6,
+        "the round that stored the ack was the last"
+    );
+    assert_eq!(segment::read_acked(dir.path()), Ok(r.id));
+
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops")
+        .expect("join");
+}
+
 /// Runs the delivery loop over what `spool` holds until it is empty, then stops.
 async fn deliver_all(
     spool: &Spool,
