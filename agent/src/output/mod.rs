@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{Config, OutputKind};
 use spool::{Spool, SpoolRecord};
@@ -316,98 +316,108 @@ pub async fn run_delivery_with(
                 continue;
             }
         };
-        let run = Run::of(&records);
-        loop {
-            take_swap(&mut output, &mut swaps, &stats);
-            let result = tokio::select! {
-                r = run.deliver(&mut output) => r,
-                () = &mut give_up => {
-                    warn!(ns = %run.ns(), batches = run.batches.len(), "Shutdown deadline passed during a delivery; the batches stay in the spool.");
-                    return;
-                }
-            };
-            match result {
-                Ok(()) => {
-                    spool.ack_through(run.last);
-                    refusals.flush(false);
-                    stats.set_endpoint(output.endpoint());
-                    stats
-                        .delivered_batches
-                        .fetch_add(run.batches.len() as u64, Ordering::Relaxed);
-                    stats
-                        .delivered_points
-                        .fetch_add(run.points, Ordering::Relaxed);
-                    if !stats.connected.swap(true, Ordering::Relaxed) {
-                        info!(endpoint = %output.endpoint(), "Output is delivering.");
-                        stats.set_error(None);
+        let mut runs = std::collections::VecDeque::from([Run::of(&records)]);
+        while let Some(run) = runs.pop_front() {
+            loop {
+                take_swap(&mut output, &mut swaps, &stats);
+                let result = tokio::select! {
+                    r = run.deliver(&mut output) => r,
+                    () = &mut give_up => {
+                        warn!(ns = %run.ns(), batches = run.batches.len(), "Shutdown deadline passed during a delivery; the batches stay in the spool.");
+                        return;
                     }
-                    failing = None;
-                    backoff = BACKOFF_MIN;
-                    break;
-                }
-                Err(DeliveryError::PartlyRefused { points, reason }) => {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    warn!(ns = %run.ns(), points, error = %reason, "Output refused part of a batch; the rest was delivered.");
-                    spool.ack_through(run.last);
-                    stats.set_endpoint(output.endpoint());
-                    stats
-                        .delivered_batches
-                        .fetch_add(run.batches.len() as u64, Ordering::Relaxed);
-                    stats.delivered_points.fetch_add(
-                        run.points.saturating_sub(u64::from(points)),
-                        Ordering::Relaxed,
-                    );
-                    stats
-                        .rejected_points
-                        .fetch_add(u64::from(points), Ordering::Relaxed);
-                    stats.set_error(Some(reason));
-                    backoff = BACKOFF_MIN;
-                    failing = None;
-                    break;
-                }
-                Err(DeliveryError::Reject(e)) => {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    refusals.refused(run.ns(), &e, run.batches.len(), run.points);
-                    spool.ack_through(run.last);
-                    stats
-                        .rejected_batches
-                        .fetch_add(run.batches.len() as u64, Ordering::Relaxed);
-                    stats
-                        .rejected_points
-                        .fetch_add(run.points, Ordering::Relaxed);
-                    stats.set_error(Some(e));
-                    // It answered: reachable, so a later failure is a new one to log.
-                    failing = None;
-                    break;
-                }
-                Err(DeliveryError::Retry(e)) => {
-                    stats.errors.fetch_add(1, Ordering::Relaxed);
-                    stats.connected.store(false, Ordering::Relaxed);
-                    let now = tokio::time::Instant::now();
-                    match &mut failing {
-                        None => {
-                            warn!(endpoint = %output.endpoint(), error = %e, "Output is failing; batches wait in the spool.");
-                            failing = Some((now, now));
+                };
+                match result {
+                    Ok(()) => {
+                        spool.ack_through(run.last);
+                        refusals.flush(false);
+                        stats.set_endpoint(output.endpoint());
+                        stats
+                            .delivered_batches
+                            .fetch_add(run.batches.len() as u64, Ordering::Relaxed);
+                        stats
+                            .delivered_points
+                            .fetch_add(run.points, Ordering::Relaxed);
+                        if !stats.connected.swap(true, Ordering::Relaxed) {
+                            info!(endpoint = %output.endpoint(), "Output is delivering.");
+                            stats.set_error(None);
                         }
-                        Some((since, logged)) if now - *logged >= FAILING_REMINDER => {
-                            warn!(endpoint = %output.endpoint(), error = %e, failing_secs = (now - *since).as_secs(), "Output is still failing; batches wait in the spool.");
-                            *logged = now;
-                        }
-                        Some(_) => {}
+                        failing = None;
+                        backoff = BACKOFF_MIN;
+                        break;
                     }
-                    stats.set_error(Some(e));
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = &mut give_up => return,
-                        // A new output is tried at once, not after the old one's backoff.
-                        Some(new) = swaps.recv() => {
-                            switch(&mut output, new, &stats);
-                            failing = None;
-                            backoff = BACKOFF_MIN;
-                            continue;
-                        }
+                    Err(DeliveryError::PartlyRefused { points, reason }) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        warn!(ns = %run.ns(), points, error = %reason, "Output refused part of a batch; the rest was delivered.");
+                        spool.ack_through(run.last);
+                        stats.set_endpoint(output.endpoint());
+                        stats
+                            .delivered_batches
+                            .fetch_add(run.batches.len() as u64, Ordering::Relaxed);
+                        stats.delivered_points.fetch_add(
+                            run.points.saturating_sub(u64::from(points)),
+                            Ordering::Relaxed,
+                        );
+                        stats
+                            .rejected_points
+                            .fetch_add(u64::from(points), Ordering::Relaxed);
+                        stats.set_error(Some(reason));
+                        backoff = BACKOFF_MIN;
+                        failing = None;
+                        break;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    Err(DeliveryError::Reject(e)) if run.batches.len() > 1 => {
+                        // One refused batch must not take the others of its run with it: each is
+                        // sent alone, and only what is refused then is dropped.
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        debug!(ns = %run.ns(), batches = run.batches.len(), error = %e, "Output refused a run for good; sending its batches one at a time.");
+                        runs.extend(records.iter().map(|r| Run::of(std::slice::from_ref(r))));
+                        break;
+                    }
+                    Err(DeliveryError::Reject(e)) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        refusals.refused(run.ns(), &e, run.batches.len(), run.points);
+                        spool.ack_through(run.last);
+                        stats
+                            .rejected_batches
+                            .fetch_add(run.batches.len() as u64, Ordering::Relaxed);
+                        stats
+                            .rejected_points
+                            .fetch_add(run.points, Ordering::Relaxed);
+                        stats.set_error(Some(e));
+                        // It answered: reachable, so a later failure is a new one to log.
+                        failing = None;
+                        break;
+                    }
+                    Err(DeliveryError::Retry(e)) => {
+                        stats.errors.fetch_add(1, Ordering::Relaxed);
+                        stats.connected.store(false, Ordering::Relaxed);
+                        let now = tokio::time::Instant::now();
+                        match &mut failing {
+                            None => {
+                                warn!(endpoint = %output.endpoint(), error = %e, "Output is failing; batches wait in the spool.");
+                                failing = Some((now, now));
+                            }
+                            Some((since, logged)) if now - *logged >= FAILING_REMINDER => {
+                                warn!(endpoint = %output.endpoint(), error = %e, failing_secs = (now - *since).as_secs(), "Output is still failing; batches wait in the spool.");
+                                *logged = now;
+                            }
+                            Some(_) => {}
+                        }
+                        stats.set_error(Some(e));
+                        tokio::select! {
+                            () = tokio::time::sleep(backoff) => {}
+                            () = &mut give_up => return,
+                            // A new output is tried at once, not after the old one's backoff.
+                            Some(new) = swaps.recv() => {
+                                switch(&mut output, new, &stats);
+                                failing = None;
+                                backoff = BACKOFF_MIN;
+                                continue;
+                            }
+                        }
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
                 }
             }
         }

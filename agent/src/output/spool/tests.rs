@@ -748,3 +748,71 @@ async fn the_delivery_loop_hands_runs_to_an_output_that_takes_them_and_counts_ev
     assert_eq!(stats.delivered_points.load(Ordering::Relaxed), 16);
     assert!(spool.is_empty());
 }
+
+/// An output taking runs of up to three batches that refuses for good any run holding a batch
+/// whose payload says `refuse`, recording every run it was handed and whether it took it.
+struct RefusingRuns {
+    handed: Arc<Mutex<Vec<(usize, bool)>>>,
+}
+
+impl crate::output::Output for RefusingRuns {
+    fn endpoint(&self) -> String {
+        "refusing".into()
+    }
+
+    fn deliver<'a>(
+        &'a mut self,
+        batch: &'a Arc<EncodedBatch>,
+    ) -> crate::output::BoxFuture<'a, Result<(), crate::output::DeliveryError>> {
+        self.deliver_run(std::slice::from_ref(batch))
+    }
+
+    fn run_limit(&self) -> RunLimit {
+        RunLimit {
+            batches: 3,
+            bytes: 1 << 20,
+        }
+    }
+
+    fn deliver_run<'a>(
+        &'a mut self,
+        run: &'a [Arc<EncodedBatch>],
+    ) -> crate::output::BoxFuture<'a, Result<(), crate::output::DeliveryError>> {
+        Box::pin(async move {
+            let bad = run.iter().any(|b| b.payload.starts_with(b"refuse"));
+            self.handed.lock().expect("lock").push((run.len(), !bad));
+            if bad {
+                return Err(crate::output::DeliveryError::Reject("bad data".into()));
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_run_refused_for_good_is_sent_again_batch_by_batch_and_only_the_bad_one_is_dropped() {
+    use std::sync::atomic::Ordering;
+    let spool = Spool::in_memory(1 << 20);
+    spool.push(batch("a", 0));
+    spool.push(EncodedBatch {
+        ns: "a".into(),
+        points: 3,
+        payload: b"refuse me".to_vec(),
+    });
+    spool.push(batch("a", 2));
+    let handed = Arc::new(Mutex::new(Vec::new()));
+    let stats = Arc::new(crate::output::OutputStats::default());
+    let output = Box::new(RefusingRuns {
+        handed: Arc::clone(&handed),
+    });
+    deliver_all(&spool, output, &stats).await;
+    assert_eq!(
+        *handed.lock().expect("lock"),
+        [(3, false), (1, true), (1, false), (1, true)]
+    );
+    assert_eq!(stats.delivered_batches.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.delivered_points.load(Ordering::Relaxed), 4);
+    assert_eq!(stats.rejected_batches.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.rejected_points.load(Ordering::Relaxed), 3);
+    assert!(spool.is_empty());
+}
