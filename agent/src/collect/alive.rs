@@ -65,18 +65,22 @@ pub async fn run(state: AgentState, shutdown: CancellationToken) {
     let mut next = clock.tick_at_or_after(every, Instant::now());
     let mut plans = state.subscribe_plan();
     let mut seen: BTreeSet<String> = BTreeSet::new();
+    // The namespaces in force at start get theirs at once: the plan may have been loaded before
+    // this task subscribed, and then no change would announce them.
+    let mut starting = true;
     loop {
         // A namespace gets its first heartbeat as soon as the registry names it, not a tick later.
-        let only_new = tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep_until(next) => false,
-            changed = plans.changed() => {
-                if changed.is_err() {
-                    return;
+        let only_new = std::mem::take(&mut starting)
+            || tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep_until(next) => false,
+                changed = plans.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    true
                 }
-                true
-            }
-        };
+            };
         let plan = state.plan();
         let targets = plan
             .namespaces
