@@ -111,13 +111,26 @@ fn points(output: &str, name: &str) -> Vec<(i64, f64)> {
         .collect()
 }
 
+/// Every system family, by its registry name.
+const FAMILIES: &str = "CPU MEM DISK NET FS KERNEL TIME NETSTAT SOCKET PRESSURE VMSTAT CONNTRACK \
+                        SOFTNET HWMON RAID COREDUMP";
+
+/// An agent collecting only the families `intervals` names (`"NETSTAT = 1, SOCKET = 1"`).
 fn agent(intervals: &str) -> support::Agent {
+    let named: Vec<&str> = intervals
+        .split(',')
+        .filter_map(|kv| Some(kv.split_once('=')?.0.trim()))
+        .collect();
+    let off: Vec<String> = FAMILIES
+        .split(' ')
+        .filter(|f| !named.contains(f))
+        .map(|f| format!("{f} = 0"))
+        .collect();
     AgentBuilder::new()
         .config("[output]\nflush_ms = 100")
         .registry(&format!(
-            "[[namespace]]\nname = \"{NS}\"\nintervals = {{ CPU = 0, MEM = 0, DISK = 0, NET = 0, \
-             FS = 0, KERNEL = 0, TIME = 0, PRESSURE = 0, VMSTAT = 0, SOFTNET = 0, HWMON = 0, \
-             RAID = 0, COREDUMP = 0, {intervals} }}\n"
+            "[[namespace]]\nname = \"{NS}\"\nintervals = {{ {}, {intervals} }}\n",
+            off.join(", ")
         ))
         .start()
 }
@@ -303,5 +316,88 @@ fn counter_rates_account_for_node_exporters_counter(ne: &NodeExporter, a: &suppo
     assert!(
         seen >= 300.0 * 0.9 && seen <= delta * 1.5 + 20.0,
         "agent's rates sum to {seen} opens, node_exporter's counter moved {delta} over {window:.1}s"
+    );
+}
+
+/// Puts `kernel.core_pattern` back as it was, also when the test fails.
+struct CorePattern {
+    saved: String,
+}
+
+impl CorePattern {
+    const PATH: &'static str = "/proc/sys/kernel/core_pattern";
+
+    fn set(pattern: &str) -> CorePattern {
+        let saved = std::fs::read_to_string(Self::PATH).expect("read core_pattern");
+        std::fs::write(Self::PATH, pattern).expect("set core_pattern (the suite runs as root)");
+        CorePattern { saved }
+    }
+}
+
+impl Drop for CorePattern {
+    fn drop(&mut self) {
+        let _ = std::fs::write(Self::PATH, self.saved.trim_end());
+    }
+}
+
+/// A real process dumping core into the directory a real `kernel.core_pattern` names: COREDUMP
+/// counts it once, with the program's name, and a file that was there before is not counted.
+#[test]
+fn a_process_that_dumps_core_is_counted_with_its_program() {
+    // core_pattern is the machine's: no other test may crash a process meanwhile.
+    let _alone = support::machine_wide();
+    let dumps = tempfile::tempdir().expect("tmp");
+    std::fs::write(dumps.path().join("core.before.1"), b"old").expect("old dump");
+    let _pattern = CorePattern::set(&format!("{}/core.%e.%p", dumps.path().display()));
+    let a = agent("COREDUMP = 1");
+    let news = |out: &str| points(out, "coredump.new");
+    // The first collection only records what is there; the next ones say 0 until a dump.
+    assert!(
+        wait_until(Duration::from_secs(15), || news(&a.output_file(NS)).len()
+            >= 2),
+        "coredump points:\n{}\n{}",
+        a.output_file(NS),
+        a.stderr()
+    );
+    assert!(
+        news(&a.output_file(NS)).iter().all(|(_, v)| *v == 0.0),
+        "the dump that was there before is not new:\n{}",
+        a.output_file(NS)
+    );
+    let mut sleeper = Command::new("sh")
+        .args(["-c", "ulimit -c unlimited && exec sleep 30"])
+        .spawn()
+        .expect("sh");
+    std::thread::sleep(Duration::from_millis(200));
+    let killed = Command::new("kill")
+        .args(["-SEGV", &sleeper.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = sleeper.wait().expect("wait");
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(11), "{status:?}");
+        assert!(
+            status.core_dumped(),
+            "the kernel wrote no core ({status:?})"
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), || latest(
+            &a.output_file(NS),
+            "coredump.program",
+            &["program=sleep"]
+        ) == Some(1.0)),
+        "no coredump.program for sleep:\n{}\n{}",
+        a.output_file(NS),
+        a.stderr()
+    );
+    let out = a.output_file(NS);
+    let total: f64 = news(&out).iter().map(|(_, v)| v).sum();
+    assert_eq!(total, 1.0, "one dump, counted once:\n{out}");
+    assert!(
+        !out.contains("program=before"),
+        "the old file is not reported:\n{out}"
     );
 }
