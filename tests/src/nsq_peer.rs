@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use std::thread::JoinHandle;
@@ -124,6 +124,8 @@ struct State {
     /// Send a heartbeat just before every publish answer (nsqd may interleave them anywhere).
     heartbeat_before_answer: AtomicBool,
     received: Mutex<Received>,
+    /// Signalled whenever a publish was counted in `received` (for [`NsqPeer::wait_for_lines`]).
+    counted: Condvar,
     drop_generation: AtomicU64,
     open: AtomicU64,
 }
@@ -171,6 +173,7 @@ impl NsqPeer {
                 behaviour: Mutex::new(Behaviour::Normal),
                 heartbeat_before_answer: AtomicBool::new(false),
                 received: Mutex::default(),
+                counted: Condvar::new(),
                 drop_generation: AtomicU64::new(0),
                 open: AtomicU64::new(0),
             }),
@@ -284,6 +287,29 @@ impl NsqPeer {
     /// Lines received on every topic.
     pub fn total_lines(&self) -> u64 {
         lock(&self.state.received).line_counts.values().sum()
+    }
+
+    /// Waits until the peer counted at least `lines` lines on every topic together, or `timeout`
+    /// passed; says whether it got there. Woken by each publish as it is counted, so a benchmark
+    /// learns the moment its last point arrived (polling on tokio's timer would add up to its
+    /// 1 ms tick to every run).
+    pub fn wait_for_lines(&self, lines: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut r = lock(&self.state.received);
+        loop {
+            if r.line_counts.values().sum::<u64>() >= lines {
+                return true;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            r = self
+                .state
+                .counted
+                .wait_timeout(r, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 
     /// Topics that received something.
@@ -1025,6 +1051,7 @@ impl Conn<'_> {
                     .map(|m| m.iter().filter(|&&x| x == b'\n').count())
                     .sum();
                 *r.line_counts.entry(topic.clone()).or_default() += lines as u64;
+                self.state.counted.notify_all();
                 if opts.record_bodies {
                     r.messages
                         .entry(topic)
