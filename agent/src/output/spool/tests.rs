@@ -686,10 +686,12 @@ async fn a_run_of_batches_read_back_from_disk_stops_where_the_read_ahead_stopped
     assert!(spool.is_empty());
 }
 
-/// An output taking runs of up to three batches that fails its first delivery.
+/// An output taking runs of up to three batches, recording every run it was handed (the points
+/// of each batch) and whether it took it. It fails its first `fail` deliveries (to be sent
+/// again), and refuses for good any run holding a batch whose payload says `refuse`.
 struct RunOutput {
     fail: usize,
-    runs: Arc<Mutex<Vec<Vec<usize>>>>,
+    handed: Arc<Mutex<Vec<(Vec<usize>, bool)>>>,
 }
 
 impl crate::output::Output for RunOutput {
@@ -716,12 +718,17 @@ impl crate::output::Output for RunOutput {
         run: &'a [Arc<EncodedBatch>],
     ) -> crate::output::BoxFuture<'a, Result<(), crate::output::DeliveryError>> {
         Box::pin(async move {
+            use crate::output::DeliveryError::{Reject, Retry};
             if self.fail > 0 {
                 self.fail -= 1;
-                return Err(crate::output::DeliveryError::Retry("down".into()));
+                return Err(Retry("down".into()));
             }
-            let sizes = run.iter().map(|b| b.points as usize).collect();
-            self.runs.lock().expect("lock").push(sizes);
+            let bad = run.iter().any(|b| b.payload.starts_with(b"refuse"));
+            let points = run.iter().map(|b| b.points as usize).collect();
+            self.handed.lock().expect("lock").push((points, !bad));
+            if bad {
+                return Err(Reject("bad data".into()));
+            }
             Ok(())
         })
     }
@@ -735,58 +742,26 @@ async fn the_delivery_loop_hands_runs_to_an_output_that_takes_them_and_counts_ev
         spool.push(batch("a", i));
     }
     spool.push(batch("b", 7));
-    let runs = Arc::new(Mutex::new(Vec::new()));
+    let handed = Arc::new(Mutex::new(Vec::new()));
     let stats = Arc::new(crate::output::OutputStats::default());
     let output = Box::new(RunOutput {
         fail: 1,
-        runs: Arc::clone(&runs),
+        handed: Arc::clone(&handed),
     });
     deliver_all(&spool, output, &stats).await;
-    let lens: Vec<usize> = runs.lock().expect("lock").iter().map(Vec::len).collect();
+    let lens: Vec<usize> = handed
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(points, took)| {
+            assert!(took);
+            points.len()
+        })
+        .collect();
     assert_eq!(lens, [3, 3, 1, 1], "runs of a, cut at the limit and at b");
     assert_eq!(stats.delivered_batches.load(Ordering::Relaxed), 8);
     assert_eq!(stats.delivered_points.load(Ordering::Relaxed), 16);
     assert!(spool.is_empty());
-}
-
-/// An output taking runs of up to three batches that refuses for good any run holding a batch
-/// whose payload says `refuse`, recording every run it was handed and whether it took it.
-struct RefusingRuns {
-    handed: Arc<Mutex<Vec<(usize, bool)>>>,
-}
-
-impl crate::output::Output for RefusingRuns {
-    fn endpoint(&self) -> String {
-        "refusing".into()
-    }
-
-    fn deliver<'a>(
-        &'a mut self,
-        batch: &'a Arc<EncodedBatch>,
-    ) -> crate::output::BoxFuture<'a, Result<(), crate::output::DeliveryError>> {
-        self.deliver_run(std::slice::from_ref(batch))
-    }
-
-    fn run_limit(&self) -> RunLimit {
-        RunLimit {
-            batches: 3,
-            bytes: 1 << 20,
-        }
-    }
-
-    fn deliver_run<'a>(
-        &'a mut self,
-        run: &'a [Arc<EncodedBatch>],
-    ) -> crate::output::BoxFuture<'a, Result<(), crate::output::DeliveryError>> {
-        Box::pin(async move {
-            let bad = run.iter().any(|b| b.payload.starts_with(b"refuse"));
-            self.handed.lock().expect("lock").push((run.len(), !bad));
-            if bad {
-                return Err(crate::output::DeliveryError::Reject("bad data".into()));
-            }
-            Ok(())
-        })
-    }
 }
 
 #[tokio::test]
@@ -802,13 +777,19 @@ async fn a_run_refused_for_good_is_sent_again_batch_by_batch_and_only_the_bad_on
     spool.push(batch("a", 2));
     let handed = Arc::new(Mutex::new(Vec::new()));
     let stats = Arc::new(crate::output::OutputStats::default());
-    let output = Box::new(RefusingRuns {
+    let output = Box::new(RunOutput {
+        fail: 0,
         handed: Arc::clone(&handed),
     });
     deliver_all(&spool, output, &stats).await;
     assert_eq!(
         *handed.lock().expect("lock"),
-        [(3, false), (1, true), (1, false), (1, true)]
+        [
+            (vec![2, 3, 2], false),
+            (vec![2], true),
+            (vec![3], false),
+            (vec![2], true)
+        ]
     );
     assert_eq!(stats.delivered_batches.load(Ordering::Relaxed), 2);
     assert_eq!(stats.delivered_points.load(Ordering::Relaxed), 4);
