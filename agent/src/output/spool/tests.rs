@@ -691,8 +691,11 @@ async fn a_run_of_batches_read_back_from_disk_stops_where_the_read_ahead_stopped
 /// again), and refuses for good any run holding a batch whose payload says `refuse`.
 struct RunOutput {
     fail: usize,
-    handed: Arc<Mutex<Vec<(Vec<usize>, bool)>>>,
+    handed: Arc<Mutex<Vec<Handed>>>,
 }
+
+/// A run as [`RunOutput`] was handed it: the points of each batch, and whether it took the run.
+type Handed = (Vec<usize>, bool);
 
 impl crate::output::Output for RunOutput {
     fn endpoint(&self) -> String {
