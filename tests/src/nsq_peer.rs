@@ -118,6 +118,13 @@ pub struct Received {
     pub upgrades: Vec<String>,
 }
 
+impl Received {
+    /// Lines received on every topic.
+    pub fn total_lines(&self) -> u64 {
+        self.line_counts.values().sum()
+    }
+}
+
 struct State {
     opts: PeerOptions,
     behaviour: Mutex<Behaviour>,
@@ -286,7 +293,7 @@ impl NsqPeer {
 
     /// Lines received on every topic.
     pub fn total_lines(&self) -> u64 {
-        lock(&self.state.received).line_counts.values().sum()
+        lock(&self.state.received).total_lines()
     }
 
     /// Waits until the peer counted at least `lines` lines on every topic together, or `timeout`
@@ -297,7 +304,7 @@ impl NsqPeer {
         let deadline = Instant::now() + timeout;
         let mut r = lock(&self.state.received);
         loop {
-            if r.line_counts.values().sum::<u64>() >= lines {
+            if r.total_lines() >= lines {
                 return true;
             }
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {

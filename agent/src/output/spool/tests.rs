@@ -752,15 +752,9 @@ async fn the_delivery_loop_hands_runs_to_an_output_that_takes_them_and_counts_ev
         handed: Arc::clone(&handed),
     });
     deliver_all(&spool, output, &stats).await;
-    let lens: Vec<usize> = handed
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|(points, took)| {
-            assert!(took);
-            points.len()
-        })
-        .collect();
+    let handed = handed.lock().expect("lock");
+    assert!(handed.iter().all(|(_, took)| *took), "{handed:?}");
+    let lens: Vec<usize> = handed.iter().map(|(points, _)| points.len()).collect();
     assert_eq!(lens, [3, 3, 1, 1], "runs of a, cut at the limit and at b");
     assert_eq!(stats.delivered_batches.load(Ordering::Relaxed), 8);
     assert_eq!(stats.delivered_points.load(Ordering::Relaxed), 16);
